@@ -1,0 +1,134 @@
+//! What every groundwork daemon must do as a process, checked against its real binary: log its ops address,
+//! answer `/healthz`, `/readyz` and `/metrics`, and exit 0 soon after SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::process::{Process, Scratch};
+use crate::{Result, http, wait};
+
+/// A daemon started by a test with its ops endpoint on a free loopback port and JSON logs.
+#[derive(Debug)]
+pub struct Daemon {
+    process: Process,
+    ops_addr: SocketAddr,
+    _scratch: Scratch,
+}
+
+impl Daemon {
+    /// Starts `binary` with `args`, and waits (bounded) until it logged the address of its ops endpoint.
+    pub fn start(binary: &str, args: &[&str]) -> Result<Self> {
+        let name = std::path::Path::new(binary)
+            .file_name()
+            .map_or_else(|| binary.to_owned(), |n| n.to_string_lossy().into_owned());
+        let scratch = Scratch::new(&name)?;
+        let mut command = Command::new(binary);
+        command
+            .args(["--ops-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--drain-timeout", "5s"])
+            .args(args);
+        let log = scratch.join(&format!("{name}.log"));
+        let mut process = Process::spawn(&name, command, &log)?;
+        let ops_addr = wait::until_blocking(
+            &format!("{name} to log its ops_addr"),
+            Duration::from_secs(20),
+            || {
+                process.check_running().map_err(|e| e.to_string())?;
+                ops_addr_in(&std::fs::read_to_string(&log).unwrap_or_default())
+                    .ok_or_else(|| "not logged yet".to_owned())
+            },
+        )?;
+        Ok(Self {
+            process,
+            ops_addr,
+            _scratch: scratch,
+        })
+    }
+
+    /// The ops endpoint's address.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
+    }
+
+    /// The daemon's process.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let addr = self.ops_addr;
+        let process = &mut self.process;
+        wait::until_blocking("/readyz to answer 200", timeout, || {
+            process.check_running().map_err(|e| e.to_string())?;
+            let response = http::get(addr, "/readyz")?;
+            if response.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{}: {}", response.status, response.body.trim()))
+            }
+        })
+    }
+}
+
+/// Finds `"ops_addr":"127.0.0.1:PORT"` in JSON log lines.
+fn ops_addr_in(log: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|line| {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        value.get("ops_addr")?.as_str()?.parse().ok()
+    })
+}
+
+/// Asserts the process contract of a daemon binary: probes and metrics served, clean exit on SIGTERM.
+/// Panics with the daemon's log on failure (this is an assertion helper for tests).
+pub fn assert_lifecycle(binary: &str, args: &[&str]) {
+    let mut daemon = match Daemon::start(binary, args) {
+        Ok(daemon) => daemon,
+        Err(e) => panic!("{binary} did not start: {e}"),
+    };
+    let addr = daemon.ops_addr();
+    let health = http::get(addr, "/healthz").unwrap_or_else(|e| panic!("/healthz: {e}"));
+    assert_eq!((health.status, health.body.trim()), (200, "ok"));
+    if let Err(e) = daemon.wait_ready(Duration::from_secs(20)) {
+        panic!("{binary} never became ready: {e}");
+    }
+    let metrics = http::get(addr, "/metrics").unwrap_or_else(|e| panic!("/metrics: {e}"));
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("groundwork_build_info{"),
+        "/metrics lacks groundwork_build_info:\n{}",
+        metrics.body
+    );
+    daemon
+        .process()
+        .signal(Signal::SIGTERM)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = daemon.process().wait_exit(Duration::from_secs(10));
+    let tail = daemon.process().log_tail(20);
+    let status =
+        status.unwrap_or_else(|| panic!("{binary} still running 10 s after SIGTERM:\n{tail}"));
+    assert!(
+        status.success(),
+        "{binary} exited with {status} after SIGTERM:\n{tail}"
+    );
+    assert!(
+        tail.contains("\"stopped\""),
+        "no 'stopped' log line:\n{tail}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ops_address_is_read_from_json_logs() {
+        let log =
+            "not json\n{\"message\":\"ops endpoint listening\",\"ops_addr\":\"127.0.0.1:4321\"}\n";
+        assert_eq!(ops_addr_in(log), Some(([127, 0, 0, 1], 4321).into()));
+        assert_eq!(ops_addr_in("{\"message\":\"x\"}"), None);
+    }
+}

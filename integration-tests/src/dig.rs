@@ -1,0 +1,165 @@
+//! DNS queries with the real `dig` (Debian's bind9-dnsutils), parsed into what tests assert on: the response
+//! code, the header flags, and the records of each section.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use crate::{HarnessError, Result, io_err};
+
+/// One resource record as `dig` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Owner name, lower-cased, with the trailing dot.
+    pub name: String,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// Record type, e.g. `A`.
+    pub rtype: String,
+    /// Record data as presented, e.g. `10.10.39.200`.
+    pub data: String,
+}
+
+/// A parsed `dig` response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Response code, e.g. `NOERROR`, `NXDOMAIN`, `REFUSED`.
+    pub status: String,
+    /// Header flags, e.g. `qr`, `aa`, `tc`.
+    pub flags: Vec<String>,
+    /// ANSWER section.
+    pub answer: Vec<Record>,
+    /// AUTHORITY section.
+    pub authority: Vec<Record>,
+    /// Everything `dig` printed, for assertion messages.
+    pub raw: String,
+}
+
+impl Answer {
+    /// Whether the header carries `flag` (e.g. `aa`).
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+
+    /// The data of every answer record of type `rtype`, sorted.
+    pub fn data_of(&self, rtype: &str) -> Vec<String> {
+        let mut data: Vec<String> = self
+            .answer
+            .iter()
+            .filter(|r| r.rtype == rtype)
+            .map(|r| r.data.clone())
+            .collect();
+        data.sort();
+        data
+    }
+}
+
+/// Asks `server` for `name`/`rtype` over UDP (add `+tcp` in `extra` for TCP), without recursion.
+pub fn query(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Result<Answer> {
+    let mut command = Command::new("dig");
+    command
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg(name)
+        .arg(rtype)
+        .args(["+norecurse", "+time=2", "+tries=1"])
+        .args(extra);
+    let output = command
+        .output()
+        .map_err(io_err("running dig (install bind9-dnsutils)"))?;
+    let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(HarnessError::Command {
+            command: format!("{command:?}"),
+            stderr: format!("{raw}{}", String::from_utf8_lossy(&output.stderr)),
+        });
+    }
+    parse(&raw).ok_or_else(|| HarnessError::Command {
+        command: format!("{command:?}"),
+        stderr: format!("unparseable dig output:\n{raw}"),
+    })
+}
+
+/// Parses `dig`'s default output.
+pub fn parse(raw: &str) -> Option<Answer> {
+    let status = raw
+        .lines()
+        .find_map(|l| l.split_once("status: "))
+        .map(|(_, rest)| rest.split(',').next().unwrap_or_default().trim().to_owned())?;
+    let flags = raw
+        .lines()
+        .find_map(|l| l.strip_prefix(";; flags: "))
+        .map(|rest| {
+            rest.split(';')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Answer {
+        status,
+        flags,
+        answer: section(raw, "ANSWER"),
+        authority: section(raw, "AUTHORITY"),
+        raw: raw.to_owned(),
+    })
+}
+
+fn section(raw: &str, name: &str) -> Vec<Record> {
+    let header = format!(";; {name} SECTION:");
+    raw.lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let name = fields.next()?.to_ascii_lowercase();
+            let ttl = fields.next()?.parse().ok()?;
+            let _class = fields.next()?;
+            let rtype = fields.next()?.to_owned();
+            let data = fields.collect::<Vec<_>>().join(" ");
+            Some(Record {
+                name,
+                ttl,
+                rtype,
+                data,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "
+; <<>> DiG 9.18.28-1~deb12u2-Debian <<>> @127.0.0.1 -p 1053 nginx.test.org A +norecurse
+;; global options: +cmd
+;; Got answer:
+;; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 4242
+;; flags: qr aa; QUERY: 1, ANSWER: 2, AUTHORITY: 0, ADDITIONAL: 1
+
+;; QUESTION SECTION:
+;nginx.test.org.\t\t\tIN\tA
+
+;; ANSWER SECTION:
+nginx.test.org.\t\t300\tIN\tA\t10.10.39.201
+Nginx.test.org.\t\t300\tIN\tA\t10.10.39.200
+
+;; Query time: 0 msec
+";
+
+    #[test]
+    fn dig_output_is_parsed_into_status_flags_and_records() {
+        let answer = parse(SAMPLE).unwrap();
+        assert_eq!(answer.status, "NOERROR");
+        assert!(answer.has_flag("aa") && answer.has_flag("qr") && !answer.has_flag("tc"));
+        assert_eq!(answer.answer.len(), 2);
+        assert_eq!(answer.answer[1].name, "nginx.test.org.");
+        assert_eq!(answer.answer[1].ttl, 300);
+        assert_eq!(answer.data_of("A"), ["10.10.39.200", "10.10.39.201"]);
+        assert!(answer.authority.is_empty());
+    }
+}

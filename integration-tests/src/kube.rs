@@ -1,0 +1,335 @@
+//! A real Kubernetes control plane for a test: etcd, kube-apiserver and (optionally)
+//! kube-controller-manager built from `k8s.io/kubernetes`, with generated certificates, an admin
+//! kubeconfig on disk and a ready [`kube::Client`].
+//!
+//! There are no nodes or kubelets: tests that need "nodes" create Node objects and, for the data plane,
+//! use [`crate::netlab`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::certs::{self, Ca, Usage};
+use crate::etcd::Etcd;
+use crate::process::{Process, Scratch, free_port};
+use crate::{HarnessError, Result, peers, wait};
+
+/// How long the apiserver may take to become ready; the target is well under 15 s.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The Service CIDR handed to the apiserver (virtual addresses only, nothing routes them).
+const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// What to start besides etcd and the apiserver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterOptions {
+    /// Also run kube-controller-manager (service accounts, garbage collection, EndpointSlices...).
+    pub controller_manager: bool,
+}
+
+/// A running control plane, stopped and deleted on drop.
+pub struct KubeCluster {
+    // Fields drop in order: processes stop before the etcd they use and before files are removed.
+    controller_manager: Option<Process>,
+    apiserver: Process,
+    etcd: Etcd,
+    client: Client,
+    kubeconfig: PathBuf,
+    server_url: String,
+    started_in: Duration,
+    scratch: Scratch,
+}
+
+impl std::fmt::Debug for KubeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCluster")
+            .field("server_url", &self.server_url)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeCluster {
+    /// etcd + kube-apiserver.
+    pub async fn start() -> Result<Self> {
+        Self::start_with(ClusterOptions::default()).await
+    }
+
+    /// etcd + kube-apiserver + kube-controller-manager.
+    pub async fn start_with_controller_manager() -> Result<Self> {
+        Self::start_with(ClusterOptions {
+            controller_manager: true,
+        })
+        .await
+    }
+
+    /// Starts the control plane described by `options` and waits until the apiserver is ready and the
+    /// `default` namespace exists.
+    pub async fn start_with(options: ClusterOptions) -> Result<Self> {
+        let start = Instant::now();
+        let apiserver_bin = peers::binary("kube-apiserver")?;
+        let kcm_bin = if options.controller_manager {
+            Some(peers::binary("kube-controller-manager")?)
+        } else {
+            None
+        };
+        let scratch = Scratch::new("kube")?;
+        let dir = scratch.path();
+        let etcd = Etcd::start().await?;
+
+        let ca = Ca::new("groundwork test kubernetes CA")?;
+        let ca_path = ca.write_ca(dir)?;
+        ca.issue_files(
+            dir,
+            "apiserver",
+            &[],
+            &[
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "10.96.0.1",
+            ],
+            Usage::Server,
+        )?;
+        let admin = ca.issue_files(dir, "admin", &["system:masters"], &[], Usage::Client)?;
+        let (sa_key, sa_pub) = certs::key_pair_pem()?;
+        certs::write(&dir.join("sa.key"), &sa_key)?;
+        certs::write(&dir.join("sa.pub"), &sa_pub)?;
+
+        let port = free_port()?;
+        let server_url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = dir.join("admin.kubeconfig");
+        write_kubeconfig(&kubeconfig, &server_url, &ca_path, &admin.cert, &admin.key)?;
+
+        let mut apiserver = Process::spawn(
+            "kube-apiserver",
+            apiserver_command(&apiserver_bin, dir, etcd.endpoint(), port),
+            &dir.join("kube-apiserver.log"),
+        )?;
+        let client = admin_client(&kubeconfig).await?;
+        wait_ready(&client, &mut apiserver).await?;
+        let started_in = start.elapsed();
+
+        let controller_manager = match kcm_bin {
+            Some(bin) => Some(Process::spawn(
+                "kube-controller-manager",
+                controller_manager_command(&bin, dir, &kubeconfig),
+                &dir.join("kube-controller-manager.log"),
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            controller_manager,
+            apiserver,
+            etcd,
+            client,
+            kubeconfig,
+            server_url,
+            started_in,
+            scratch,
+        })
+    }
+
+    /// A client with cluster-admin rights.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Path of the admin kubeconfig (for `kubectl`, external-dns, helm...).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The apiserver URL.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// Time from [`KubeCluster::start_with`] until the apiserver was ready.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The scratch directory holding certificates and logs.
+    pub fn dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// The kube-apiserver process (for fault tests).
+    pub fn apiserver(&mut self) -> &mut Process {
+        &mut self.apiserver
+    }
+
+    /// The kube-controller-manager process, when started.
+    pub fn controller_manager(&mut self) -> Option<&mut Process> {
+        self.controller_manager.as_mut()
+    }
+
+    /// The control plane's etcd.
+    pub fn etcd(&mut self) -> &mut Etcd {
+        &mut self.etcd
+    }
+
+    /// Creates or updates CustomResourceDefinitions (server-side apply) and waits until each is Established.
+    pub async fn install_crds(&self, crds: &[CustomResourceDefinition]) -> Result<()> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let params = PatchParams::apply("groundwork-tests").force();
+        for crd in crds {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &params, &Patch::Apply(crd)).await?;
+        }
+        for crd in crds {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let api = api.clone();
+            wait::until(
+                &format!("CRD {name} to be Established"),
+                Duration::from_secs(20),
+                || {
+                    let api = api.clone();
+                    let name = name.clone();
+                    async move {
+                        let crd = api.get(&name).await.map_err(|e| e.to_string())?;
+                        let established = crd
+                            .status
+                            .and_then(|s| s.conditions)
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True");
+                        if established {
+                            Ok(())
+                        } else {
+                            Err("not established yet".to_owned())
+                        }
+                    }
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn apiserver_command(binary: &Path, dir: &Path, etcd: &str, port: u16) -> Command {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--etcd-servers={etcd}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--cert-dir={}", path("apiserver-certs")))
+        .arg(format!("--tls-cert-file={}", path("apiserver.crt")))
+        .arg(format!("--tls-private-key-file={}", path("apiserver.key")))
+        .arg(format!("--client-ca-file={}", path("ca.crt")))
+        .arg(format!("--service-account-key-file={}", path("sa.pub")))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            path("sa.key")
+        ))
+        .arg("--service-account-issuer=https://kubernetes.default.svc")
+        .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg("--allow-privileged=true")
+        // No nodes run here; the `kubernetes` Service's endpoints would point at loopback.
+        .arg("--endpoint-reconciler-type=none")
+        // Priority and fairness only shapes load we never generate, and costs start-up time.
+        .arg("--enable-priority-and-fairness=false")
+        .arg("--profiling=false")
+        .arg("--v=1");
+    command
+}
+
+fn controller_manager_command(binary: &Path, dir: &Path, kubeconfig: &Path) -> Command {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!(
+            "--authentication-kubeconfig={}",
+            kubeconfig.display()
+        ))
+        .arg(format!(
+            "--authorization-kubeconfig={}",
+            kubeconfig.display()
+        ))
+        .arg("--bind-address=127.0.0.1")
+        // No serving port: nothing here scrapes it, and a fixed port would clash between tests.
+        .arg("--secure-port=0")
+        .arg("--leader-elect=false")
+        .arg("--use-service-account-credentials=true")
+        .arg(format!(
+            "--service-account-private-key-file={}",
+            path("sa.key")
+        ))
+        .arg(format!("--root-ca-file={}", path("ca.crt")))
+        .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+        .arg("--v=1");
+    command
+}
+
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path, cert: &Path, key: &Path) -> Result<()> {
+    // JSON is valid YAML, and serde_json is already here.
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "groundwork-test", "cluster": {
+            "server": server,
+            "certificate-authority": ca,
+        }}],
+        "users": [{"name": "admin", "user": {
+            "client-certificate": cert,
+            "client-key": key,
+        }}],
+        "contexts": [{"name": "admin@groundwork-test", "context": {
+            "cluster": "groundwork-test",
+            "user": "admin",
+            "namespace": "default",
+        }}],
+        "current-context": "admin@groundwork-test",
+    });
+    certs::write(path, &config.to_string())
+}
+
+/// A client from a kubeconfig file.
+pub async fn admin_client(kubeconfig: &Path) -> Result<Client> {
+    let kubeconfig =
+        Kubeconfig::read_from(kubeconfig).map_err(|e| HarnessError::Kubeconfig(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| HarnessError::Kubeconfig(e.to_string()))?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn wait_ready(client: &Client, apiserver: &mut Process) -> Result<()> {
+    wait::until("kube-apiserver /readyz", READY_TIMEOUT, || {
+        let running = apiserver.check_running();
+        let client = client.clone();
+        async move {
+            running.map_err(|e| e.to_string())?;
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            let body = client
+                .request_text(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            if body.trim() != "ok" {
+                return Err(body);
+            }
+            // The apiserver creates `default` shortly after start; tests assume it exists.
+            Api::<Namespace>::all(client)
+                .get("default")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+    })
+    .await
+}

@@ -1,0 +1,152 @@
+//! The Go peer programs, built by `scripts/build-peers` into `target/peers/bin` (or `$PEERS_DIR/bin`), and
+//! runners for the ones tests talk to: CoreDNS with its etcd plugin, and external-dns with its CoreDNS
+//! provider.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::etcd::Etcd;
+use crate::process::{Process, Scratch, free_port};
+use crate::{HarnessError, Result, certs, http, wait, workspace_root};
+
+/// The directory holding the built peers.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target").join("peers"))
+        .join("bin")
+}
+
+/// Path of a built peer program, or [`HarnessError::MissingPeer`] telling how to build it.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::MissingPeer {
+            name: name.to_owned(),
+            path,
+        })
+    }
+}
+
+/// CoreDNS serving zones from etcd through its etcd plugin, on a free loopback port (UDP and TCP).
+#[derive(Debug)]
+pub struct CoreDns {
+    process: Process,
+    addr: SocketAddr,
+    _scratch: Scratch,
+}
+
+impl CoreDns {
+    /// Starts CoreDNS authoritative for `zones`, reading records under `/skydns` in `etcd` (over TLS when
+    /// etcd serves TLS), and waits until its `ready` plugin reports ready.
+    pub async fn start_with_etcd(etcd: &Etcd, zones: &[&str]) -> Result<Self> {
+        let binary = binary("coredns")?;
+        let scratch = Scratch::new("coredns")?;
+        let port = free_port()?;
+        let ready: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let tls = etcd
+            .client_tls()
+            .map(|f| {
+                format!(
+                    "\n        tls {} {} {}",
+                    f.cert.display(),
+                    f.key.display(),
+                    f.ca.display()
+                )
+            })
+            .unwrap_or_default();
+        let corefile = format!(
+            "{zones}:{port} {{\n    bind 127.0.0.1\n    ready {ready}\n    etcd {zones} {{\n        path /skydns\n        endpoint {endpoint}{tls}\n    }}\n}}\n",
+            zones = zones.join(" "),
+            endpoint = etcd.endpoint(),
+        );
+        let corefile_path = scratch.join("Corefile");
+        certs::write(&corefile_path, &corefile)?;
+        let mut command = Command::new(binary);
+        command.arg("-conf").arg(&corefile_path);
+        let mut process = Process::spawn("coredns", command, &scratch.join("coredns.log"))?;
+        wait::until("CoreDNS to be ready", Duration::from_secs(20), || {
+            let running = process.check_running();
+            async move {
+                running.map_err(|e| e.to_string())?;
+                match http::get(ready, "/ready")? {
+                    response if response.status == 200 => Ok(()),
+                    response => Err(format!("/ready answered {}", response.status)),
+                }
+            }
+        })
+        .await?;
+        Ok(Self {
+            process,
+            addr: ([127, 0, 0, 1], port).into(),
+            _scratch: scratch,
+        })
+    }
+
+    /// Where CoreDNS answers DNS.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CoreDNS process.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+/// What one external-dns run printed.
+#[derive(Debug)]
+pub struct ExternalDnsRun {
+    /// Its combined output.
+    pub log: String,
+}
+
+/// Runs external-dns once (`--once`) with its CoreDNS provider against `kubeconfig` and `etcd`, with
+/// `args` appended (sources, filters, owner id...). Fails if it exits non-zero or takes over a minute.
+pub async fn external_dns_once(
+    kubeconfig: &std::path::Path,
+    etcd: &Etcd,
+    args: &[&str],
+) -> Result<ExternalDnsRun> {
+    let binary = binary("external-dns")?;
+    let scratch = Scratch::new("external-dns")?;
+    let mut command = Command::new(binary);
+    command
+        .arg("--once")
+        .arg("--provider=coredns")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--log-level=debug")
+        .args(args)
+        .env("ETCD_URLS", etcd.endpoint());
+    if let Some(files) = etcd.client_tls() {
+        command
+            .env("ETCD_CA_FILE", &files.ca)
+            .env("ETCD_CERT_FILE", &files.cert)
+            .env("ETCD_KEY_FILE", &files.key);
+    }
+    let log_path = scratch.join("external-dns.log");
+    let mut process = Process::spawn("external-dns", command, &log_path)?;
+    let status = wait::until(
+        "external-dns --once to finish",
+        Duration::from_secs(60),
+        || {
+            let exited = process.poll_exit();
+            async move { exited.ok_or_else(|| "still running".to_owned()) }
+        },
+    )
+    .await?;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    if !status.success() {
+        return Err(HarnessError::Exited {
+            name: "external-dns".to_owned(),
+            status,
+            log_path: log_path.display().to_string(),
+            tail: process.log_tail(30),
+        });
+    }
+    Ok(ExternalDnsRun { log })
+}

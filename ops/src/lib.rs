@@ -1,0 +1,188 @@
+//! What makes a groundwork daemon operable, shared so that all four behave alike for the people running them:
+//!
+//! - [`OpsArgs`]: the flags every daemon has (log format and filter, the ops listen address, drain time).
+//! - [`logging`]: `tracing` output as text or JSON.
+//! - [`shutdown`]: SIGTERM/SIGINT turned into a [`CancellationToken`] handed down, and a bounded drain.
+//! - [`endpoint`]: one HTTP listener serving `/metrics` (Prometheus), `/healthz` and `/readyz`.
+//!
+//! Component logic never lives here; only the plumbing around it.
+
+pub mod endpoint;
+pub mod logging;
+pub mod shutdown;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// Flags shared by every daemon; flatten into the daemon's own clap `Config`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpsArgs {
+    /// Log output format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: logging::LogFormat,
+
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info` or `info,dns_server=debug`.
+    #[arg(long, env = "LOG_FILTER", default_value = "info")]
+    pub log_filter: String,
+
+    /// Address of the HTTP listener for `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port;
+    /// the bound address is logged as `ops_addr`).
+    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9090")]
+    pub ops_addr: SocketAddr,
+
+    /// After SIGTERM/SIGINT, how long in-flight work may take to finish before the process exits anyway.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// What a daemon's `run` function is handed: the shutdown token, plus the readiness and metrics registry the
+/// ops endpoint serves.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Cancelled on SIGTERM/SIGINT; every long-running task selects on it.
+    pub shutdown: CancellationToken,
+    /// Readiness reported by `/readyz`.
+    pub health: endpoint::Health,
+}
+
+/// The body of every daemon's `main`: installs logging, starts the ops endpoint with the daemon's metrics,
+/// runs `run` until it returns or a signal asks it to stop, and bounds the drain. Exit codes: 0 after a clean
+/// stop, 1 when `run` failed or the drain timed out, 64 for unusable flags (as sysexits' `EX_USAGE`).
+pub fn run_daemon<F, Fut, E>(
+    name: &'static str,
+    args: &OpsArgs,
+    mut registry: prometheus_client::registry::Registry,
+    run: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    use std::process::ExitCode;
+
+    register_build_info(&mut registry, name);
+    if let Err(e) = logging::init(args.log_format, &args.log_filter) {
+        eprintln!("{name}: {e}");
+        return ExitCode::from(64);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = match shutdown::on_signal() {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+        let health = endpoint::Health::new();
+        let endpoint = match endpoint::serve(
+            args.ops_addr,
+            health.clone(),
+            std::sync::Arc::new(registry),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                tracing::error!(ops_addr = %args.ops_addr, error = %e, "cannot bind the ops endpoint");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(daemon = name, version = env!("CARGO_PKG_VERSION"), "started");
+        let context = Context {
+            shutdown: shutdown.clone(),
+            health,
+        };
+        let outcome =
+            shutdown::run_with_drain(run(context), shutdown.clone(), args.drain_timeout).await;
+        // The daemon is done; stop serving probes even if it returned without a signal.
+        shutdown.cancel();
+        let _ = endpoint.task.await;
+        match outcome {
+            shutdown::Outcome::Finished(Ok(())) => {
+                tracing::info!(daemon = name, "stopped");
+                ExitCode::SUCCESS
+            }
+            shutdown::Outcome::Finished(Err(e)) => {
+                tracing::error!(daemon = name, error = %e, "failed");
+                ExitCode::FAILURE
+            }
+            shutdown::Outcome::DrainTimedOut => {
+                tracing::error!(daemon = name, drain_timeout = ?args.drain_timeout, "drain timed out, exiting anyway");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Registers `build_info{daemon, version} 1`, so dashboards can tell which build each pod runs.
+fn register_build_info(registry: &mut prometheus_client::registry::Registry, name: &'static str) {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    let info = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    info.get_or_create(&vec![
+        ("daemon", name),
+        ("version", env!("CARGO_PKG_VERSION")),
+    ])
+    .set(1);
+    registry.register("build_info", "Build of the running daemon", info);
+}
+
+/// Parses durations written as `500ms`, `10s`, `2m` or `1h`, the way Kubernetes users write them.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m or h)"))?;
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    let millis = match unit {
+        "ms" => value,
+        "s" => value.saturating_mul(1_000),
+        "m" => value.saturating_mul(60_000),
+        "h" => value.saturating_mul(3_600_000),
+        _ => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_kubernetes_style_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn durations_without_a_known_unit_are_rejected_with_the_input_named() {
+        for bad in ["10", "s", "10x", "-1s", ""] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}

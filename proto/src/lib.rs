@@ -1,0 +1,18 @@
+//! Every contract that crosses a process boundary in groundwork, in one place, so that the two ends of each
+//! conversation compile against the same definition:
+//!
+//! - [`announce`]: the gRPC service between `lb-controller` and `lb-speaker` (generated from
+//!   `proto/groundwork/announce/v1/announce.proto`).
+//! - [`skydns`]: the etcd record schema shared by `dns-sync` (writer) and `dns-server` (reader), which is the
+//!   format CoreDNS's etcd plugin reads and external-dns's CoreDNS provider writes.
+
+pub mod skydns;
+
+/// The controller<->speaker gRPC service, version 1.
+pub mod announce {
+    /// Generated messages, client and server for `groundwork.announce.v1`.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("groundwork.announce.v1");
+    }
+}
