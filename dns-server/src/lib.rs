@@ -1,27 +1,77 @@
-//! `dns-server`: an authoritative DNS server answering from an in-memory index of the skydns records in
-//! etcd (`proto::skydns`), kept current by an etcd watch.
+//! `dns-server`: an authoritative DNS server for the skydns records in etcd (the format of CoreDNS's etcd
+//! plugin and external-dns's CoreDNS provider, `proto::skydns`).
 //!
-//! This crate holds the daemon's logic; `main.rs` only parses flags and calls [`run`]. The etcd index and the DNS listeners are not
-//! built yet: today the daemon starts, serves its probes and metrics, and drains.
+//! Layers, each testable alone: [`store`] keeps an in-memory index equal to etcd (list, then watch);
+//! [`lookup`] answers one question from the index; [`handler`] applies the DNS protocol rules to one
+//! message; [`server`] owns the UDP and TCP sockets. `main.rs` only parses flags and calls [`run`].
 
-use ops::{Context, OpsArgs};
+pub mod config;
+pub mod handler;
+pub mod lookup;
+pub mod metrics;
+pub mod server;
+pub mod store;
 
-/// Command-line configuration (every flag also reads an environment variable).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "dns-server", version, about)]
-pub struct Config {
-    /// Logging, ops endpoint and drain settings.
-    #[command(flatten)]
-    pub ops: OpsArgs,
-}
+use std::sync::{Arc, RwLock};
+
+pub use config::{Config, ConfigError, Settings};
+pub use metrics::Metrics;
+use ops::Context;
 
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    /// The DNS address cannot be bound.
+    #[error("--listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
-/// Runs the server until `context.shutdown` is cancelled.
-pub async fn run(_config: Config, context: Context) -> Result<(), Error> {
-    context.health.set_ready("running");
-    context.shutdown.cancelled().await;
+/// Serves DNS until `context.shutdown` is cancelled. Readiness turns on after the first full read of etcd.
+pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Result<(), Error> {
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    let zone_names: Vec<String> = settings
+        .zones
+        .names()
+        .iter()
+        .map(|z| z.to_ascii())
+        .collect();
+    let index = Arc::new(RwLock::new(store::index::Index::new(
+        settings.source.layout.clone(),
+        &zone_names,
+    )));
+    let listeners = server::Listeners::bind(settings.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let dns_addr = listeners.local_addr().map_err(|source| Error::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    tracing::info!(dns_addr = %dns_addr, zones = ?zone_names, "serving DNS");
+    context.health.set_not_ready("loading records from etcd");
+    let follower = tokio::spawn(store::follower::follow(
+        settings.source,
+        index.clone(),
+        context.health.clone(),
+        metrics.store,
+        context.shutdown.clone(),
+    ));
+    let handler = Arc::new(handler::Handler::new(
+        index,
+        settings.zones,
+        metrics.queries,
+    ));
+    server::serve(listeners, handler, context.shutdown.clone()).await;
+    let _ = follower.await;
     Ok(())
 }

@@ -1,7 +1,25 @@
-//! The `dns-server` process as an operator sees it: it serves its probes and metrics, and stops cleanly on
-//! SIGTERM within its drain time.
+//! The `dns-server` process as an operator sees it: it serves its probes and metrics, turns ready once it
+//! has read etcd, and stops cleanly on SIGTERM within its drain time.
 
-#[test]
-fn serves_probes_and_metrics_then_stops_on_sigterm() {
-    integration_tests::daemon::assert_lifecycle(env!("CARGO_BIN_EXE_dns-server"), &[]);
+use integration_tests::etcd::Etcd;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_probes_and_metrics_then_stops_on_sigterm() {
+    let etcd = Etcd::start().await.unwrap();
+    let endpoint = etcd.endpoint().to_owned();
+    tokio::task::spawn_blocking(move || {
+        integration_tests::daemon::assert_lifecycle(
+            env!("CARGO_BIN_EXE_dns-server"),
+            &[
+                "--zone",
+                "test.org",
+                "--listen",
+                "127.0.0.1:0",
+                "--etcd-endpoints",
+                &endpoint,
+            ],
+        );
+    })
+    .await
+    .unwrap();
 }

@@ -29,7 +29,12 @@ pub struct OpsArgs {
 
     /// Address of the HTTP listener for `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port;
     /// the bound address is logged as `ops_addr`).
-    #[arg(long, env = "OPS_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "OPS_ADDR",
+        alias = "metrics-listen",
+        default_value = "0.0.0.0:9090"
+    )]
     pub ops_addr: SocketAddr,
 
     /// After SIGTERM/SIGINT, how long in-flight work may take to finish before the process exits anyway.

@@ -1,0 +1,373 @@
+//! Command-line configuration, and its validation into [`Settings`] before any socket is opened.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use hickory_proto::rr::Name;
+use ops::OpsArgs;
+use proto::skydns::KeyLayout;
+
+use crate::lookup::{NameServer, SoaSettings, Zones};
+use crate::store::follower::EtcdSource;
+
+/// `dns-server`: authoritative DNS for the skydns records in etcd (CoreDNS etcd plugin format).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "dns-server", version, about, long_about = None)]
+pub struct Config {
+    /// A zone to serve authoritatively (repeatable). Questions outside every zone are REFUSED.
+    #[arg(
+        long = "zone",
+        env = "DNS_ZONES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub zones: Vec<String>,
+
+    /// Address for DNS over UDP and TCP.
+    #[arg(long, env = "DNS_LISTEN", default_value = "0.0.0.0:53")]
+    pub listen: SocketAddr,
+
+    /// etcd client URLs, comma-separated (also read from external-dns's ETCD_URLS).
+    #[arg(
+        long,
+        env = "ETCD_URLS",
+        value_delimiter = ',',
+        default_value = "https://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// etcd key prefix holding the records.
+    #[arg(long, env = "ETCD_PREFIX", default_value = proto::skydns::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// CA certificate that signed etcd's server certificate (PEM).
+    #[arg(long, env = "ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// Client certificate for etcd (PEM); needs --etcd-key-file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// Private key of the etcd client certificate (PEM).
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+
+    /// A name server of the zones, as NAME or NAME=IP[,IP...] (repeatable). Served as the apex NS set
+    /// (with glue for in-zone names) and the SOA MNAME. Without it, NS comes from `dns/ns` records as in
+    /// CoreDNS.
+    #[arg(long = "ns", env = "DNS_NS", value_delimiter = ';')]
+    pub name_servers: Vec<String>,
+
+    /// TTL of records stored with `ttl` 0 (CoreDNS uses 300).
+    #[arg(long, env = "DNS_DEFAULT_TTL", default_value_t = 300)]
+    pub default_ttl: u32,
+
+    /// TTL of the SOA record.
+    #[arg(long, env = "DNS_SOA_TTL", default_value_t = 30)]
+    pub soa_ttl: u32,
+
+    /// SOA refresh, for secondaries (seconds).
+    #[arg(long, default_value_t = 7200)]
+    pub soa_refresh: i32,
+
+    /// SOA retry, for secondaries (seconds).
+    #[arg(long, default_value_t = 1800)]
+    pub soa_retry: i32,
+
+    /// SOA expire, for secondaries (seconds).
+    #[arg(long, default_value_t = 86400)]
+    pub soa_expire: i32,
+
+    /// How long resolvers may cache NXDOMAIN/NODATA (the SOA minimum, RFC 2308).
+    #[arg(long, env = "DNS_NEGATIVE_TTL", default_value_t = 30)]
+    pub negative_ttl: u32,
+
+    /// Logging, ops endpoint (`--metrics-listen`) and drain settings.
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// A flag value that cannot be used; names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A zone is not a DNS name.
+    #[error("--zone {zone:?}: {reason}")]
+    Zone {
+        /// As given.
+        zone: String,
+        /// Why.
+        reason: String,
+    },
+    /// The prefix is not an absolute etcd path.
+    #[error("--etcd-prefix: {0}")]
+    Prefix(#[from] proto::skydns::KeyError),
+    /// An endpoint is not a URL etcd-client can dial.
+    #[error("--etcd-endpoints {0:?}: must be http://host:port or https://host:port")]
+    Endpoint(String),
+    /// Certificate and key must come together.
+    #[error("--etcd-cert-file and --etcd-key-file must be given together")]
+    HalfIdentity,
+    /// A TLS file cannot be read.
+    #[error("{flag} {path}: {source}")]
+    TlsFile {
+        /// The flag.
+        flag: &'static str,
+        /// The path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `--ns` value is malformed.
+    #[error("--ns {value:?}: {reason}")]
+    NameServer {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// What to answer for.
+    pub zones: Zones,
+    /// Where the records are.
+    pub source: EtcdSource,
+    /// DNS listen address.
+    pub listen: SocketAddr,
+    /// Warnings worth logging once logging is up (e.g. overlapping zones).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Checks every flag and reads the TLS files; touches no network.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut names: Vec<Name> = Vec::new();
+        for zone in &self.zones {
+            let name = parse_name(zone).map_err(|reason| ConfigError::Zone {
+                zone: zone.clone(),
+                reason,
+            })?;
+            if names.contains(&name) {
+                warnings.push(format!("zone {name} is given twice"));
+                continue;
+            }
+            for other in &names {
+                if other.zone_of(&name) || name.zone_of(other) {
+                    warnings.push(format!(
+                        "zones {other} and {name} overlap: names in the inner zone are answered from it"
+                    ));
+                }
+            }
+            names.push(name);
+        }
+        let layout = KeyLayout::new(&self.etcd_prefix)?;
+        for endpoint in &self.etcd_endpoints {
+            let ok = endpoint
+                .strip_prefix("https://")
+                .or_else(|| endpoint.strip_prefix("http://"))
+                .is_some_and(|rest| !rest.is_empty());
+            if !ok {
+                return Err(ConfigError::Endpoint(endpoint.clone()));
+            }
+            if endpoint.starts_with("http://") {
+                warnings.push(format!(
+                    "etcd endpoint {endpoint} is plaintext; use https:// with --etcd-ca-file outside a lab"
+                ));
+            }
+        }
+        let mut zones = Zones::new(names);
+        zones.default_ttl = self.default_ttl;
+        zones.soa = SoaSettings {
+            ttl: self.soa_ttl,
+            refresh: self.soa_refresh,
+            retry: self.soa_retry,
+            expire: self.soa_expire,
+            negative_ttl: self.negative_ttl,
+        };
+        zones.name_servers = self
+            .name_servers
+            .iter()
+            .map(|value| parse_name_server(value))
+            .collect::<Result<_, _>>()?;
+        Ok(Settings {
+            zones,
+            source: EtcdSource {
+                endpoints: self.etcd_endpoints.clone(),
+                options: self.connect_options()?,
+                layout,
+            },
+            listen: self.listen,
+            warnings,
+        })
+    }
+
+    fn connect_options(&self) -> Result<ConnectOptions, ConfigError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(3))
+            .with_keep_alive(
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(5),
+            );
+        let mut tls = TlsOptions::new();
+        let mut use_tls = self
+            .etcd_endpoints
+            .iter()
+            .any(|e| e.starts_with("https://"));
+        if let Some(ca) = &self.etcd_ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read("--etcd-ca-file", ca)?));
+            use_tls = true;
+        }
+        match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read("--etcd-cert-file", cert)?,
+                    read("--etcd-key-file", key)?,
+                ));
+                use_tls = true;
+            }
+            (None, None) => {}
+            _ => return Err(ConfigError::HalfIdentity),
+        }
+        Ok(if use_tls {
+            options.with_tls(tls)
+        } else {
+            options
+        })
+    }
+}
+
+fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::TlsFile {
+        flag,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn parse_name(text: &str) -> Result<Name, String> {
+    let mut name = Name::from_ascii(text.trim()).map_err(|e| e.to_string())?;
+    if name.is_root() {
+        return Err("the root zone cannot be served".to_owned());
+    }
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+fn parse_name_server(value: &str) -> Result<NameServer, ConfigError> {
+    let bad = |reason: String| ConfigError::NameServer {
+        value: value.to_owned(),
+        reason,
+    };
+    let (name, addresses) = value.split_once('=').unwrap_or((value, ""));
+    let name = parse_name(name).map_err(bad)?;
+    let addresses = addresses
+        .split(',')
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| {
+            a.trim()
+                .parse::<IpAddr>()
+                .map_err(|e| bad(format!("{a:?} is not an IP address: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(NameServer { name, addresses })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["dns-server"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_command_line_validates() {
+        let settings = config(&[
+            "--zone",
+            "Test.org.",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(settings.zones.names()[0].to_ascii(), "test.org.");
+        assert_eq!(settings.source.layout.prefix(), "/skydns");
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--zone", "a..b"], "--zone"),
+            (
+                &["--zone", "test.org", "--etcd-prefix", "skydns"],
+                "--etcd-prefix",
+            ),
+            (
+                &["--zone", "test.org", "--etcd-endpoints", "127.0.0.1:2379"],
+                "--etcd-endpoints",
+            ),
+            (
+                &["--zone", "test.org", "--etcd-cert-file", "/x"],
+                "--etcd-key-file",
+            ),
+            (
+                &[
+                    "--zone",
+                    "test.org",
+                    "--etcd-ca-file",
+                    "/nonexistent/ca.pem",
+                ],
+                "--etcd-ca-file",
+            ),
+            (
+                &["--zone", "test.org", "--ns", "ns1.test.org=10.0.0.300"],
+                "--ns",
+            ),
+        ];
+        for (args, flag) in cases {
+            let err = config(args).validate().unwrap_err().to_string();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn overlapping_zones_are_reported_not_fatal() {
+        let settings = config(&[
+            "--zone",
+            "test.org",
+            "--zone",
+            "sub.test.org",
+            "--zone",
+            "test.org",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(settings.zones.names().len(), 2);
+        assert!(settings.warnings.iter().any(|w| w.contains("overlap")));
+        assert!(settings.warnings.iter().any(|w| w.contains("twice")));
+    }
+
+    #[test]
+    fn name_servers_take_optional_glue() {
+        let settings = config(&[
+            "--zone",
+            "test.org",
+            "--ns",
+            "ns1.test.org=10.0.0.53,fd00::53",
+        ])
+        .validate()
+        .unwrap();
+        let ns = &settings.zones.name_servers[0];
+        assert_eq!(ns.name.to_ascii(), "ns1.test.org.");
+        assert_eq!(ns.addresses.len(), 2);
+    }
+}

@@ -1,0 +1,650 @@
+//! The answer to one question, computed from the [`Index`] alone: no I/O, so every rule here is a unit test.
+//!
+//! Rules (differences from CoreDNS's etcd plugin are listed in `docs/dns-compat.md`):
+//! - A question outside every served zone is REFUSED: there is no recursion.
+//! - A name's records are its own key and the leaf keys directly below it (see [`Index::records_at`]); at a
+//!   zone apex only leaves that declare themselves suffixes (`targetstrip` >= 1) and `dns/apex` leaves count,
+//!   so `www`'s key is never an apex answer.
+//! - A name that does not exist is answered from a stored `*` label per RFC 4592 (closest encloser), else
+//!   NXDOMAIN. An existing name without data of the asked type is NODATA. Both carry the zone's SOA.
+//! - A record whose `host` is a name is a CNAME (even with `text`), followed through served zones up to
+//!   [`MAX_CNAME_CHAIN`] links; the response code is that of the last name (RFC 6604).
+//! - SOA and NS exist only at the apex; the SOA serial is the index's per-zone revision.
+//! - ANY gets one RRset, not everything (RFC 8482).
+
+use std::net::IpAddr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::store::index::Index;
+use crate::store::record::{Host, StoredRecord};
+
+/// Longest CNAME chain followed inside the served zones.
+pub const MAX_CNAME_CHAIN: usize = 8;
+/// Longest TXT character-string.
+const MAX_TXT_STRING: usize = 255;
+
+/// SOA timers, shared by all zones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoaSettings {
+    /// TTL of the SOA record itself.
+    pub ttl: u32,
+    /// Refresh interval for secondaries.
+    pub refresh: i32,
+    /// Retry interval for secondaries.
+    pub retry: i32,
+    /// Expiry for secondaries.
+    pub expire: i32,
+    /// Negative-caching TTL (RFC 2308): how long NXDOMAIN/NODATA may be cached.
+    pub negative_ttl: u32,
+}
+
+impl Default for SoaSettings {
+    /// CoreDNS's values, so swapping servers changes no timer.
+    fn default() -> Self {
+        Self {
+            ttl: 30,
+            refresh: 7200,
+            retry: 1800,
+            expire: 86400,
+            negative_ttl: 30,
+        }
+    }
+}
+
+/// A name server of the zones, configured on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameServer {
+    /// Its name (fully qualified).
+    pub name: Name,
+    /// Its addresses, served as glue when the name is inside a served zone.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Everything the answers depend on besides the records.
+#[derive(Debug, Clone)]
+pub struct Zones {
+    /// Served zones, fully qualified and lower-case, longest first (so the first match is the closest).
+    zones: Vec<Name>,
+    /// Configured name servers; when empty, NS comes from `dns/ns` records as in CoreDNS.
+    pub name_servers: Vec<NameServer>,
+    /// SOA timers.
+    pub soa: SoaSettings,
+    /// TTL of records stored with `ttl` 0.
+    pub default_ttl: u32,
+}
+
+impl Zones {
+    /// Zones from names such as `test.org` (validated by the caller).
+    pub fn new(zones: Vec<Name>) -> Self {
+        let mut zones: Vec<Name> = zones
+            .into_iter()
+            .map(|mut z| {
+                z.set_fqdn(true);
+                z.to_lowercase()
+            })
+            .collect();
+        zones.sort_by_key(|z| std::cmp::Reverse(z.num_labels()));
+        zones.dedup();
+        Self {
+            zones,
+            name_servers: Vec::new(),
+            soa: SoaSettings::default(),
+            default_ttl: 300,
+        }
+    }
+
+    /// The served zones.
+    pub fn names(&self) -> &[Name] {
+        &self.zones
+    }
+
+    /// The closest served zone containing `name`.
+    pub fn zone_of(&self, name: &Name) -> Option<&Name> {
+        self.zones.iter().find(|zone| zone.zone_of(name))
+    }
+}
+
+/// The computed response content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Response code.
+    pub rcode: ResponseCode,
+    /// Whether to set AA (everything inside a served zone).
+    pub authoritative: bool,
+    /// ANSWER section.
+    pub answers: Vec<Record>,
+    /// AUTHORITY section.
+    pub authorities: Vec<Record>,
+    /// ADDITIONAL section.
+    pub additionals: Vec<Record>,
+}
+
+impl Answer {
+    fn refused() -> Self {
+        Self {
+            rcode: ResponseCode::Refused,
+            authoritative: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+        }
+    }
+}
+
+/// Answers `qname`/`qtype` from `index`. `rotation` varies between queries to rotate address order.
+pub fn resolve(
+    index: &Index,
+    zones: &Zones,
+    qname: &Name,
+    qtype: RecordType,
+    rotation: usize,
+) -> Answer {
+    let Some(zone) = zones.zone_of(qname) else {
+        return Answer::refused();
+    };
+    let mut lookup = Lookup {
+        index,
+        zones,
+        answer: Answer {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+        },
+    };
+    lookup.answer_name(zone.clone(), qname.clone(), qtype);
+    rotate_addresses(&mut lookup.answer.answers, rotation);
+    lookup.answer
+}
+
+struct Lookup<'a> {
+    index: &'a Index,
+    zones: &'a Zones,
+    answer: Answer,
+}
+
+/// The records found for a name, and whether they came from a wildcard.
+enum Node<'a> {
+    Missing,
+    Found(Vec<&'a StoredRecord>),
+}
+
+impl<'a> Lookup<'a> {
+    fn answer_name(&mut self, zone: Name, qname: Name, qtype: RecordType) {
+        let mut zone = zone;
+        let mut name = qname;
+        let mut seen: Vec<Name> = Vec::new();
+        loop {
+            let is_apex = name == zone;
+            if is_apex && qtype == RecordType::SOA {
+                let soa = self.soa_record(&zone, self.zones.soa.ttl);
+                self.answer.answers.push(soa);
+                return;
+            }
+            if is_apex && qtype == RecordType::NS {
+                if !self.answer_ns(&zone, &name) {
+                    self.negative(&zone, ResponseCode::NoError);
+                }
+                return;
+            }
+            let records = match self.node(&zone, &name) {
+                Node::Missing => {
+                    self.negative(&zone, ResponseCode::NXDomain);
+                    return;
+                }
+                Node::Found(records) => group_filter(records),
+            };
+            let produced = self.answer_records(&name, &records, qtype);
+            if produced {
+                return;
+            }
+            // No data of the asked type: a CNAME, if the name holds one, is the answer (and is followed).
+            let cname_target = cname_of(&records, self.zones.default_ttl);
+            let Some((target, ttl)) = cname_target.filter(|_| qtype != RecordType::CNAME) else {
+                self.negative(&zone, ResponseCode::NoError);
+                return;
+            };
+            self.answer.answers.push(Record::from_rdata(
+                name.clone(),
+                ttl,
+                RData::CNAME(CNAME(target.clone())),
+            ));
+            seen.push(name.clone());
+            if seen.len() > MAX_CNAME_CHAIN || seen.contains(&target) {
+                return;
+            }
+            match self.zones.zone_of(&target) {
+                Some(target_zone) => {
+                    zone = target_zone.clone();
+                    name = target;
+                }
+                // Outside our zones: the client's resolver follows it, we do not recurse.
+                None => return,
+            }
+        }
+    }
+
+    /// The records of `name`, from the name itself or, when it does not exist, from a wildcard.
+    fn node(&self, zone: &Name, name: &Name) -> Node<'a> {
+        let Some(dir) = self.index.directory_of(&name.to_ascii()) else {
+            return Node::Missing;
+        };
+        if self.index.exists(&dir) {
+            return Node::Found(self.records_at(zone, name, &dir));
+        }
+        // RFC 4592: the closest encloser is the longest existing ancestor (the apex always exists); the
+        // wildcard `*.<closest encloser>` answers if it exists.
+        let mut ancestor = name.base_name();
+        while zone.zone_of(&ancestor) {
+            let Some(ancestor_dir) = self.index.directory_of(&ancestor.to_ascii()) else {
+                return Node::Missing;
+            };
+            if ancestor == *zone || self.index.exists(&ancestor_dir) {
+                let wildcard_dir = format!("{ancestor_dir}/*");
+                if self.index.exists(&wildcard_dir) {
+                    return Node::Found(self.index.records_at(&wildcard_dir));
+                }
+                return Node::Missing;
+            }
+            ancestor = ancestor.base_name();
+        }
+        Node::Missing
+    }
+
+    fn records_at(&self, zone: &Name, name: &Name, dir: &str) -> Vec<&'a StoredRecord> {
+        let records = self.index.records_at(dir);
+        if name != zone {
+            return records;
+        }
+        // At the apex, a plain leaf such as `/skydns/org/test/www` is the name `www`, not an apex record.
+        let mut apex: Vec<&StoredRecord> = records
+            .into_iter()
+            .filter(|r| r.key == dir || r.value.target_strip >= 1)
+            .collect();
+        apex.extend(self.index.records_at(&format!("{dir}/dns/apex")));
+        apex
+    }
+
+    /// Adds the records of the asked type; false when there are none.
+    fn answer_records(
+        &mut self,
+        owner: &Name,
+        records: &[&StoredRecord],
+        qtype: RecordType,
+    ) -> bool {
+        let default_ttl = self.zones.default_ttl;
+        let ttl = |r: &StoredRecord| record_ttl(r, default_ttl);
+        let before = self.answer.answers.len();
+        match qtype {
+            RecordType::A | RecordType::AAAA | RecordType::ANY => {
+                let mut seen: Vec<IpAddr> = Vec::new();
+                for record in records {
+                    let Host::Address(ip) = record.host else {
+                        continue;
+                    };
+                    let wanted = match qtype {
+                        RecordType::A => ip.is_ipv4(),
+                        RecordType::AAAA => ip.is_ipv6(),
+                        _ => true,
+                    };
+                    if wanted && !seen.contains(&ip) {
+                        seen.push(ip);
+                        self.answer.answers.push(Record::from_rdata(
+                            owner.clone(),
+                            ttl(record),
+                            RData::from(ip),
+                        ));
+                    }
+                }
+                if qtype == RecordType::ANY && self.answer.answers.len() == before {
+                    return self.answer_records(owner, records, RecordType::TXT);
+                }
+            }
+            RecordType::TXT => {
+                let mut seen: Vec<&str> = Vec::new();
+                for record in records {
+                    let text = record.value.text.as_str();
+                    if text.is_empty()
+                        || matches!(record.host, Host::Name(_))
+                        || seen.contains(&text)
+                    {
+                        continue;
+                    }
+                    seen.push(text);
+                    let rdata = RData::TXT(TXT::new(split_text(text)));
+                    self.answer
+                        .answers
+                        .push(Record::from_rdata(owner.clone(), ttl(record), rdata));
+                }
+            }
+            RecordType::CNAME => {
+                if let Some((target, ttl)) = cname_of(records, self.zones.default_ttl) {
+                    self.answer.answers.push(Record::from_rdata(
+                        owner.clone(),
+                        ttl,
+                        RData::CNAME(CNAME(target)),
+                    ));
+                }
+            }
+            RecordType::PTR => {
+                let mut seen: Vec<&Name> = Vec::new();
+                for record in records {
+                    if let Host::Name(target) = &record.host
+                        && !seen.contains(&target)
+                    {
+                        seen.push(target);
+                        let rdata = RData::PTR(PTR(target.clone()));
+                        self.answer.answers.push(Record::from_rdata(
+                            owner.clone(),
+                            ttl(record),
+                            rdata,
+                        ));
+                    }
+                }
+            }
+            RecordType::SRV => self.answer_srv(owner, records),
+            RecordType::MX => self.answer_mx(owner, records),
+            _ => {}
+        }
+        self.answer.answers.len() > before
+    }
+
+    fn answer_srv(&mut self, owner: &Name, records: &[&StoredRecord]) {
+        let candidates: Vec<&StoredRecord> = records
+            .iter()
+            .copied()
+            .filter(|r| !matches!(r.host, Host::None))
+            .collect();
+        let mut seen: Vec<(Name, u16)> = Vec::new();
+        for record in &candidates {
+            let priority = priority_of(record);
+            // CoreDNS's weights: each record's share (out of 100) of its priority level, at least 1.
+            let total: u32 = candidates
+                .iter()
+                .filter(|r| priority_of(r) == priority)
+                .map(|r| u32::from(weight_or_default(r)))
+                .sum();
+            let weight = (100 * u32::from(weight_or_default(record)) / total.max(1)).max(1);
+            let weight = u16::try_from(weight).unwrap_or(u16::MAX);
+            let Some(target) = self.target_of(record) else {
+                continue;
+            };
+            if seen.contains(&(target.clone(), record.value.port)) {
+                continue;
+            }
+            seen.push((target.clone(), record.value.port));
+            let rdata = RData::SRV(SRV::new(
+                priority,
+                weight,
+                record.value.port,
+                target.clone(),
+            ));
+            self.answer
+                .answers
+                .push(Record::from_rdata(owner.clone(), self.ttl(record), rdata));
+            self.add_glue(&target, record);
+        }
+    }
+
+    fn answer_mx(&mut self, owner: &Name, records: &[&StoredRecord]) {
+        let mut seen: Vec<(Name, u16)> = Vec::new();
+        for record in records.iter().filter(|r| r.value.mail) {
+            let Some(target) = self.target_of(record) else {
+                continue;
+            };
+            let preference = priority_of(record);
+            if seen.contains(&(target.clone(), preference)) {
+                continue;
+            }
+            seen.push((target.clone(), preference));
+            let rdata = RData::MX(MX::new(preference, target.clone()));
+            self.answer
+                .answers
+                .push(Record::from_rdata(owner.clone(), self.ttl(record), rdata));
+            self.add_glue(&target, record);
+        }
+    }
+
+    /// The SRV/MX target of a record: its host name, or for an address host a name made from its key
+    /// (minus `targetstrip` leftmost labels) whose address goes into the additional section.
+    fn target_of(&self, record: &StoredRecord) -> Option<Name> {
+        match &record.host {
+            Host::Name(name) => Some(name.clone()),
+            Host::Address(_) => key_name(self.index, record),
+            Host::None => None,
+        }
+    }
+
+    /// Address records for a target: from the record itself for an address host, or from the index for
+    /// an in-zone name.
+    fn add_glue(&mut self, target: &Name, record: &StoredRecord) {
+        let ttl = self.ttl(record);
+        let mut glue: Vec<Record> = Vec::new();
+        match record.host {
+            Host::Address(ip) => {
+                glue.push(Record::from_rdata(target.clone(), ttl, RData::from(ip)))
+            }
+            Host::Name(_) if self.zones.zone_of(target).is_some() => {
+                if let Some(dir) = self.index.directory_of(&target.to_ascii()) {
+                    for r in self.index.records_at(&dir) {
+                        if let Host::Address(ip) = r.host {
+                            glue.push(Record::from_rdata(
+                                target.clone(),
+                                self.ttl(r),
+                                RData::from(ip),
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for record in glue {
+            if !self.answer.additionals.contains(&record) {
+                self.answer.additionals.push(record);
+            }
+        }
+    }
+
+    /// NS at the apex: configured servers, else `dns/ns` records as CoreDNS reads them. False if none.
+    fn answer_ns(&mut self, zone: &Name, owner: &Name) -> bool {
+        let mut servers: Vec<(Name, Vec<IpAddr>, u32)> = self
+            .zones
+            .name_servers
+            .iter()
+            .map(|ns| {
+                (
+                    ns.name.clone(),
+                    ns.addresses.clone(),
+                    self.zones.default_ttl,
+                )
+            })
+            .collect();
+        if servers.is_empty()
+            && let Some(dir) = self.index.directory_of(&zone.to_ascii())
+        {
+            for record in self.index.records_at(&format!("{dir}/dns/ns")) {
+                let ttl = self.ttl(record);
+                match &record.host {
+                    Host::Address(ip) => {
+                        if let Some(name) = key_name(self.index, record) {
+                            match servers.iter_mut().find(|(n, _, _)| *n == name) {
+                                Some((_, addresses, _)) => addresses.push(*ip),
+                                None => servers.push((name, vec![*ip], ttl)),
+                            }
+                        }
+                    }
+                    Host::Name(name) => servers.push((name.clone(), Vec::new(), ttl)),
+                    Host::None => {}
+                }
+            }
+        }
+        for (name, addresses, ttl) in &servers {
+            let rdata = RData::NS(NS(name.clone()));
+            self.answer
+                .answers
+                .push(Record::from_rdata(owner.clone(), *ttl, rdata));
+            if self.zones.zone_of(name).is_some() {
+                for ip in addresses {
+                    self.answer.additionals.push(Record::from_rdata(
+                        name.clone(),
+                        *ttl,
+                        RData::from(*ip),
+                    ));
+                }
+            }
+        }
+        !servers.is_empty()
+    }
+
+    fn negative(&mut self, zone: &Name, rcode: ResponseCode) {
+        // A later link of a CNAME chain decides the code (RFC 6604); the SOA is that of its zone.
+        self.answer.rcode = rcode;
+        let soa = self.soa_record(zone, self.zones.soa.ttl.min(self.zones.soa.negative_ttl));
+        self.answer.authorities = vec![soa];
+    }
+
+    fn soa_record(&self, zone: &Name, ttl: u32) -> Record {
+        let soa = &self.zones.soa;
+        let mname = self
+            .zones
+            .name_servers
+            .first()
+            .map(|ns| ns.name.clone())
+            .unwrap_or_else(|| prefixed(zone, &["ns", "dns"]));
+        let rname = prefixed(zone, &["hostmaster"]);
+        let serial = self.index.serial(&zone.to_ascii());
+        let rdata = SOA::new(
+            mname,
+            rname,
+            serial,
+            soa.refresh,
+            soa.retry,
+            soa.expire,
+            soa.negative_ttl,
+        );
+        Record::from_rdata(zone.clone(), ttl, RData::SOA(rdata))
+    }
+
+    fn ttl(&self, record: &StoredRecord) -> u32 {
+        record_ttl(record, self.zones.default_ttl)
+    }
+}
+
+/// A record's TTL, or the default for records stored with `ttl` 0.
+fn record_ttl(record: &StoredRecord, default_ttl: u32) -> u32 {
+    if record.value.ttl == 0 {
+        default_ttl
+    } else {
+        record.value.ttl
+    }
+}
+
+/// The first name-valued host (in key order) makes the name a CNAME owner; MX-only records do not.
+fn cname_of(records: &[&StoredRecord], default_ttl: u32) -> Option<(Name, u32)> {
+    if records.iter().any(|r| matches!(r.host, Host::Address(_))) {
+        return None;
+    }
+    records.iter().find_map(|r| match &r.host {
+        Host::Name(target) if !r.value.mail => Some((target.clone(), record_ttl(r, default_ttl))),
+        _ => None,
+    })
+}
+
+/// CoreDNS's `group`: records of the shallowest key that names a group keep that group and the
+/// ungrouped; if keys at that depth disagree, everything is kept.
+fn group_filter(records: Vec<&StoredRecord>) -> Vec<&StoredRecord> {
+    let depth = |r: &StoredRecord| r.key.matches('/').count();
+    let Some(chosen) = records
+        .iter()
+        .filter(|r| !r.value.group.is_empty())
+        .min_by_key(|r| depth(r))
+    else {
+        return records;
+    };
+    let (group, level) = (chosen.value.group.as_str(), depth(chosen));
+    let conflict = records
+        .iter()
+        .any(|r| depth(r) == level && !r.value.group.is_empty() && r.value.group != group);
+    if conflict {
+        return records;
+    }
+    records
+        .iter()
+        .copied()
+        .filter(|r| r.value.group.is_empty() || r.value.group == group)
+        .collect()
+}
+
+fn priority_of(record: &StoredRecord) -> u16 {
+    if record.value.priority == 0 {
+        10
+    } else {
+        record.value.priority
+    }
+}
+
+fn weight_or_default(record: &StoredRecord) -> u16 {
+    if record.value.weight == 0 {
+        100
+    } else {
+        record.value.weight
+    }
+}
+
+/// The DNS name a record's key stands for, minus `targetstrip` leftmost labels (all kept if it would
+/// strip everything, as CoreDNS does).
+fn key_name(index: &Index, record: &StoredRecord) -> Option<Name> {
+    let full = index.name_of_key(&record.key)?;
+    let labels: Vec<&str> = full.split('.').collect();
+    let strip = usize::try_from(record.value.target_strip).unwrap_or(usize::MAX);
+    let kept = if strip < labels.len() {
+        &labels[strip..]
+    } else {
+        &labels[..]
+    };
+    let mut name = Name::from_ascii(kept.join(".")).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
+fn prefixed(zone: &Name, labels: &[&str]) -> Name {
+    let mut name = zone.clone();
+    for label in labels.iter().rev() {
+        name = name.prepend_label(*label).unwrap_or_else(|_| zone.clone());
+    }
+    name
+}
+
+/// TXT text cut into character-strings of at most 255 bytes, on UTF-8 boundaries.
+fn split_text(text: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(MAX_TXT_STRING);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        parts.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+    }
+    parts
+}
+
+/// Rotates a trailing run of A/AAAA records by `by` (what CoreDNS's `loadbalance` is used for).
+fn rotate_addresses(answers: &mut [Record], by: usize) {
+    let is_address = |r: &Record| matches!(r.record_type(), RecordType::A | RecordType::AAAA);
+    let run = answers.iter().rev().take_while(|r| is_address(r)).count();
+    if run > 1 {
+        let start = answers.len() - run;
+        answers[start..].rotate_left(by % run);
+    }
+}
+
+#[cfg(test)]
+#[path = "lookup_tests.rs"]
+mod tests;

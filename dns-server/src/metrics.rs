@@ -1,0 +1,114 @@
+//! The server's Prometheus metrics, registered once at start-up and cloned into the tasks that update them.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a answered query.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// Question type, e.g. `A`.
+    pub qtype: String,
+    /// Response code, e.g. `NOERROR`.
+    pub rcode: String,
+}
+
+/// Metrics of the etcd follower.
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    /// Records in the index.
+    pub records: Gauge,
+    /// 1 while the watch is established.
+    pub etcd_up: Gauge,
+    /// Last etcd revision applied.
+    pub etcd_revision: Gauge,
+    /// Values skipped because they are not valid records.
+    pub invalid_records: Counter,
+    /// Interrupted syncs (connection, compaction, watch loss).
+    pub etcd_errors: Counter,
+    /// Full reads of the prefix.
+    pub relists: Counter,
+}
+
+/// Metrics of the DNS front end.
+#[derive(Debug, Clone)]
+pub struct QueryMetrics {
+    /// Answered queries.
+    pub queries: Family<QueryLabels, Counter>,
+    /// Time from receipt to the response being handed to the socket.
+    pub duration: Histogram,
+    /// Messages dropped without an answer (unparseable, or responses).
+    pub dropped: Counter,
+}
+
+/// Everything the server exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Store side.
+    pub store: StoreMetrics,
+    /// Query side.
+    pub queries: QueryMetrics,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `dns_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let registry = registry.sub_registry_with_prefix("dns");
+        let store = StoreMetrics::default();
+        registry.register(
+            "records",
+            "Records in the in-memory index",
+            store.records.clone(),
+        );
+        registry.register(
+            "etcd_up",
+            "Whether the etcd watch is established",
+            store.etcd_up.clone(),
+        );
+        registry.register(
+            "etcd_revision",
+            "Last etcd revision applied to the index",
+            store.etcd_revision.clone(),
+        );
+        registry.register(
+            "invalid_records",
+            "Values under the prefix skipped as invalid",
+            store.invalid_records.clone(),
+        );
+        registry.register(
+            "etcd_errors",
+            "Interruptions of the etcd list/watch",
+            store.etcd_errors.clone(),
+        );
+        registry.register(
+            "etcd_relists",
+            "Full reads of the prefix",
+            store.relists.clone(),
+        );
+        let queries = QueryMetrics {
+            queries: Family::default(),
+            // 10 us .. ~80 ms.
+            duration: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_01, 2.0, 14,
+            )),
+            dropped: Counter::default(),
+        };
+        registry.register("queries", "Answered DNS queries", queries.queries.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a query",
+            queries.duration.clone(),
+        );
+        registry.register(
+            "dropped",
+            "DNS messages dropped without an answer",
+            queries.dropped.clone(),
+        );
+        Self { store, queries }
+    }
+}

@@ -1,0 +1,166 @@
+//! Keeps the index equal to etcd: one revisioned range read of the whole prefix, then a watch from the next
+//! revision. On compaction, a broken watch or a lost connection it re-lists and resumes, with backoff.
+//! Until a new read succeeds the last known data keeps being served: a failed read never empties a zone.
+
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use ops::CancellationToken;
+use ops::endpoint::Health;
+use proto::skydns::KeyLayout;
+
+use super::SharedIndex;
+use super::record::StoredRecord;
+use crate::metrics::StoreMetrics;
+
+/// Where the records are.
+#[derive(Debug, Clone)]
+pub struct EtcdSource {
+    /// Client URLs.
+    pub endpoints: Vec<String>,
+    /// Connection options (TLS, timeouts).
+    pub options: ConnectOptions,
+    /// Key layout (prefix).
+    pub layout: KeyLayout,
+}
+
+/// Why one sync round ended.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("watch compacted at revision {0}; re-listing")]
+    Compacted(i64),
+    #[error("watch closed by etcd")]
+    WatchClosed,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Follows etcd until `shutdown`; never returns early.
+pub async fn follow(
+    source: EtcdSource,
+    index: SharedIndex,
+    health: Health,
+    metrics: StoreMetrics,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = sync(&source, &index, &health, &metrics, &mut backoff) => result,
+        };
+        let Err(error) = result;
+        metrics.etcd_up.set(0);
+        metrics.etcd_errors.inc();
+        let (loaded, revision) = {
+            let index = index.read().unwrap_or_else(PoisonError::into_inner);
+            (index.revision() > 0, index.revision())
+        };
+        if loaded {
+            health.set_ready(format!(
+                "serving last known data (etcd revision {revision}); etcd: {error}"
+            ));
+        } else {
+            health.set_not_ready(format!("no data loaded yet; etcd: {error}"));
+        }
+        tracing::warn!(error = %error, retry_in = ?backoff, endpoints = ?source.endpoints, "etcd sync interrupted");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One round: connect, list, watch. Only returns with an error.
+async fn sync(
+    source: &EtcdSource,
+    index: &SharedIndex,
+    health: &Health,
+    metrics: &StoreMetrics,
+    backoff: &mut Duration,
+) -> Result<std::convert::Infallible, SyncError> {
+    let mut client =
+        Client::connect(source.endpoints.clone(), Some(source.options.clone())).await?;
+    let prefix = source.layout.range_prefix();
+    let listing = client
+        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    let revision = listing.header().map_or(0, |h| h.revision());
+    let mut records = Vec::with_capacity(listing.kvs().len());
+    for kv in listing.kvs() {
+        let key = String::from_utf8_lossy(kv.key());
+        match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
+            Ok(record) => records.push(record),
+            Err(error) => {
+                metrics.invalid_records.inc();
+                tracing::warn!(key = %key, error = %error, "skipping invalid record");
+            }
+        }
+    }
+    let count = records.len();
+    {
+        let mut index = index.write().unwrap_or_else(PoisonError::into_inner);
+        index.replace_all(records, revision);
+        metrics
+            .records
+            .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+    }
+    metrics.etcd_up.set(1);
+    metrics.etcd_revision.set(revision);
+    metrics.relists.inc();
+    if count == 0 {
+        tracing::warn!(prefix = %prefix, revision, "no records under the prefix");
+    } else {
+        tracing::info!(prefix = %prefix, revision, records = count, "loaded records from etcd");
+    }
+    health.set_ready(format!(
+        "serving {count} records from etcd revision {revision}"
+    ));
+    *backoff = BACKOFF_MIN;
+
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1)
+        .with_progress_notify();
+    let mut watch = client.watch(prefix, Some(options)).await?;
+    loop {
+        let Some(response) = watch.message().await? else {
+            return Err(SyncError::WatchClosed);
+        };
+        if response.compact_revision() > 0 {
+            return Err(SyncError::Compacted(response.compact_revision()));
+        }
+        if response.canceled() {
+            return Err(SyncError::WatchClosed);
+        }
+        let revision = response.header().map_or(0, |h| h.revision());
+        let mut index = index.write().unwrap_or_else(PoisonError::into_inner);
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key());
+            match event.event_type() {
+                EventType::Put => match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
+                    Ok(record) => index.put(record, kv.mod_revision()),
+                    Err(error) => {
+                        // The key no longer holds a usable value: stop serving what it held before.
+                        metrics.invalid_records.inc();
+                        tracing::warn!(key = %key, error = %error, "skipping invalid record");
+                        index.delete(&key, kv.mod_revision());
+                    }
+                },
+                EventType::Delete => {
+                    index.delete(&key, kv.mod_revision());
+                }
+            }
+        }
+        metrics
+            .records
+            .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+        metrics.etcd_revision.set(revision.max(index.revision()));
+    }
+}
