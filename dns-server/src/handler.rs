@@ -134,6 +134,11 @@ impl Handler {
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let answer = {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            if index.revision() == 0 && self.zones.zone_of(query.name()).is_some() {
+                // Nothing read from etcd yet: an NXDOMAIN now would be cached as truth.
+                response.metadata.response_code = ResponseCode::ServFail;
+                return Some((response, limit));
+            }
             lookup::resolve(
                 &index,
                 &self.zones,
@@ -210,5 +215,225 @@ fn rcode_label(rcode: ResponseCode) -> String {
         ResponseCode::Refused => "REFUSED".to_owned(),
         ResponseCode::BADVERS => "BADVERS".to_owned(),
         other => u16::from(other).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{DNSClass, Name};
+    use proto::skydns::KeyLayout;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::index::Index;
+    use crate::store::record::StoredRecord;
+
+    /// A name with enough A records that the answer exceeds 512 bytes.
+    const MANY: usize = 40;
+
+    fn handler() -> Handler {
+        let mut index = Index::new(KeyLayout::default(), &["test.org".to_owned()]);
+        let mut records = vec![
+            StoredRecord::parse(
+                "/skydns/org/test/nginx/00000001",
+                br#"{"host":"10.10.39.200"}"#,
+                1,
+            )
+            .unwrap(),
+        ];
+        for i in 0..MANY {
+            let key = format!("/skydns/org/test/big/{i:08x}");
+            let value = format!(r#"{{"host":"10.20.0.{i}"}}"#);
+            records.push(StoredRecord::parse(&key, value.as_bytes(), 1).unwrap());
+        }
+        index.replace_all(records, 9);
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let zones = Zones::new(vec![Name::from_ascii("test.org.").unwrap()]);
+        Handler::new(Arc::new(RwLock::new(index)), zones, metrics.queries)
+    }
+
+    fn query(name: &str, qtype: RecordType, edns_payload: Option<u16>) -> Message {
+        let mut message = Message::query();
+        message.metadata.id = 4242;
+        message.metadata.recursion_desired = true;
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(payload) = edns_payload {
+            let mut edns = Edns::new();
+            edns.set_max_payload(payload);
+            message.set_edns(edns);
+        }
+        message
+    }
+
+    fn exchange(handler: &Handler, request: &Message, transport: Transport) -> Message {
+        let bytes = handler
+            .handle(&request.to_vec().unwrap(), transport)
+            .unwrap();
+        Message::from_vec(&bytes).unwrap()
+    }
+
+    #[test]
+    fn an_answer_echoes_id_question_and_rd_sets_aa_and_never_ra() {
+        let handler = handler();
+        let response = exchange(
+            &handler,
+            &query("nginx.test.org.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert_eq!(response.metadata.id, 4242);
+        assert_eq!(response.metadata.message_type, MessageType::Response);
+        assert!(response.metadata.authoritative);
+        assert!(response.metadata.recursion_desired);
+        assert!(!response.metadata.recursion_available);
+        assert_eq!(response.queries.len(), 1);
+        assert_eq!(response.answers.len(), 1);
+        assert!(response.edns.is_none(), "no OPT without one in the query");
+    }
+
+    #[test]
+    fn udp_answers_larger_than_512_bytes_are_truncated_without_edns_and_complete_over_tcp() {
+        let handler = handler();
+        let plain = exchange(
+            &handler,
+            &query("big.test.org.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert!(plain.metadata.truncation);
+        assert!(plain.answers.is_empty());
+        assert_eq!(plain.queries.len(), 1);
+
+        let tcp = exchange(
+            &handler,
+            &query("big.test.org.", RecordType::A, None),
+            Transport::Tcp,
+        );
+        assert!(!tcp.metadata.truncation);
+        assert_eq!(tcp.answers.len(), MANY);
+    }
+
+    #[test]
+    fn edns_buffer_size_of_the_client_is_used_and_ours_advertised() {
+        let handler = handler();
+        let request = query("big.test.org.", RecordType::A, Some(4096));
+        let response = exchange(&handler, &request, Transport::Udp);
+        assert!(!response.metadata.truncation);
+        assert_eq!(response.answers.len(), MANY);
+        assert_eq!(response.edns.unwrap().max_payload(), ADVERTISED_PAYLOAD);
+    }
+
+    #[test]
+    fn unknown_edns_versions_get_badvers() {
+        let handler = handler();
+        let mut request = query("nginx.test.org.", RecordType::A, Some(1232));
+        let mut edns = request.edns.take().unwrap();
+        edns.set_version(1);
+        request.set_edns(edns);
+        let response = exchange(&handler, &request, Transport::Udp);
+        // Code 16 is BADVERS with OPT and BADSIG with TSIG; the decoder names it BADSIG.
+        assert_eq!(u16::from(response.metadata.response_code), 16);
+        assert!(response.edns.is_some());
+    }
+
+    #[test]
+    fn other_opcodes_classes_and_zone_transfers_are_declined() {
+        let handler = handler();
+        let mut update = query("test.org.", RecordType::SOA, None);
+        update.metadata.op_code = OpCode::Update;
+        assert_eq!(
+            exchange(&handler, &update, Transport::Udp)
+                .metadata
+                .response_code,
+            ResponseCode::NotImp
+        );
+
+        let mut chaos = query("version.bind.", RecordType::TXT, None);
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert_eq!(
+            exchange(&handler, &chaos, Transport::Udp)
+                .metadata
+                .response_code,
+            ResponseCode::Refused
+        );
+
+        let axfr = query("test.org.", RecordType::AXFR, None);
+        assert_eq!(
+            exchange(&handler, &axfr, Transport::Tcp)
+                .metadata
+                .response_code,
+            ResponseCode::Refused
+        );
+    }
+
+    #[test]
+    fn malformed_messages_get_formerr_and_non_queries_are_dropped() {
+        let handler = handler();
+        // A valid header claiming one question, then garbage.
+        let mut garbage = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+        garbage.extend_from_slice(&[0xff; 5]);
+        let response =
+            Message::from_vec(&handler.handle(&garbage, Transport::Udp).unwrap()).unwrap();
+        assert_eq!(response.metadata.id, 0x1234);
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+
+        assert!(
+            handler.handle(&[1, 2, 3], Transport::Udp).is_none(),
+            "shorter than a header"
+        );
+        let mut reply = query("nginx.test.org.", RecordType::A, None);
+        reply.metadata.message_type = MessageType::Response;
+        assert!(
+            handler
+                .handle(&reply.to_vec().unwrap(), Transport::Udp)
+                .is_none(),
+            "a response"
+        );
+
+        let mut two = query("nginx.test.org.", RecordType::A, None);
+        two.add_query(Query::query(
+            Name::from_ascii("big.test.org.").unwrap(),
+            RecordType::A,
+        ));
+        assert_eq!(
+            exchange(&handler, &two, Transport::Udp)
+                .metadata
+                .response_code,
+            ResponseCode::FormErr
+        );
+    }
+
+    #[test]
+    fn before_the_first_etcd_read_zone_questions_get_servfail_not_nxdomain() {
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let zones = Zones::new(vec![Name::from_ascii("test.org.").unwrap()]);
+        let empty = Index::new(KeyLayout::default(), &["test.org".to_owned()]);
+        let handler = Handler::new(Arc::new(RwLock::new(empty)), zones, metrics.queries);
+        let response = exchange(
+            &handler,
+            &query("nginx.test.org.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert_eq!(response.metadata.response_code, ResponseCode::ServFail);
+        let outside = exchange(
+            &handler,
+            &query("example.com.", RecordType::A, None),
+            Transport::Udp,
+        );
+        assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn a_response_is_never_larger_than_the_query_allows_over_udp() {
+        let handler = handler();
+        for payload in [None, Some(512), Some(1232), Some(4096)] {
+            let request = query("big.test.org.", RecordType::A, payload);
+            let bytes = handler
+                .handle(&request.to_vec().unwrap(), Transport::Udp)
+                .unwrap();
+            let limit = payload.map_or(512, usize::from);
+            assert!(bytes.len() <= limit, "{payload:?}: {} bytes", bytes.len());
+        }
     }
 }

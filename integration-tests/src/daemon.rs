@@ -37,8 +37,11 @@ impl Daemon {
             Duration::from_secs(20),
             || {
                 process.check_running().map_err(|e| e.to_string())?;
-                ops_addr_in(&std::fs::read_to_string(&log).unwrap_or_default())
-                    .ok_or_else(|| "not logged yet".to_owned())
+                addr_in(
+                    &std::fs::read_to_string(&log).unwrap_or_default(),
+                    "ops_addr",
+                )
+                .ok_or_else(|| "not logged yet".to_owned())
             },
         )?;
         Ok(Self {
@@ -58,6 +61,25 @@ impl Daemon {
         &mut self.process
     }
 
+    /// Waits (bounded) until the daemon logs an address in the JSON field `field` (e.g. `dns_addr`).
+    pub fn logged_addr(&mut self, field: &str, timeout: Duration) -> Result<SocketAddr> {
+        let process = &mut self.process;
+        wait::until_blocking(
+            &format!("{} to log {field}", process.name()),
+            timeout,
+            || {
+                process.check_running().map_err(|e| e.to_string())?;
+                let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+                addr_in(&log, field).ok_or_else(|| "not logged yet".to_owned())
+            },
+        )
+    }
+
+    /// GETs `path` from the ops endpoint.
+    pub fn get(&self, path: &str) -> std::result::Result<http::Response, String> {
+        http::get(self.ops_addr, path)
+    }
+
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let addr = self.ops_addr;
@@ -74,11 +96,11 @@ impl Daemon {
     }
 }
 
-/// Finds `"ops_addr":"127.0.0.1:PORT"` in JSON log lines.
-fn ops_addr_in(log: &str) -> Option<SocketAddr> {
+/// Finds `"<field>":"127.0.0.1:PORT"` in JSON log lines.
+fn addr_in(log: &str, field: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
         let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        value.get("ops_addr")?.as_str()?.parse().ok()
+        value.get(field)?.as_str()?.parse().ok()
     })
 }
 
@@ -128,7 +150,10 @@ mod tests {
     fn the_ops_address_is_read_from_json_logs() {
         let log =
             "not json\n{\"message\":\"ops endpoint listening\",\"ops_addr\":\"127.0.0.1:4321\"}\n";
-        assert_eq!(ops_addr_in(log), Some(([127, 0, 0, 1], 4321).into()));
-        assert_eq!(ops_addr_in("{\"message\":\"x\"}"), None);
+        assert_eq!(
+            addr_in(log, "ops_addr"),
+            Some(([127, 0, 0, 1], 4321).into())
+        );
+        assert_eq!(addr_in("{\"message\":\"x\"}", "ops_addr"), None);
     }
 }

@@ -131,10 +131,20 @@ impl Etcd {
         Ok(Client::connect([self.endpoint.clone()], Some(self.connect_options()?)).await?)
     }
 
+    /// Kills etcd (SIGKILL), as in a crash; [`Etcd::start_again`] brings it back.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     /// Kills etcd (SIGKILL) and starts it again on the same ports and data, as after a crash; waits until
     /// it answers.
     pub async fn restart(&mut self) -> Result<()> {
-        self.process.kill();
+        self.kill();
+        self.start_again().await
+    }
+
+    /// Starts a killed etcd again on the same ports and data, and waits until it answers.
+    pub async fn start_again(&mut self) -> Result<()> {
         self.process = spawn(
             &self.scratch,
             &self.endpoint,
