@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use hickory_proto::rr::Name;
+use ipnet::IpNet;
 use ops::OpsArgs;
 use proto::skydns::KeyLayout;
 
@@ -58,6 +59,19 @@ pub struct Config {
     /// CoreDNS.
     #[arg(long = "ns", env = "DNS_NS", value_delimiter = ';')]
     pub name_servers: Vec<String>,
+
+    /// Client networks (CIDR) allowed to transfer the zones (AXFR, over TCP), e.g. the AD or BIND servers
+    /// acting as secondaries (repeatable). Everyone else is refused.
+    #[arg(
+        long = "transfer-allow",
+        env = "DNS_TRANSFER_ALLOW",
+        value_delimiter = ','
+    )]
+    pub transfer_allow: Vec<IpNet>,
+
+    /// Secondaries to send NOTIFY to when a zone's serial changes, as IP or IP:PORT (repeatable).
+    #[arg(long = "notify", env = "DNS_NOTIFY", value_delimiter = ',', value_parser = parse_notify_target)]
+    pub notify: Vec<SocketAddr>,
 
     /// TTL of records stored with `ttl` 0 (CoreDNS uses 300).
     #[arg(long, env = "DNS_DEFAULT_TTL", default_value_t = 300)]
@@ -138,6 +152,10 @@ pub struct Settings {
     pub source: EtcdSource,
     /// DNS listen address.
     pub listen: SocketAddr,
+    /// Who may transfer zones.
+    pub transfer_allow: Vec<IpNet>,
+    /// Where to send NOTIFY.
+    pub notify: Vec<SocketAddr>,
     /// Warnings worth logging once logging is up (e.g. overlapping zones).
     pub warnings: Vec<String>,
 }
@@ -202,6 +220,8 @@ impl Config {
                 layout,
             },
             listen: self.listen,
+            transfer_allow: self.transfer_allow.clone(),
+            notify: self.notify.clone(),
             warnings,
         })
     }
@@ -239,6 +259,16 @@ impl Config {
             options
         })
     }
+}
+
+/// A NOTIFY target: `IP` (port 53) or `IP:PORT`.
+fn parse_notify_target(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{text:?} is not IP or IP:PORT"))
 }
 
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
@@ -354,6 +384,39 @@ mod tests {
         assert_eq!(settings.zones.names().len(), 2);
         assert!(settings.warnings.iter().any(|w| w.contains("overlap")));
         assert!(settings.warnings.iter().any(|w| w.contains("twice")));
+    }
+
+    #[test]
+    fn transfer_and_notify_flags_parse_with_clear_errors() {
+        let settings = config(&[
+            "--zone",
+            "test.org",
+            "--transfer-allow",
+            "10.10.0.0/16,127.0.0.1/32",
+            "--notify",
+            "10.10.40.53",
+            "--notify",
+            "127.0.0.1:5300",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(settings.transfer_allow.len(), 2);
+        assert_eq!(settings.notify[0].port(), 53);
+        assert_eq!(settings.notify[1].port(), 5300);
+        let err = Config::try_parse_from([
+            "dns-server",
+            "--zone",
+            "t.org",
+            "--transfer-allow",
+            "10.0.0.0/33",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--transfer-allow"), "{err}");
+        let err = Config::try_parse_from(["dns-server", "--zone", "t.org", "--notify", "nowhere"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--notify") && err.contains("nowhere"), "{err}");
     }
 
     #[test]

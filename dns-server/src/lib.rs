@@ -9,6 +9,7 @@ pub mod config;
 pub mod handler;
 pub mod lookup;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod store;
 
@@ -59,19 +60,31 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
     })?;
     tracing::info!(dns_addr = %dns_addr, zones = ?zone_names, "serving DNS");
     context.health.set_not_ready("loading records from etcd");
+    let (revisions, revision_updates) = tokio::sync::watch::channel(0);
     let follower = tokio::spawn(store::follower::follow(
         settings.source,
         index.clone(),
         context.health.clone(),
         metrics.store,
+        revisions,
+        context.shutdown.clone(),
+    ));
+    let notifier = tokio::spawn(notify::run(
+        settings.notify,
+        settings.zones.clone(),
+        index.clone(),
+        revision_updates,
+        metrics.notify,
         context.shutdown.clone(),
     ));
     let handler = Arc::new(handler::Handler::new(
         index,
         settings.zones,
+        settings.transfer_allow,
         metrics.queries,
     ));
     server::serve(listeners, handler, context.shutdown.clone()).await;
     let _ = follower.await;
+    let _ = notifier.await;
     Ok(())
 }

@@ -186,9 +186,7 @@ impl<'a> Lookup<'a> {
                 return;
             }
             if is_apex && qtype == RecordType::NS {
-                if !self.answer_ns(&zone, &name) {
-                    self.negative(&zone, ResponseCode::NoError);
-                }
+                self.answer_ns(&zone, &name);
                 return;
             }
             let records = match self.node(&zone, &name) {
@@ -450,8 +448,9 @@ impl<'a> Lookup<'a> {
         }
     }
 
-    /// NS at the apex: configured servers, else `dns/ns` records as CoreDNS reads them. False if none.
-    fn answer_ns(&mut self, zone: &Name, owner: &Name) -> bool {
+    /// NS at the apex: configured servers, else `dns/ns` records as CoreDNS reads them, else the SOA's
+    /// MNAME (`ns.dns.<zone>`).
+    fn answer_ns(&mut self, zone: &Name, owner: &Name) {
         let mut servers: Vec<(Name, Vec<IpAddr>, u32)> = self
             .zones
             .name_servers
@@ -483,6 +482,14 @@ impl<'a> Lookup<'a> {
                 }
             }
         }
+        if servers.is_empty() {
+            // Every zone has an NS set (secondaries reject a zone without one): the SOA's MNAME.
+            servers.push((
+                prefixed(zone, &["ns", "dns"]),
+                Vec::new(),
+                self.zones.default_ttl,
+            ));
+        }
         for (name, addresses, ttl) in &servers {
             let rdata = RData::NS(NS(name.clone()));
             self.answer
@@ -498,7 +505,6 @@ impl<'a> Lookup<'a> {
                 }
             }
         }
-        !servers.is_empty()
     }
 
     fn negative(&mut self, zone: &Name, rcode: ResponseCode) {
@@ -643,6 +649,90 @@ fn rotate_addresses(answers: &mut [Record], by: usize) {
         let start = answers.len() - run;
         answers[start..].rotate_left(by % run);
     }
+}
+
+/// The SOA record of a served zone, with its current serial.
+pub fn soa(index: &Index, zones: &Zones, zone: &Name) -> Record {
+    let lookup = Lookup {
+        index,
+        zones,
+        answer: Answer::refused(),
+    };
+    lookup.soa_record(zone, zones.soa.ttl)
+}
+
+/// The whole zone as a secondary should hold it (without the closing SOA): the SOA, the apex NS set with
+/// glue, then every name's records as [`resolve`] would answer them, names in key order. Names made of a
+/// suffix label (`targetstrip` >= 1, e.g. external-dns's `1a2b3c4d.nginx.test.org`) are not zone names and
+/// are left out; a stored `*` is transferred as the wildcard it is.
+pub fn zone_transfer(index: &Index, zones: &Zones, zone: &Name) -> Vec<Record> {
+    let mut lookup = Lookup {
+        index,
+        zones,
+        answer: Answer::refused(),
+    };
+    let mut records = vec![lookup.soa_record(zone, zones.soa.ttl)];
+    lookup.answer_ns(zone, zone);
+    records.append(&mut lookup.answer.answers);
+    records.append(&mut lookup.answer.additionals);
+
+    let Some(zone_dir) = index.directory_of(&zone.to_ascii()) else {
+        return records;
+    };
+    // Names in the zone that hold records: each key's own name, and the parent of each leaf.
+    let mut names: Vec<String> = Vec::new();
+    for record in index.records_below(&zone_dir) {
+        let is_leaf = !index.has_children(&record.key);
+        let is_suffix = is_leaf && record.value.target_strip >= 1;
+        if !is_suffix {
+            names.push(record.key.clone());
+        }
+        if let Some((parent, _)) = record.key.rsplit_once('/')
+            && is_leaf
+            && (parent != zone_dir || is_suffix)
+            && parent.len() >= zone_dir.len()
+        {
+            names.push(parent.to_owned());
+        }
+    }
+    names.sort();
+    names.dedup();
+    for dir in names {
+        let Some(name) = index
+            .name_of_key(&dir)
+            .and_then(|n| Name::from_ascii(n + ".").ok())
+        else {
+            continue;
+        };
+        let held = group_filter(lookup.records_at(zone, &name, &dir));
+        for qtype in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::TXT,
+            RecordType::MX,
+        ] {
+            lookup.answer_records(&name, &held, qtype);
+        }
+        let services: Vec<&StoredRecord> =
+            held.iter().copied().filter(|r| r.value.port != 0).collect();
+        lookup.answer_records(&name, &services, RecordType::SRV);
+        if let Some((target, ttl)) = cname_of(&held, zones.default_ttl) {
+            lookup.answer.answers.push(Record::from_rdata(
+                name.clone(),
+                ttl,
+                RData::CNAME(CNAME(target)),
+            ));
+        }
+        records.append(&mut lookup.answer.answers);
+        // Addresses of targets synthesized from keys exist only as glue: transfer them as records.
+        records.extend(lookup.answer.additionals.drain(..).filter(|glue| {
+            index
+                .directory_of(&glue.name.to_ascii())
+                .is_some_and(|d| !index.exists(&d))
+        }));
+    }
+    records.dedup();
+    records
 }
 
 #[cfg(test)]

@@ -425,3 +425,52 @@ fn groups_keep_the_shallowest_group_and_the_ungrouped() {
     // Disagreeing groups at one depth: everything, as CoreDNS does.
     assert_eq!(ask(&index, "h.test.org.", RecordType::A).answers.len(), 2);
 }
+
+#[test]
+fn a_zone_transfer_holds_what_queries_answer_without_suffix_names() {
+    let records = lines(&zone_transfer(&seed(), &zones(), &name("test.org.")));
+    assert!(
+        records[0].starts_with("test.org. 30 SOA ns.dns.test.org."),
+        "{records:?}"
+    );
+    for expected in [
+        "nginx.test.org. 60 A 10.10.39.200",
+        "nginx.test.org. 60 A 10.10.39.201",
+        "nginx.test.org. 300 AAAA fd10:10::39:200",
+        "www.test.org. 300 A 10.10.39.210",
+        "test.org. 300 A 10.10.39.211",
+        "*.apps.test.org. 300 A 10.10.39.202",
+        "api.apps.test.org. 300 A 10.10.39.203",
+        "alias.test.org. 300 CNAME nginx.test.org.",
+        "info.test.org. 300 TXT hello",
+        "mail.test.org. 300 MX 5 mail.test.org.",
+        "mail.test.org. 300 A 10.10.39.206",
+    ] {
+        assert!(
+            records.iter().any(|r| r == expected),
+            "missing {expected}: {records:#?}"
+        );
+    }
+    for suffix in ["1a2b3c4d.", "00000001.", "apex00ff."] {
+        assert!(
+            !records.iter().any(|r| r.starts_with(suffix)),
+            "{suffix} leaked: {records:#?}"
+        );
+    }
+    let other_zone = lines(&zone_transfer(&seed(), &zones(), &name("other.org.")));
+    assert_eq!(other_zone.len(), 2, "only SOA and NS: {other_zone:?}");
+    assert!(
+        other_zone[1].ends_with("NS ns.dns.other.org."),
+        "{other_zone:?}"
+    );
+}
+
+#[test]
+fn without_configured_or_stored_name_servers_the_apex_ns_is_the_soa_mname() {
+    let answer = ask(&seed(), "test.org.", RecordType::NS);
+    assert_eq!(
+        lines(&answer.answers),
+        ["test.org. 300 NS ns.dns.test.org."]
+    );
+    assert!(answer.additionals.is_empty());
+}

@@ -46,6 +46,15 @@ pub struct QueryMetrics {
     pub dropped: Counter,
 }
 
+/// Metrics of NOTIFY to secondaries.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyMetrics {
+    /// NOTIFY messages a secondary acknowledged.
+    pub acked: Counter,
+    /// NOTIFY announcements given up after every retry.
+    pub failed: Counter,
+}
+
 /// Everything the server exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -53,6 +62,8 @@ pub struct Metrics {
     pub store: StoreMetrics,
     /// Query side.
     pub queries: QueryMetrics,
+    /// NOTIFY side.
+    pub notify: NotifyMetrics,
 }
 
 impl Metrics {
@@ -109,6 +120,21 @@ impl Metrics {
             "DNS messages dropped without an answer",
             queries.dropped.clone(),
         );
-        Self { store, queries }
+        let notify = NotifyMetrics::default();
+        registry.register(
+            "notify_acked",
+            "NOTIFY acknowledged by a secondary",
+            notify.acked.clone(),
+        );
+        registry.register(
+            "notify_failed",
+            "NOTIFY given up after retries",
+            notify.failed.clone(),
+        );
+        Self {
+            store,
+            queries,
+            notify,
+        }
     }
 }

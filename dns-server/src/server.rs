@@ -66,10 +66,10 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: Canc
                 }
             },
         };
-        if let Some(response) = handler.handle(&buffer[..len], Transport::Udp)
-            && let Err(error) = socket.send_to(&response, peer).await
-        {
-            tracing::debug!(peer = %peer, error = %error, "udp send failed");
+        for response in handler.handle(&buffer[..len], Transport::Udp, peer.ip()) {
+            if let Err(error) = socket.send_to(&response, peer).await {
+                tracing::debug!(peer = %peer, error = %error, "udp send failed");
+            }
         }
     }
 }
@@ -91,7 +91,7 @@ async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, shutdown: Cance
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                result = serve_connection(stream, &handler) => {
+                result = serve_connection(stream, peer, &handler) => {
                     if let Err(error) = result {
                         tracing::debug!(peer = %peer, error = %error, "tcp connection ended");
                     }
@@ -102,7 +102,11 @@ async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, shutdown: Cance
 }
 
 /// Length-prefixed messages (RFC 1035 4.2.2), answered in order, until the client closes or idles.
-async fn serve_connection(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: &Handler,
+) -> std::io::Result<()> {
     let mut buffer = vec![0u8; usize::from(u16::MAX)];
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
@@ -114,15 +118,18 @@ async fn serve_connection(mut stream: TcpStream, handler: &Handler) -> std::io::
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buffer[..len]))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "message body"))??;
-        let Some(response) = handler.handle(&buffer[..len], Transport::Tcp) else {
+        let responses = handler.handle(&buffer[..len], Transport::Tcp, peer.ip());
+        if responses.is_empty() {
             return Ok(());
-        };
-        let Ok(prefix) = u16::try_from(response.len()) else {
-            return Ok(());
-        };
-        let mut framed = Vec::with_capacity(response.len() + 2);
-        framed.extend_from_slice(&prefix.to_be_bytes());
-        framed.extend_from_slice(&response);
-        stream.write_all(&framed).await?;
+        }
+        for response in responses {
+            let Ok(prefix) = u16::try_from(response.len()) else {
+                return Ok(());
+            };
+            let mut framed = Vec::with_capacity(response.len() + 2);
+            framed.extend_from_slice(&prefix.to_be_bytes());
+            framed.extend_from_slice(&response);
+            stream.write_all(&framed).await?;
+        }
     }
 }

@@ -6,6 +6,7 @@
 //!   ready `kube::Client`.
 //! - [`netlab::LabNetwork`]: a bridge as the switch, node and client namespaces on it by veth pairs.
 //! - [`peers`]: the Go peer programs (`scripts/build-peers`) and runners for CoreDNS and external-dns.
+//! - [`knot::Knot`]: Knot DNS as a secondary (zone transfers, NOTIFY) or a zone-file primary.
 //! - [`daemon`]: checks that a groundwork daemon binary behaves like a well-run process.
 //!
 //! Nothing here imitates a server: when a real program cannot start, the error says which one and why.
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod dig;
 pub mod etcd;
 pub mod http;
+pub mod knot;
 pub mod kube;
 pub mod netlab;
 pub mod peers;

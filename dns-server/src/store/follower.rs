@@ -9,6 +9,7 @@ use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use ops::CancellationToken;
 use ops::endpoint::Health;
 use proto::skydns::KeyLayout;
+use tokio::sync::watch;
 
 use super::SharedIndex;
 use super::record::StoredRecord;
@@ -45,13 +46,14 @@ pub async fn follow(
     index: SharedIndex,
     health: Health,
     metrics: StoreMetrics,
+    revisions: watch::Sender<i64>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
-            result = sync(&source, &index, &health, &metrics, &mut backoff) => result,
+            result = sync(&source, &index, &health, &metrics, &revisions, &mut backoff) => result,
         };
         let Err(error) = result;
         metrics.etcd_up.set(0);
@@ -82,6 +84,7 @@ async fn sync(
     index: &SharedIndex,
     health: &Health,
     metrics: &StoreMetrics,
+    revisions: &watch::Sender<i64>,
     backoff: &mut Duration,
 ) -> Result<std::convert::Infallible, SyncError> {
     let mut client =
@@ -110,6 +113,7 @@ async fn sync(
             .records
             .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
     }
+    revisions.send_replace(revision);
     metrics.etcd_up.set(1);
     metrics.etcd_revision.set(revision);
     metrics.relists.inc();
@@ -162,5 +166,8 @@ async fn sync(
             .records
             .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
         metrics.etcd_revision.set(revision.max(index.revision()));
+        let applied = index.revision();
+        drop(index);
+        revisions.send_replace(applied);
     }
 }

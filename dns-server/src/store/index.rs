@@ -120,14 +120,27 @@ impl Index {
 
     /// Whether anything is stored at or below `dir` (an empty non-terminal exists too).
     pub fn exists(&self, dir: &str) -> bool {
-        if self.records.contains_key(dir) {
-            return true;
-        }
-        let below = format!("{dir}/");
+        self.records.contains_key(dir) || self.has_children(dir)
+    }
+
+    /// Every record at or below `dir`, in key order.
+    pub fn records_below<'a>(
+        &'a self,
+        dir: &'a str,
+    ) -> impl Iterator<Item = &'a StoredRecord> + 'a {
+        self.records
+            .range(dir.to_owned()..)
+            .take_while(move |(key, _)| is_at_or_below(key, dir))
+            .map(|(_, record)| record)
+    }
+
+    /// Whether some key lies strictly below `key` (the key is a name with children, not a leaf).
+    pub fn has_children(&self, key: &str) -> bool {
+        let below = format!("{key}/");
         self.records
             .range(below.clone()..)
             .next()
-            .is_some_and(|(key, _)| key.starts_with(&below))
+            .is_some_and(|(next, _)| next.starts_with(&below))
     }
 
     /// The records of the name at `dir`: its own key, then the leaf keys directly below it, in key order.
@@ -149,13 +162,7 @@ impl Index {
                 }
                 None => {
                     // Siblings such as `a-b` sort between `a` and `a/...`, so look for the subtree itself.
-                    let subtree = format!("{key}/");
-                    let is_leaf = !self
-                        .records
-                        .range(subtree.clone()..)
-                        .next()
-                        .is_some_and(|(next, _)| next.starts_with(&subtree));
-                    if is_leaf {
+                    if !self.has_children(key) {
                         found.push(record);
                     }
                     cursor = format!("{key}\u{0}");

@@ -1,0 +1,148 @@
+//! Zone transfer to a real secondary: Knot DNS (as AD or BIND would be) transfers the zone from dns-server
+//! and, told by NOTIFY, follows a change in etcd long before its SOA refresh interval (2 hours).
+
+// Helpers of this test file panic like assertions do: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use integration_tests::daemon::Daemon;
+use integration_tests::dig;
+use integration_tests::etcd::Etcd;
+use integration_tests::knot::Knot;
+use integration_tests::process::free_port;
+use integration_tests::wait;
+
+async fn wait_for(server: SocketAddr, name: &str, want: &str) -> Duration {
+    let start = Instant::now();
+    wait::until(
+        &format!("{name} A {want} at {server}"),
+        Duration::from_secs(20),
+        || async {
+            let answer = dig::query(server, name, "A", &[]).map_err(|e| e.to_string())?;
+            if answer.data_of("A") == [want] {
+                Ok(())
+            } else {
+                Err(format!("{} {:?}", answer.status, answer.data_of("A")))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    client
+        .put(
+            "/skydns/org/test/nginx/1a2b3c4d",
+            r#"{"host":"10.10.39.200","targetstrip":1}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let knot_port = free_port().unwrap();
+    let notify = format!("127.0.0.1:{knot_port}");
+    let mut ours = Daemon::start(
+        env!("CARGO_BIN_EXE_dns-server"),
+        &[
+            "--zone",
+            "test.org",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            etcd.endpoint(),
+            "--transfer-allow",
+            "127.0.0.1/32",
+            "--notify",
+            &notify,
+        ],
+    )
+    .unwrap();
+    let primary = ours
+        .logged_addr("dns_addr", Duration::from_secs(10))
+        .unwrap();
+    ours.wait_ready(Duration::from_secs(10)).unwrap();
+
+    let knot = Knot::secondary_on(knot_port, "test.org", primary)
+        .await
+        .unwrap();
+    let transferred = wait_for(knot.addr(), "nginx.test.org", "10.10.39.200").await;
+    println!(
+        "initial transfer served by knot after {:.0} ms",
+        transferred.as_secs_f64() * 1e3
+    );
+
+    client
+        .put(
+            "/skydns/org/test/added/00000001",
+            r#"{"host":"10.10.39.205","targetstrip":1}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let followed = wait_for(knot.addr(), "added.test.org", "10.10.39.205").await;
+    println!(
+        "change in etcd served by knot after {:.0} ms (NOTIFY + transfer)",
+        followed.as_secs_f64() * 1e3
+    );
+
+    let serial = |server| {
+        dig::query(server, "test.org", "SOA", &[]).unwrap().answer[0]
+            .data
+            .clone()
+    };
+    assert_eq!(
+        serial(knot.addr()),
+        serial(primary),
+        "secondary holds our serial"
+    );
+    let metrics = ours.get("/metrics").unwrap().body;
+    assert!(
+        !metrics.contains("groundwork_dns_notify_acked_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_are_refused_to_clients_not_on_the_allow_list() {
+    let etcd = Etcd::start().await.unwrap();
+    let mut ours = Daemon::start(
+        env!("CARGO_BIN_EXE_dns-server"),
+        &[
+            "--zone",
+            "test.org",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            etcd.endpoint(),
+            "--transfer-allow",
+            "192.0.2.0/24",
+        ],
+    )
+    .unwrap();
+    let addr = ours
+        .logged_addr("dns_addr", Duration::from_secs(10))
+        .unwrap();
+    ours.wait_ready(Duration::from_secs(10)).unwrap();
+    let output = std::process::Command::new("dig")
+        .args([
+            &format!("@{}", addr.ip()),
+            "-p",
+            &addr.port().to_string(),
+            "test.org",
+            "AXFR",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("Transfer failed") || text.contains("REFUSED"),
+        "{text}"
+    );
+    assert!(!text.contains("IN\tSOA"), "{text}");
+}
