@@ -219,7 +219,7 @@ fn labels_of(response: &Message, transport: Transport) -> QueryLabels {
         qtype: response
             .queries
             .first()
-            .map_or_else(|| "none".to_owned(), |q| qtype_label(q.query_type())),
+            .map_or("none", |q| qtype_label(q.query_type())),
         rcode: rcode_label(response.metadata.response_code),
     }
 }
@@ -252,37 +252,38 @@ fn encode(response: &Message, transport: Transport, limit: usize) -> Option<Vec<
     response.truncate().to_vec().ok()
 }
 
-fn qtype_label(qtype: RecordType) -> String {
+/// A bounded set of metric label values, so unusual types cannot blow up the series count.
+fn qtype_label(qtype: RecordType) -> &'static str {
     match qtype {
-        RecordType::A
-        | RecordType::AAAA
-        | RecordType::ANY
-        | RecordType::AXFR
-        | RecordType::CNAME
-        | RecordType::IXFR
-        | RecordType::MX
-        | RecordType::NS
-        | RecordType::PTR
-        | RecordType::SOA
-        | RecordType::SRV
-        | RecordType::TXT
-        | RecordType::HTTPS
-        | RecordType::SVCB
-        | RecordType::CAA => qtype.to_string(),
-        _ => "other".to_owned(),
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::ANY => "ANY",
+        RecordType::AXFR => "AXFR",
+        RecordType::CAA => "CAA",
+        RecordType::CNAME => "CNAME",
+        RecordType::HTTPS => "HTTPS",
+        RecordType::IXFR => "IXFR",
+        RecordType::MX => "MX",
+        RecordType::NS => "NS",
+        RecordType::PTR => "PTR",
+        RecordType::SOA => "SOA",
+        RecordType::SRV => "SRV",
+        RecordType::SVCB => "SVCB",
+        RecordType::TXT => "TXT",
+        _ => "other",
     }
 }
 
-fn rcode_label(rcode: ResponseCode) -> String {
+fn rcode_label(rcode: ResponseCode) -> &'static str {
     match rcode {
-        ResponseCode::NoError => "NOERROR".to_owned(),
-        ResponseCode::FormErr => "FORMERR".to_owned(),
-        ResponseCode::ServFail => "SERVFAIL".to_owned(),
-        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
-        ResponseCode::NotImp => "NOTIMP".to_owned(),
-        ResponseCode::Refused => "REFUSED".to_owned(),
-        ResponseCode::BADVERS => "BADVERS".to_owned(),
-        other => u16::from(other).to_string(),
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
     }
 }
 

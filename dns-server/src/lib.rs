@@ -48,8 +48,8 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         settings.source.layout.clone(),
         &zone_names,
     )));
-    let listeners = server::Listeners::bind(settings.listen)
-        .await
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let listeners = server::Listeners::bind(settings.listen, threads)
         .map_err(|source| Error::Bind {
             addr: settings.listen,
             source,

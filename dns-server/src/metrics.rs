@@ -13,9 +13,9 @@ pub struct QueryLabels {
     /// `udp` or `tcp`.
     pub transport: &'static str,
     /// Question type, e.g. `A`.
-    pub qtype: String,
+    pub qtype: &'static str,
     /// Response code, e.g. `NOERROR`.
-    pub rcode: String,
+    pub rcode: &'static str,
 }
 
 /// Metrics of the etcd follower.

@@ -1,73 +1,114 @@
 //! The DNS sockets: UDP and TCP on the same address, each message handed to the [`Handler`].
+//!
+//! UDP is served by one plain OS thread per core, each with its own socket bound to the same address with
+//! `SO_REUSEPORT`, so the kernel spreads datagrams across them and a query never waits on an async
+//! scheduler. The same option lets a new process bind while the old one still serves, so a restart or
+//! upgrade drops no answers. TCP, where connections are long and few, runs on Tokio.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ops::CancellationToken;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::handler::{Handler, Transport};
 
 /// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How often a UDP thread looks at the shutdown token while no query arrives.
+const UDP_POLL: Duration = Duration::from_millis(200);
 
 /// Bound DNS sockets.
 #[derive(Debug)]
 pub struct Listeners {
-    udp: Arc<UdpSocket>,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on `addr`; with port 0 the TCP port follows the one UDP got.
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let udp = UdpSocket::bind(addr).await?;
-        let tcp = TcpListener::bind(udp.local_addr()?).await?;
-        Ok(Self {
-            udp: Arc::new(udp),
-            tcp,
-        })
+    /// Binds `threads` UDP sockets and one TCP listener on `addr`; with port 0 all share the port the
+    /// first socket got. Must run inside a Tokio runtime (for the TCP listener).
+    pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<Self> {
+        let first = reuseport(addr, Type::DGRAM, Protocol::UDP)?;
+        let local = first.local_addr()?.as_socket().unwrap_or(addr);
+        let mut udp = vec![UdpSocket::from(first)];
+        for _ in 1..threads.max(1) {
+            udp.push(UdpSocket::from(reuseport(local, Type::DGRAM, Protocol::UDP)?));
+        }
+        let tcp = reuseport(local, Type::STREAM, Protocol::TCP)?;
+        tcp.listen(1024)?;
+        tcp.set_nonblocking(true)?;
+        let tcp = TcpListener::from_std(std::net::TcpListener::from(tcp))?;
+        Ok(Self { udp, tcp })
     }
 
     /// The bound address (same port for UDP and TCP).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.tcp.local_addr()
     }
 }
 
-/// Serves until `shutdown`: one UDP worker per core sharing the socket, and a task per TCP connection.
+fn reuseport(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    socket.set_reuse_port(true)?;
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Serves until `shutdown`: a thread per UDP socket, and a task per TCP connection.
 pub async fn serve(listeners: Listeners, handler: Arc<Handler>, shutdown: CancellationToken) {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        tasks.spawn(serve_udp(
-            listeners.udp.clone(),
-            handler.clone(),
-            shutdown.clone(),
-        ));
+    let mut threads = Vec::new();
+    for (n, socket) in listeners.udp.into_iter().enumerate() {
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("dns-udp-{n}"))
+            .spawn(move || serve_udp(&socket, &handler, &shutdown));
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(error) => tracing::error!(error = %error, "cannot start a UDP thread"),
+        }
     }
-    tasks.spawn(serve_tcp(listeners.tcp, handler, shutdown));
-    while tasks.join_next().await.is_some() {}
+    serve_tcp(listeners.tcp, handler, shutdown).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, shutdown: CancellationToken) {
+fn serve_udp(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken) {
+    if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
+        tracing::error!(error = %error, "cannot set the UDP read timeout");
+        return;
+    }
     let mut buffer = vec![0u8; usize::from(u16::MAX)];
-    loop {
-        let (len, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut buffer) => match received {
-                Ok(received) => received,
-                Err(error) => {
-                    // ICMP errors from earlier sends surface here; the socket itself is fine.
-                    tracing::debug!(error = %error, "udp receive error");
-                    continue;
-                }
-            },
+    while !shutdown.is_cancelled() {
+        let (len, peer) = match socket.recv_from(&mut buffer) {
+            Ok(received) => received,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                // ICMP errors from earlier sends surface here; the socket itself is fine.
+                tracing::debug!(error = %error, "udp receive error");
+                continue;
+            }
         };
         for response in handler.handle(&buffer[..len], Transport::Udp, peer.ip()) {
-            if let Err(error) = socket.send_to(&response, peer).await {
+            if let Err(error) = socket.send_to(&response, peer) {
                 tracing::debug!(peer = %peer, error = %error, "udp send failed");
             }
         }

@@ -44,6 +44,11 @@ impl CoreDns {
     /// Starts CoreDNS authoritative for `zones`, reading records under `/skydns` in `etcd` (over TLS when
     /// etcd serves TLS), and waits until its `ready` plugin reports ready.
     pub async fn start_with_etcd(etcd: &Etcd, zones: &[&str]) -> Result<Self> {
+        Self::start_with_plugins(etcd, zones, "").await
+    }
+
+    /// [`CoreDns::start_with_etcd`] with extra plugin lines in the server block (e.g. `cache 30`).
+    pub async fn start_with_plugins(etcd: &Etcd, zones: &[&str], plugins: &str) -> Result<Self> {
         let binary = binary("coredns")?;
         let scratch = Scratch::new("coredns")?;
         let port = free_port()?;
@@ -60,7 +65,7 @@ impl CoreDns {
             })
             .unwrap_or_default();
         let corefile = format!(
-            "{zones}:{port} {{\n    bind 127.0.0.1\n    ready {ready}\n    etcd {zones} {{\n        path /skydns\n        endpoint {endpoint}{tls}\n    }}\n}}\n",
+            "{zones}:{port} {{\n    bind 127.0.0.1\n    ready {ready}\n    {plugins}\n    etcd {zones} {{\n        path /skydns\n        endpoint {endpoint}{tls}\n    }}\n}}\n",
             zones = zones.join(" "),
             endpoint = etcd.endpoint(),
         );

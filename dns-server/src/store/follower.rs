@@ -78,6 +78,60 @@ pub async fn follow(
     }
 }
 
+/// Keys per range read: keeps each response far below gRPC's 4 MiB message limit.
+const PAGE: i64 = 5_000;
+
+/// Reads every record under `prefix` as of one revision, page by page, skipping (and counting) invalid
+/// values. Returns the records and the revision they reflect.
+async fn list(
+    client: &mut Client,
+    prefix: &str,
+    metrics: &StoreMetrics,
+) -> Result<(Vec<StoredRecord>, i64), SyncError> {
+    let range_end = prefix_end(prefix);
+    let mut records = Vec::new();
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    loop {
+        let mut options = GetOptions::new().with_range(range_end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            // Later pages read the same snapshot as the first.
+            options = options.with_revision(revision);
+        }
+        let page = client.get(from.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = page.header().map_or(0, |h| h.revision());
+        }
+        for kv in page.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    metrics.invalid_records.inc();
+                    tracing::warn!(key = %key, error = %error, "skipping invalid record");
+                }
+            }
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok((records, revision)),
+        }
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix` (the prefix with its last byte
+/// incremented; prefixes here end in '/', so no carry is needed).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 /// One round: connect, list, watch. Only returns with an error.
 async fn sync(
     source: &EtcdSource,
@@ -90,21 +144,7 @@ async fn sync(
     let mut client =
         Client::connect(source.endpoints.clone(), Some(source.options.clone())).await?;
     let prefix = source.layout.range_prefix();
-    let listing = client
-        .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-        .await?;
-    let revision = listing.header().map_or(0, |h| h.revision());
-    let mut records = Vec::with_capacity(listing.kvs().len());
-    for kv in listing.kvs() {
-        let key = String::from_utf8_lossy(kv.key());
-        match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
-            Ok(record) => records.push(record),
-            Err(error) => {
-                metrics.invalid_records.inc();
-                tracing::warn!(key = %key, error = %error, "skipping invalid record");
-            }
-        }
-    }
+    let (records, revision) = list(&mut client, &prefix, metrics).await?;
     let count = records.len();
     {
         let mut index = index.write().unwrap_or_else(PoisonError::into_inner);
