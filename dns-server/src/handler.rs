@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::lookup::{self, Zones};
 use crate::metrics::{QueryLabels, QueryMetrics};
@@ -48,6 +50,25 @@ pub struct Handler {
     metrics: QueryMetrics,
 }
 
+/// Questions a [`ResponseCache`] holds before it starts over.
+const CACHE_ENTRIES: usize = 32_768;
+
+/// Encoded UDP answers of one serving thread, valid for one index revision (any change in etcd empties
+/// it). Owned by the thread, so lookups take no lock.
+#[derive(Debug, Default)]
+pub struct ResponseCache {
+    revision: i64,
+    entries: HashMap<Vec<u8>, Cached>,
+    /// The last answer that was not cached (so a borrowed slice can be returned either way).
+    uncached: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    bytes: Vec<u8>,
+    queries: Counter,
+}
+
 /// Records per message of a zone transfer: well under 64 KiB for any record we serve.
 const TRANSFER_CHUNK: usize = 100;
 
@@ -82,28 +103,93 @@ impl Handler {
     /// or a response: answering those could loop or amplify), several for a zone transfer.
     pub fn handle(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Vec<Vec<u8>> {
         let started = Instant::now();
-        let (labels, messages) = match self.respond(request, transport, peer) {
+        let (messages, _cacheable, counter) = self.process(request, transport, peer);
+        if let Some(counter) = counter {
+            counter.inc();
+            self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        }
+        messages
+    }
+
+    /// [`Handler::handle`] for one UDP datagram, answered from `cache` when the same question (same bytes
+    /// after the ID) was answered at the current index revision. The returned bytes live in the cache.
+    pub fn handle_udp<'c>(
+        &self,
+        request: &[u8],
+        peer: IpAddr,
+        cache: &'c mut ResponseCache,
+    ) -> Option<&'c [u8]> {
+        let started = Instant::now();
+        let revision = self.index.read().unwrap_or_else(PoisonError::into_inner).revision();
+        if cache.revision != revision || cache.entries.len() >= CACHE_ENTRIES {
+            cache.entries.clear();
+            cache.revision = revision;
+        }
+        let key = request.get(2..).filter(|_| request.len() >= 12);
+        if let Some(key) = key
+            && cache.entries.contains_key(key)
+        {
+            let hit = cache.entries.get_mut(key)?;
+            hit.bytes[..2].copy_from_slice(&request[..2]);
+            hit.queries.inc();
+            self.metrics.duration.observe(started.elapsed().as_secs_f64());
+            return Some(&hit.bytes);
+        }
+        let (mut messages, cacheable, counter) = self.process(request, Transport::Udp, peer);
+        let counter = counter?;
+        counter.inc();
+        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        let bytes = messages.pop()?;
+        match key {
+            Some(key) if cacheable => {
+                let entry = cache.entries.entry(key.to_vec()).or_insert(Cached {
+                    bytes,
+                    queries: counter,
+                });
+                Some(&entry.bytes)
+            }
+            _ => {
+                cache.uncached = bytes;
+                Some(&cache.uncached)
+            }
+        }
+    }
+
+    /// Encoded replies, whether they may be cached, and the query counter to bump (none when dropped).
+    fn process(
+        &self,
+        request: &[u8],
+        transport: Transport,
+        peer: IpAddr,
+    ) -> (Vec<Vec<u8>>, bool, Option<Counter>) {
+        let (labels, messages, cacheable) = match self.respond(request, transport, peer) {
             Reply::Drop => {
                 self.metrics.dropped.inc();
-                return Vec::new();
+                return (Vec::new(), false, None);
             }
             Reply::One(response, limit) => {
                 let labels = labels_of(&response, transport);
-                (
-                    labels,
-                    encode(&response, transport, limit).into_iter().collect(),
-                )
+                // Rotated answers must not be frozen; failures and refusals are not worth the space.
+                let addresses = response
+                    .answers
+                    .iter()
+                    .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+                    .count();
+                let cacheable = addresses <= 1
+                    && matches!(
+                        response.metadata.response_code,
+                        ResponseCode::NoError | ResponseCode::NXDomain
+                    );
+                let messages = encode(&response, transport, limit).into_iter().collect();
+                (labels, messages, cacheable)
             }
             Reply::Transfer(template, zone) => {
                 let labels = labels_of(&template, transport);
-                (labels, self.transfer(&template, &zone))
+                (labels, self.transfer(&template, &zone), false)
             }
         };
-        self.metrics.queries.get_or_create(&labels).inc();
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
-        messages
+        let counter = self.metrics.queries.get_or_create(&labels).clone();
+        (messages, cacheable, Some(counter))
     }
 
     fn respond(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Reply {
@@ -538,6 +624,49 @@ mod tests {
             RecordType::A,
         ));
         assert_eq!(rcode(&handler, &two, Transport::Udp), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn cached_udp_answers_carry_the_new_id_and_are_dropped_when_etcd_changes() {
+        let handler = handler();
+        let mut cache = ResponseCache::default();
+        let mut request = query("nginx.test.org.", RecordType::A, None);
+        let first = handler
+            .handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache)
+            .unwrap()
+            .to_vec();
+        request.metadata.id = 7;
+        let second = handler
+            .handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache)
+            .unwrap()
+            .to_vec();
+        assert_eq!(cache.entries.len(), 1, "the second answer came from the cache");
+        assert_eq!(Message::from_vec(&second).unwrap().metadata.id, 7);
+        assert_eq!(first[2..], second[2..]);
+
+        {
+            let mut index = handler.index.write().unwrap();
+            let changed = br#"{"host":"10.10.39.250"}"#;
+            let record = StoredRecord::parse("/skydns/org/test/nginx/00000001", changed, 10).unwrap();
+            index.put(record, 10);
+        }
+        let third = handler
+            .handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache)
+            .unwrap()
+            .to_vec();
+        let answer = Message::from_vec(&third).unwrap();
+        assert_eq!(answer.answers[0].data.to_string(), "10.10.39.250");
+    }
+
+    #[test]
+    fn rotated_answers_are_not_cached() {
+        let handler = handler();
+        let mut cache = ResponseCache::default();
+        let request = query("big.test.org.", RecordType::A, Some(4096)).to_vec().unwrap();
+        let first = handler.handle_udp(&request, CLIENT, &mut cache).unwrap().to_vec();
+        let second = handler.handle_udp(&request, CLIENT, &mut cache).unwrap().to_vec();
+        assert!(cache.entries.is_empty());
+        assert_ne!(first, second, "the address order rotates");
     }
 
     #[test]

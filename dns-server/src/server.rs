@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::handler::{Handler, Transport};
+use crate::handler::{Handler, ResponseCache, Transport};
 
 /// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -90,6 +90,7 @@ fn serve_udp(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken
         return;
     }
     let mut buffer = vec![0u8; usize::from(u16::MAX)];
+    let mut cache = ResponseCache::default();
     while !shutdown.is_cancelled() {
         let (len, peer) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
@@ -107,10 +108,10 @@ fn serve_udp(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken
                 continue;
             }
         };
-        for response in handler.handle(&buffer[..len], Transport::Udp, peer.ip()) {
-            if let Err(error) = socket.send_to(&response, peer) {
-                tracing::debug!(peer = %peer, error = %error, "udp send failed");
-            }
+        if let Some(response) = handler.handle_udp(&buffer[..len], peer.ip(), &mut cache)
+            && let Err(error) = socket.send_to(response, peer)
+        {
+            tracing::debug!(peer = %peer, error = %error, "udp send failed");
         }
     }
 }
