@@ -288,3 +288,32 @@ async fn without_etcd_it_starts_not_ready_and_answers_servfail_not_nxdomain() {
     let answer = dig::query(server.dns, "nginx.test.org", "A", &[]).unwrap();
     assert_eq!(answer.status, "SERVFAIL", "{}", answer.raw);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loads_more_records_than_one_etcd_range_read_returns() {
+    // The first read is paged (5,000 keys a page); 12,000 records span three pages.
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    let count = 12_000;
+    let keys: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            let value = format!(r#"{{"host":"10.50.{}.{}","targetstrip":1}}"#, i / 256, i % 256);
+            (format!("/skydns/org/test/h{i}/0000abcd"), value)
+        })
+        .collect();
+    for chunk in keys.chunks(128) {
+        let ops: Vec<etcd_client::TxnOp> = chunk
+            .iter()
+            .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+            .collect();
+        client.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+    }
+    let mut server = start(&etcd);
+    server.daemon.wait_ready(Duration::from_secs(30)).unwrap();
+    for i in [0, 4_999, 5_000, 11_999] {
+        let answer = dig::query(server.dns, &format!("h{i}.test.org"), "A", &[]).unwrap();
+        assert_eq!(answer.data_of("A"), [format!("10.50.{}.{}", i / 256, i % 256)], "{}", answer.raw);
+    }
+    let metrics = server.daemon.get("/metrics").unwrap().body;
+    assert!(metrics.contains("groundwork_dns_records 12000"), "{metrics}");
+}

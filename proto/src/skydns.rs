@@ -71,21 +71,49 @@ fn is_zero_u32(v: &u32) -> bool {
 
 /// A value under the prefix that is not a valid skydns record.
 #[derive(Debug, thiserror::Error)]
-#[error("etcd key {key}: invalid skydns record: {source}")]
+#[error("etcd key {key}: invalid skydns record{}: {source}", field_suffix(.field))]
 pub struct RecordError {
     /// The etcd key holding the value.
     pub key: String,
-    /// What the JSON decoder found wrong (it names the field and position).
+    /// The offending field, when the JSON is well-formed but a field is not (e.g. `port`).
+    pub field: Option<String>,
+    /// What the JSON decoder found wrong.
     #[source]
     pub source: serde_json::Error,
 }
 
+fn field_suffix(field: &Option<String>) -> String {
+    field
+        .as_ref()
+        .map(|f| format!(", field {f}"))
+        .unwrap_or_default()
+}
+
 impl SkydnsRecord {
-    /// Decodes the value stored at `key`.
+    /// Decodes the value stored at `key` the way Go's `encoding/json` does for CoreDNS: field names match
+    /// in any letter case (the last of duplicates wins), unknown fields are ignored, and `null` is an
+    /// empty record.
     pub fn from_etcd(key: &str, value: &[u8]) -> Result<Self, RecordError> {
-        serde_json::from_slice(value).map_err(|source| RecordError {
+        let error = |field: Option<String>, source| RecordError {
             key: key.to_owned(),
+            field,
             source,
+        };
+        let raw: serde_json::Value = serde_json::from_slice(value).map_err(|e| error(None, e))?;
+        let normalized = match raw {
+            serde_json::Value::Object(fields) => serde_json::Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(name, value)| (name.to_ascii_lowercase(), value))
+                    .collect(),
+            ),
+            serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+            other => other,
+        };
+        serde_path_to_error::deserialize(normalized).map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != ".").then_some(path);
+            error(field, e.into_inner())
         })
     }
 
@@ -263,6 +291,17 @@ mod tests {
     }
 
     #[test]
+    fn field_names_match_in_any_case_and_null_is_empty_like_go() {
+        let record =
+            SkydnsRecord::from_etcd("/k", br#"{"Host":"10.0.0.1","TTL":30,"targetStrip":1}"#)
+                .unwrap();
+        assert_eq!(record.host, "10.0.0.1");
+        assert_eq!(record.ttl, 30);
+        assert_eq!(record.target_strip, 1);
+        assert_eq!(SkydnsRecord::from_etcd("/k", b"null").unwrap(), SkydnsRecord::default());
+    }
+
+    #[test]
     fn unknown_fields_are_ignored_like_go() {
         let record = SkydnsRecord::from_etcd("/k", br#"{"host":"a.b","future":[1,2]}"#).unwrap();
         assert_eq!(record.host, "a.b");
@@ -273,7 +312,10 @@ mod tests {
         let err = SkydnsRecord::from_etcd("/skydns/org/x", br#"{"port":70000}"#).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("/skydns/org/x"), "{text}");
+        assert!(text.contains("field port"), "{text}");
         assert!(text.contains("70000"), "{text}");
+        let err = SkydnsRecord::from_etcd("/k", b"[1]").unwrap_err().to_string();
+        assert!(err.contains("invalid skydns record"), "{err}");
     }
 
     #[test]
