@@ -42,7 +42,10 @@ async fn load(client: &mut Client, count: usize) {
         })
         .collect();
     for chunk in keys.chunks(128) {
-        let ops: Vec<TxnOp> = chunk.iter().map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None)).collect();
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None))
+            .collect();
         client.txn(Txn::new().and_then(ops)).await.unwrap();
     }
 }
@@ -51,11 +54,18 @@ fn start_ours(etcd: &Etcd) -> (Daemon, SocketAddr) {
     let mut daemon = Daemon::start(
         env!("CARGO_BIN_EXE_dns-server"),
         &[
-            "--zone", "test.org", "--listen", "127.0.0.1:0", "--etcd-endpoints", etcd.endpoint(),
+            "--zone",
+            "test.org",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            etcd.endpoint(),
         ],
     )
     .unwrap();
-    let dns = daemon.logged_addr("dns_addr", Duration::from_secs(10)).unwrap();
+    let dns = daemon
+        .logged_addr("dns_addr", Duration::from_secs(10))
+        .unwrap();
     (daemon, dns)
 }
 
@@ -70,7 +80,12 @@ struct Run {
 fn dnsperf(server: SocketAddr, queries: &std::path::Path, rate: Option<u64>, verbose: bool) -> Run {
     let mut command = Command::new("dnsperf");
     command
-        .args(["-s", &server.ip().to_string(), "-p", &server.port().to_string()])
+        .args([
+            "-s",
+            &server.ip().to_string(),
+            "-p",
+            &server.port().to_string(),
+        ])
         .arg("-d")
         .arg(queries)
         .args(["-l", SECONDS, "-c", "4", "-T", "1", "-q", "500", "-t", "2"]);
@@ -80,7 +95,9 @@ fn dnsperf(server: SocketAddr, queries: &std::path::Path, rate: Option<u64>, ver
     if verbose {
         command.arg("-v");
     }
-    let output = command.output().expect("dnsperf (install it with scripts/install-deps)");
+    let output = command
+        .output()
+        .expect("dnsperf (install it with scripts/install-deps)");
     let text = String::from_utf8_lossy(&output.stdout);
     let field = |label: &str| -> String {
         text.lines()
@@ -103,7 +120,12 @@ fn dnsperf(server: SocketAddr, queries: &std::path::Path, rate: Option<u64>, ver
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .map(|s| s * 1e3)
         .collect();
-    Run { qps, avg_ms, lost, latencies_ms }
+    Run {
+        qps,
+        avg_ms,
+        lost,
+        latencies_ms,
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -120,7 +142,13 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
 }
 
 /// Asks `server` for `name` A over UDP until it answers `want`, returning how long that took.
-fn until_answered(socket: &UdpSocket, server: SocketAddr, name: &str, want: &str, limit: Duration) -> Option<Duration> {
+fn until_answered(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    name: &str,
+    want: &str,
+    limit: Duration,
+) -> Option<Duration> {
     let start = Instant::now();
     let mut query = Message::query();
     query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
@@ -149,7 +177,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    println!("dns-server vs CoreDNS vs Knot: {RECORDS} names, dnsperf -l {SECONDS} -c 4 -T 1 -q 500, UDP on loopback, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "dns-server vs CoreDNS vs Knot: {RECORDS} names, dnsperf -l {SECONDS} -c 4 -T 1 -q 500, UDP on loopback, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     let scratch = Scratch::new("bench").unwrap();
     let etcd = Etcd::start().await.unwrap();
     let mut client = etcd.client().await.unwrap();
@@ -157,7 +188,9 @@ async fn main() {
 
     let queries = scratch.join("queries.txt");
     // A fixed shuffle (multiplicative hop), so each server gets the same sequence.
-    let lines: String = (0..RECORDS).map(|i| format!("host{}.test.org A\n", (i * 7919) % RECORDS)).collect();
+    let lines: String = (0..RECORDS)
+        .map(|i| format!("host{}.test.org A\n", (i * 7919) % RECORDS))
+        .collect();
     std::fs::write(&queries, lines).unwrap();
     let zone: String = std::iter::once(
         "$ORIGIN test.org.\n$TTL 300\n@ SOA ns.dns.test.org. hostmaster.test.org. 1 7200 1800 86400 30\n@ NS ns.dns.test.org.\n".to_owned(),
@@ -167,8 +200,12 @@ async fn main() {
 
     let (mut ours, ours_addr) = start_ours(&etcd);
     ours.wait_ready(Duration::from_secs(30)).unwrap();
-    let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"]).await.unwrap();
-    let coredns_cache = CoreDns::start_with_plugins(&etcd, &["test.org"], "cache 30").await.unwrap();
+    let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
+        .await
+        .unwrap();
+    let coredns_cache = CoreDns::start_with_plugins(&etcd, &["test.org"], "cache 30")
+        .await
+        .unwrap();
     let knot = Knot::primary("test.org", &zone).await.unwrap();
 
     let servers = [
@@ -177,13 +214,24 @@ async fn main() {
         ("CoreDNS etcd+cache", coredns_cache.addr()),
         ("Knot (zone file)", knot.addr()),
     ];
-    println!("\n{:<20} {:>12} {:>12} {:>14}", "server", "peak QPS", "avg ms", "lost");
+    println!(
+        "\n{:<20} {:>12} {:>12} {:>14}",
+        "server", "peak QPS", "avg ms", "lost"
+    );
     let mut peaks = Vec::new();
     for (label, addr) in servers {
         let answer = integration_tests::dig::query(addr, "host42.test.org", "A", &[]).unwrap();
-        assert_eq!(answer.data_of("A"), [address(42)], "{label} answers wrongly:\n{}", answer.raw);
+        assert_eq!(
+            answer.data_of("A"),
+            [address(42)],
+            "{label} answers wrongly:\n{}",
+            answer.raw
+        );
         let run = dnsperf(addr, &queries, None, false);
-        println!("{label:<20} {:>12.0} {:>12.3} {:>14}", run.qps, run.avg_ms, run.lost);
+        println!(
+            "{label:<20} {:>12.0} {:>12.3} {:>14}",
+            run.qps, run.avg_ms, run.lost
+        );
         peaks.push((label, addr, run.qps));
     }
     let ours_peak = peaks[0].2;
@@ -194,7 +242,10 @@ async fn main() {
     );
 
     println!("\nlatency at half of each server's own peak (every query timed by dnsperf -v):");
-    println!("{:<20} {:>10} {:>10} {:>10} {:>10}", "server", "rate", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>10}",
+        "server", "rate", "p50 ms", "p99 ms", "max ms"
+    );
     for (label, addr, peak) in &peaks {
         let rate = (peak / 2.0) as u64;
         let run = dnsperf(*addr, &queries, Some(rate.max(1)), true);
@@ -209,14 +260,25 @@ async fn main() {
 
     println!("\na change in etcd until dns-server answers it ({CHANGES} puts, polled over UDP):");
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let mut delays = Vec::new();
     for i in 0..CHANGES {
         let want = address(RECORDS + i);
         let value = format!(r#"{{"host":"{want}","targetstrip":1}}"#);
         let put_at = Instant::now();
-        client.put(format!("/skydns/org/test/change{i}/0000abcd"), value, None).await.unwrap();
-        let seen = until_answered(&socket, ours_addr, &format!("change{i}.test.org"), &want, Duration::from_secs(2));
+        client
+            .put(format!("/skydns/org/test/change{i}/0000abcd"), value, None)
+            .await
+            .unwrap();
+        let seen = until_answered(
+            &socket,
+            ours_addr,
+            &format!("change{i}.test.org"),
+            &want,
+            Duration::from_secs(2),
+        );
         delays.push(seen.map_or(f64::INFINITY, |_| put_at.elapsed().as_secs_f64() * 1e3));
     }
     let delays = sorted(delays);

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use ops::OpsArgs;
 use proto::skydns::KeyLayout;
 
+use crate::forward::ForwardZones;
 use crate::lookup::{NameServer, SoaSettings, Zones};
 use crate::store::follower::EtcdSource;
 
@@ -73,6 +74,11 @@ pub struct Config {
     #[arg(long = "notify", env = "DNS_NOTIFY", value_delimiter = ',', value_parser = parse_notify_target)]
     pub notify: Vec<SocketAddr>,
 
+    /// Forward questions for another zone to upstream servers, as ZONE=IP[:PORT][,IP[:PORT]...]
+    /// (repeatable). Only these zones are forwarded; everything else outside the served zones is REFUSED.
+    #[arg(long = "forward", env = "DNS_FORWARD", value_delimiter = ';')]
+    pub forward: Vec<String>,
+
     /// TTL of records stored with `ttl` 0 (CoreDNS uses 300).
     #[arg(long, env = "DNS_DEFAULT_TTL", default_value_t = 300)]
     pub default_ttl: u32,
@@ -133,6 +139,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A `--forward` value is malformed.
+    #[error("--forward {value:?}: {reason}")]
+    Forward {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// A `--ns` value is malformed.
     #[error("--ns {value:?}: {reason}")]
     NameServer {
@@ -156,6 +170,8 @@ pub struct Settings {
     pub transfer_allow: Vec<IpNet>,
     /// Where to send NOTIFY.
     pub notify: Vec<SocketAddr>,
+    /// Zones relayed to upstreams.
+    pub forward: ForwardZones,
     /// Warnings worth logging once logging is up (e.g. overlapping zones).
     pub warnings: Vec<String>,
 }
@@ -212,6 +228,7 @@ impl Config {
             .iter()
             .map(|value| parse_name_server(value))
             .collect::<Result<_, _>>()?;
+        let forward = self.forward_zones(&zones, &mut warnings)?;
         Ok(Settings {
             zones,
             source: EtcdSource {
@@ -221,9 +238,39 @@ impl Config {
             },
             listen: self.listen,
             transfer_allow: self.transfer_allow.clone(),
+            forward,
             notify: self.notify.clone(),
             warnings,
         })
+    }
+
+    fn forward_zones(
+        &self,
+        zones: &Zones,
+        warnings: &mut Vec<String>,
+    ) -> Result<ForwardZones, ConfigError> {
+        let mut forward = Vec::new();
+        for value in &self.forward {
+            let bad = |reason: String| ConfigError::Forward {
+                value: value.clone(),
+                reason,
+            };
+            let (zone, upstreams) = value
+                .split_once('=')
+                .ok_or_else(|| bad("expected ZONE=IP[:PORT][,...]".to_owned()))?;
+            let zone = parse_name(zone).map_err(bad)?;
+            let upstreams = upstreams
+                .split(',')
+                .map(|u| parse_notify_target(u.trim()).map_err(bad))
+                .collect::<Result<Vec<_>, _>>()?;
+            if zones.zone_of(&zone).is_some() {
+                warnings.push(format!(
+                    "forwarded zone {zone} lies inside a served zone and is answered from etcd instead"
+                ));
+            }
+            forward.push((zone, upstreams));
+        }
+        Ok(ForwardZones::new(forward))
     }
 
     fn connect_options(&self) -> Result<ConnectOptions, ConfigError> {
@@ -261,7 +308,7 @@ impl Config {
     }
 }
 
-/// A NOTIFY target: `IP` (port 53) or `IP:PORT`.
+/// A NOTIFY target or upstream: `IP` (port 53) or `IP:PORT`.
 fn parse_notify_target(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);

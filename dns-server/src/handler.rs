@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::forward::ForwardZones;
 use crate::lookup::{self, Zones};
 use crate::metrics::{QueryLabels, QueryMetrics};
 use crate::store::SharedIndex;
@@ -46,6 +47,7 @@ pub struct Handler {
     index: SharedIndex,
     zones: Zones,
     transfer_allow: Vec<IpNet>,
+    forward: ForwardZones,
     rotation: AtomicUsize,
     metrics: QueryMetrics,
 }
@@ -80,20 +82,45 @@ enum Reply {
     One(Message, usize),
     /// A zone transfer of `zone`; the message carries the header and question to repeat.
     Transfer(Message, Name),
+    /// A question for a forwarded zone, to relay to these upstreams.
+    Forward(Vec<SocketAddr>),
+}
+
+/// What [`Handler::handle`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The messages to send, in order (none: drop the request).
+    Messages(Vec<Vec<u8>>),
+    /// Relay the request to these upstreams ([`crate::forward::exchange`]) and send back their reply.
+    Forward(Vec<SocketAddr>),
+}
+
+/// What [`Handler::handle_udp`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UdpOutcome<'c> {
+    /// Nothing to send.
+    Drop,
+    /// Send these bytes.
+    Answer(&'c [u8]),
+    /// Relay the request to these upstreams.
+    Forward(Vec<SocketAddr>),
 }
 
 impl Handler {
-    /// A handler serving `zones` from `index`, transferring zones to clients in `transfer_allow`.
+    /// A handler serving `zones` from `index`, transferring zones to clients in `transfer_allow`, and
+    /// relaying questions for `forward` zones.
     pub fn new(
         index: SharedIndex,
         zones: Zones,
         transfer_allow: Vec<IpNet>,
+        forward: ForwardZones,
         metrics: QueryMetrics,
     ) -> Self {
         Self {
             index,
             zones,
             transfer_allow,
+            forward,
             rotation: AtomicUsize::new(0),
             metrics,
         }
@@ -101,14 +128,16 @@ impl Handler {
 
     /// The messages answering `request` from `peer`: none when it must be dropped (not a DNS query at all,
     /// or a response: answering those could loop or amplify), several for a zone transfer.
-    pub fn handle(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Vec<Vec<u8>> {
+    pub fn handle(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Outcome {
         let started = Instant::now();
-        let (messages, _cacheable, counter) = self.process(request, transport, peer);
+        let (outcome, _cacheable, counter) = self.process(request, transport, peer);
         if let Some(counter) = counter {
             counter.inc();
-            self.metrics.duration.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64());
         }
-        messages
+        outcome
     }
 
     /// [`Handler::handle`] for one UDP datagram, answered from `cache` when the same question (same bytes
@@ -118,9 +147,13 @@ impl Handler {
         request: &[u8],
         peer: IpAddr,
         cache: &'c mut ResponseCache,
-    ) -> Option<&'c [u8]> {
+    ) -> UdpOutcome<'c> {
         let started = Instant::now();
-        let revision = self.index.read().unwrap_or_else(PoisonError::into_inner).revision();
+        let revision = self
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revision();
         if cache.revision != revision || cache.entries.len() >= CACHE_ENTRIES {
             cache.entries.clear();
             cache.revision = revision;
@@ -129,28 +162,42 @@ impl Handler {
         if let Some(key) = key
             && cache.entries.contains_key(key)
         {
-            let hit = cache.entries.get_mut(key)?;
-            hit.bytes[..2].copy_from_slice(&request[..2]);
-            hit.queries.inc();
-            self.metrics.duration.observe(started.elapsed().as_secs_f64());
-            return Some(&hit.bytes);
+            let hit = cache.entries.get_mut(key).map(|hit| {
+                hit.bytes[..2].copy_from_slice(&request[..2]);
+                hit.queries.inc();
+                &hit.bytes[..]
+            });
+            self.metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64());
+            return hit.map_or(UdpOutcome::Drop, UdpOutcome::Answer);
         }
-        let (mut messages, cacheable, counter) = self.process(request, Transport::Udp, peer);
-        let counter = counter?;
+        let (outcome, cacheable, counter) = self.process(request, Transport::Udp, peer);
+        let Some(counter) = counter else {
+            return UdpOutcome::Drop;
+        };
         counter.inc();
-        self.metrics.duration.observe(started.elapsed().as_secs_f64());
-        let bytes = messages.pop()?;
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        let mut messages = match outcome {
+            Outcome::Messages(messages) => messages,
+            Outcome::Forward(upstreams) => return UdpOutcome::Forward(upstreams),
+        };
+        let Some(bytes) = messages.pop() else {
+            return UdpOutcome::Drop;
+        };
         match key {
             Some(key) if cacheable => {
                 let entry = cache.entries.entry(key.to_vec()).or_insert(Cached {
                     bytes,
                     queries: counter,
                 });
-                Some(&entry.bytes)
+                UdpOutcome::Answer(&entry.bytes)
             }
             _ => {
                 cache.uncached = bytes;
-                Some(&cache.uncached)
+                UdpOutcome::Answer(&cache.uncached)
             }
         }
     }
@@ -161,11 +208,20 @@ impl Handler {
         request: &[u8],
         transport: Transport,
         peer: IpAddr,
-    ) -> (Vec<Vec<u8>>, bool, Option<Counter>) {
+    ) -> (Outcome, bool, Option<Counter>) {
         let (labels, messages, cacheable) = match self.respond(request, transport, peer) {
             Reply::Drop => {
                 self.metrics.dropped.inc();
-                return (Vec::new(), false, None);
+                return (Outcome::Messages(Vec::new()), false, None);
+            }
+            Reply::Forward(upstreams) => {
+                let labels = QueryLabels {
+                    transport: transport.label(),
+                    qtype: "forwarded",
+                    rcode: "forwarded",
+                };
+                let counter = self.metrics.queries.get_or_create(&labels).clone();
+                return (Outcome::Forward(upstreams), false, Some(counter));
             }
             Reply::One(response, limit) => {
                 let labels = labels_of(&response, transport);
@@ -189,7 +245,17 @@ impl Handler {
             }
         };
         let counter = self.metrics.queries.get_or_create(&labels).clone();
-        (messages, cacheable, Some(counter))
+        (Outcome::Messages(messages), cacheable, Some(counter))
+    }
+
+    /// SERVFAIL for `request` (e.g. when no upstream of a forwarded zone answered).
+    pub fn failure(&self, request: &[u8]) -> Option<Vec<u8>> {
+        let request = Message::from_vec(request).ok()?;
+        let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+        response.metadata.recursion_desired = request.metadata.recursion_desired;
+        response.metadata.response_code = ResponseCode::ServFail;
+        response.add_queries(request.queries);
+        response.to_vec().ok()
     }
 
     fn respond(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Reply {
@@ -235,8 +301,11 @@ impl Handler {
         if query.query_class() != DNSClass::IN {
             return refuse(response, ResponseCode::Refused);
         }
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         let in_zone = self.zones.zone_of(query.name()).is_some();
+        if !in_zone && let Some(upstreams) = self.forward.upstreams(query.name()) {
+            return Reply::Forward(upstreams.to_vec());
+        }
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         if index.revision() == 0 && in_zone {
             // Nothing read from etcd yet: an NXDOMAIN now would be cached as truth.
             return refuse(response, ResponseCode::ServFail);
@@ -396,7 +465,17 @@ mod tests {
         let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
         let zones = Zones::new(vec![Name::from_ascii("test.org.").unwrap()]);
         let allow = vec!["127.0.0.0/8".parse().unwrap()];
-        Handler::new(Arc::new(RwLock::new(index)), zones, allow, metrics.queries)
+        let forward = ForwardZones::new(vec![(
+            Name::from_ascii("corp.example.").unwrap(),
+            vec![([192, 0, 2, 53], 53).into()],
+        )]);
+        Handler::new(
+            Arc::new(RwLock::new(index)),
+            zones,
+            allow,
+            forward,
+            metrics.queries,
+        )
     }
 
     fn handler() -> Handler {
@@ -437,8 +516,7 @@ mod tests {
         transport: Transport,
         peer: IpAddr,
     ) -> Vec<Message> {
-        handler
-            .handle(&request.to_vec().unwrap(), transport, peer)
+        messages(handler.handle(&request.to_vec().unwrap(), transport, peer))
             .iter()
             .map(|bytes| Message::from_vec(bytes).unwrap())
             .collect()
@@ -448,6 +526,20 @@ mod tests {
         let mut all = exchange_all(handler, request, transport, CLIENT);
         assert_eq!(all.len(), 1);
         all.remove(0)
+    }
+
+    fn messages(outcome: Outcome) -> Vec<Vec<u8>> {
+        match outcome {
+            Outcome::Messages(messages) => messages,
+            Outcome::Forward(upstreams) => panic!("forwarded to {upstreams:?}"),
+        }
+    }
+
+    fn udp_bytes(outcome: UdpOutcome<'_>) -> Vec<u8> {
+        match outcome {
+            UdpOutcome::Answer(bytes) => bytes.to_vec(),
+            other => panic!("no answer: {other:?}"),
+        }
     }
 
     fn rcode(handler: &Handler, request: &Message, transport: Transport) -> ResponseCode {
@@ -498,9 +590,9 @@ mod tests {
         let handler = handler();
         for payload in [None, Some(512), Some(1232), Some(4096)] {
             let request = query("big.test.org.", RecordType::A, payload);
-            let bytes = handler
-                .handle(&request.to_vec().unwrap(), Transport::Udp, CLIENT)
-                .remove(0);
+            let bytes =
+                messages(handler.handle(&request.to_vec().unwrap(), Transport::Udp, CLIENT))
+                    .remove(0);
             let limit = payload.map_or(512, usize::from);
             assert!(bytes.len() <= limit, "{payload:?}: {} bytes", bytes.len());
         }
@@ -599,22 +691,20 @@ mod tests {
         // A valid header claiming one question, then garbage.
         let mut garbage = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
         garbage.extend_from_slice(&[0xff; 5]);
-        let replies = handler.handle(&garbage, Transport::Udp, CLIENT);
+        let replies = messages(handler.handle(&garbage, Transport::Udp, CLIENT));
         let response = Message::from_vec(&replies[0]).unwrap();
         assert_eq!(response.metadata.id, 0x1234);
         assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
 
         assert!(
-            handler
-                .handle(&[1, 2, 3], Transport::Udp, CLIENT)
-                .is_empty(),
+            messages(handler.handle(&[1, 2, 3], Transport::Udp, CLIENT)).is_empty(),
             "shorter than a header"
         );
         let mut reply = query("nginx.test.org.", RecordType::A, None);
         reply.metadata.message_type = MessageType::Response;
         let bytes = reply.to_vec().unwrap();
         assert!(
-            handler.handle(&bytes, Transport::Udp, CLIENT).is_empty(),
+            messages(handler.handle(&bytes, Transport::Udp, CLIENT)).is_empty(),
             "a response"
         );
 
@@ -631,29 +721,25 @@ mod tests {
         let handler = handler();
         let mut cache = ResponseCache::default();
         let mut request = query("nginx.test.org.", RecordType::A, None);
-        let first = handler
-            .handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache)
-            .unwrap()
-            .to_vec();
+        let first = udp_bytes(handler.handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache));
         request.metadata.id = 7;
-        let second = handler
-            .handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache)
-            .unwrap()
-            .to_vec();
-        assert_eq!(cache.entries.len(), 1, "the second answer came from the cache");
+        let second = udp_bytes(handler.handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache));
+        assert_eq!(
+            cache.entries.len(),
+            1,
+            "the second answer came from the cache"
+        );
         assert_eq!(Message::from_vec(&second).unwrap().metadata.id, 7);
         assert_eq!(first[2..], second[2..]);
 
         {
             let mut index = handler.index.write().unwrap();
             let changed = br#"{"host":"10.10.39.250"}"#;
-            let record = StoredRecord::parse("/skydns/org/test/nginx/00000001", changed, 10).unwrap();
+            let record =
+                StoredRecord::parse("/skydns/org/test/nginx/00000001", changed, 10).unwrap();
             index.put(record, 10);
         }
-        let third = handler
-            .handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache)
-            .unwrap()
-            .to_vec();
+        let third = udp_bytes(handler.handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache));
         let answer = Message::from_vec(&third).unwrap();
         assert_eq!(answer.answers[0].data.to_string(), "10.10.39.250");
     }
@@ -662,11 +748,38 @@ mod tests {
     fn rotated_answers_are_not_cached() {
         let handler = handler();
         let mut cache = ResponseCache::default();
-        let request = query("big.test.org.", RecordType::A, Some(4096)).to_vec().unwrap();
-        let first = handler.handle_udp(&request, CLIENT, &mut cache).unwrap().to_vec();
-        let second = handler.handle_udp(&request, CLIENT, &mut cache).unwrap().to_vec();
+        let request = query("big.test.org.", RecordType::A, Some(4096))
+            .to_vec()
+            .unwrap();
+        let first = udp_bytes(handler.handle_udp(&request, CLIENT, &mut cache));
+        let second = udp_bytes(handler.handle_udp(&request, CLIENT, &mut cache));
         assert!(cache.entries.is_empty());
         assert_ne!(first, second, "the address order rotates");
+    }
+
+    #[test]
+    fn only_configured_zones_are_forwarded_and_never_from_the_cache() {
+        let handler = handler();
+        let request = query("host.corp.example.", RecordType::A, None)
+            .to_vec()
+            .unwrap();
+        let upstream: SocketAddr = ([192, 0, 2, 53], 53).into();
+        assert_eq!(
+            handler.handle(&request, Transport::Tcp, CLIENT),
+            Outcome::Forward(vec![upstream])
+        );
+        let mut cache = ResponseCache::default();
+        for _ in 0..2 {
+            assert_eq!(
+                handler.handle_udp(&request, CLIENT, &mut cache),
+                UdpOutcome::Forward(vec![upstream])
+            );
+        }
+        let other = query("example.com.", RecordType::A, None);
+        assert_eq!(
+            rcode(&handler, &other, Transport::Udp),
+            ResponseCode::Refused
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! message; [`server`] owns the UDP and TCP sockets. `main.rs` only parses flags and calls [`run`].
 
 pub mod config;
+pub mod forward;
 pub mod handler;
 pub mod lookup;
 pub mod metrics;
@@ -49,8 +50,8 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         &zone_names,
     )));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let listeners = server::Listeners::bind(settings.listen, threads)
-        .map_err(|source| Error::Bind {
+    let listeners =
+        server::Listeners::bind(settings.listen, threads).map_err(|source| Error::Bind {
             addr: settings.listen,
             source,
         })?;
@@ -81,6 +82,7 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         index,
         settings.zones,
         settings.transfer_allow,
+        settings.forward,
         metrics.queries,
     ));
     server::serve(listeners, handler, context.shutdown.clone()).await;

@@ -14,7 +14,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::handler::{Handler, ResponseCache, Transport};
+use crate::forward;
+use crate::handler::{Handler, Outcome, ResponseCache, Transport, UdpOutcome};
 
 /// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -24,7 +25,7 @@ const UDP_POLL: Duration = Duration::from_millis(200);
 /// Bound DNS sockets.
 #[derive(Debug)]
 pub struct Listeners {
-    udp: Vec<UdpSocket>,
+    udp: Vec<Arc<UdpSocket>>,
     tcp: TcpListener,
 }
 
@@ -34,9 +35,10 @@ impl Listeners {
     pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<Self> {
         let first = reuseport(addr, Type::DGRAM, Protocol::UDP)?;
         let local = first.local_addr()?.as_socket().unwrap_or(addr);
-        let mut udp = vec![UdpSocket::from(first)];
+        let mut udp = vec![Arc::new(UdpSocket::from(first))];
         for _ in 1..threads.max(1) {
-            udp.push(UdpSocket::from(reuseport(local, Type::DGRAM, Protocol::UDP)?));
+            let socket = reuseport(local, Type::DGRAM, Protocol::UDP)?;
+            udp.push(Arc::new(UdpSocket::from(socket)));
         }
         let tcp = reuseport(local, Type::STREAM, Protocol::TCP)?;
         tcp.listen(1024)?;
@@ -64,12 +66,14 @@ fn reuseport(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Resul
 /// Serves until `shutdown`: a thread per UDP socket, and a task per TCP connection.
 pub async fn serve(listeners: Listeners, handler: Arc<Handler>, shutdown: CancellationToken) {
     let mut threads = Vec::new();
+    let runtime = tokio::runtime::Handle::current();
     for (n, socket) in listeners.udp.into_iter().enumerate() {
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let runtime = runtime.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dns-udp-{n}"))
-            .spawn(move || serve_udp(&socket, &handler, &shutdown));
+            .spawn(move || serve_udp(&socket, &handler, &runtime, &shutdown));
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(error) => tracing::error!(error = %error, "cannot start a UDP thread"),
@@ -84,7 +88,12 @@ pub async fn serve(listeners: Listeners, handler: Arc<Handler>, shutdown: Cancel
     .await;
 }
 
-fn serve_udp(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken) {
+fn serve_udp(
+    socket: &Arc<UdpSocket>,
+    handler: &Arc<Handler>,
+    runtime: &tokio::runtime::Handle,
+    shutdown: &CancellationToken,
+) {
     if let Err(error) = socket.set_read_timeout(Some(UDP_POLL)) {
         tracing::error!(error = %error, "cannot set the UDP read timeout");
         return;
@@ -108,9 +117,23 @@ fn serve_udp(socket: &UdpSocket, handler: &Handler, shutdown: &CancellationToken
                 continue;
             }
         };
-        if let Some(response) = handler.handle_udp(&buffer[..len], peer.ip(), &mut cache)
-            && let Err(error) = socket.send_to(response, peer)
-        {
+        let response = match handler.handle_udp(&buffer[..len], peer.ip(), &mut cache) {
+            UdpOutcome::Drop => continue,
+            UdpOutcome::Answer(response) => response,
+            UdpOutcome::Forward(upstreams) => {
+                // Relayed off this thread, so a slow upstream never delays our own answers.
+                let (request, socket, handler) =
+                    (buffer[..len].to_vec(), socket.clone(), handler.clone());
+                runtime.spawn(async move {
+                    let reply = forward::exchange(&request, &upstreams, false).await;
+                    if let Some(reply) = reply.or_else(|| handler.failure(&request)) {
+                        let _ = socket.send_to(&reply, peer);
+                    }
+                });
+                continue;
+            }
+        };
+        if let Err(error) = socket.send_to(response, peer) {
             tracing::debug!(peer = %peer, error = %error, "udp send failed");
         }
     }
@@ -160,7 +183,15 @@ async fn serve_connection(
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buffer[..len]))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "message body"))??;
-        let responses = handler.handle(&buffer[..len], Transport::Tcp, peer.ip());
+        let request = &buffer[..len];
+        let responses = match handler.handle(request, Transport::Tcp, peer.ip()) {
+            Outcome::Messages(responses) => responses,
+            Outcome::Forward(upstreams) => forward::exchange(request, &upstreams, true)
+                .await
+                .or_else(|| handler.failure(request))
+                .into_iter()
+                .collect(),
+        };
         if responses.is_empty() {
             return Ok(());
         }

@@ -297,7 +297,11 @@ async fn loads_more_records_than_one_etcd_range_read_returns() {
     let count = 12_000;
     let keys: Vec<(String, String)> = (0..count)
         .map(|i| {
-            let value = format!(r#"{{"host":"10.50.{}.{}","targetstrip":1}}"#, i / 256, i % 256);
+            let value = format!(
+                r#"{{"host":"10.50.{}.{}","targetstrip":1}}"#,
+                i / 256,
+                i % 256
+            );
             (format!("/skydns/org/test/h{i}/0000abcd"), value)
         })
         .collect();
@@ -306,14 +310,69 @@ async fn loads_more_records_than_one_etcd_range_read_returns() {
             .iter()
             .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
             .collect();
-        client.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+        client
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .unwrap();
     }
     let mut server = start(&etcd);
     server.daemon.wait_ready(Duration::from_secs(30)).unwrap();
     for i in [0, 4_999, 5_000, 11_999] {
         let answer = dig::query(server.dns, &format!("h{i}.test.org"), "A", &[]).unwrap();
-        assert_eq!(answer.data_of("A"), [format!("10.50.{}.{}", i / 256, i % 256)], "{}", answer.raw);
+        assert_eq!(
+            answer.data_of("A"),
+            [format!("10.50.{}.{}", i / 256, i % 256)],
+            "{}",
+            answer.raw
+        );
     }
     let metrics = server.daemon.get("/metrics").unwrap().body;
-    assert!(metrics.contains("groundwork_dns_records 12000"), "{metrics}");
+    assert!(
+        metrics.contains("groundwork_dns_records 12000"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwards_only_configured_zones_to_their_upstreams() {
+    let zone = "$ORIGIN corp.example.\n$TTL 60\n@ SOA ns.corp.example. hostmaster.corp.example. 1 7200 1800 86400 30\n@ NS ns.corp.example.\nhost A 192.0.2.10\n";
+    let upstream = integration_tests::knot::Knot::primary("corp.example", zone)
+        .await
+        .unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let forward = format!("corp.example={}", upstream.addr());
+    let mut daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_dns-server"),
+        &[
+            "--zone",
+            "test.org",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            etcd.endpoint(),
+            "--forward",
+            &forward,
+            "--forward",
+            "dead.example=127.0.0.1:1",
+        ],
+    )
+    .unwrap();
+    let dns = daemon
+        .logged_addr("dns_addr", Duration::from_secs(10))
+        .unwrap();
+    daemon.wait_ready(Duration::from_secs(10)).unwrap();
+
+    for extra in [&[][..], &["+tcp"][..]] {
+        let answer = dig::query(dns, "host.corp.example", "A", extra).unwrap();
+        assert_eq!(
+            answer.data_of("A"),
+            ["192.0.2.10"],
+            "{extra:?}: {}",
+            answer.raw
+        );
+        let dead = dig::query(dns, "x.dead.example", "A", extra).unwrap();
+        assert_eq!(dead.status, "SERVFAIL", "{extra:?}: {}", dead.raw);
+    }
+    let other = dig::query(dns, "host.elsewhere.example", "A", &["+recurse"]).unwrap();
+    assert_eq!(other.status, "REFUSED", "{}", other.raw);
 }

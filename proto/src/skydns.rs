@@ -298,7 +298,10 @@ mod tests {
         assert_eq!(record.host, "10.0.0.1");
         assert_eq!(record.ttl, 30);
         assert_eq!(record.target_strip, 1);
-        assert_eq!(SkydnsRecord::from_etcd("/k", b"null").unwrap(), SkydnsRecord::default());
+        assert_eq!(
+            SkydnsRecord::from_etcd("/k", b"null").unwrap(),
+            SkydnsRecord::default()
+        );
     }
 
     #[test]
@@ -314,7 +317,9 @@ mod tests {
         assert!(text.contains("/skydns/org/x"), "{text}");
         assert!(text.contains("field port"), "{text}");
         assert!(text.contains("70000"), "{text}");
-        let err = SkydnsRecord::from_etcd("/k", b"[1]").unwrap_err().to_string();
+        let err = SkydnsRecord::from_etcd("/k", b"[1]")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid skydns record"), "{err}");
     }
 

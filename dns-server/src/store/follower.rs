@@ -93,7 +93,9 @@ async fn list(
     let mut from = prefix.as_bytes().to_vec();
     let mut revision = 0;
     loop {
-        let mut options = GetOptions::new().with_range(range_end.clone()).with_limit(PAGE);
+        let mut options = GetOptions::new()
+            .with_range(range_end.clone())
+            .with_limit(PAGE);
         if revision > 0 {
             // Later pages read the same snapshot as the first.
             options = options.with_revision(revision);
