@@ -1,12 +1,11 @@
 //! Command-line configuration, and its validation into [`Settings`] before any socket is opened.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 
-use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use hickory_proto::rr::Name;
 use ipnet::IpNet;
 use ops::OpsArgs;
+use ops::etcd::{EtcdArgs, EtcdConfigError};
 use proto::skydns::KeyLayout;
 
 use crate::forward::ForwardZones;
@@ -30,30 +29,9 @@ pub struct Config {
     #[arg(long, env = "DNS_LISTEN", default_value = "0.0.0.0:53")]
     pub listen: SocketAddr,
 
-    /// etcd client URLs, comma-separated (also read from external-dns's ETCD_URLS).
-    #[arg(
-        long,
-        env = "ETCD_URLS",
-        value_delimiter = ',',
-        default_value = "https://127.0.0.1:2379"
-    )]
-    pub etcd_endpoints: Vec<String>,
-
-    /// etcd key prefix holding the records.
-    #[arg(long, env = "ETCD_PREFIX", default_value = proto::skydns::DEFAULT_PREFIX)]
-    pub etcd_prefix: String,
-
-    /// CA certificate that signed etcd's server certificate (PEM).
-    #[arg(long, env = "ETCD_CA_FILE")]
-    pub etcd_ca_file: Option<PathBuf>,
-
-    /// Client certificate for etcd (PEM); needs --etcd-key-file.
-    #[arg(long, env = "ETCD_CERT_FILE")]
-    pub etcd_cert_file: Option<PathBuf>,
-
-    /// Private key of the etcd client certificate (PEM).
-    #[arg(long, env = "ETCD_KEY_FILE")]
-    pub etcd_key_file: Option<PathBuf>,
+    /// How to reach etcd.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 
     /// A name server of the zones, as NAME or NAME=IP[,IP...] (repeatable). Served as the apex NS set
     /// (with glue for in-zone names) and the SOA MNAME. Without it, NS comes from `dns/ns` records as in
@@ -122,23 +100,9 @@ pub enum ConfigError {
     /// The prefix is not an absolute etcd path.
     #[error("--etcd-prefix: {0}")]
     Prefix(#[from] proto::skydns::KeyError),
-    /// An endpoint is not a URL etcd-client can dial.
-    #[error("--etcd-endpoints {0:?}: must be http://host:port or https://host:port")]
-    Endpoint(String),
-    /// Certificate and key must come together.
-    #[error("--etcd-cert-file and --etcd-key-file must be given together")]
-    HalfIdentity,
-    /// A TLS file cannot be read.
-    #[error("{flag} {path}: {source}")]
-    TlsFile {
-        /// The flag.
-        flag: &'static str,
-        /// The path.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// An etcd flag is unusable.
+    #[error(transparent)]
+    Etcd(#[from] EtcdConfigError),
     /// A `--forward` value is malformed.
     #[error("--forward {value:?}: {reason}")]
     Forward {
@@ -199,21 +163,9 @@ impl Config {
             }
             names.push(name);
         }
-        let layout = KeyLayout::new(&self.etcd_prefix)?;
-        for endpoint in &self.etcd_endpoints {
-            let ok = endpoint
-                .strip_prefix("https://")
-                .or_else(|| endpoint.strip_prefix("http://"))
-                .is_some_and(|rest| !rest.is_empty());
-            if !ok {
-                return Err(ConfigError::Endpoint(endpoint.clone()));
-            }
-            if endpoint.starts_with("http://") {
-                warnings.push(format!(
-                    "etcd endpoint {endpoint} is plaintext; use https:// with --etcd-ca-file outside a lab"
-                ));
-            }
-        }
+        let layout = KeyLayout::new(&self.etcd.etcd_prefix)?;
+        let connection = self.etcd.connection()?;
+        warnings.extend(connection.warnings.iter().cloned());
         let mut zones = Zones::new(names);
         zones.default_ttl = self.default_ttl;
         zones.soa = SoaSettings {
@@ -231,11 +183,7 @@ impl Config {
         let forward = self.forward_zones(&zones, &mut warnings)?;
         Ok(Settings {
             zones,
-            source: EtcdSource {
-                endpoints: self.etcd_endpoints.clone(),
-                options: self.connect_options()?,
-                layout,
-            },
+            source: EtcdSource { connection, layout },
             listen: self.listen,
             transfer_allow: self.transfer_allow.clone(),
             forward,
@@ -272,40 +220,6 @@ impl Config {
         }
         Ok(ForwardZones::new(forward))
     }
-
-    fn connect_options(&self) -> Result<ConnectOptions, ConfigError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(3))
-            .with_keep_alive(
-                std::time::Duration::from_secs(10),
-                std::time::Duration::from_secs(5),
-            );
-        let mut tls = TlsOptions::new();
-        let mut use_tls = self
-            .etcd_endpoints
-            .iter()
-            .any(|e| e.starts_with("https://"));
-        if let Some(ca) = &self.etcd_ca_file {
-            tls = tls.ca_certificate(Certificate::from_pem(read("--etcd-ca-file", ca)?));
-            use_tls = true;
-        }
-        match (&self.etcd_cert_file, &self.etcd_key_file) {
-            (Some(cert), Some(key)) => {
-                tls = tls.identity(Identity::from_pem(
-                    read("--etcd-cert-file", cert)?,
-                    read("--etcd-key-file", key)?,
-                ));
-                use_tls = true;
-            }
-            (None, None) => {}
-            _ => return Err(ConfigError::HalfIdentity),
-        }
-        Ok(if use_tls {
-            options.with_tls(tls)
-        } else {
-            options
-        })
-    }
 }
 
 /// A NOTIFY target or upstream: `IP` (port 53) or `IP:PORT`.
@@ -316,14 +230,6 @@ fn parse_notify_target(text: &str) -> Result<SocketAddr, String> {
     text.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| format!("{text:?} is not IP or IP:PORT"))
-}
-
-fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|source| ConfigError::TlsFile {
-        flag,
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 fn parse_name(text: &str) -> Result<Name, String> {

@@ -8,6 +8,7 @@
 //! Component logic never lives here; only the plumbing around it.
 
 pub mod endpoint;
+pub mod etcd;
 pub mod logging;
 pub mod shutdown;
 

@@ -5,9 +5,10 @@
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, EventType, WatchOptions};
 use ops::CancellationToken;
 use ops::endpoint::Health;
+use ops::etcd::EtcdConnection;
 use proto::skydns::KeyLayout;
 use tokio::sync::watch;
 
@@ -18,10 +19,8 @@ use crate::metrics::StoreMetrics;
 /// Where the records are.
 #[derive(Debug, Clone)]
 pub struct EtcdSource {
-    /// Client URLs.
-    pub endpoints: Vec<String>,
-    /// Connection options (TLS, timeouts).
-    pub options: ConnectOptions,
+    /// How to reach etcd.
+    pub connection: EtcdConnection,
     /// Key layout (prefix).
     pub layout: KeyLayout,
 }
@@ -69,7 +68,7 @@ pub async fn follow(
         } else {
             health.set_not_ready(format!("no data loaded yet; etcd: {error}"));
         }
-        tracing::warn!(error = %error, retry_in = ?backoff, endpoints = ?source.endpoints, "etcd sync interrupted");
+        tracing::warn!(error = %error, retry_in = ?backoff, endpoints = ?source.connection.endpoints, "etcd sync interrupted");
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
@@ -78,60 +77,25 @@ pub async fn follow(
     }
 }
 
-/// Keys per range read: keeps each response far below gRPC's 4 MiB message limit.
-const PAGE: i64 = 5_000;
-
-/// Reads every record under `prefix` as of one revision, page by page, skipping (and counting) invalid
-/// values. Returns the records and the revision they reflect.
+/// Reads every record under `prefix` as of one revision, skipping (and counting) invalid values.
 async fn list(
     client: &mut Client,
     prefix: &str,
     metrics: &StoreMetrics,
 ) -> Result<(Vec<StoredRecord>, i64), SyncError> {
-    let range_end = prefix_end(prefix);
-    let mut records = Vec::new();
-    let mut from = prefix.as_bytes().to_vec();
-    let mut revision = 0;
-    loop {
-        let mut options = GetOptions::new()
-            .with_range(range_end.clone())
-            .with_limit(PAGE);
-        if revision > 0 {
-            // Later pages read the same snapshot as the first.
-            options = options.with_revision(revision);
-        }
-        let page = client.get(from.clone(), Some(options)).await?;
-        if revision == 0 {
-            revision = page.header().map_or(0, |h| h.revision());
-        }
-        for kv in page.kvs() {
-            let key = String::from_utf8_lossy(kv.key());
-            match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
-                Ok(record) => records.push(record),
-                Err(error) => {
-                    metrics.invalid_records.inc();
-                    tracing::warn!(key = %key, error = %error, "skipping invalid record");
-                }
+    let (kvs, revision) = ops::etcd::list_prefix(client, prefix).await?;
+    let mut records = Vec::with_capacity(kvs.len());
+    for kv in &kvs {
+        let key = String::from_utf8_lossy(kv.key());
+        match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
+            Ok(record) => records.push(record),
+            Err(error) => {
+                metrics.invalid_records.inc();
+                tracing::warn!(key = %key, error = %error, "skipping invalid record");
             }
         }
-        match page.kvs().last() {
-            Some(last) if page.more() => {
-                from = last.key().to_vec();
-                from.push(0);
-            }
-            _ => return Ok((records, revision)),
-        }
     }
-}
-
-/// The end of the key range holding every key that starts with `prefix` (the prefix with its last byte
-/// incremented; prefixes here end in '/', so no carry is needed).
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
+    Ok((records, revision))
 }
 
 /// One round: connect, list, watch. Only returns with an error.
@@ -143,8 +107,7 @@ async fn sync(
     revisions: &watch::Sender<i64>,
     backoff: &mut Duration,
 ) -> Result<std::convert::Infallible, SyncError> {
-    let mut client =
-        Client::connect(source.endpoints.clone(), Some(source.options.clone())).await?;
+    let mut client = source.connection.connect().await?;
     let prefix = source.layout.range_prefix();
     let (records, revision) = list(&mut client, &prefix, metrics).await?;
     let count = records.len();
