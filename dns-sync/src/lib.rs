@@ -1,27 +1,24 @@
 //! `dns-sync`: watches Services and Ingresses and keeps their DNS records in etcd, in the skydns format that
-//! CoreDNS and external-dns use (`proto::skydns`), changing only the keys it owns.
+//! CoreDNS and external-dns use (`proto::skydns`), changing only the records it owns.
 //!
-//! This crate holds the daemon's logic; `main.rs` only parses flags and calls [`run`]. The Kubernetes watchers and the etcd writer are not
-//! built yet: today the daemon starts, serves its probes and metrics, and drains.
+//! Layers: [`source`] turns objects into wanted records (pure), [`plan`] diffs them against etcd under the
+//! ownership rules (pure), [`writer`] reads etcd and applies a plan in guarded transactions, and
+//! [`controller`] runs the reflectors, debounce, periodic resync and leader election. `main.rs` only parses
+//! flags and calls [`run`].
 
-use ops::{Context, OpsArgs};
+pub mod config;
+pub mod controller;
+pub mod metrics;
+pub mod plan;
+pub mod source;
+pub mod writer;
 
-/// Command-line configuration (every flag also reads an environment variable).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "dns-sync", version, about)]
-pub struct Config {
-    /// Logging, ops endpoint and drain settings.
-    #[command(flatten)]
-    pub ops: OpsArgs,
-}
+pub use config::{Config, ConfigError, Settings};
+pub use controller::Error;
+pub use metrics::Metrics;
+use ops::Context;
 
-/// Errors that stop the synchroniser.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {}
-
-/// Runs the synchroniser until `context.shutdown` is cancelled.
-pub async fn run(_config: Config, context: Context) -> Result<(), Error> {
-    context.health.set_ready("running");
-    context.shutdown.cancelled().await;
-    Ok(())
+/// Syncs until `context.shutdown` is cancelled (or once, with `--once`).
+pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Result<(), Error> {
+    controller::run(settings, metrics, context.health, context.shutdown).await
 }

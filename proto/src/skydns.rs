@@ -59,6 +59,10 @@ pub struct SkydnsRecord {
     /// change only keys carrying their own owner.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub owner: String,
+    /// The Kubernetes object that produced the record, as `kind/namespace/name` (written by dns-sync, for
+    /// people reading etcd; CoreDNS and external-dns ignore it).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource: String,
 }
 
 fn is_zero_u16(v: &u16) -> bool {

@@ -1,0 +1,570 @@
+//! The event loop: reflectors on Services and Ingresses trigger a sync; changes arriving within the
+//! debounce window are written together; a periodic full sync repairs drift; with `--leader-elect` only the
+//! Lease holder writes.
+//!
+//! Safety against mass deletion: deletions are planned only from a complete, fresh view. A reflector is
+//! fresh after its list completed and until its watch fails; while it is not, the sync lists the objects
+//! directly, and if that fails too, it upserts and defers every deletion.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::ListParams;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use ops::CancellationToken;
+use ops::endpoint::Health;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::plan::{self, Change, Conflict, Rules};
+use crate::source::{self, Endpoint, ObjectId, Rejection};
+use crate::writer::{self, WriteError};
+
+/// Longest wait between retries of a failed sync.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Syncs retried after a guard failure before giving up until the next trigger.
+const RACE_RETRIES: usize = 3;
+
+/// Errors that stop dns-sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No Kubernetes client could be built.
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    /// The kubeconfig could not be used.
+    #[error("--kubeconfig: {0}")]
+    Kubeconfig(String),
+    /// Leader election could not start.
+    #[error("leader election: {0}")]
+    Lease(String),
+    /// `--once` failed.
+    #[error("sync failed: {0}")]
+    Sync(#[from] SyncError),
+}
+
+/// Why one sync did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// etcd trouble.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The view of the cluster was not available.
+    #[error("{0} not listed yet")]
+    NotReady(&'static str),
+}
+
+/// One watched kind: its reflector store and whether that store is fresh.
+struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    fresh: Arc<AtomicBool>,
+    api: Api<K>,
+}
+
+fn watch_kind<K>(
+    api: Api<K>,
+    trigger: mpsc::UnboundedSender<Instant>,
+    shutdown: CancellationToken,
+) -> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let fresh = Arc::new(AtomicBool::new(false));
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api.clone(), watcher::Config::default()).default_backoff(),
+    );
+    let flag = fresh.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        loop {
+            let item = tokio::select! {
+                () = shutdown.cancelled() => return,
+                item = stream.next() => item,
+            };
+            match item {
+                None => return,
+                Some(Ok(Event::Init)) => flag.store(false, Ordering::SeqCst),
+                Some(Ok(Event::InitApply(_))) => {}
+                Some(Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) => {
+                    flag.store(true, Ordering::SeqCst);
+                    let _ = trigger.send(Instant::now());
+                }
+                Some(Err(error)) => {
+                    flag.store(false, Ordering::SeqCst);
+                    tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "watch interrupted; deletions wait for a fresh view");
+                }
+            }
+        }
+    });
+    Watched { store, fresh, api }
+}
+
+impl<K> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// The objects and whether they are a complete, fresh view.
+    async fn objects(&self) -> (Vec<Arc<K>>, bool) {
+        if self.fresh.load(Ordering::SeqCst) {
+            return (self.store.state(), true);
+        }
+        match self.api.list(&ListParams::default()).await {
+            Ok(list) => (list.items.into_iter().map(Arc::new).collect(), true),
+            Err(error) => {
+                tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "cannot list; keeping records, deferring deletions");
+                (self.store.state(), false)
+            }
+        }
+    }
+
+    async fn wait_listed(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.store.wait_until_ready())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Records owned afterwards.
+    pub managed: usize,
+    /// Keys written.
+    pub written: usize,
+    /// Deletions deferred (stale view).
+    pub deferred: usize,
+}
+
+struct Syncer {
+    settings: Settings,
+    etcd: Option<etcd_client::Client>,
+    metrics: Metrics,
+    recorder: Recorder,
+    /// The last event reason+note per object, so an unchanged state is not re-announced.
+    reported: HashMap<ObjectId, String>,
+    services: Option<Watched<Service>>,
+    ingresses: Option<Watched<Ingress>>,
+}
+
+impl Syncer {
+    async fn sync(&mut self) -> Result<Summary, SyncError> {
+        let mut wanted: Vec<Endpoint> = Vec::new();
+        let mut rejections: Vec<Rejection> = Vec::new();
+        let mut refs: HashMap<ObjectId, ObjectReference> = HashMap::new();
+        let mut fresh = true;
+        if let Some(services) = &self.services {
+            let (objects, is_fresh) = services.objects().await;
+            fresh &= is_fresh;
+            for object in objects {
+                let found = source::from_service(&object, &self.settings.filters);
+                note_refs(&mut refs, &found, object.object_ref(&()));
+                wanted.extend(found.endpoints);
+                rejections.extend(found.rejections);
+            }
+        }
+        if let Some(ingresses) = &self.ingresses {
+            let (objects, is_fresh) = ingresses.objects().await;
+            fresh &= is_fresh;
+            for object in objects {
+                let found = source::from_ingress(&object, &self.settings.filters);
+                note_refs(&mut refs, &found, object.object_ref(&()));
+                wanted.extend(found.endpoints);
+                rejections.extend(found.rejections);
+            }
+        }
+        let rules = Rules {
+            layout: &self.settings.layout,
+            owner: &self.settings.owner,
+            adopt: self.settings.adopt.as_deref(),
+            policy: self.settings.policy,
+            allow_deletes: fresh,
+        };
+        let mut attempt = 0;
+        let (plan, written) = loop {
+            attempt += 1;
+            let client = etcd_client(&mut self.etcd, &self.settings.etcd).await?;
+            let (existing, _undecodable) =
+                writer::read_state(client, &self.settings.layout).await?;
+            let plan = plan::plan(&wanted, &existing, &rules);
+            if self.settings.config.dry_run {
+                for change in &plan.changes {
+                    log_change(change, true);
+                }
+                break (plan, 0);
+            }
+            match writer::apply(client, &plan.changes).await {
+                Ok(written) => {
+                    for change in &plan.changes {
+                        log_change(change, false);
+                    }
+                    break (plan, written);
+                }
+                Err(WriteError::Raced) if attempt < RACE_RETRIES => continue,
+                Err(error) => {
+                    if !matches!(error, WriteError::Raced) {
+                        // A broken connection is rebuilt on the next attempt.
+                        self.etcd = None;
+                    }
+                    return Err(error.into());
+                }
+            }
+        };
+        self.metrics.etcd_writes.inc_by(written as u64);
+        self.metrics.records_managed.set(plan.managed as i64);
+        self.metrics.rejected.set(rejections.len() as i64);
+        self.metrics.conflicts.set(plan.conflicts.len() as i64);
+        self.metrics
+            .deferred_deletes
+            .set(plan.deferred_deletes as i64);
+        self.report(&wanted, &rejections, &plan.conflicts, &refs)
+            .await;
+        Ok(Summary {
+            managed: plan.managed,
+            written,
+            deferred: plan.deferred_deletes,
+        })
+    }
+
+    /// Kubernetes Events on the objects whose outcome changed: Published, Rejected, Conflict.
+    async fn report(
+        &mut self,
+        wanted: &[Endpoint],
+        rejections: &[Rejection],
+        conflicts: &[Conflict],
+        refs: &HashMap<ObjectId, ObjectReference>,
+    ) {
+        let mut outcomes: HashMap<&ObjectId, (EventType, &'static str, Vec<String>)> =
+            HashMap::new();
+        for endpoint in wanted {
+            let entry = outcomes.entry(&endpoint.object).or_insert((
+                EventType::Normal,
+                "Published",
+                Vec::new(),
+            ));
+            entry
+                .2
+                .push(format!("{} -> {}", endpoint.name, endpoint.target));
+        }
+        for rejection in rejections {
+            tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason, "name skipped");
+            let entry = outcomes.entry(&rejection.object).or_insert((
+                EventType::Warning,
+                "Rejected",
+                Vec::new(),
+            ));
+            *entry = (EventType::Warning, "Rejected", {
+                let mut notes = std::mem::take(&mut entry.2);
+                notes.push(format!("{}: {}", rejection.field, rejection.reason));
+                notes
+            });
+        }
+        for conflict in conflicts {
+            tracing::warn!(object = %conflict.object, name = %conflict.name, key = %conflict.key, owner = %conflict.owner, "record owned by someone else");
+            let entry = outcomes.entry(&conflict.object).or_insert((
+                EventType::Warning,
+                "Conflict",
+                Vec::new(),
+            ));
+            entry.0 = EventType::Warning;
+            entry.1 = "Conflict";
+            entry.2.push(format!(
+                "{} is held by owner {:?} at {}",
+                conflict.name, conflict.owner, conflict.key
+            ));
+        }
+        for (object, (kind, reason, mut notes)) in outcomes {
+            notes.sort();
+            notes.dedup();
+            let note = notes.join("; ");
+            let summary = format!("{reason}: {note}");
+            if self.reported.get(object) == Some(&summary) {
+                continue;
+            }
+            let Some(reference) = refs.get(object) else {
+                continue;
+            };
+            let event = KubeEvent {
+                type_: kind,
+                reason: reason.to_owned(),
+                note: Some(truncate(&note, 1000)),
+                action: "SyncDNS".to_owned(),
+                secondary: None,
+            };
+            match self.recorder.publish(&event, reference).await {
+                Ok(()) => {
+                    self.reported.insert(object.clone(), summary);
+                }
+                Err(error) => {
+                    tracing::debug!(object = %object, error = %error, "cannot publish event")
+                }
+            }
+        }
+    }
+}
+
+/// The etcd client, connected on first use and again after a failure dropped it.
+async fn etcd_client<'a>(
+    slot: &'a mut Option<etcd_client::Client>,
+    connection: &ops::etcd::EtcdConnection,
+) -> Result<&'a mut etcd_client::Client, WriteError> {
+    if slot.is_none() {
+        *slot = Some(connection.connect().await?);
+    }
+    // Filled just above when it was empty.
+    slot.as_mut().ok_or(WriteError::Raced)
+}
+
+fn note_refs(
+    refs: &mut HashMap<ObjectId, ObjectReference>,
+    found: &source::Wanted,
+    reference: ObjectReference,
+) {
+    let object = found
+        .endpoints
+        .first()
+        .map(|e| &e.object)
+        .or_else(|| found.rejections.first().map(|r| &r.object));
+    if let Some(object) = object {
+        refs.insert(object.clone(), reference);
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &text[..cut])
+}
+
+fn log_change(change: &Change, dry_run: bool) {
+    let verb = if dry_run { "would" } else { "did" };
+    match change {
+        Change::Create { key, record } => {
+            tracing::info!(key = %key, value = %record.to_json(), resource = %record.resource, "{verb} create");
+        }
+        Change::Update { key, record, .. } => {
+            tracing::info!(key = %key, value = %record.to_json(), resource = %record.resource, "{verb} update");
+        }
+        Change::Delete { key, record, .. } => {
+            tracing::info!(key = %key, value = %record.to_json(), resource = %record.resource, "{verb} delete");
+        }
+    }
+}
+
+/// Builds the Kubernetes client from `--kubeconfig`, or in-cluster / inferred configuration.
+async fn kube_client(settings: &Settings) -> Result<Client, Error> {
+    let config = match &settings.config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Kubeconfig(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs dns-sync until shutdown (or after one pass with `--once`).
+pub async fn run(
+    settings: Settings,
+    metrics: Metrics,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    for warning in &settings.etcd.warnings {
+        tracing::warn!("{warning}");
+    }
+    let client = kube_client(&settings).await?;
+    let identity = settings
+        .config
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("dns-sync-{}", std::process::id()));
+    let (trigger, mut triggers) = mpsc::unbounded_channel::<Instant>();
+    let services = settings.services.then(|| {
+        watch_kind(
+            Api::<Service>::all(client.clone()),
+            trigger.clone(),
+            shutdown.clone(),
+        )
+    });
+    let ingresses = settings.ingresses.then(|| {
+        watch_kind(
+            Api::<Ingress>::all(client.clone()),
+            trigger.clone(),
+            shutdown.clone(),
+        )
+    });
+    let reporter = Reporter {
+        controller: "dns-sync".to_owned(),
+        instance: Some(identity.clone()),
+    };
+    let once = settings.config.once;
+    let interval = settings.config.interval;
+    let debounce = settings.config.debounce;
+    let mut syncer = Syncer {
+        recorder: Recorder::new(client.clone(), reporter),
+        settings,
+        etcd: None,
+        metrics: metrics.clone(),
+        reported: HashMap::new(),
+        services,
+        ingresses,
+    };
+
+    if once {
+        let limit = Duration::from_secs(30);
+        if let Some(services) = &syncer.services
+            && !services.wait_listed(limit).await
+        {
+            return Err(SyncError::NotReady("services").into());
+        }
+        if let Some(ingresses) = &syncer.ingresses
+            && !ingresses.wait_listed(limit).await
+        {
+            return Err(SyncError::NotReady("ingresses").into());
+        }
+        let summary = syncer.sync().await?;
+        tracing::info!(
+            managed = summary.managed,
+            written = summary.written,
+            "one pass done"
+        );
+        return Ok(());
+    }
+
+    let (_lease_guard, mut leader) = leadership(&syncer.settings, &client, &identity).await?;
+    health.set_ready(if *leader.borrow() {
+        "starting to sync"
+    } else {
+        "standing by (not leader)"
+    });
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Option<Instant> = None;
+    let mut retry_in = Duration::from_secs(1);
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            Some(at) = triggers.recv() => { pending.get_or_insert(at); }
+            _ = ticker.tick() => { pending.get_or_insert_with(Instant::now); }
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return Err(Error::Lease("the lease manager stopped".to_owned()));
+                }
+                let is_leader = *leader.borrow();
+                metrics.leader.set(i64::from(is_leader));
+                tracing::info!(leader = is_leader, identity = %identity, "leadership changed");
+                if is_leader {
+                    pending.get_or_insert_with(Instant::now);
+                } else {
+                    health.set_ready("standing by (not leader)");
+                }
+            }
+            () = sleep_until(retry_at) => { retry_at = None; }
+        }
+        if pending.is_none() || retry_at.is_some() || !*leader.borrow() {
+            continue;
+        }
+        // Gather whatever else arrives within the debounce window into the same transaction.
+        tokio::time::sleep(debounce).await;
+        while let Ok(at) = triggers.try_recv() {
+            pending = pending.map(|p| p.min(at));
+        }
+        let Some(first_change) = pending.take() else {
+            continue;
+        };
+        match syncer.sync().await {
+            Ok(summary) => {
+                retry_in = Duration::from_secs(1);
+                if summary.written > 0 {
+                    metrics
+                        .change_to_commit
+                        .observe(first_change.elapsed().as_secs_f64());
+                }
+                metrics.last_success.set(unix_now());
+                health.set_ready(format!(
+                    "synced: {} records managed{}",
+                    summary.managed,
+                    if summary.deferred > 0 {
+                        format!(
+                            ", {} deletions deferred until the view is fresh",
+                            summary.deferred
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Err(error) => {
+                metrics.errors.inc();
+                tracing::warn!(error = %error, retry_in = ?retry_in, "sync failed; keeping the desired state and retrying");
+                pending = Some(first_change);
+                retry_at = Some(tokio::time::Instant::now() + retry_in);
+                retry_in = (retry_in * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// With `--leader-elect`, a Lease decides who writes; the returned guard keeps the election running (and
+/// releases the Lease when dropped). Without it, this replica is always the leader.
+async fn leadership(
+    settings: &Settings,
+    client: &Client,
+    identity: &str,
+) -> Result<(Option<Box<dyn std::any::Any + Send>>, watch::Receiver<bool>), Error> {
+    if !settings.config.leader_elect {
+        let (sender, receiver) = watch::channel(true);
+        return Ok((Some(Box::new(sender)), receiver));
+    }
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.config.lease_name)
+            .with_namespace(&settings.config.lease_namespace)
+            .with_identity(identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .map_err(|e| Error::Lease(e.to_string()))?;
+    let (receiver, task) = manager.watch().await;
+    Ok((Some(Box::new(task)), receiver))
+}

@@ -1,0 +1,216 @@
+//! How objects become endpoints, and how bad input is rejected with the object and field named.
+
+use super::*;
+
+fn service(annotations: &[(&str, &str)], ingress: &[&str], type_: &str) -> Service {
+    let annotations: BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let ingress: Vec<serde_json::Value> = ingress
+        .iter()
+        .map(|t| {
+            if t.parse::<IpAddr>().is_ok() {
+                serde_json::json!({"ip": t})
+            } else {
+                serde_json::json!({"hostname": t})
+            }
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
+        "spec": {"type": type_},
+        "status": {"loadBalancer": {"ingress": ingress}},
+    }))
+    .unwrap()
+}
+
+fn ingress(hosts: &[&str], class: Option<&str>, status: &[&str]) -> Ingress {
+    let rules: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|h| serde_json::json!({"host": h}))
+        .collect();
+    let status: Vec<serde_json::Value> = status
+        .iter()
+        .map(|ip| serde_json::json!({"ip": ip}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "nginx", "namespace": "default"},
+        "spec": {"ingressClassName": class, "rules": rules},
+        "status": {"loadBalancer": {"ingress": status}},
+    }))
+    .unwrap()
+}
+
+fn names(wanted: &Wanted) -> Vec<String> {
+    wanted
+        .endpoints
+        .iter()
+        .map(|e| format!("{} {} {:?}", e.name, e.target, e.ttl))
+        .collect()
+}
+
+fn filters() -> Filters {
+    Filters {
+        domains: vec!["test.org".to_owned()],
+        ..Filters::default()
+    }
+}
+
+#[test]
+fn a_load_balancer_service_publishes_each_hostname_at_each_status_address() {
+    let svc = service(
+        &[
+            (
+                "external-dns.alpha.kubernetes.io/hostname",
+                "a.test.org, B.test.org.",
+            ),
+            ("external-dns.alpha.kubernetes.io/ttl", "120"),
+        ],
+        &["10.10.39.200", "fd10::200"],
+        "LoadBalancer",
+    );
+    let wanted = from_service(&svc, &filters());
+    assert!(wanted.rejections.is_empty(), "{:?}", wanted.rejections);
+    assert_eq!(
+        names(&wanted),
+        [
+            "a.test.org 10.10.39.200 Some(120)",
+            "a.test.org fd10::200 Some(120)",
+            "b.test.org 10.10.39.200 Some(120)",
+            "b.test.org fd10::200 Some(120)",
+        ]
+    );
+    assert_eq!(wanted.endpoints[0].object.to_string(), "service/shop/web");
+}
+
+#[test]
+fn the_newer_annotation_names_and_duration_ttls_work_and_targets_can_be_overridden() {
+    let svc = service(
+        &[
+            ("external-dns.kubernetes.io/hostname", "x.test.org"),
+            ("external-dns.kubernetes.io/ttl", "5m"),
+            ("external-dns.alpha.kubernetes.io/target", "lb.example.net"),
+        ],
+        &["10.10.39.200"],
+        "LoadBalancer",
+    );
+    assert_eq!(
+        names(&from_service(&svc, &filters())),
+        ["x.test.org lb.example.net Some(300)"]
+    );
+}
+
+#[test]
+fn services_that_are_not_load_balancers_or_not_annotated_publish_nothing() {
+    let annotated = [("external-dns.alpha.kubernetes.io/hostname", "a.test.org")];
+    assert_eq!(
+        from_service(&service(&annotated, &["10.0.0.1"], "ClusterIP"), &filters()),
+        Wanted::default()
+    );
+    assert_eq!(
+        from_service(&service(&[], &["10.0.0.1"], "LoadBalancer"), &filters()),
+        Wanted::default()
+    );
+}
+
+#[test]
+fn bad_input_is_rejected_naming_object_and_field_and_good_names_still_publish() {
+    let svc = service(
+        &[(
+            "external-dns.alpha.kubernetes.io/hostname",
+            "ok.test.org,-bad.test.org,outside.example.com,a..test.org",
+        )],
+        &["10.10.39.200"],
+        "LoadBalancer",
+    );
+    let wanted = from_service(&svc, &filters());
+    assert_eq!(names(&wanted), ["ok.test.org 10.10.39.200 None"]);
+    assert_eq!(wanted.rejections.len(), 3, "{:?}", wanted.rejections);
+    for rejection in &wanted.rejections {
+        assert_eq!(rejection.object.to_string(), "service/shop/web");
+        assert_eq!(rejection.field, "external-dns.alpha.kubernetes.io/hostname");
+    }
+    assert!(wanted.rejections[1].reason.contains("--domain-filter"));
+
+    let long = format!("{}.test.org", "a".repeat(64));
+    let too_long = service(
+        &[("external-dns.alpha.kubernetes.io/hostname", &long)],
+        &["10.0.0.1"],
+        "LoadBalancer",
+    );
+    assert!(
+        from_service(&too_long, &filters()).rejections[0]
+            .reason
+            .contains("1-63")
+    );
+}
+
+#[test]
+fn a_ttl_that_is_not_a_number_skips_the_object_with_the_annotation_named() {
+    let svc = service(
+        &[
+            ("external-dns.alpha.kubernetes.io/hostname", "a.test.org"),
+            ("external-dns.alpha.kubernetes.io/ttl", "soon"),
+        ],
+        &["10.0.0.1"],
+        "LoadBalancer",
+    );
+    let wanted = from_service(&svc, &filters());
+    assert!(wanted.endpoints.is_empty());
+    assert_eq!(
+        wanted.rejections[0].field,
+        "external-dns.alpha.kubernetes.io/ttl"
+    );
+}
+
+#[test]
+fn ingresses_publish_their_rule_hosts_at_their_status_addresses_including_wildcards() {
+    let ing = ingress(
+        &["nginx.test.org", "*.apps.test.org"],
+        Some("nginx"),
+        &["10.10.39.200"],
+    );
+    let wanted = from_ingress(&ing, &filters());
+    assert_eq!(
+        names(&wanted),
+        [
+            "*.apps.test.org 10.10.39.200 None",
+            "nginx.test.org 10.10.39.200 None"
+        ]
+    );
+}
+
+#[test]
+fn an_ingress_without_status_is_rejected_and_classes_filter() {
+    let pending = from_ingress(&ingress(&["nginx.test.org"], None, &[]), &filters());
+    assert!(pending.endpoints.is_empty());
+    assert_eq!(pending.rejections[0].field, "status.loadBalancer.ingress");
+    assert_eq!(
+        pending.rejections[0].object.to_string(),
+        "ingress/default/nginx"
+    );
+
+    let only_nginx = Filters {
+        ingress_class: Some("nginx".to_owned()),
+        ..filters()
+    };
+    let other = ingress(&["x.test.org"], Some("traefik"), &["10.0.0.1"]);
+    assert_eq!(from_ingress(&other, &only_nginx), Wanted::default());
+    let mine = ingress(&["x.test.org"], Some("nginx"), &["10.0.0.1"]);
+    assert_eq!(from_ingress(&mine, &only_nginx).endpoints.len(), 1);
+}
+
+#[test]
+fn domain_filters_match_on_label_boundaries() {
+    let f = filters();
+    assert!(f.in_domain("test.org") && f.in_domain("a.test.org"));
+    assert!(!f.in_domain("notatest.org") && !f.in_domain("test.org.evil"));
+}
+
+#[test]
+fn targets_must_be_addresses_or_host_names() {
+    assert!(validate_target("10.0.0.300").is_err());
+    assert!(validate_target("*.example.com").is_err());
+    assert_eq!(validate_target("LB.Example.com").unwrap(), "lb.example.com");
+}
