@@ -458,11 +458,12 @@ pub async fn run(
     }
 
     let (_lease_guard, mut leader) = leadership(&syncer.settings, &client, &identity).await?;
-    health.set_ready(if *leader.borrow() {
-        "starting to sync"
+    if *leader.borrow() {
+        metrics.leader.set(1);
+        health.set_not_ready("waiting for the first sync");
     } else {
-        "standing by (not leader)"
-    });
+        health.set_ready("standing by (not leader)");
+    }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Option<Instant> = None;

@@ -222,7 +222,11 @@ fn upsert_only_and_a_stale_view_never_delete() {
     let stale = existing(&our_key("gone.test.org", "10.0.0.8"), "10.0.0.8", OWNER, 6);
     let mut upsert = rules(&layout);
     upsert.policy = Policy::UpsertOnly;
-    assert!(plan(&[], std::slice::from_ref(&stale), &upsert).changes.is_empty());
+    assert!(
+        plan(&[], std::slice::from_ref(&stale), &upsert)
+            .changes
+            .is_empty()
+    );
     let mut not_fresh = rules(&layout);
     not_fresh.allow_deletes = false;
     let deferred = plan(&[], &[stale], &not_fresh);

@@ -1,0 +1,438 @@
+//! dns-sync against the real kube-apiserver and a real TLS etcd: objects become records and follow every
+//! change, only our own keys are ever touched, bad input is reported as Events, records are served by the
+//! real CoreDNS, external-dns can run beside us or be migrated from, and outages lose nothing.
+
+// Helpers of this test file panic like assertions do: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use etcd_client::GetOptions;
+use integration_tests::daemon::Daemon;
+use integration_tests::etcd::Etcd;
+use integration_tests::kube::KubeCluster;
+use integration_tests::peers::{CoreDns, external_dns_once};
+use integration_tests::{dig, wait};
+use k8s_openapi::api::core::v1::{Event, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use proto::skydns::{KeyLayout, SkydnsRecord};
+
+const OWNER: &str = "gw";
+
+fn start_sync(cluster: &KubeCluster, etcd: &Etcd, extra: &[&str]) -> Daemon {
+    let mut args: Vec<String> = vec![
+        "--owner-id".into(),
+        OWNER.into(),
+        "--domain-filter".into(),
+        "test.org".into(),
+        "--kubeconfig".into(),
+        cluster.kubeconfig().display().to_string(),
+        "--etcd-endpoints".into(),
+        etcd.endpoint().to_owned(),
+    ];
+    if let Some(tls) = etcd.client_tls() {
+        for (flag, path) in [
+            ("--etcd-ca-file", &tls.ca),
+            ("--etcd-cert-file", &tls.cert),
+            ("--etcd-key-file", &tls.key),
+        ] {
+            args.push(flag.into());
+            args.push(path.display().to_string());
+        }
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &args).unwrap()
+}
+
+fn service(name: &str, hostnames: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "annotations": {"external-dns.alpha.kubernetes.io/hostname": hostnames},
+        },
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+    }))
+    .unwrap()
+}
+
+async fn create_service(cluster: &KubeCluster, name: &str, hostnames: &str, ip: &str) {
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    api.create(&PostParams::default(), &service(name, hostnames))
+        .await
+        .unwrap();
+    set_service_ip(cluster, name, ip).await;
+}
+
+async fn set_service_ip(cluster: &KubeCluster, name: &str, ip: &str) {
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Every record stored for `name` (keys directly below its directory), as (key, record, create revision).
+async fn records_of(etcd: &Etcd, name: &str) -> Vec<(String, SkydnsRecord, i64)> {
+    let dir = format!("{}/", KeyLayout::default().directory_of(name).unwrap());
+    let response = etcd
+        .client()
+        .await
+        .unwrap()
+        .get(dir.clone(), Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    response
+        .kvs()
+        .iter()
+        .filter(|kv| {
+            !kv.key_str()
+                .unwrap()
+                .strip_prefix(&dir)
+                .unwrap()
+                .contains('/')
+        })
+        .map(|kv| {
+            let key = kv.key_str().unwrap().to_owned();
+            let record = SkydnsRecord::from_etcd(&key, kv.value()).unwrap();
+            (key, record, kv.create_revision())
+        })
+        .collect()
+}
+
+/// Waits until the hosts of `owner`'s records for `name` are exactly `hosts`; returns how long it took.
+async fn wait_hosts(etcd: &Etcd, name: &str, owner: &str, hosts: &[&str]) -> Duration {
+    let start = Instant::now();
+    let mut want: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+    want.sort();
+    wait::until(
+        &format!("{name} to hold {want:?} for {owner:?}"),
+        Duration::from_secs(20),
+        || {
+            let want = want.clone();
+            async move {
+                let mut got: Vec<String> = records_of(etcd, name)
+                    .await
+                    .into_iter()
+                    .filter(|(_, r, _)| r.owner == owner)
+                    .map(|(_, r, _)| r.host)
+                    .collect();
+                got.sort();
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    start.elapsed()
+}
+
+async fn events_for(cluster: &KubeCluster, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(cluster.client(), "default");
+    let selector = format!("involvedObject.name={name}");
+    api.list(&ListParams::default().fields(&selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_and_ingresses_become_records_that_follow_changes_and_foreign_keys_stay() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start_tls().await.unwrap();
+    let foreign = "/skydns/org/test/nginx/0badf00d";
+    etcd.client()
+        .await
+        .unwrap()
+        .put(
+            foreign,
+            r#"{"host":"10.9.9.9","targetstrip":1,"owner":"someone-else"}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let mut sync = start_sync(&cluster, &etcd, &[]);
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+
+    create_service(&cluster, "ingress-nginx", "lb.test.org", "10.10.39.200").await;
+    let took = wait_hosts(&etcd, "lb.test.org", OWNER, &["10.10.39.200"]).await;
+    println!(
+        "service status -> etcd record in {:.0} ms (including the test's polling)",
+        took.as_secs_f64() * 1e3
+    );
+
+    let ingress: Ingress = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "nginx", "namespace": "default"},
+        "spec": {"rules": [{"host": "nginx.test.org"}, {"host": "*.apps.test.org"}]},
+    }))
+    .unwrap();
+    let ingresses: Api<Ingress> = Api::namespaced(cluster.client(), "default");
+    ingresses
+        .create(&PostParams::default(), &ingress)
+        .await
+        .unwrap();
+    let status =
+        serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.10.39.200"}]}}});
+    ingresses
+        .patch_status("nginx", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    wait_hosts(&etcd, "nginx.test.org", OWNER, &["10.10.39.200"]).await;
+    wait_hosts(&etcd, "*.apps.test.org", OWNER, &["10.10.39.200"]).await;
+    let (_, record, _) = records_of(&etcd, "nginx.test.org")
+        .await
+        .into_iter()
+        .find(|(_, r, _)| r.owner == OWNER)
+        .unwrap();
+    assert_eq!(record.resource, "ingress/default/nginx");
+    assert_eq!(record.target_strip, 1);
+
+    // The real CoreDNS serves what we wrote, next to the foreign record for the same name.
+    let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
+        .await
+        .unwrap();
+    let answer = dig::query(coredns.addr(), "nginx.test.org", "A", &[]).unwrap();
+    assert_eq!(
+        answer.data_of("A"),
+        ["10.10.39.200", "10.9.9.9"],
+        "{}",
+        answer.raw
+    );
+
+    set_service_ip(&cluster, "ingress-nginx", "10.10.39.201").await;
+    wait_hosts(&etcd, "lb.test.org", OWNER, &["10.10.39.201"]).await;
+
+    ingresses
+        .delete("nginx", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_hosts(&etcd, "nginx.test.org", OWNER, &[]).await;
+    wait_hosts(&etcd, "*.apps.test.org", OWNER, &[]).await;
+    let left = records_of(&etcd, "nginx.test.org").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, foreign, "the foreign key is untouched");
+
+    let events = events_for(&cluster, "ingress-nginx").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "Published" && note.contains("lb.test.org")),
+        "{events:?}"
+    );
+    let metrics = sync.get("/metrics").unwrap().body;
+    assert!(
+        metrics.contains("groundwork_dns_sync_records_managed 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_names_are_reported_as_events_and_the_rest_syncs() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let mut sync = start_sync(&cluster, &etcd, &[]);
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    create_service(
+        &cluster,
+        "mixed",
+        "good.test.org,bad_name.test.org,elsewhere.example.com",
+        "10.10.39.210",
+    )
+    .await;
+    wait_hosts(&etcd, "good.test.org", OWNER, &["10.10.39.210"]).await;
+    wait::until(
+        "a Rejected event naming the annotation",
+        Duration::from_secs(10),
+        || async {
+            let events = events_for(&cluster, "mixed").await;
+            events
+                .iter()
+                .find(|(reason, note)| {
+                    reason == "Rejected"
+                        && note.contains("external-dns.alpha.kubernetes.io/hostname")
+                        && note.contains("bad_name.test.org")
+                        && note.contains("--domain-filter")
+                })
+                .map(|_| ())
+                .ok_or_else(|| format!("{events:?}"))
+        },
+    )
+    .await
+    .unwrap();
+    assert!(records_of(&etcd, "bad_name.test.org").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_dns_and_dns_sync_on_one_cluster_keep_to_their_own_records() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    create_service(&cluster, "theirs", "theirs.test.org", "10.10.39.220").await;
+    external_dns_once(
+        cluster.kubeconfig(),
+        &etcd,
+        &[
+            "--source=service",
+            "--domain-filter=test.org",
+            "--txt-owner-id=extdns",
+        ],
+    )
+    .await
+    .unwrap();
+    let theirs_before = records_of(&etcd, "theirs.test.org").await;
+    assert_eq!(theirs_before.len(), 1, "{theirs_before:?}");
+
+    let mut sync = start_sync(&cluster, &etcd, &["--annotation-filter", "sync=gw"]);
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let mut ours = service("ours", "ours.test.org");
+    ours.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("sync".into(), "gw".into());
+    api.create(&PostParams::default(), &ours).await.unwrap();
+    set_service_ip(&cluster, "ours", "10.10.39.221").await;
+    wait_hosts(&etcd, "ours.test.org", OWNER, &["10.10.39.221"]).await;
+
+    // external-dns runs again and keeps its own; dns-sync never touched external-dns's key.
+    external_dns_once(
+        cluster.kubeconfig(),
+        &etcd,
+        &[
+            "--source=service",
+            "--domain-filter=test.org",
+            "--txt-owner-id=extdns",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(records_of(&etcd, "theirs.test.org").await, theirs_before);
+    wait_hosts(&etcd, "ours.test.org", OWNER, &["10.10.39.221"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_written_by_external_dns_are_adopted_in_place() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    create_service(&cluster, "ingress-nginx", "nginx.test.org", "10.10.39.200").await;
+    external_dns_once(
+        cluster.kubeconfig(),
+        &etcd,
+        &["--source=service", "--domain-filter=test.org"],
+    )
+    .await
+    .unwrap();
+    let before = records_of(&etcd, "nginx.test.org").await;
+    let (key, record, created) = before
+        .iter()
+        .find(|(_, r, _)| r.host == "10.10.39.200")
+        .cloned()
+        .unwrap();
+    assert_eq!(record.owner, "", "external-dns v0.20 writes no owner");
+
+    // external-dns v0.20 writes no owner, so an empty --adopt-owner takes over unowned records.
+    let mut sync = start_sync(&cluster, &etcd, &["--adopt-owner="]);
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    wait_hosts(&etcd, "nginx.test.org", OWNER, &["10.10.39.200"]).await;
+    let after = records_of(&etcd, "nginx.test.org").await;
+    let adopted = after
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .expect("same key kept");
+    assert_eq!(adopted.1.owner, OWNER);
+    assert_eq!(adopted.2, created, "never deleted and re-created");
+    assert_eq!(
+        after
+            .iter()
+            .filter(|(_, r, _)| r.host == "10.10.39.200")
+            .count(),
+        1,
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_etcd_outage_in_the_middle_of_changes_loses_nothing() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let mut etcd = Etcd::start_tls().await.unwrap();
+    let mut sync = start_sync(&cluster, &etcd, &[]);
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    create_service(&cluster, "before", "before.test.org", "10.10.39.230").await;
+    wait_hosts(&etcd, "before.test.org", OWNER, &["10.10.39.230"]).await;
+
+    etcd.kill();
+    create_service(&cluster, "during", "during.test.org", "10.10.39.231").await;
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    api.delete("before", &DeleteParams::default())
+        .await
+        .unwrap();
+    etcd.start_again().await.unwrap();
+
+    wait_hosts(&etcd, "during.test.org", OWNER, &["10.10.39.231"]).await;
+    wait_hosts(&etcd, "before.test.org", OWNER, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_replica_takes_over_when_the_leader_dies() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let mut first = start_sync(&cluster, &etcd, &["--leader-elect", "--pod-name", "first"]);
+    first.wait_ready(Duration::from_secs(20)).unwrap();
+    let mut second = start_sync(&cluster, &etcd, &["--leader-elect", "--pod-name", "second"]);
+    second.wait_ready(Duration::from_secs(20)).unwrap();
+    create_service(&cluster, "one", "one.test.org", "10.10.39.240").await;
+    wait_hosts(&etcd, "one.test.org", OWNER, &["10.10.39.240"]).await;
+
+    let leader_is = |daemon: &Daemon| {
+        daemon
+            .get("/metrics")
+            .unwrap()
+            .body
+            .contains("groundwork_dns_sync_leader 1")
+    };
+    let (leader, standby) = if leader_is(&first) {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    assert!(!leader_is(standby), "exactly one leader");
+    leader.process().kill();
+    let killed = Instant::now();
+    create_service(&cluster, "two", "two.test.org", "10.10.39.241").await;
+    wait::until(
+        "the standby to write two.test.org",
+        Duration::from_secs(40),
+        || async {
+            let hosts: Vec<String> = records_of(&etcd, "two.test.org")
+                .await
+                .into_iter()
+                .map(|(_, r, _)| r.host)
+                .collect();
+            if hosts == ["10.10.39.241"] {
+                Ok(())
+            } else {
+                Err(format!("{hosts:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    println!(
+        "standby took over and wrote after {:.1} s (lease 15 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(leader_is(standby));
+}
