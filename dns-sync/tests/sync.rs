@@ -436,3 +436,95 @@ async fn a_standby_replica_takes_over_when_the_leader_dies() {
     );
     assert!(leader_is(standby));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apiserver_outage_deletes_nothing_and_changes_after_it_are_synced() {
+    let mut cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    // A short resync interval, so syncs run while the API server is down.
+    let mut sync = start_sync(&cluster, &etcd, &["--interval", "500ms"]);
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    create_service(&cluster, "kept", "kept.test.org", "10.10.39.250").await;
+    wait_hosts(&etcd, "kept.test.org", OWNER, &["10.10.39.250"]).await;
+
+    cluster.kill_apiserver();
+    // Several resyncs while the API is unreachable: the record must stay.
+    wait::until(
+        "dns-sync to notice the outage",
+        Duration::from_secs(20),
+        || async {
+            let metrics = sync.get("/metrics")?.body;
+            if metrics.contains("groundwork_dns_sync_errors_total 0")
+                && !sync.get("/readyz")?.body.contains("deferred")
+            {
+                Err("no sign of the outage yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await
+    .ok();
+    let during = records_of(&etcd, "kept.test.org").await;
+    assert_eq!(
+        during.len(),
+        1,
+        "nothing deleted while the API server is down: {during:?}"
+    );
+
+    cluster.start_apiserver().await.unwrap();
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    api.delete("kept", &DeleteParams::default()).await.unwrap();
+    create_service(&cluster, "after", "after.test.org", "10.10.39.251").await;
+    wait_hosts(&etcd, "after.test.org", OWNER, &["10.10.39.251"]).await;
+    wait_hosts(&etcd, "kept.test.org", OWNER, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_deleted_by_hand_is_restored_by_the_periodic_resync() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let mut sync = start_sync(&cluster, &etcd, &["--interval", "1s"]);
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    create_service(&cluster, "drift", "drift.test.org", "10.10.39.252").await;
+    wait_hosts(&etcd, "drift.test.org", OWNER, &["10.10.39.252"]).await;
+    let dir = format!(
+        "{}/",
+        KeyLayout::default().directory_of("drift.test.org").unwrap()
+    );
+    etcd.client()
+        .await
+        .unwrap()
+        .delete(dir, Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    wait_hosts(&etcd, "drift.test.org", OWNER, &["10.10.39.252"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_and_dry_run_do_one_pass_and_dry_run_writes_nothing() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    create_service(&cluster, "single", "single.test.org", "10.10.39.253").await;
+
+    let mut dry = start_sync(&cluster, &etcd, &["--once", "--dry-run"]);
+    let status = dry
+        .process()
+        .wait_exit(Duration::from_secs(30))
+        .expect("--once exits");
+    assert!(status.success(), "{}", dry.process().log_tail(20));
+    let log = std::fs::read_to_string(dry.process().log_path()).unwrap();
+    assert!(
+        log.contains("would create") && log.contains("/skydns/org/test/single/"),
+        "{log}"
+    );
+    assert!(records_of(&etcd, "single.test.org").await.is_empty());
+
+    let mut once = start_sync(&cluster, &etcd, &["--once"]);
+    let status = once
+        .process()
+        .wait_exit(Duration::from_secs(30))
+        .expect("--once exits");
+    assert!(status.success(), "{}", once.process().log_tail(20));
+    wait_hosts(&etcd, "single.test.org", OWNER, &["10.10.39.253"]).await;
+}

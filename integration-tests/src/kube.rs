@@ -37,6 +37,8 @@ pub struct KubeCluster {
     // Fields drop in order: processes stop before the etcd they use and before files are removed.
     controller_manager: Option<Process>,
     apiserver: Process,
+    apiserver_binary: PathBuf,
+    apiserver_port: u16,
     etcd: Etcd,
     client: Client,
     kubeconfig: PathBuf,
@@ -128,6 +130,8 @@ impl KubeCluster {
         Ok(Self {
             controller_manager,
             apiserver,
+            apiserver_binary: apiserver_bin,
+            apiserver_port: port,
             etcd,
             client,
             kubeconfig,
@@ -165,6 +169,28 @@ impl KubeCluster {
     /// The kube-apiserver process (for fault tests).
     pub fn apiserver(&mut self) -> &mut Process {
         &mut self.apiserver
+    }
+
+    /// Kills kube-apiserver (SIGKILL), as in a crash; [`KubeCluster::start_apiserver`] brings it back.
+    pub fn kill_apiserver(&mut self) {
+        self.apiserver.kill();
+    }
+
+    /// Starts a killed kube-apiserver again on the same port, certificates and etcd, and waits until it
+    /// is ready.
+    pub async fn start_apiserver(&mut self) -> Result<()> {
+        let dir = self.scratch.path().to_owned();
+        self.apiserver = Process::spawn(
+            "kube-apiserver",
+            apiserver_command(
+                &self.apiserver_binary,
+                &dir,
+                self.etcd.endpoint(),
+                self.apiserver_port,
+            ),
+            &dir.join("kube-apiserver.log"),
+        )?;
+        wait_ready(&self.client, &mut self.apiserver).await
     }
 
     /// The kube-controller-manager process, when started.
