@@ -34,6 +34,8 @@ use crate::writer::{self, WriteError};
 
 /// Longest wait between retries of a failed sync.
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Events published at once.
+const EVENT_CONCURRENCY: usize = 8;
 /// Syncs retried after a guard failure before giving up until the next trigger.
 const RACE_RETRIES: usize = 3;
 
@@ -285,6 +287,7 @@ impl Syncer {
                 conflict.name, conflict.owner, conflict.key
             ));
         }
+        let mut to_publish = Vec::new();
         for (object, (kind, reason, mut notes)) in outcomes {
             notes.sort();
             notes.dedup();
@@ -296,6 +299,7 @@ impl Syncer {
             let Some(reference) = refs.get(object) else {
                 continue;
             };
+            self.reported.insert(object.clone(), summary);
             let event = KubeEvent {
                 type_: kind,
                 reason: reason.to_owned(),
@@ -303,15 +307,25 @@ impl Syncer {
                 action: "SyncDNS".to_owned(),
                 secondary: None,
             };
-            match self.recorder.publish(&event, reference).await {
-                Ok(()) => {
-                    self.reported.insert(object.clone(), summary);
-                }
-                Err(error) => {
-                    tracing::debug!(object = %object, error = %error, "cannot publish event")
-                }
-            }
+            to_publish.push((event, reference.clone()));
         }
+        if to_publish.is_empty() {
+            return;
+        }
+        // Events are for people; they never hold up the next write.
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(to_publish)
+                .for_each_concurrent(EVENT_CONCURRENCY, |(event, reference)| {
+                    let recorder = recorder.clone();
+                    async move {
+                        if let Err(error) = recorder.publish(&event, &reference).await {
+                            tracing::debug!(object = ?reference.name, error = %error, "cannot publish event");
+                        }
+                    }
+                })
+                .await;
+        });
     }
 }
 

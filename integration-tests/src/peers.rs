@@ -103,6 +103,35 @@ impl CoreDns {
     }
 }
 
+/// external-dns running continuously (its CoreDNS provider) with `args`, until dropped.
+pub fn external_dns(
+    kubeconfig: &std::path::Path,
+    etcd: &Etcd,
+    args: &[&str],
+) -> Result<(Process, Scratch)> {
+    let scratch = Scratch::new("external-dns")?;
+    let mut command = external_dns_command(kubeconfig, etcd)?;
+    command.args(args);
+    let process = Process::spawn("external-dns", command, &scratch.join("external-dns.log"))?;
+    Ok((process, scratch))
+}
+
+fn external_dns_command(kubeconfig: &std::path::Path, etcd: &Etcd) -> Result<Command> {
+    let mut command = Command::new(binary("external-dns")?);
+    command
+        .arg("--provider=coredns")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--log-level=debug")
+        .env("ETCD_URLS", etcd.endpoint());
+    if let Some(files) = etcd.client_tls() {
+        command
+            .env("ETCD_CA_FILE", &files.ca)
+            .env("ETCD_CERT_FILE", &files.cert)
+            .env("ETCD_KEY_FILE", &files.key);
+    }
+    Ok(command)
+}
+
 /// What one external-dns run printed.
 #[derive(Debug)]
 pub struct ExternalDnsRun {
@@ -117,22 +146,9 @@ pub async fn external_dns_once(
     etcd: &Etcd,
     args: &[&str],
 ) -> Result<ExternalDnsRun> {
-    let binary = binary("external-dns")?;
     let scratch = Scratch::new("external-dns")?;
-    let mut command = Command::new(binary);
-    command
-        .arg("--once")
-        .arg("--provider=coredns")
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg("--log-level=debug")
-        .args(args)
-        .env("ETCD_URLS", etcd.endpoint());
-    if let Some(files) = etcd.client_tls() {
-        command
-            .env("ETCD_CA_FILE", &files.ca)
-            .env("ETCD_CERT_FILE", &files.cert)
-            .env("ETCD_KEY_FILE", &files.key);
-    }
+    let mut command = external_dns_command(kubeconfig, etcd)?;
+    command.arg("--once").args(args);
     let log_path = scratch.join("external-dns.log");
     let mut process = Process::spawn("external-dns", command, &log_path)?;
     let status = wait::until(

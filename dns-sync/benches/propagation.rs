@@ -1,0 +1,351 @@
+//! Side-by-side speed of dns-sync and external-dns (CoreDNS provider) against the same real kube-apiserver
+//! and etcd: time from a Service's status getting its address to the etcd commit, and to dns-server
+//! answering the name; etcd writes per change; and the initial sync of 5,000 annotated Services.
+//!
+//! Run: `cargo bench -p dns-sync --bench propagation` (needs the peers from `scripts/build-peers`; builds
+//! the release dns-server if it is not there). Figures go to `docs/benchmarks.md` by hand.
+
+// A benchmark program panics like a test does when its set-up fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use etcd_client::{EventType, WatchOptions};
+use futures::StreamExt;
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use integration_tests::daemon::Daemon;
+use integration_tests::etcd::Etcd;
+use integration_tests::kube::KubeCluster;
+use integration_tests::peers::{external_dns, external_dns_once};
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use tokio::sync::mpsc;
+
+const BULK: usize = 5_000;
+
+fn service(name: &str, hostname: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default",
+            "annotations": {"external-dns.alpha.kubernetes.io/hostname": hostname}},
+        // 5,000 Services would exhaust the NodePort range.
+        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]},
+    }))
+    .unwrap()
+}
+
+async fn set_ip(api: &Api<Service>, name: &str, ip: &str) {
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+fn answered(socket: &UdpSocket, server: SocketAddr, name: &str, want: &str) -> bool {
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    socket.send_to(&query.to_vec().unwrap(), server).unwrap();
+    let mut buffer = [0u8; 1500];
+    socket
+        .recv_from(&mut buffer)
+        .ok()
+        .and_then(|(len, _)| Message::from_vec(&buffer[..len]).ok())
+        .is_some_and(|m| m.answers.iter().any(|r| r.data.to_string() == want))
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((p / 100.0) * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+}
+
+struct Propagation {
+    to_etcd_ms: Vec<f64>,
+    to_dns_ms: Vec<f64>,
+    writes: i64,
+    missed: usize,
+}
+
+/// `count` changes, each a new Service getting its address; times until a put for its name reaches etcd
+/// (seen on a watch) and until dns-server answers it.
+async fn propagate(
+    cluster: &KubeCluster,
+    etcd: &Etcd,
+    dns: SocketAddr,
+    label: &str,
+    count: usize,
+    limit: Duration,
+) -> Propagation {
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let mut client = etcd.client().await.unwrap();
+    let start_revision = client
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut watch = client
+        .watch("/skydns/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let (puts, mut put_keys) = mpsc::unbounded_channel::<(String, Instant)>();
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(response)) = watch.message().await {
+            for event in response.events() {
+                if event.event_type() == EventType::Put
+                    && let Some(kv) = event.kv()
+                {
+                    let _ =
+                        puts.send((kv.key_str().unwrap_or_default().to_owned(), Instant::now()));
+                }
+            }
+        }
+    });
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut result = Propagation {
+        to_etcd_ms: Vec::new(),
+        to_dns_ms: Vec::new(),
+        writes: 0,
+        missed: 0,
+    };
+    for i in 0..count {
+        let name = format!("{label}-{i}");
+        let host = format!("{name}.test.org");
+        let ip = format!("10.77.{}.{}", i / 250, i % 250 + 1);
+        api.create(&PostParams::default(), &service(&name, &host))
+            .await
+            .unwrap();
+        let dir = format!("/skydns/org/test/{name}/");
+        let started = Instant::now();
+        set_ip(&api, &name, &ip).await;
+        let mut to_etcd = None;
+        let mut to_dns = None;
+        while started.elapsed() < limit && (to_etcd.is_none() || to_dns.is_none()) {
+            while let Ok((key, at)) = put_keys.try_recv() {
+                if to_etcd.is_none() && key.starts_with(&dir) {
+                    to_etcd = Some(at.duration_since(started));
+                }
+            }
+            if to_dns.is_none() && answered(&socket, dns, &host, &ip) {
+                to_dns = Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        match (to_etcd, to_dns) {
+            (Some(e), Some(d)) => {
+                result.to_etcd_ms.push(e.as_secs_f64() * 1e3);
+                result.to_dns_ms.push(d.as_secs_f64() * 1e3);
+            }
+            _ => result.missed += 1,
+        }
+    }
+    // Let in-flight periodic work settle into the count, then count revisions (one per write txn).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let end_revision = client
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    result.writes = end_revision - start_revision;
+    watcher.abort();
+    result
+}
+
+fn report(label: &str, run: &Propagation, count: usize) {
+    println!(
+        "{label:<34} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>6}",
+        run.to_etcd_ms.len(),
+        percentile(&run.to_etcd_ms, 50.0),
+        percentile(&run.to_etcd_ms, 99.0),
+        percentile(&run.to_dns_ms, 50.0),
+        percentile(&run.to_dns_ms, 99.0),
+        run.writes as f64 / count as f64,
+        run.missed,
+    );
+}
+
+fn dns_server_binary() -> PathBuf {
+    let path = integration_tests::workspace_root().join("target/release/dns-server");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "dns-server"])
+        .current_dir(integration_tests::workspace_root())
+        .status()
+        .unwrap();
+    assert!(status.success() && path.is_file());
+    path
+}
+
+fn args(cluster: &KubeCluster, etcd: &Etcd, owner: &str) -> Vec<String> {
+    [
+        "--owner-id",
+        owner,
+        "--domain-filter",
+        "test.org",
+        "--kubeconfig",
+        &cluster.kubeconfig().display().to_string(),
+        "--etcd-endpoints",
+        etcd.endpoint(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let server = dns_server_binary();
+    let mut dns_server = Daemon::start(
+        server.to_str().unwrap(),
+        &[
+            "--zone",
+            "test.org",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            etcd.endpoint(),
+        ],
+    )
+    .unwrap();
+    let dns = dns_server
+        .logged_addr("dns_addr", Duration::from_secs(10))
+        .unwrap();
+    dns_server.wait_ready(Duration::from_secs(10)).unwrap();
+
+    println!(
+        "Service status patched -> record in etcd (watch) -> answered by dns-server (UDP), ms; writes = etcd revisions per change"
+    );
+    println!(
+        "{:<34} {:>4} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
+        "writer", "n", "etcd p50", "etcd p99", "dns p50", "dns p99", "writes", "missed"
+    );
+
+    let own: Vec<String> = args(&cluster, &etcd, "gw");
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let mut sync = Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &own).unwrap();
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    let count = 50;
+    let run = propagate(&cluster, &etcd, dns, "sync", count, Duration::from_secs(10)).await;
+    report("dns-sync (debounce 5ms)", &run, count);
+    drop(sync);
+
+    let kubeconfig = cluster.kubeconfig().to_owned();
+    let (events, _dir) = external_dns(
+        &kubeconfig,
+        &etcd,
+        &[
+            "--source=service",
+            "--domain-filter=test.org",
+            "--txt-owner-id=extdns-events",
+            "--events",
+        ],
+    )
+    .unwrap();
+    let count = 10;
+    let run = propagate(
+        &cluster,
+        &etcd,
+        dns,
+        "events",
+        count,
+        Duration::from_secs(20),
+    )
+    .await;
+    report("external-dns --events", &run, count);
+    drop(events);
+
+    let (default, _dir) = external_dns(
+        &kubeconfig,
+        &etcd,
+        &[
+            "--source=service",
+            "--domain-filter=test.org",
+            "--txt-owner-id=extdns-default",
+        ],
+    )
+    .unwrap();
+    let count = 3;
+    let run = propagate(
+        &cluster,
+        &etcd,
+        dns,
+        "default",
+        count,
+        Duration::from_secs(75),
+    )
+    .await;
+    report("external-dns (default, interval 1m)", &run, count);
+    drop(default);
+
+    println!("\ninitial sync of {BULK} annotated LoadBalancer Services:");
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let created = Instant::now();
+    futures::stream::iter(0..BULK)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("bulk-{i}");
+                api.create(
+                    &PostParams::default(),
+                    &service(&name, &format!("{name}.test.org")),
+                )
+                .await
+                .unwrap();
+                set_ip(&api, &name, &format!("10.88.{}.{}", i / 250, i % 250 + 1)).await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    println!("(created in {:.1} s)", created.elapsed().as_secs_f64());
+    let total = BULK + 50 + 10 + 3;
+    let bulk_args: Vec<String> = args(&cluster, &etcd, "bulk");
+    let bulk_args: Vec<&str> = bulk_args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut bulk = Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &bulk_args).unwrap();
+    bulk.wait_ready(Duration::from_secs(120)).unwrap();
+    let took = started.elapsed();
+    let metrics = bulk.get("/metrics").unwrap().body;
+    let managed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("groundwork_dns_sync_records_managed "))
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "dns-sync: process start -> {managed} records written and ready: {:.2} s (target < 10 s; {total} Services)",
+        took.as_secs_f64()
+    );
+    drop(bulk);
+    let started = Instant::now();
+    let run = external_dns_once(
+        &kubeconfig,
+        &etcd,
+        &[
+            "--source=service",
+            "--domain-filter=test.org",
+            "--txt-owner-id=bulk-extdns",
+        ],
+    )
+    .await
+    .unwrap();
+    let keys = run.log.matches("Add/set key").count();
+    println!(
+        "external-dns --once: {:.2} s for the same Services ({keys} keys written)",
+        started.elapsed().as_secs_f64()
+    );
+}
