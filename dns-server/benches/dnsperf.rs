@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, Txn, TxnOp};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use integration_tests::daemon::Daemon;
+use integration_tests::daemon::{Daemon, start_dns_server};
 use integration_tests::etcd::Etcd;
 use integration_tests::knot::Knot;
 use integration_tests::peers::CoreDns;
@@ -51,22 +51,7 @@ async fn load(client: &mut Client, count: usize) {
 }
 
 fn start_ours(etcd: &Etcd) -> (Daemon, SocketAddr) {
-    let mut daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &[
-            "--zone",
-            "test.org",
-            "--listen",
-            "127.0.0.1:0",
-            "--etcd-endpoints",
-            etcd.endpoint(),
-        ],
-    )
-    .unwrap();
-    let dns = daemon
-        .logged_addr("dns_addr", Duration::from_secs(10))
-        .unwrap();
-    (daemon, dns)
+    start_dns_server(env!("CARGO_BIN_EXE_dns-server"), etcd, &[]).unwrap()
 }
 
 struct Run {

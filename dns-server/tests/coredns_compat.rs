@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use integration_tests::daemon::Daemon;
+use integration_tests::daemon::start_dns_server;
 use integration_tests::dig::{self, Answer};
 use integration_tests::etcd::Etcd;
 use integration_tests::peers::CoreDns;
@@ -106,33 +106,7 @@ async fn answers_match_coredns_where_it_is_right_and_differ_only_as_documented()
     let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
         .await
         .unwrap();
-    let tls = etcd.client_tls().unwrap();
-    let (ca, cert, key) = (
-        tls.ca.display().to_string(),
-        tls.cert.display().to_string(),
-        tls.key.display().to_string(),
-    );
-    let mut ours = Daemon::start(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &[
-            "--zone",
-            "test.org",
-            "--listen",
-            "127.0.0.1:0",
-            "--etcd-endpoints",
-            etcd.endpoint(),
-            "--etcd-ca-file",
-            &ca,
-            "--etcd-cert-file",
-            &cert,
-            "--etcd-key-file",
-            &key,
-        ],
-    )
-    .unwrap();
-    let dns = ours
-        .logged_addr("dns_addr", Duration::from_secs(10))
-        .unwrap();
+    let (mut ours, dns) = start_dns_server(env!("CARGO_BIN_EXE_dns-server"), &etcd, &[]).unwrap();
     ours.wait_ready(Duration::from_secs(10)).unwrap();
     let pair = Pair {
         coredns: coredns.addr(),

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::Daemon;
+use integration_tests::daemon::start_dns_server;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
 use integration_tests::knot::Knot;
@@ -47,25 +47,12 @@ async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
         .unwrap();
     let knot_port = free_port().unwrap();
     let notify = format!("127.0.0.1:{knot_port}");
-    let mut ours = Daemon::start(
+    let (mut ours, primary) = start_dns_server(
         env!("CARGO_BIN_EXE_dns-server"),
-        &[
-            "--zone",
-            "test.org",
-            "--listen",
-            "127.0.0.1:0",
-            "--etcd-endpoints",
-            etcd.endpoint(),
-            "--transfer-allow",
-            "127.0.0.1/32",
-            "--notify",
-            &notify,
-        ],
+        &etcd,
+        &["--transfer-allow", "127.0.0.1/32", "--notify", &notify],
     )
     .unwrap();
-    let primary = ours
-        .logged_addr("dns_addr", Duration::from_secs(10))
-        .unwrap();
     ours.wait_ready(Duration::from_secs(10)).unwrap();
 
     let knot = Knot::secondary_on(knot_port, "test.org", primary)
@@ -111,23 +98,12 @@ async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
 #[tokio::test(flavor = "multi_thread")]
 async fn transfers_are_refused_to_clients_not_on_the_allow_list() {
     let etcd = Etcd::start().await.unwrap();
-    let mut ours = Daemon::start(
+    let (mut ours, addr) = start_dns_server(
         env!("CARGO_BIN_EXE_dns-server"),
-        &[
-            "--zone",
-            "test.org",
-            "--listen",
-            "127.0.0.1:0",
-            "--etcd-endpoints",
-            etcd.endpoint(),
-            "--transfer-allow",
-            "192.0.2.0/24",
-        ],
+        &etcd,
+        &["--transfer-allow", "192.0.2.0/24"],
     )
     .unwrap();
-    let addr = ours
-        .logged_addr("dns_addr", Duration::from_secs(10))
-        .unwrap();
     ours.wait_ready(Duration::from_secs(10)).unwrap();
     let output = std::process::Command::new("dig")
         .args([

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::Daemon;
+use integration_tests::daemon::{Daemon, etcd_flags, start_dns_server};
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
 use integration_tests::wait;
@@ -19,27 +19,11 @@ struct Server {
 }
 
 fn start(etcd: &Etcd) -> Server {
-    let mut args: Vec<String> = [
-        "--zone",
-        "test.org",
-        "--listen",
-        "127.0.0.1:0",
-        "--etcd-endpoints",
-        etcd.endpoint(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    if let Some(tls) = etcd.client_tls() {
-        for (flag, path) in [
-            ("--etcd-ca-file", &tls.ca),
-            ("--etcd-cert-file", &tls.cert),
-            ("--etcd-key-file", &tls.key),
-        ] {
-            args.push(flag.to_owned());
-            args.push(path.display().to_string());
-        }
-    }
+    let mut args: Vec<String> = ["--zone", "test.org", "--listen", "127.0.0.1:0"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(etcd_flags(etcd));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_dns-server"), &args).unwrap();
     let dns = daemon
@@ -341,15 +325,10 @@ async fn forwards_only_configured_zones_to_their_upstreams() {
         .unwrap();
     let etcd = Etcd::start().await.unwrap();
     let forward = format!("corp.example={}", upstream.addr());
-    let mut daemon = Daemon::start(
+    let (mut daemon, dns) = start_dns_server(
         env!("CARGO_BIN_EXE_dns-server"),
+        &etcd,
         &[
-            "--zone",
-            "test.org",
-            "--listen",
-            "127.0.0.1:0",
-            "--etcd-endpoints",
-            etcd.endpoint(),
             "--forward",
             &forward,
             "--forward",
@@ -357,9 +336,6 @@ async fn forwards_only_configured_zones_to_their_upstreams() {
         ],
     )
     .unwrap();
-    let dns = daemon
-        .logged_addr("dns_addr", Duration::from_secs(10))
-        .unwrap();
     daemon.wait_ready(Duration::from_secs(10)).unwrap();
 
     for extra in [&[][..], &["+tcp"][..]] {

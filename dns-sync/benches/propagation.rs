@@ -16,7 +16,7 @@ use etcd_client::{EventType, WatchOptions};
 use futures::StreamExt;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use integration_tests::daemon::Daemon;
+use integration_tests::daemon::{Daemon, etcd_flags, start_dns_server};
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
 use integration_tests::peers::{external_dns, external_dns_once};
@@ -190,19 +190,19 @@ fn dns_server_binary() -> PathBuf {
 }
 
 fn args(cluster: &KubeCluster, etcd: &Etcd, owner: &str) -> Vec<String> {
-    [
+    let mut args: Vec<String> = [
         "--owner-id",
         owner,
         "--domain-filter",
         "test.org",
         "--kubeconfig",
-        &cluster.kubeconfig().display().to_string(),
-        "--etcd-endpoints",
-        etcd.endpoint(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    .collect()
+    .collect();
+    args.push(cluster.kubeconfig().display().to_string());
+    args.extend(etcd_flags(etcd));
+    args
 }
 
 #[tokio::main]
@@ -210,22 +210,7 @@ async fn main() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
     let server = dns_server_binary();
-    let mut dns_server = Daemon::start(
-        server.to_str().unwrap(),
-        &[
-            "--zone",
-            "test.org",
-            "--listen",
-            "127.0.0.1:0",
-            "--etcd-endpoints",
-            etcd.endpoint(),
-        ],
-    )
-    .unwrap();
-    let dns = dns_server
-        .logged_addr("dns_addr", Duration::from_secs(10))
-        .unwrap();
-    dns_server.wait_ready(Duration::from_secs(10)).unwrap();
+    let (_dns_server, dns) = start_dns_server(server.to_str().unwrap(), &etcd, &[]).unwrap();
 
     println!(
         "Service status patched -> record in etcd (watch) -> answered by dns-server (UDP), ms; writes = etcd revisions per change"

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use integration_tests::daemon::Daemon;
+use integration_tests::daemon::{Daemon, etcd_flags};
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
 use integration_tests::peers::{CoreDns, external_dns_once};
@@ -22,26 +22,18 @@ use proto::skydns::{KeyLayout, SkydnsRecord};
 const OWNER: &str = "gw";
 
 fn start_sync(cluster: &KubeCluster, etcd: &Etcd, extra: &[&str]) -> Daemon {
-    let mut args: Vec<String> = vec![
-        "--owner-id".into(),
-        OWNER.into(),
-        "--domain-filter".into(),
-        "test.org".into(),
-        "--kubeconfig".into(),
-        cluster.kubeconfig().display().to_string(),
-        "--etcd-endpoints".into(),
-        etcd.endpoint().to_owned(),
-    ];
-    if let Some(tls) = etcd.client_tls() {
-        for (flag, path) in [
-            ("--etcd-ca-file", &tls.ca),
-            ("--etcd-cert-file", &tls.cert),
-            ("--etcd-key-file", &tls.key),
-        ] {
-            args.push(flag.into());
-            args.push(path.display().to_string());
-        }
-    }
+    let mut args: Vec<String> = [
+        "--owner-id",
+        OWNER,
+        "--domain-filter",
+        "test.org",
+        "--kubeconfig",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.push(cluster.kubeconfig().display().to_string());
+    args.extend(etcd_flags(etcd));
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &args).unwrap()

@@ -36,12 +36,13 @@ impl Daemon {
             &format!("{name} to log its ops_addr"),
             Duration::from_secs(20),
             || {
+                // The log first: a short-lived run (`--once`) may already have exited after logging it.
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if let Some(addr) = addr_in(&text, "ops_addr") {
+                    return Ok(addr);
+                }
                 process.check_running().map_err(|e| e.to_string())?;
-                addr_in(
-                    &std::fs::read_to_string(&log).unwrap_or_default(),
-                    "ops_addr",
-                )
-                .ok_or_else(|| "not logged yet".to_owned())
+                Err("not logged yet".to_owned())
             },
         )?;
         Ok(Self {
@@ -68,9 +69,12 @@ impl Daemon {
             &format!("{} to log {field}", process.name()),
             timeout,
             || {
-                process.check_running().map_err(|e| e.to_string())?;
                 let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
-                addr_in(&log, field).ok_or_else(|| "not logged yet".to_owned())
+                if let Some(addr) = addr_in(&log, field) {
+                    return Ok(addr);
+                }
+                process.check_running().map_err(|e| e.to_string())?;
+                Err("not logged yet".to_owned())
             },
         )
     }
@@ -94,6 +98,43 @@ impl Daemon {
             }
         })
     }
+}
+
+/// The `--etcd-*` flags (endpoint, and the TLS client files when etcd serves TLS) for a daemon reading
+/// `etcd`.
+pub fn etcd_flags(etcd: &crate::etcd::Etcd) -> Vec<String> {
+    let mut flags = vec!["--etcd-endpoints".to_owned(), etcd.endpoint().to_owned()];
+    if let Some(tls) = etcd.client_tls() {
+        for (flag, path) in [
+            ("--etcd-ca-file", &tls.ca),
+            ("--etcd-cert-file", &tls.cert),
+            ("--etcd-key-file", &tls.key),
+        ] {
+            flags.push(flag.to_owned());
+            flags.push(path.display().to_string());
+        }
+    }
+    flags
+}
+
+/// A `dns-server` binary serving `test.org` from `etcd` on a free loopback port with `extra` flags, started
+/// and ready; returns it with its DNS address.
+pub fn start_dns_server(
+    binary: &str,
+    etcd: &crate::etcd::Etcd,
+    extra: &[&str],
+) -> Result<(Daemon, SocketAddr)> {
+    let mut args: Vec<String> = ["--zone", "test.org", "--listen", "127.0.0.1:0"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(etcd_flags(etcd));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut daemon = Daemon::start(binary, &args)?;
+    let dns = daemon.logged_addr("dns_addr", Duration::from_secs(10))?;
+    daemon.wait_ready(Duration::from_secs(30))?;
+    Ok((daemon, dns))
 }
 
 /// Finds `"<field>":"127.0.0.1:PORT"` in JSON log lines.
