@@ -128,6 +128,17 @@ async fn wait_hosts(etcd: &Etcd, name: &str, owner: &str, hosts: &[&str]) -> Dur
     start.elapsed()
 }
 
+/// One pass of external-dns over the Services of `test.org`, with `owner` (a `--txt-owner-id=` flag).
+async fn run_external_dns(cluster: &KubeCluster, etcd: &Etcd, owner: &str) {
+    external_dns_once(
+        cluster.kubeconfig(),
+        etcd,
+        &["--source=service", "--domain-filter=test.org", owner],
+    )
+    .await
+    .unwrap();
+}
+
 async fn events_for(cluster: &KubeCluster, name: &str) -> Vec<(String, String)> {
     let api: Api<Event> = Api::namespaced(cluster.client(), "default");
     let selector = format!("involvedObject.name={name}");
@@ -273,17 +284,7 @@ async fn external_dns_and_dns_sync_on_one_cluster_keep_to_their_own_records() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
     create_service(&cluster, "theirs", "theirs.test.org", "10.10.39.220").await;
-    external_dns_once(
-        cluster.kubeconfig(),
-        &etcd,
-        &[
-            "--source=service",
-            "--domain-filter=test.org",
-            "--txt-owner-id=extdns",
-        ],
-    )
-    .await
-    .unwrap();
+    run_external_dns(&cluster, &etcd, "--txt-owner-id=extdns").await;
     let theirs_before = records_of(&etcd, "theirs.test.org").await;
     assert_eq!(theirs_before.len(), 1, "{theirs_before:?}");
 
@@ -300,17 +301,7 @@ async fn external_dns_and_dns_sync_on_one_cluster_keep_to_their_own_records() {
     wait_hosts(&etcd, "ours.test.org", OWNER, &["10.10.39.221"]).await;
 
     // external-dns runs again and keeps its own; dns-sync never touched external-dns's key.
-    external_dns_once(
-        cluster.kubeconfig(),
-        &etcd,
-        &[
-            "--source=service",
-            "--domain-filter=test.org",
-            "--txt-owner-id=extdns",
-        ],
-    )
-    .await
-    .unwrap();
+    run_external_dns(&cluster, &etcd, "--txt-owner-id=extdns").await;
     assert_eq!(records_of(&etcd, "theirs.test.org").await, theirs_before);
     wait_hosts(&etcd, "ours.test.org", OWNER, &["10.10.39.221"]).await;
 }
@@ -320,13 +311,7 @@ async fn records_written_by_external_dns_are_adopted_in_place() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
     create_service(&cluster, "ingress-nginx", "nginx.test.org", "10.10.39.200").await;
-    external_dns_once(
-        cluster.kubeconfig(),
-        &etcd,
-        &["--source=service", "--domain-filter=test.org"],
-    )
-    .await
-    .unwrap();
+    run_external_dns(&cluster, &etcd, "--txt-owner-id=default").await;
     let before = records_of(&etcd, "nginx.test.org").await;
     let (key, record, created) = before
         .iter()
