@@ -5,6 +5,12 @@
 //! This crate holds the daemon's logic; `main.rs` only parses flags and calls [`run`]. Pools, allocation and
 //! the gRPC server are not built yet: today the daemon starts, serves its probes and metrics, and drains.
 
+pub mod allocator;
+pub mod announcer;
+pub mod pool;
+pub mod ranges;
+pub mod request;
+
 use ops::{Context, OpsArgs};
 
 /// Command-line configuration (every flag also reads an environment variable).
