@@ -1,0 +1,751 @@
+//! Fencing, as pure logic: which node may announce which address, and what to send to each speaker so that
+//! two nodes never answer ARP/NDP for one address at once (`announce.proto`, steps 2 to 6).
+//!
+//! [`Fence`] is a state machine fed with what happened (a session opened, a message arrived, a stream
+//! ended, the desired assignments changed, time passed) and the current time; it answers with the messages
+//! to send, the sessions to close and the events to report, and tells when it next needs to be woken
+//! ([`Fence::next_wake`]). It does no I/O and reads no clock, so every timing rule is tested directly.
+//!
+//! The central notion is "may hold": node N may hold address X when X is in some generation sent to N that
+//! N has not yet been seen to move past, or when N reported (or a replaced session of N was sent) X and
+//! that claim has not lapsed. An address newly desired on N is sent to N only when no other node may hold
+//! it — released by an acknowledgement (5a), a reset stream (5b) or a passed lease deadline (5c) — and,
+//! right after activation, when no unknown node might still hold it from the previous leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use proto::announce::v1 as pb;
+use tokio::time::Instant;
+
+use super::{DesiredAssignment, DisconnectReason, HubEvent, SpeakerInfo};
+
+/// Identifies one gRPC session (one `Session` stream) for its whole life.
+pub(crate) type SessionId = u64;
+
+/// What the I/O side must do after feeding the fence.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Output {
+    /// Send `message` on the session's stream.
+    Send {
+        session: SessionId,
+        message: pb::ControllerMessage,
+    },
+    /// End the session's stream with an error status.
+    Close {
+        session: SessionId,
+        reason: CloseReason,
+    },
+    /// Report an observation.
+    Event(HubEvent),
+}
+
+/// Why the hub ends a session itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// A newer session of the same node took over.
+    Replaced,
+    /// This controller stopped being the leader.
+    NotLeader,
+}
+
+/// A claim that outlived the session that made it: a replaced session's sends, or an address a speaker
+/// reported announcing without this session having sent it.
+#[derive(Debug, Clone, Copy)]
+struct Inherited {
+    /// The claim lapses at this instant (the speaker's lease has certainly run out by then).
+    until: Instant,
+    /// The speaker said it announces the address (so it is "announced", not only "may hold").
+    reported: bool,
+}
+
+/// One speaker's live session.
+#[derive(Debug)]
+struct Session {
+    id: SessionId,
+    /// The generation the speaker held from an earlier session, as it said in Hello.
+    held_generation: u64,
+    /// A message after Hello arrived (normally the Report of step 1), so the first snapshot can take
+    /// what the speaker already announces into account.
+    ready: bool,
+    silent: bool,
+    leaving: bool,
+    /// Acknowledgements can be trusted: generations in this session's acks can no longer be confused with
+    /// the speaker's `held_generation` from an earlier session.
+    synced: bool,
+    /// Latest generation sent (0 before the first snapshot).
+    generation: u64,
+    /// Latest generation acknowledged in this session.
+    acked: u64,
+    needs_snapshot: bool,
+    /// Content of the latest generation sent.
+    sent: BTreeMap<IpAddr, DesiredAssignment>,
+    /// Addresses of every generation from `acked` (or 1) to `generation`: what the speaker may hold.
+    history: BTreeMap<u64, BTreeSet<IpAddr>>,
+    last_heard: Instant,
+    last_lease: Option<Instant>,
+    conflicts: BTreeSet<(IpAddr, String, Vec<u8>)>,
+    problems: BTreeSet<(Option<IpAddr>, String, String)>,
+}
+
+impl Session {
+    fn new(id: SessionId, held_generation: u64, now: Instant) -> Self {
+        Self {
+            id,
+            held_generation,
+            ready: false,
+            silent: false,
+            leaving: false,
+            synced: held_generation == 0,
+            generation: 0,
+            acked: 0,
+            needs_snapshot: true,
+            sent: BTreeMap::new(),
+            history: BTreeMap::new(),
+            last_heard: now,
+            last_lease: None,
+            conflicts: BTreeSet::new(),
+            problems: BTreeSet::new(),
+        }
+    }
+
+    fn may_hold(&self) -> impl Iterator<Item = &IpAddr> {
+        self.history.values().flatten()
+    }
+
+    /// Whether what was sent in this session is a live claim (not lapsed after silence).
+    fn has_claims(&self) -> bool {
+        !self.history.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    info: SpeakerInfo,
+    session: Option<Session>,
+    inherited: BTreeMap<IpAddr, Inherited>,
+}
+
+impl Node {
+    fn may_hold(&self) -> BTreeSet<IpAddr> {
+        let mut all: BTreeSet<IpAddr> = self.inherited.keys().copied().collect();
+        if let Some(session) = &self.session {
+            all.extend(session.may_hold().copied());
+        }
+        all
+    }
+
+    /// Moves the claims of the current session into `inherited`, lapsing at its lease deadline.
+    fn inherit_session_claims(&mut self, lease_deadline: Option<Instant>) {
+        let Some(session) = &self.session else { return };
+        let Some(until) = lease_deadline else { return };
+        for address in session.may_hold() {
+            let entry = self.inherited.entry(*address).or_insert(Inherited {
+                until,
+                reported: false,
+            });
+            entry.until = entry.until.max(until);
+        }
+    }
+}
+
+/// The fencing state machine (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Fence {
+    lease: Duration,
+    grace: Duration,
+    active: bool,
+    /// Until then, any address may still be held by a node that has not connected since activation.
+    unknown_until: Option<Instant>,
+    /// Addresses a connected node reported announcing during the unknown-holder window.
+    reported: BTreeSet<IpAddr>,
+    nodes: BTreeMap<String, Node>,
+    session_nodes: BTreeMap<SessionId, String>,
+    desired: BTreeMap<String, BTreeMap<IpAddr, DesiredAssignment>>,
+    last_holder: BTreeMap<IpAddr, String>,
+    pending_since: BTreeMap<(String, IpAddr), Instant>,
+}
+
+impl Fence {
+    /// A fence for leases of `lease`, moving addresses of silent nodes `grace` after their deadline.
+    pub(crate) fn new(lease: Duration, grace: Duration) -> Self {
+        Self {
+            lease,
+            grace,
+            active: false,
+            unknown_until: None,
+            reported: BTreeSet::new(),
+            nodes: BTreeMap::new(),
+            session_nodes: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            last_holder: BTreeMap::new(),
+            pending_since: BTreeMap::new(),
+        }
+    }
+
+    /// Whether new sessions are accepted.
+    pub(crate) fn is_active(&self) -> bool {
+        self.active
+    }
+
+    fn lease_deadline(&self, session: &Session) -> Option<Instant> {
+        session.last_lease.map(|t| t + self.lease + self.grace)
+    }
+
+    fn lease_ms(&self) -> u32 {
+        u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// Becomes leader (or stops being one). Stopping closes every session and forgets every node.
+    pub(crate) fn set_active(&mut self, active: bool, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        if active == self.active {
+            return out;
+        }
+        self.active = active;
+        if active {
+            self.unknown_until = Some(now + self.lease + self.grace);
+            self.reported.clear();
+        } else {
+            for (name, node) in std::mem::take(&mut self.nodes) {
+                if let Some(session) = node.session {
+                    out.push(Output::Close {
+                        session: session.id,
+                        reason: CloseReason::NotLeader,
+                    });
+                    out.push(Output::Event(HubEvent::Disconnected {
+                        node: name,
+                        why: DisconnectReason::NotLeader,
+                    }));
+                }
+            }
+            self.session_nodes.clear();
+            self.unknown_until = None;
+            self.reported.clear();
+            self.last_holder.clear();
+            self.pending_since.clear();
+        }
+        self.step(now, &mut out);
+        out
+    }
+
+    /// A session sent its Hello (already validated: the node name is not empty).
+    pub(crate) fn connect(
+        &mut self,
+        id: SessionId,
+        hello: &pb::Hello,
+        now: Instant,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let info = SpeakerInfo::from_hello(hello);
+        let name = info.node.clone();
+        let session = Session::new(id, hello.held_generation, now);
+        match self.nodes.get(&name) {
+            Some(node) => {
+                let deadline = node.session.as_ref().and_then(|s| self.lease_deadline(s));
+                let Some(node) = self.nodes.get_mut(&name) else {
+                    return out;
+                };
+                node.inherit_session_claims(deadline);
+                if let Some(old) = node.session.take() {
+                    self.session_nodes.remove(&old.id);
+                    out.push(Output::Close {
+                        session: old.id,
+                        reason: CloseReason::Replaced,
+                    });
+                    out.push(Output::Event(HubEvent::Disconnected {
+                        node: name.clone(),
+                        why: DisconnectReason::Replaced,
+                    }));
+                }
+                node.info = info;
+                node.session = Some(session);
+            }
+            None => {
+                self.nodes.insert(
+                    name.clone(),
+                    Node {
+                        info,
+                        session: Some(session),
+                        inherited: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        self.session_nodes.insert(id, name.clone());
+        out.push(Output::Event(HubEvent::Connected { node: name }));
+        self.step(now, &mut out);
+        out
+    }
+
+    /// A message after Hello arrived on a session.
+    pub(crate) fn message(
+        &mut self,
+        id: SessionId,
+        message: &pb::SpeakerMessage,
+        now: Instant,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(name) = self.session_nodes.get(&id).cloned() else {
+            return out;
+        };
+        let unknown_window = self.unknown_until.is_some();
+        let report_claim_until = [Some(now + self.lease + self.grace), self.unknown_until]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(now);
+        let Some(node) = self.nodes.get_mut(&name) else {
+            return out;
+        };
+        let Some(session) = node.session.as_mut() else {
+            return out;
+        };
+        session.last_heard = now;
+        if session.silent {
+            session.silent = false;
+            session.needs_snapshot = true;
+            out.push(Output::Event(HubEvent::Connected { node: name.clone() }));
+        }
+        if !session.ready {
+            session.ready = true;
+            session.needs_snapshot = true;
+        }
+        use pb::speaker_message::Body;
+        match &message.body {
+            Some(Body::Heartbeat(heartbeat)) => {
+                acknowledge(node, heartbeat.applied_generation);
+            }
+            Some(Body::Report(report)) => {
+                acknowledge(node, report.applied_generation);
+                let announcing = parse_announcing(&name, report);
+                if unknown_window {
+                    self.reported.extend(announcing.iter().copied());
+                }
+                apply_announcing(node, &name, &announcing, report_claim_until);
+                report_findings(node, &name, report, &mut out);
+            }
+            Some(Body::Leaving(_)) => {
+                if !session.leaving {
+                    session.leaving = true;
+                    out.push(Output::Event(HubEvent::Disconnected {
+                        node: name.clone(),
+                        why: DisconnectReason::Leaving,
+                    }));
+                }
+            }
+            Some(Body::Hello(_)) => {
+                tracing::warn!(node = %name, "ignoring a second hello on one session");
+            }
+            None => {}
+        }
+        self.step(now, &mut out);
+        out
+    }
+
+    /// A session's stream ended (error or end-of-stream) without the hub closing it.
+    pub(crate) fn disconnect(&mut self, id: SessionId, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(name) = self.session_nodes.remove(&id) else {
+            return out;
+        };
+        let deadline = self
+            .nodes
+            .get(&name)
+            .and_then(|n| n.session.as_ref())
+            .and_then(|s| self.lease_deadline(s));
+        let Some(node) = self.nodes.get_mut(&name) else {
+            return out;
+        };
+        let (silent, leaving) = node
+            .session
+            .as_ref()
+            .map_or((false, false), |s| (s.silent, s.leaving));
+        if silent && !leaving {
+            // A partition can end a stream too (keepalive, TCP timeout) while the speaker still announces:
+            // once silent, only the lease deadline frees its addresses.
+            node.inherit_session_claims(deadline);
+        } else {
+            // The speaker process closed its stream: nothing answers any more (rule 5b).
+            node.inherited.clear();
+            if !leaving {
+                out.push(Output::Event(HubEvent::Disconnected {
+                    node: name.clone(),
+                    why: DisconnectReason::Reset,
+                }));
+            }
+        }
+        node.session = None;
+        self.step(now, &mut out);
+        out
+    }
+
+    /// Replaces every node's desired assignments (nodes absent from `desired` get none).
+    pub(crate) fn set_desired(
+        &mut self,
+        desired: BTreeMap<String, Vec<DesiredAssignment>>,
+        now: Instant,
+    ) -> Vec<Output> {
+        let mut owners: BTreeMap<IpAddr, &str> = BTreeMap::new();
+        for (node, assignments) in &desired {
+            for assignment in assignments {
+                if let Some(other) = owners.insert(assignment.address, node) {
+                    if other != node {
+                        tracing::warn!(address = %assignment.address, first = other, second = %node,
+                            "address desired on two nodes; the one holding it keeps it");
+                    }
+                }
+            }
+        }
+        self.desired = desired
+            .into_iter()
+            .map(|(node, assignments)| {
+                let set = assignments.into_iter().map(|a| (a.address, a)).collect();
+                (node, set)
+            })
+            .collect();
+        let mut out = Vec::new();
+        self.step(now, &mut out);
+        out
+    }
+
+    /// Time passed: handles silence, lapsed leases, renewals and fenced addresses that became free.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.step(now, &mut out);
+        out
+    }
+
+    /// When [`Fence::tick`] must next be called, if ever.
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        let half = self.lease / 2;
+        let renew_every = self.lease / 5;
+        let mut wakes: Vec<Instant> = Vec::new();
+        for node in self.nodes.values() {
+            wakes.extend(node.inherited.values().map(|i| i.until));
+            let Some(session) = &node.session else {
+                continue;
+            };
+            if session.silent {
+                if session.has_claims() {
+                    wakes.extend(self.lease_deadline(session));
+                }
+            } else {
+                wakes.push(session.last_heard + half);
+                if session.ready {
+                    wakes.extend(session.last_lease.map(|t| t + renew_every));
+                }
+            }
+        }
+        wakes.extend(self.unknown_until);
+        wakes.into_iter().min()
+    }
+
+    /// Speakers able to take addresses now.
+    pub(crate) fn available(&self) -> BTreeMap<String, SpeakerInfo> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| {
+                node.session
+                    .as_ref()
+                    .is_some_and(|s| !s.silent && !s.leaving)
+            })
+            .map(|(name, node)| (name.clone(), node.info.clone()))
+            .collect()
+    }
+
+    /// Which node announces each address: it acknowledged a generation holding it, or reported it.
+    pub(crate) fn announced(&self) -> BTreeMap<IpAddr, String> {
+        let mut announced = BTreeMap::new();
+        for (name, node) in &self.nodes {
+            if let Some(session) = &node.session {
+                if session.synced && session.acked >= 1 {
+                    for address in session.history.get(&session.acked).into_iter().flatten() {
+                        announced.entry(*address).or_insert_with(|| name.clone());
+                    }
+                }
+            }
+            for (address, claim) in &node.inherited {
+                if claim.reported {
+                    announced.entry(*address).or_insert_with(|| name.clone());
+                }
+            }
+        }
+        announced
+    }
+
+    /// Every node that may hold each address right now (the fencing invariant: at most one each).
+    pub(crate) fn holders(&self) -> BTreeMap<IpAddr, BTreeSet<String>> {
+        let mut holders: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+        for (name, node) in &self.nodes {
+            for address in node.may_hold() {
+                holders.entry(address).or_default().insert(name.clone());
+            }
+        }
+        holders
+    }
+
+    fn step(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.expire(now, out);
+        self.send_assignments(now, out);
+        self.renew(now, out);
+    }
+
+    fn expire(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let half = self.lease / 2;
+        let (lease, grace) = (self.lease, self.grace);
+        for (name, node) in &mut self.nodes {
+            if let Some(session) = node.session.as_mut() {
+                if !session.silent && now >= session.last_heard + half {
+                    session.silent = true;
+                    out.push(Output::Event(HubEvent::Disconnected {
+                        node: name.clone(),
+                        why: DisconnectReason::Silent,
+                    }));
+                }
+                let lapsed = session.last_lease.is_none_or(|t| t + lease + grace <= now);
+                if session.silent && lapsed && session.has_claims() {
+                    // Its lease ran out (rule 5c): it announces nothing until it is sent a new snapshot.
+                    session.history.clear();
+                    session.sent.clear();
+                    session.needs_snapshot = true;
+                }
+            }
+            node.inherited.retain(|_, claim| claim.until > now);
+        }
+        self.nodes
+            .retain(|_, node| node.session.is_some() || !node.inherited.is_empty());
+        if self.unknown_until.is_some_and(|until| until <= now) {
+            self.unknown_until = None;
+            self.reported.clear();
+        }
+    }
+
+    fn send_assignments(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let mut holders = self.holders();
+        let mut pending = BTreeSet::new();
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let empty = BTreeMap::new();
+        for name in names {
+            let Some(node) = self.nodes.get_mut(&name) else {
+                continue;
+            };
+            let Some(session) = node.session.as_mut() else {
+                continue;
+            };
+            if !session.ready || session.silent {
+                continue;
+            }
+            let desired = if session.leaving {
+                &empty
+            } else {
+                self.desired.get(&name).unwrap_or(&empty)
+            };
+            let mut target = BTreeMap::new();
+            for (address, assignment) in desired {
+                let others = holders
+                    .get(address)
+                    .is_some_and(|h| h.iter().any(|holder| holder != &name));
+                let unknown = self.unknown_until.is_some()
+                    && !self.reported.contains(address)
+                    && !holders.get(address).is_some_and(|h| h.contains(&name));
+                if session.sent.contains_key(address) || !(others || unknown) {
+                    target.insert(*address, assignment.clone());
+                } else {
+                    pending.insert((name.clone(), *address));
+                }
+            }
+            if target == session.sent && !session.needs_snapshot {
+                continue;
+            }
+            session.generation += 1;
+            session.needs_snapshot = false;
+            session.last_lease = Some(now);
+            session
+                .history
+                .insert(session.generation, target.keys().copied().collect());
+            let added: Vec<IpAddr> = target
+                .keys()
+                .filter(|a| !session.sent.contains_key(a))
+                .copied()
+                .collect();
+            out.push(Output::Send {
+                session: session.id,
+                message: pb::ControllerMessage {
+                    body: Some(pb::controller_message::Body::Snapshot(pb::AssignmentSet {
+                        generation: session.generation,
+                        assignments: target.values().map(DesiredAssignment::to_proto).collect(),
+                        lease: Some(pb::Lease {
+                            valid_for_ms: u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX),
+                        }),
+                    })),
+                },
+            });
+            session.sent = target;
+            for address in added {
+                holders.entry(address).or_default().insert(name.clone());
+                let from = self
+                    .last_holder
+                    .insert(address, name.clone())
+                    .filter(|previous| previous != &name);
+                let waited = self
+                    .pending_since
+                    .remove(&(name.clone(), address))
+                    .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+                out.push(Output::Event(HubEvent::HandedOver {
+                    address,
+                    from,
+                    to: name.clone(),
+                    waited,
+                }));
+            }
+        }
+        self.pending_since.retain(|key, _| pending.contains(key));
+        for key in pending {
+            self.pending_since.entry(key).or_insert(now);
+        }
+    }
+
+    fn renew(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let renew_every = self.lease / 5;
+        let valid_for_ms = self.lease_ms();
+        for node in self.nodes.values_mut() {
+            let Some(session) = node.session.as_mut() else {
+                continue;
+            };
+            if !session.ready || session.silent {
+                continue;
+            }
+            if session.last_lease.is_some_and(|t| now >= t + renew_every) {
+                session.last_lease = Some(now);
+                out.push(Output::Send {
+                    session: session.id,
+                    message: pb::ControllerMessage {
+                        body: Some(pb::controller_message::Body::Renewal(pb::LeaseRenewal {
+                            generation: session.generation,
+                            lease: Some(pb::Lease { valid_for_ms }),
+                        })),
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// Takes an acknowledgement of `generation` (rule 4) into account.
+fn acknowledge(node: &mut Node, generation: u64) {
+    let Some(session) = node.session.as_mut() else {
+        return;
+    };
+    if generation == 0 || generation > session.generation {
+        return;
+    }
+    if !session.synced {
+        // Until the speaker acknowledges something else, this may be the generation of its earlier
+        // session, which says nothing about what it applied from this one.
+        if generation == session.held_generation {
+            return;
+        }
+        session.synced = true;
+    }
+    if generation > session.acked {
+        session.acked = generation;
+        session.history = session.history.split_off(&generation);
+        // The speaker applied a snapshot of this session, which replaced whatever it held before.
+        node.inherited.clear();
+    }
+}
+
+fn parse_announcing(node: &str, report: &pb::Report) -> BTreeSet<IpAddr> {
+    report
+        .announcing
+        .iter()
+        .filter_map(|a| match a.address.parse::<IpAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                tracing::warn!(node, address = %a.address, "ignoring a bad address in a report");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The report is the truth for claims older than this session: what it no longer announces is released;
+/// what it announces without having been sent it in this session is a claim until `until`.
+fn apply_announcing(node: &mut Node, name: &str, announcing: &BTreeSet<IpAddr>, until: Instant) {
+    let Some(session) = node.session.as_ref() else {
+        return;
+    };
+    let in_session: BTreeSet<IpAddr> = session.may_hold().copied().collect();
+    let synced_once = session.synced && session.acked >= 1;
+    node.inherited
+        .retain(|address, _| announcing.contains(address) || in_session.contains(address));
+    for address in announcing {
+        if in_session.contains(address) {
+            continue;
+        }
+        if synced_once {
+            tracing::warn!(node = name, %address, "speaker reports an address it was not given");
+        }
+        let claim = node.inherited.entry(*address).or_insert(Inherited {
+            until,
+            reported: true,
+        });
+        claim.reported = true;
+    }
+}
+
+fn report_findings(node: &mut Node, name: &str, report: &pb::Report, out: &mut Vec<Output>) {
+    let Some(session) = node.session.as_mut() else {
+        return;
+    };
+    let mut conflicts = BTreeSet::new();
+    for conflict in &report.conflicts {
+        match conflict.address.parse::<IpAddr>() {
+            Ok(address) => {
+                conflicts.insert((
+                    address,
+                    conflict.interface.clone(),
+                    conflict.foreign_mac.clone(),
+                ));
+            }
+            Err(_) => {
+                tracing::warn!(node = name, address = %conflict.address, "ignoring a conflict with a bad address");
+            }
+        }
+    }
+    for (address, interface, foreign_mac) in conflicts.difference(&session.conflicts) {
+        out.push(Output::Event(HubEvent::Conflict {
+            node: name.to_owned(),
+            address: *address,
+            interface: interface.clone(),
+            foreign_mac: foreign_mac.clone(),
+        }));
+    }
+    session.conflicts = conflicts;
+    let mut problems = BTreeSet::new();
+    for problem in &report.problems {
+        let address = if problem.address.is_empty() {
+            None
+        } else {
+            match problem.address.parse::<IpAddr>() {
+                Ok(address) => Some(address),
+                Err(_) => {
+                    tracing::warn!(node = name, address = %problem.address, "problem reported with a bad address");
+                    None
+                }
+            }
+        };
+        problems.insert((address, problem.interface.clone(), problem.message.clone()));
+    }
+    for (address, interface, message) in problems.difference(&session.problems) {
+        out.push(Output::Event(HubEvent::Problem {
+            node: name.to_owned(),
+            address: *address,
+            interface: interface.clone(),
+            message: message.clone(),
+        }));
+    }
+    session.problems = problems;
+}

@@ -1,0 +1,123 @@
+//! The hub's Prometheus metrics, kept apart so the session code only says what happened.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::{DisconnectReason, HubEvent};
+
+/// Why a session ended, as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+enum Reason {
+    Reset,
+    Silent,
+    Leaving,
+    Replaced,
+    NotLeader,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndLabels {
+    reason: Reason,
+}
+
+/// Handles on every metric the hub updates.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    connected: Gauge,
+    sessions_ended: Family<EndLabels, Counter>,
+    assignments_held: Gauge,
+    handovers: Counter,
+    handover_wait: Histogram,
+    conflicts: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            connected: Gauge::default(),
+            sessions_ended: Family::default(),
+            assignments_held: Gauge::default(),
+            handovers: Counter::default(),
+            // 5 ms .. ~20 s: an acknowledgement takes milliseconds, a lease deadline seconds.
+            handover_wait: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 13),
+            ),
+            conflicts: Counter::default(),
+        };
+        registry.register(
+            "speakers_connected",
+            "Speakers with an open session that are not silent",
+            metrics.connected.clone(),
+        );
+        registry.register(
+            "speaker_sessions_ended",
+            "Speaker sessions that ended (or went silent), by reason",
+            metrics.sessions_ended.clone(),
+        );
+        registry.register(
+            "speaker_assignments_held",
+            "Addresses a speaker acknowledged announcing",
+            metrics.assignments_held.clone(),
+        );
+        registry.register(
+            "speaker_handovers",
+            "Addresses moved from one node to another",
+            metrics.handovers.clone(),
+        );
+        registry.register(
+            "speaker_handover_wait_seconds",
+            "How long a moved address waited for fencing before it was sent to its new node",
+            metrics.handover_wait.clone(),
+        );
+        registry.register(
+            "speaker_conflicts_reported",
+            "Conflicts (another MAC answering for an announced address) reported by speakers",
+            metrics.conflicts.clone(),
+        );
+        metrics
+    }
+
+    /// Counts what an event says.
+    pub(crate) fn observe(&self, event: &HubEvent) {
+        match event {
+            HubEvent::Disconnected { why, .. } => {
+                let reason = match why {
+                    DisconnectReason::Reset => Reason::Reset,
+                    DisconnectReason::Silent => Reason::Silent,
+                    DisconnectReason::Leaving => Reason::Leaving,
+                    DisconnectReason::Replaced => Reason::Replaced,
+                    DisconnectReason::NotLeader => Reason::NotLeader,
+                };
+                self.sessions_ended
+                    .get_or_create(&EndLabels { reason })
+                    .inc();
+            }
+            HubEvent::HandedOver {
+                from: Some(_),
+                waited,
+                ..
+            } => {
+                self.handovers.inc();
+                self.handover_wait.observe(waited.as_secs_f64());
+            }
+            HubEvent::Conflict { .. } => {
+                self.conflicts.inc();
+            }
+            HubEvent::Connected { .. } | HubEvent::Problem { .. } | HubEvent::HandedOver { .. } => {
+            }
+        }
+    }
+
+    /// Sets the gauges from the current state.
+    pub(crate) fn set_levels(&self, connected: usize, held: usize) {
+        self.connected
+            .set(i64::try_from(connected).unwrap_or(i64::MAX));
+        self.assignments_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,454 @@
+//! The controller's half of the speaker protocol (`proto/groundwork/announce/v1/announce.proto`): the gRPC
+//! server every `lb-speaker` dials, which pushes each node its assignments and leases and fences addresses
+//! so that two nodes never announce one at once.
+//!
+//! The rest of the controller sees a [`SpeakerHub`]: it learns which speakers can take addresses
+//! ([`SpeakerHub::available`]), states which node should announce what ([`SpeakerHub::set_desired`]), and
+//! reads back what is announced ([`SpeakerHub::announced`]) and what happened ([`SpeakerHub::events`]).
+//! The fencing rules live in [`fence`] as pure logic; [`session`] is the tonic service and the timer
+//! driver around it; [`tls`] loads certificates.
+
+mod fence;
+mod metrics;
+mod session;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use proto::announce::v1 as pb;
+use proto::announce::v1::announcer_server::AnnouncerServer;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use session::SpeakerService;
+
+/// Timing of the leases the hub hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubConfig {
+    /// How long an assignment stays valid after the speaker receives it without renewal. Renewals go out
+    /// every `lease / 5`; a speaker that sends nothing for `lease / 2` is silent.
+    pub lease: Duration,
+    /// Added to a silent node's lease deadline before its addresses move, for transit time.
+    pub grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_millis(1500),
+            grace: Duration::from_millis(200),
+        }
+    }
+}
+
+/// One address a node should announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredAssignment {
+    /// The IPv4 or IPv6 address.
+    pub address: IpAddr,
+    /// Interfaces to announce on; empty means every eligible interface.
+    pub interfaces: Vec<String>,
+    /// The Services using the address, as `namespace/name`.
+    pub services: Vec<String>,
+}
+
+impl DesiredAssignment {
+    fn to_proto(&self) -> pb::Assignment {
+        pb::Assignment {
+            address: self.address.to_string(),
+            interfaces: self.interfaces.clone(),
+            services: self.services.clone(),
+        }
+    }
+}
+
+/// A network interface a speaker can announce on, as it said in its Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Interface name (`eth0`).
+    pub name: String,
+    /// Hardware address (6 bytes for Ethernet).
+    pub mac: Vec<u8>,
+    /// Addresses configured on the interface; entries that do not parse as CIDR are left out.
+    pub addresses: Vec<ipnet::IpNet>,
+    /// Whether the link is up.
+    pub up: bool,
+}
+
+/// A speaker that can take addresses now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerInfo {
+    /// Kubernetes Node name.
+    pub node: String,
+    /// Where it can announce.
+    pub interfaces: Vec<InterfaceInfo>,
+    /// The speaker's build version.
+    pub version: String,
+}
+
+impl SpeakerInfo {
+    fn from_hello(hello: &pb::Hello) -> Self {
+        let interfaces = hello
+            .interfaces
+            .iter()
+            .map(|i| InterfaceInfo {
+                name: i.name.clone(),
+                mac: i.mac.clone(),
+                addresses: i
+                    .addresses
+                    .iter()
+                    .filter_map(|a| match a.parse() {
+                        Ok(net) => Some(net),
+                        Err(_) => {
+                            tracing::warn!(node = %hello.node, interface = %i.name, address = %a,
+                                "ignoring an interface address that is not CIDR");
+                            None
+                        }
+                    })
+                    .collect(),
+                up: i.up,
+            })
+            .collect();
+        Self {
+            node: hello.node.clone(),
+            interfaces,
+            version: hello.version.clone(),
+        }
+    }
+}
+
+/// Why a speaker stopped being available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// Its stream broke or ended without Leaving: the process is gone, its addresses moved at once.
+    Reset,
+    /// It sent nothing for half a lease: its addresses move once its lease deadline passed.
+    Silent,
+    /// It announced a graceful shutdown.
+    Leaving,
+    /// A newer session of the same node took over.
+    Replaced,
+    /// This controller stopped being the leader and closed the session.
+    NotLeader,
+}
+
+/// Observations for Kubernetes Events and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A speaker opened a session (or spoke again after being silent).
+    Connected {
+        /// The node.
+        node: String,
+    },
+    /// A speaker stopped being available.
+    Disconnected {
+        /// The node.
+        node: String,
+        /// Why.
+        why: DisconnectReason,
+    },
+    /// Another MAC answers for an address this node announces.
+    Conflict {
+        /// The reporting node.
+        node: String,
+        /// The contested address.
+        address: IpAddr,
+        /// The interface it saw the answer on.
+        interface: String,
+        /// The other party's hardware address.
+        foreign_mac: Vec<u8>,
+    },
+    /// Something prevented an announcement.
+    Problem {
+        /// The reporting node.
+        node: String,
+        /// The address concerned, if any.
+        address: Option<IpAddr>,
+        /// The interface concerned (may be empty).
+        interface: String,
+        /// What the speaker said.
+        message: String,
+    },
+    /// An address was sent to a node to announce.
+    HandedOver {
+        /// The address.
+        address: IpAddr,
+        /// The node that held it before, if any.
+        from: Option<String>,
+        /// The node that got it.
+        to: String,
+        /// How long it waited for fencing since it was first desired on `to`.
+        waited: Duration,
+    },
+}
+
+/// Certificate files for mutual TLS: the server's identity and the CA that signs speaker certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate (chain) of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA certificate; only clients with a certificate from it are accepted.
+    pub ca: PathBuf,
+}
+
+/// Errors of the speaker server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A certificate file could not be read.
+    #[error("reading {path}: {source}")]
+    ReadTls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("binding the speaker server to {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed (TLS configuration or transport).
+    #[error("speaker server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// State shared by the hub handles, the service and the sessions.
+#[derive(Debug)]
+struct Inner {
+    config: HubConfig,
+    state: Mutex<State>,
+    /// Wakes the timer driver when the fence's next wake-up may have moved.
+    wake: Arc<Notify>,
+    available: watch::Sender<BTreeMap<String, SpeakerInfo>>,
+    announced: watch::Sender<BTreeMap<IpAddr, String>>,
+    events: mpsc::UnboundedSender<HubEvent>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<HubEvent>>>,
+    metrics: metrics::Metrics,
+    driver_started: std::sync::atomic::AtomicBool,
+}
+
+/// The fence plus the streams of the open sessions.
+#[derive(Debug)]
+struct State {
+    fence: fence::Fence,
+    next_session: fence::SessionId,
+    streams: BTreeMap<fence::SessionId, session::Stream>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the fence half-updated in a way that matters more
+        // than stopping the hub would, so keep going with the data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Carries out what the fence decided, then publishes the new views.
+    fn apply(&self, state: &mut State, outputs: Vec<fence::Output>) {
+        for output in outputs {
+            match output {
+                fence::Output::Send { session, message } => {
+                    if let Some(stream) = state.streams.get(&session) {
+                        stream.send(message);
+                    }
+                }
+                fence::Output::Close { session, reason } => {
+                    if let Some(stream) = state.streams.remove(&session) {
+                        stream.close(reason);
+                    }
+                }
+                fence::Output::Event(event) => {
+                    log_event(&event);
+                    self.metrics.observe(&event);
+                    // Nobody listening is fine: events are observations, not commands.
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        let available = state.fence.available();
+        let announced = state.fence.announced();
+        self.metrics.set_levels(available.len(), announced.len());
+        self.available.send_if_modified(|current| {
+            let changed = *current != available;
+            *current = available;
+            changed
+        });
+        self.announced.send_if_modified(|current| {
+            let changed = *current != announced;
+            *current = announced;
+            changed
+        });
+        self.wake.notify_one();
+    }
+
+    /// Runs `f` on the fence with the current time and carries out its outputs.
+    fn with_fence(
+        &self,
+        f: impl FnOnce(&mut fence::Fence, tokio::time::Instant) -> Vec<fence::Output>,
+    ) {
+        let mut state = self.lock();
+        let outputs = f(&mut state.fence, tokio::time::Instant::now());
+        self.apply(&mut state, outputs);
+    }
+}
+
+fn log_event(event: &HubEvent) {
+    match event {
+        HubEvent::Connected { node } => tracing::info!(node, "speaker connected"),
+        HubEvent::Disconnected { node, why } => {
+            tracing::info!(node, ?why, "speaker no longer available");
+        }
+        HubEvent::Conflict {
+            node,
+            address,
+            interface,
+            foreign_mac,
+        } => tracing::warn!(node, %address, interface, ?foreign_mac, "address conflict reported"),
+        HubEvent::Problem {
+            node,
+            address,
+            interface,
+            message,
+        } => tracing::warn!(
+            node,
+            ?address,
+            interface,
+            message,
+            "speaker problem reported"
+        ),
+        HubEvent::HandedOver {
+            address,
+            from,
+            to,
+            waited,
+        } => tracing::info!(%address, ?from, to, ?waited, "address handed over"),
+    }
+}
+
+/// The controller's side of every speaker session; cheap to clone (all clones share one state).
+#[derive(Debug, Clone)]
+pub struct SpeakerHub {
+    inner: Arc<Inner>,
+}
+
+impl SpeakerHub {
+    /// A hub, inactive until [`SpeakerHub::set_active`], registering its metrics in `registry`.
+    pub fn new(config: HubConfig, registry: &mut prometheus_client::registry::Registry) -> Self {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let inner = Inner {
+            config,
+            state: Mutex::new(State {
+                fence: fence::Fence::new(config.lease, config.grace),
+                next_session: 1,
+                streams: BTreeMap::new(),
+            }),
+            wake: Arc::new(Notify::new()),
+            available: watch::Sender::new(BTreeMap::new()),
+            announced: watch::Sender::new(BTreeMap::new()),
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
+            metrics: metrics::Metrics::register(registry),
+            driver_started: std::sync::atomic::AtomicBool::new(false),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The tonic service to mount (the hub's timers start with the first service or session).
+    pub fn service(&self) -> AnnouncerServer<SpeakerService> {
+        session::ensure_driver(&self.inner);
+        AnnouncerServer::new(SpeakerService::new(Arc::clone(&self.inner)))
+    }
+
+    /// Serves speakers on `listen` until `shutdown` is cancelled, then closes every session. With `tls`,
+    /// clients must present a certificate from `tls.ca`; `None` serves plaintext (only for `--insecure`).
+    pub async fn serve(
+        &self,
+        listen: SocketAddr,
+        tls: Option<TlsFiles>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: listen,
+                source,
+            })?;
+        self.serve_on(listener, tls, shutdown).await
+    }
+
+    /// Like [`SpeakerHub::serve`], on a listener already bound (tests bind `127.0.0.1:0`).
+    pub async fn serve_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<TlsFiles>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(files) = tls {
+            builder = builder.tls_config(tls::server_config(&files).await?)?;
+        }
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let inner = Arc::clone(&self.inner);
+        let signal = async move {
+            shutdown.cancelled().await;
+            // Open streams would keep the graceful shutdown waiting: end them.
+            let mut state = inner.lock();
+            let streams = std::mem::take(&mut state.streams);
+            for stream in streams.into_values() {
+                stream.close(fence::CloseReason::NotLeader);
+            }
+        };
+        builder
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await?;
+        Ok(())
+    }
+
+    /// Only an active hub (the elected leader) accepts sessions. Deactivating closes every session with
+    /// UNAVAILABLE; activating starts a window of `lease + grace` during which an address nobody connected
+    /// has reported holding is not handed to anyone (a node that has not connected yet may hold it).
+    pub fn set_active(&self, active: bool) {
+        self.inner
+            .with_fence(|fence, now| fence.set_active(active, now));
+    }
+
+    /// Speakers able to take addresses now: Hello received, not silent, not leaving, session open.
+    pub fn available(&self) -> watch::Receiver<BTreeMap<String, SpeakerInfo>> {
+        self.inner.available.subscribe()
+    }
+
+    /// Replaces the desired assignments of every node (nodes absent get an empty set). Each address is sent
+    /// to its node as soon as fencing allows (see [`fence`]); until then it waits, driven by acks and timers.
+    pub fn set_desired(&self, desired: BTreeMap<String, Vec<DesiredAssignment>>) {
+        self.inner
+            .with_fence(|fence, now| fence.set_desired(desired, now));
+    }
+
+    /// What each address is announced by right now: the node that acknowledged holding it.
+    pub fn announced(&self) -> watch::Receiver<BTreeMap<IpAddr, String>> {
+        self.inner.announced.subscribe()
+    }
+
+    /// The hub's observations. The first call gets every event since the hub was made (they are buffered
+    /// until then); later calls get a receiver that is already closed.
+    pub fn events(&self) -> mpsc::UnboundedReceiver<HubEvent> {
+        let taken = self
+            .inner
+            .events_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        taken.unwrap_or_else(|| mpsc::unbounded_channel().1)
+    }
+}

@@ -1,0 +1,172 @@
+//! The I/O around the fence: the tonic `Announcer` service that opens sessions, a reader task per session
+//! feeding what the speaker says into the fence, and one timer driver that wakes the fence exactly when
+//! it asked to (silence, renewals, lease deadlines) instead of polling.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use proto::announce::v1 as pb;
+use proto::announce::v1::announcer_server::Announcer;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Inner;
+use super::fence::CloseReason;
+
+/// The sending half of one session's response stream.
+#[derive(Debug)]
+pub(super) struct Stream {
+    tx: mpsc::UnboundedSender<Result<pb::ControllerMessage, Status>>,
+    /// Stops the session's reader when the hub closes the session itself.
+    closed: CancellationToken,
+}
+
+impl Stream {
+    pub(super) fn send(&self, message: pb::ControllerMessage) {
+        // A send fails only when the client went away; its reader reports that as the end of the stream.
+        let _ = self.tx.send(Ok(message));
+    }
+
+    /// Ends the stream with a status saying why (dropping `self` drops the last sender).
+    pub(super) fn close(self, reason: CloseReason) {
+        let status = match reason {
+            CloseReason::Replaced => Status::aborted("replaced by a newer session of this node"),
+            CloseReason::NotLeader => Status::unavailable("not the leader"),
+        };
+        let _ = self.tx.send(Err(status));
+        self.closed.cancel();
+    }
+}
+
+/// The gRPC service speakers open their sessions on.
+#[derive(Debug)]
+pub struct SpeakerService {
+    inner: Arc<Inner>,
+}
+
+impl SpeakerService {
+    pub(super) fn new(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+}
+
+#[tonic::async_trait]
+impl Announcer for SpeakerService {
+    type SessionStream = UnboundedReceiverStream<Result<pb::ControllerMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SpeakerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        ensure_driver(&self.inner);
+        if !self.inner.lock().fence.is_active() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.inner.config.lease, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within one lease"))??;
+        let hello = match first.and_then(|m| m.body) {
+            Some(pb::speaker_message::Body::Hello(hello)) => hello,
+            _ => return Err(Status::invalid_argument("the first message must be hello")),
+        };
+        if hello.node.is_empty() {
+            return Err(Status::invalid_argument("hello.node must not be empty"));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let closed = CancellationToken::new();
+        let id = {
+            let mut state = self.inner.lock();
+            if !state.fence.is_active() {
+                return Err(Status::unavailable("not the leader"));
+            }
+            let id = state.next_session;
+            state.next_session += 1;
+            state.streams.insert(
+                id,
+                Stream {
+                    tx,
+                    closed: closed.clone(),
+                },
+            );
+            let outputs = state.fence.connect(id, &hello, tokio::time::Instant::now());
+            self.inner.apply(&mut state, outputs);
+            id
+        };
+        tracing::debug!(node = %hello.node, session = id, "session opened");
+        tokio::spawn(read_session(Arc::clone(&self.inner), id, inbound, closed));
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+/// Feeds a session's messages into the fence until the stream ends or the hub closes the session.
+async fn read_session(
+    inner: Arc<Inner>,
+    id: super::fence::SessionId,
+    mut inbound: Streaming<pb::SpeakerMessage>,
+    closed: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = closed.cancelled() => return,
+            next = inbound.message() => next,
+        };
+        match next {
+            Ok(Some(message)) => {
+                inner.with_fence(|fence, now| fence.message(id, &message, now));
+            }
+            Ok(None) => {
+                tracing::debug!(session = id, "speaker closed its stream");
+                break;
+            }
+            Err(status) => {
+                tracing::debug!(session = id, %status, "speaker stream broke");
+                break;
+            }
+        }
+    }
+    let mut state = inner.lock();
+    state.streams.remove(&id);
+    let outputs = state.fence.disconnect(id, tokio::time::Instant::now());
+    inner.apply(&mut state, outputs);
+}
+
+/// Starts the timer driver once, if a Tokio runtime is running (it always is by the time a session
+/// opens). The driver holds the hub weakly and ends when the hub is dropped.
+pub(super) fn ensure_driver(inner: &Arc<Inner>) {
+    if inner.driver_started.load(Ordering::Acquire) {
+        return;
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if inner.driver_started.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    handle.spawn(drive_timers(Arc::downgrade(inner), Arc::clone(&inner.wake)));
+}
+
+async fn drive_timers(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = inner.upgrade() else { return };
+            let mut state = inner.lock();
+            let outputs = state.fence.tick(tokio::time::Instant::now());
+            if !outputs.is_empty() {
+                inner.apply(&mut state, outputs);
+            }
+            state.fence.next_wake()
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
