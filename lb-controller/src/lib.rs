@@ -5,13 +5,12 @@
 //! This crate holds the daemon's logic; `main.rs` only parses flags and calls [`run`]. Pools, allocation and
 //! the gRPC server are not built yet: today the daemon starts, serves its probes and metrics, and drains.
 
-pub mod speakers;
-
 pub mod allocator;
 pub mod announcer;
 pub mod pool;
 pub mod ranges;
 pub mod request;
+pub mod speakers;
 
 use ops::{Context, OpsArgs};
 
