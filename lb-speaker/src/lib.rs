@@ -1,27 +1,37 @@
 //! `lb-speaker`: runs on every node and answers ARP (IPv4) and NDP (IPv6) for the LoadBalancer addresses the
 //! controller assigned to the node, only while its lease from the controller is valid.
 //!
-//! This crate holds the daemon's logic; `main.rs` only parses flags and calls [`run`]. ARP/NDP and the controller session are not
-//! built yet: today the daemon starts, serves its probes and metrics, and drains.
+//! Pure logic and I/O are kept apart: [`frames`] (ARP/NDP bytes), [`holdings`] (the assignment set, its
+//! generation and lease, per `announce.proto`) and [`interfaces`] (which links may announce) have no I/O;
+//! [`responder`] owns the raw sockets, [`control`] the connection to the controller, and [`speaker`] the
+//! loop that ties them together. `main.rs` only parses flags and calls [`run`].
 
-use ops::{Context, OpsArgs};
+pub mod config;
+pub mod control;
+pub mod frames;
+pub mod holdings;
+pub mod interfaces;
+pub mod metrics;
+pub mod responder;
+pub mod speaker;
 
-/// Command-line configuration (every flag also reads an environment variable).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "lb-speaker", version, about)]
-pub struct Config {
-    /// Logging, ops endpoint and drain settings.
-    #[command(flatten)]
-    pub ops: OpsArgs,
-}
+pub use config::{Config, ConfigError, Settings};
+pub use metrics::Metrics;
+use ops::Context;
 
 /// Errors that stop the speaker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {}
 
-/// Runs the speaker until `context.shutdown` is cancelled.
-pub async fn run(_config: Config, context: Context) -> Result<(), Error> {
-    context.health.set_ready("running");
-    context.shutdown.cancelled().await;
+/// Runs the speaker until `context.shutdown` is cancelled and the graceful leave is over.
+pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Result<(), Error> {
+    tracing::info!(
+        node = %settings.node_name,
+        controller = %settings.controller.uri,
+        tls = settings.controller.tls.is_some(),
+        "starting the speaker"
+    );
+    let (speaker, events) = speaker::Speaker::new(settings, metrics, context.health.clone());
+    speaker.run(events, context.shutdown).await;
     Ok(())
 }

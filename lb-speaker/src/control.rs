@@ -1,0 +1,164 @@
+//! The speaker's end of the controller connection: dialing with mutual TLS (or plaintext with
+//! `--insecure`), opening the `Session` stream with Hello and the first Report already queued (step 1 of
+//! `announce.proto`), and the reconnect backoff. What the session *does* lives in [`crate::speaker`].
+
+use std::time::Duration;
+
+use proto::announce::v1::announcer_client::AnnouncerClient;
+use proto::announce::v1::{ControllerMessage, SpeakerMessage};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::ControllerSettings;
+
+/// How long one dial may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Messages the speaker may queue towards the controller before the session counts as stuck.
+const OUTBOUND_QUEUE: usize = 64;
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The endpoint or TLS settings are unusable.
+    #[error("configuring the controller endpoint: {0}")]
+    Endpoint(String),
+    /// Dialing failed (unreachable, TLS refused either way).
+    #[error("connecting to the controller: {0}")]
+    Connect(String),
+    /// The controller refused the session.
+    #[error("opening the session: {0}")]
+    Session(String),
+}
+
+/// An open session.
+#[derive(Debug)]
+pub struct Session {
+    /// Messages to the controller; dropping it closes our half of the stream.
+    pub outbound: Option<mpsc::Sender<SpeakerMessage>>,
+    /// Messages from the controller.
+    pub inbound: tonic::Streaming<ControllerMessage>,
+}
+
+/// Renders an error with its whole source chain: tonic's own message ("transport error") says nothing
+/// about the certificate that did not verify; the chain does.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Builds the endpoint; no I/O.
+pub fn endpoint(settings: &ControllerSettings) -> Result<Endpoint, ControlError> {
+    let mut endpoint = Endpoint::from(settings.uri.clone())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if let Some(tls) = &settings.tls {
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+            .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+            .domain_name(settings.domain.clone());
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| ControlError::Endpoint(chain(&e)))?;
+    }
+    Ok(endpoint)
+}
+
+/// Dials the controller and opens the session with `first` (Hello, Report) queued before the stream
+/// starts, so the controller reads them first.
+pub async fn open(
+    settings: &ControllerSettings,
+    first: Vec<SpeakerMessage>,
+) -> Result<Session, ControlError> {
+    let channel = endpoint(settings)?
+        .connect()
+        .await
+        .map_err(|e| ControlError::Connect(chain(&e)))?;
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    for message in first {
+        // The queue is empty and larger than the two first messages.
+        tx.try_send(message)
+            .map_err(|e| ControlError::Session(e.to_string()))?;
+    }
+    let response = AnnouncerClient::new(channel)
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| ControlError::Session(chain(&status)))?;
+    Ok(Session {
+        outbound: Some(tx),
+        inbound: response.into_inner(),
+    })
+}
+
+/// Exponential reconnect backoff: 100 ms doubling to a cap, reset after a session opened.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(2))
+    }
+}
+
+impl Backoff {
+    /// From `min` doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to the shortest delay.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::default();
+        let delays: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn error_chains_are_rendered_in_full_without_repeats() {
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let outer = ControlError::Connect(chain(&inner));
+        assert_eq!(
+            outer.to_string(),
+            "connecting to the controller: invalid peer certificate: UnknownIssuer"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The speaker's Prometheus metrics, registered once at start-up and cloned into the responder threads and
+//! the control loop (prometheus-client metrics are atomics behind an `Arc`, so updates need no lock).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// `protocol` label: `arp` or `ndp`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// `arp` or `ndp`.
+    pub protocol: &'static str,
+}
+
+/// Label values.
+pub const ARP: ProtocolLabels = ProtocolLabels { protocol: "arp" };
+/// Label values.
+pub const NDP: ProtocolLabels = ProtocolLabels { protocol: "ndp" };
+
+/// Everything the speaker exports, under `groundwork_lb_speaker_`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// ARP requests / Neighbor Solicitations received.
+    pub requests_seen: Family<ProtocolLabels, Counter>,
+    /// Replies / advertisements sent for held addresses.
+    pub replies_sent: Family<ProtocolLabels, Counter>,
+    /// Gratuitous ARP / unsolicited NA frames sent.
+    pub gratuitous_sent: Family<ProtocolLabels, Counter>,
+    /// Frames from another MAC claiming an address this node holds.
+    pub conflicts: Family<ProtocolLabels, Counter>,
+    /// Frames that could not be parsed.
+    pub malformed_frames: Counter,
+    /// Frames that could not be sent.
+    pub send_errors: Counter,
+    /// Addresses held (whether or not the lease runs).
+    pub addresses_held: Gauge,
+    /// (interface, address) pairs answered for now.
+    pub announcements: Gauge,
+    /// 1 while the lease runs.
+    pub lease_valid: Gauge,
+    /// The generation applied in the current session.
+    pub applied_generation: Gauge,
+    /// 1 while a session with the controller is open.
+    pub controller_connected: Gauge,
+    /// Sessions opened.
+    pub controller_sessions: Counter,
+    /// Failed attempts to open a session, and sessions that broke.
+    pub controller_errors: Counter,
+    /// Interfaces the speaker announces on.
+    pub interfaces_eligible: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `lb_speaker_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let r = registry.sub_registry_with_prefix("lb_speaker");
+        r.register(
+            "requests_seen",
+            "ARP requests and Neighbor Solicitations received",
+            metrics.requests_seen.clone(),
+        );
+        r.register(
+            "replies_sent",
+            "ARP replies and Neighbor Advertisements sent for held addresses",
+            metrics.replies_sent.clone(),
+        );
+        r.register(
+            "gratuitous_sent",
+            "Gratuitous ARP and unsolicited Neighbor Advertisement frames sent",
+            metrics.gratuitous_sent.clone(),
+        );
+        r.register(
+            "conflicts",
+            "Frames from another MAC claiming an address this node holds",
+            metrics.conflicts.clone(),
+        );
+        r.register(
+            "malformed_frames",
+            "ARP/NDP frames that could not be parsed",
+            metrics.malformed_frames.clone(),
+        );
+        r.register(
+            "send_errors",
+            "Frames that could not be sent",
+            metrics.send_errors.clone(),
+        );
+        r.register(
+            "addresses_held",
+            "Addresses assigned to this node (whether or not the lease runs)",
+            metrics.addresses_held.clone(),
+        );
+        r.register(
+            "announcements",
+            "Interface/address pairs answered for now",
+            metrics.announcements.clone(),
+        );
+        r.register(
+            "lease_valid",
+            "1 while the controller's lease runs",
+            metrics.lease_valid.clone(),
+        );
+        r.register(
+            "applied_generation",
+            "Assignment generation applied in the current session",
+            metrics.applied_generation.clone(),
+        );
+        r.register(
+            "controller_connected",
+            "1 while a session with the controller is open",
+            metrics.controller_connected.clone(),
+        );
+        r.register(
+            "controller_sessions",
+            "Sessions opened with the controller",
+            metrics.controller_sessions.clone(),
+        );
+        r.register(
+            "controller_errors",
+            "Failed attempts to open a session with the controller, and sessions that broke",
+            metrics.controller_errors.clone(),
+        );
+        r.register(
+            "interfaces_eligible",
+            "Interfaces the speaker announces on",
+            metrics.interfaces_eligible.clone(),
+        );
+        metrics
+    }
+}
