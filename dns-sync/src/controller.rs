@@ -7,24 +7,18 @@
 //! directly, and if that fails too, it upserts and defers every deletion.
 
 use std::collections::HashMap;
-use std::fmt::Debug;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::ListParams;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource};
+use kube::runtime::watcher;
+use kube::{Api, Resource};
 use ops::CancellationToken;
 use ops::endpoint::Health;
-use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, watch};
+use ops::kube::{Watched, watch_kind};
+use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -43,11 +37,8 @@ const RACE_RETRIES: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No Kubernetes client could be built.
-    #[error("kubernetes client: {0}")]
-    Kube(#[from] kube::Error),
-    /// The kubeconfig could not be used.
-    #[error("--kubeconfig: {0}")]
-    Kubeconfig(String),
+    #[error(transparent)]
+    Kube(#[from] ops::kube::ClientError),
     /// Leader election could not start.
     #[error("leader election: {0}")]
     Lease(String),
@@ -65,78 +56,6 @@ pub enum SyncError {
     /// The view of the cluster was not available.
     #[error("{0} not listed yet")]
     NotReady(&'static str),
-}
-
-/// One watched kind: its reflector store and whether that store is fresh.
-struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
-    store: Store<K>,
-    fresh: Arc<AtomicBool>,
-    api: Api<K>,
-}
-
-fn watch_kind<K>(
-    api: Api<K>,
-    trigger: mpsc::UnboundedSender<Instant>,
-    shutdown: CancellationToken,
-) -> Watched<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let fresh = Arc::new(AtomicBool::new(false));
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(api.clone(), watcher::Config::default()).default_backoff(),
-    );
-    let flag = fresh.clone();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        loop {
-            let item = tokio::select! {
-                () = shutdown.cancelled() => return,
-                item = stream.next() => item,
-            };
-            match item {
-                None => return,
-                Some(Ok(Event::Init)) => flag.store(false, Ordering::SeqCst),
-                Some(Ok(Event::InitApply(_))) => {}
-                Some(Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) => {
-                    flag.store(true, Ordering::SeqCst);
-                    let _ = trigger.send(Instant::now());
-                }
-                Some(Err(error)) => {
-                    flag.store(false, Ordering::SeqCst);
-                    tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "watch interrupted; deletions wait for a fresh view");
-                }
-            }
-        }
-    });
-    Watched { store, fresh, api }
-}
-
-impl<K> Watched<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    /// The objects and whether they are a complete, fresh view.
-    async fn objects(&self) -> (Vec<Arc<K>>, bool) {
-        if self.fresh.load(Ordering::SeqCst) {
-            return (self.store.state(), true);
-        }
-        match self.api.list(&ListParams::default()).await {
-            Ok(list) => (list.items.into_iter().map(Arc::new).collect(), true),
-            Err(error) => {
-                tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "cannot list; keeping records, deferring deletions");
-                (self.store.state(), false)
-            }
-        }
-    }
-
-    async fn wait_listed(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.store.wait_until_ready())
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
 }
 
 /// What a sync did.
@@ -382,26 +301,6 @@ fn log_change(change: &Change, dry_run: bool) {
     }
 }
 
-/// Builds the Kubernetes client from `--kubeconfig`, or in-cluster / inferred configuration.
-async fn kube_client(settings: &Settings) -> Result<Client, Error> {
-    let config = match &settings.config.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Kubeconfig(format!("{}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Kubeconfig(e.to_string()))?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
 /// Runs dns-sync until shutdown (or after one pass with `--once`).
 pub async fn run(
     settings: Settings,
@@ -412,7 +311,7 @@ pub async fn run(
     for warning in &settings.etcd.warnings {
         tracing::warn!("{warning}");
     }
-    let client = kube_client(&settings).await?;
+    let client = ops::kube::client(settings.config.kubeconfig.as_deref()).await?;
     let identity = settings
         .config
         .pod_name
@@ -422,6 +321,7 @@ pub async fn run(
     let services = settings.services.then(|| {
         watch_kind(
             Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
             trigger.clone(),
             shutdown.clone(),
         )
@@ -429,6 +329,7 @@ pub async fn run(
     let ingresses = settings.ingresses.then(|| {
         watch_kind(
             Api::<Ingress>::all(client.clone()),
+            watcher::Config::default(),
             trigger.clone(),
             shutdown.clone(),
         )
@@ -471,7 +372,20 @@ pub async fn run(
         return Ok(());
     }
 
-    let (_lease_guard, mut leader) = leadership(&syncer.settings, &client, &identity).await?;
+    let election = syncer
+        .settings
+        .config
+        .leader_elect
+        .then(|| ops::kube::Election {
+            name: syncer.settings.config.lease_name.clone(),
+            namespace: syncer.settings.config.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration_secs: 15,
+            grace_secs: 5,
+        });
+    let (_lease_guard, mut leader) = ops::kube::leadership(&client, election.as_ref())
+        .await
+        .map_err(Error::Lease)?;
     if *leader.borrow() {
         metrics.leader.set(1);
         health.set_not_ready("waiting for the first sync");
@@ -558,28 +472,4 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// With `--leader-elect`, a Lease decides who writes; the returned guard keeps the election running (and
-/// releases the Lease when dropped). Without it, this replica is always the leader.
-async fn leadership(
-    settings: &Settings,
-    client: &Client,
-    identity: &str,
-) -> Result<(Option<Box<dyn std::any::Any + Send>>, watch::Receiver<bool>), Error> {
-    if !settings.config.leader_elect {
-        let (sender, receiver) = watch::channel(true);
-        return Ok((Some(Box::new(sender)), receiver));
-    }
-    let manager =
-        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &settings.config.lease_name)
-            .with_namespace(&settings.config.lease_namespace)
-            .with_identity(identity)
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await
-            .map_err(|e| Error::Lease(e.to_string()))?;
-    let (receiver, task) = manager.watch().await;
-    Ok((Some(Box::new(task)), receiver))
 }

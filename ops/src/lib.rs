@@ -9,6 +9,8 @@
 
 pub mod endpoint;
 pub mod etcd;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod logging;
 pub mod shutdown;
 

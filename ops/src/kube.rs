@@ -1,0 +1,190 @@
+//! Kubernetes plumbing shared by the daemons that watch the API (`dns-sync`, `lb-controller`): building a
+//! client from `--kubeconfig` or the environment, reflectors that say whether their view is complete and
+//! fresh, and leader election through a Lease. Compiled only with the `kube` feature, so `dns-server` and
+//! `lb-speaker` do not carry a Kubernetes client.
+
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::ListParams;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Why no client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The kubeconfig file could not be read or used.
+    #[error("--kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The file given.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Neither in-cluster configuration nor a default kubeconfig was found.
+    #[error("no Kubernetes configuration (in-cluster or ~/.kube/config): {0}")]
+    Infer(String),
+    /// The client itself failed to build (TLS material, proxy settings...).
+    #[error("kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Builds the Kubernetes client from `kubeconfig`, or in-cluster / inferred configuration.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let error = |message: String| ClientError::Kubeconfig {
+                path: path.display().to_string(),
+                message,
+            };
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| error(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| error(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ClientError::Infer(e.to_string()))?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// One watched kind: its reflector store and whether that store is fresh (listed, and its watch has not
+/// failed since). Every change sends the time it was seen on the trigger channel.
+pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    fresh: Arc<AtomicBool>,
+    api: Api<K>,
+}
+
+/// Starts a reflector over `api` (filtered by `config`) that runs until `shutdown`.
+pub fn watch_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trigger: mpsc::UnboundedSender<Instant>,
+    shutdown: CancellationToken,
+) -> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let fresh = Arc::new(AtomicBool::new(false));
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api.clone(), config).default_backoff(),
+    );
+    let flag = fresh.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        loop {
+            let item = tokio::select! {
+                () = shutdown.cancelled() => return,
+                item = stream.next() => item,
+            };
+            match item {
+                None => return,
+                Some(Ok(Event::Init)) => flag.store(false, Ordering::SeqCst),
+                Some(Ok(Event::InitApply(_))) => {}
+                Some(Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) => {
+                    flag.store(true, Ordering::SeqCst);
+                    let _ = trigger.send(Instant::now());
+                }
+                Some(Err(error)) => {
+                    flag.store(false, Ordering::SeqCst);
+                    tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "watch interrupted; the view is stale until it resumes");
+                }
+            }
+        }
+    });
+    Watched { store, fresh, api }
+}
+
+impl<K> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// The objects and whether they are a complete, fresh view; when the reflector is not fresh, lists
+    /// directly, and falls back to the (stale) store if that fails too.
+    pub async fn objects(&self) -> (Vec<Arc<K>>, bool) {
+        if self.is_fresh() {
+            return (self.store.state(), true);
+        }
+        match self.api.list(&ListParams::default()).await {
+            Ok(list) => (list.items.into_iter().map(Arc::new).collect(), true),
+            Err(error) => {
+                tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "cannot list; using the last view");
+                (self.store.state(), false)
+            }
+        }
+    }
+
+    /// The reflector's store as it is now.
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+
+    /// Whether the reflector listed and has not failed since.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the first list completed, at most `limit`.
+    pub async fn wait_listed(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.store.wait_until_ready())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Leader election settings.
+#[derive(Debug, Clone)]
+pub struct Election {
+    /// Lease name.
+    pub name: String,
+    /// Lease namespace.
+    pub namespace: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// Lease duration in seconds: how long a dead leader blocks the others.
+    pub duration_secs: u64,
+    /// Seconds before expiry at which the holder renews.
+    pub grace_secs: u64,
+}
+
+/// Keeps an election running; dropping it stops the election (and releases the Lease).
+pub type ElectionGuard = Box<dyn std::any::Any + Send>;
+
+/// With `Some(election)`, a Lease decides who leads and the receiver follows it; with `None` this replica
+/// always leads.
+pub async fn leadership(
+    client: &Client,
+    election: Option<&Election>,
+) -> Result<(ElectionGuard, watch::Receiver<bool>), String> {
+    let Some(election) = election else {
+        let (sender, receiver) = watch::channel(true);
+        return Ok((Box::new(sender), receiver));
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(election.duration_secs)
+        .with_grace(election.grace_secs)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (receiver, task) = manager.watch().await;
+    Ok((Box::new(task), receiver))
+}
