@@ -59,9 +59,10 @@ pub struct Config {
     pub periodic_gratuitous: Option<Duration>,
 
     /// On SIGTERM, how long to wait for the controller to move this node's addresses away (the empty set)
-    /// before stopping anyway. Must be shorter than --drain-timeout.
-    #[arg(long, env = "LB_LEAVE_TIMEOUT", default_value = "5s", value_parser = ops::parse_duration)]
-    pub leave_timeout: Duration,
+    /// before stopping anyway. Must be shorter than --drain-timeout; defaults to 5s or three quarters of
+    /// --drain-timeout, whichever is shorter.
+    #[arg(long, env = "LB_LEAVE_TIMEOUT", value_parser = ops::parse_duration)]
+    pub leave_timeout: Option<Duration>,
 
     /// Logging, ops endpoint (`--metrics-listen`) and drain settings.
     #[command(flatten)]
@@ -243,22 +244,26 @@ impl Config {
                 ),
             });
         }
-        if self.leave_timeout >= self.ops.drain_timeout {
-            return Err(ConfigError::Duration {
-                flag: "--leave-timeout",
-                reason: format!(
-                    "{:?} must be shorter than --drain-timeout ({:?}), or the drain cuts the leave short",
-                    self.leave_timeout, self.ops.drain_timeout
-                ),
-            });
-        }
+        let leave_timeout = match self.leave_timeout {
+            Some(leave) if leave >= self.ops.drain_timeout => {
+                return Err(ConfigError::Duration {
+                    flag: "--leave-timeout",
+                    reason: format!(
+                        "{leave:?} must be shorter than --drain-timeout ({:?}), or the drain cuts the leave short",
+                        self.ops.drain_timeout
+                    ),
+                });
+            }
+            Some(leave) => leave,
+            None => (self.ops.drain_timeout * 3 / 4).min(Duration::from_secs(5)),
+        };
         Ok(Settings {
             controller: ControllerSettings { uri, tls, domain },
             node_name,
             filter,
             gratuitous_repeat: self.gratuitous_repeat,
             periodic_gratuitous: self.periodic_gratuitous,
-            leave_timeout: self.leave_timeout,
+            leave_timeout,
         })
     }
 }

@@ -95,7 +95,19 @@ pub async fn open(
     let response = AnnouncerClient::new(channel)
         .session(ReceiverStream::new(rx))
         .await
-        .map_err(|status| ControlError::Session(chain(&status)))?;
+        .map_err(|status| {
+            let mut text = chain(&status);
+            // With TLS 1.3 the client's handshake completes before the server checks the client
+            // certificate, so a refusal arrives as a bare "connection closed" on the first request.
+            if settings.tls.is_some() && text.contains("connection closed") {
+                text.push_str(
+                    " (the controller closed the connection as the session started: with mutual TLS this \
+                     means it refused this speaker's client certificate; check that --tls-cert is signed by \
+                     the CA the controller trusts for clients)",
+                );
+            }
+            ControlError::Session(text)
+        })?;
     Ok(Session {
         outbound: Some(tx),
         inbound: response.into_inner(),

@@ -1,0 +1,368 @@
+//! The speaker on a real layer-2 segment: lab namespaces joined by a bridge, the real `lb-speaker` binary in
+//! the node namespaces, the kernel (`arping`, `ping`, `ip neigh`) and raw sockets in the client namespace,
+//! and the stand-in controller (see `support`) driving the `announce.proto` session step by step.
+//! Needs root (network namespaces, raw sockets).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use integration_tests::netlab::{LabNetwork, LabSpec};
+use integration_tests::process::Scratch;
+use integration_tests::wait;
+use lb_speaker::frames::{ArpOp, Frame};
+use nix::sys::signal::Signal;
+use proto::announce::v1::speaker_message::Body as SpeakerBody;
+use support::*;
+
+const SPEAKER: &str = env!("CARGO_BIN_EXE_lb-speaker");
+const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn lab() -> LabNetwork {
+    LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn vip() -> IpAddr {
+    IpAddr::V4(VIP)
+}
+
+#[test]
+fn the_assigned_node_alone_answers_arp_and_nothing_answers_for_unassigned_addresses() {
+    let lab = lab();
+    let scratch = Scratch::new("lb-speaker-arp").unwrap();
+    let (n1, n2, client) = (
+        lab.host("n1").unwrap(),
+        lab.host("n2").unwrap(),
+        lab.host("client").unwrap(),
+    );
+    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
+    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
+    let _s2 = start_speaker(SPEAKER, n2, &scratch, &controller.url("http"), &[]);
+    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let two = controller.wait_session("n2", 0, SESSION_TIMEOUT);
+
+    // Step 1: Hello names the node's eth0 and its MAC, then a Report of what it still announces (nothing).
+    let messages = one.messages();
+    let Some(SpeakerBody::Hello(hello)) = &messages[0].body else {
+        panic!("first message {:?}", messages[0])
+    };
+    assert_eq!(hello.interfaces.len(), 1, "{hello:?}");
+    assert_eq!(hello.interfaces[0].name, "eth0");
+    assert_eq!(hello.interfaces[0].mac, n1.mac().unwrap().to_vec());
+    assert_eq!(hello.held_generation, 0);
+    one.wait_for("the initial report", SESSION_TIMEOUT, |m| {
+        matches!(m.get(1).and_then(|m| m.body.as_ref()), Some(SpeakerBody::Report(r)) if r.announcing.is_empty()).then_some(())
+    });
+
+    let (generation, _) = one.assign(&["10.10.39.200"], 10_000);
+    two.assign(&[], 10_000);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    let report = one.wait_for("a report announcing the address", SESSION_TIMEOUT, |m| {
+        m.iter().rev().find_map(|m| match &m.body {
+            Some(SpeakerBody::Report(r)) if !r.announcing.is_empty() => Some(r.clone()),
+            _ => None,
+        })
+    });
+    assert_eq!(report.applied_generation, generation);
+    assert_eq!(report.announcing[0].address, "10.10.39.200");
+    assert_eq!(report.announcing[0].interface, "eth0");
+
+    let n1_mac = n1.mac().unwrap();
+    assert_eq!(arping(client, VIP), [n1_mac], "arping 10.10.39.200");
+    assert_eq!(
+        probe_arp(client, VIP, Duration::from_millis(500)),
+        [n1_mac],
+        "exactly one reply, from n1"
+    );
+    assert!(arping(client, UNASSIGNED).is_empty());
+    assert!(probe_arp(client, UNASSIGNED, Duration::from_millis(500)).is_empty());
+}
+
+#[test]
+fn reassignment_moves_the_clients_neighbour_entry_to_the_new_node_after_gratuitous_arp() {
+    let lab = lab();
+    let scratch = Scratch::new("lb-speaker-move").unwrap();
+    let (n1, n2, client) = (
+        lab.host("n1").unwrap(),
+        lab.host("n2").unwrap(),
+        lab.host("client").unwrap(),
+    );
+    sysctl(client, "net.ipv4.conf.eth0.arp_accept=1");
+    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
+    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
+    let _s2 = start_speaker(SPEAKER, n2, &scratch, &controller.url("http"), &[]);
+    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let two = controller.wait_session("n2", 0, SESSION_TIMEOUT);
+    let (n1_mac, n2_mac) = (n1.mac().unwrap(), n2.mac().unwrap());
+
+    let (g1, _) = one.assign(&["10.10.39.200"], 10_000);
+    one.wait_ack(g1, SESSION_TIMEOUT);
+    wait::until_blocking(
+        "client to resolve the address to n1",
+        SESSION_TIMEOUT,
+        || {
+            kernel_traffic(client, vip());
+            match neighbour_mac(client, vip()) {
+                Some(mac) if mac == n1_mac => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .unwrap();
+
+    // The move, fenced as the contract says: n1 acknowledges a set without the address before n2 gets it.
+    let capture = Capture::start(client);
+    let (g2, _) = one.assign(&[], 10_000);
+    one.wait_ack(g2, SESSION_TIMEOUT);
+    let moved_at = Instant::now();
+    let (g3, _) = two.assign(&["10.10.39.200"], 10_000);
+    two.wait_ack(g3, SESSION_TIMEOUT);
+
+    // Takeover is announced at once in both forms.
+    for op in [ArpOp::Request, ArpOp::Reply] {
+        capture.wait_for(
+            &format!("gratuitous ARP ({op:?}) from n2"),
+            Duration::from_secs(5),
+            |f| is_gratuitous_arp(f, VIP, n2_mac, op),
+        );
+    }
+    wait::until_blocking(
+        "client's neighbour entry to move to n2",
+        Duration::from_secs(10),
+        || {
+            kernel_traffic(client, vip());
+            match neighbour_mac(client, vip()) {
+                Some(mac) if mac == n2_mac => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(probe_arp(client, VIP, Duration::from_millis(500)), [n2_mac]);
+    // Repeats follow, spaced past the 1 s ARP locktime.
+    let repeats = wait::until_blocking("a repeated gratuitous ARP", Duration::from_secs(5), || {
+        let seen: Vec<Instant> = capture
+            .frames()
+            .into_iter()
+            .filter(|(_, f)| is_gratuitous_arp(f, VIP, n2_mac, ArpOp::Request))
+            .map(|(at, _)| at)
+            .collect();
+        (seen.len() >= 2)
+            .then_some(seen)
+            .ok_or("one so far".to_owned())
+    })
+    .unwrap();
+    assert!(
+        repeats[1] - repeats[0] > Duration::from_secs(1),
+        "{repeats:?}"
+    );
+    // No moment with two answering MACs: n1 never announced or answered after the move began.
+    let n1_after: Vec<_> = capture
+        .frames()
+        .into_iter()
+        .filter(|(at, f)| {
+            *at >= moved_at
+                && matches!(f, Frame::Arp(a) if a.sender_mac == n1_mac && a.sender_ip == VIP)
+        })
+        .collect();
+    assert!(n1_after.is_empty(), "n1 still answered: {n1_after:?}");
+}
+
+#[test]
+fn a_lapsed_lease_stops_replies_within_the_lease_and_a_renewal_brings_them_back() {
+    let lab = lab();
+    let scratch = Scratch::new("lb-speaker-lease").unwrap();
+    let (n1, client) = (lab.host("n1").unwrap(), lab.host("client").unwrap());
+    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
+    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
+    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let n1_mac = n1.mac().unwrap();
+
+    let lease = Duration::from_millis(1500);
+    let (generation, _) = one.assign(&["10.10.39.200"], 1500);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    // Renewals keep it alive past several leases.
+    std::thread::sleep(lease * 2); // the behaviour under test is the passage of time itself
+    assert_eq!(probe_arp(client, VIP, Duration::from_millis(300)), [n1_mac]);
+
+    one.stop_renewing();
+    let stopped = Instant::now();
+    wait::until_blocking("replies to stop", lease * 3, || {
+        if probe_arp(client, VIP, Duration::from_millis(100)).is_empty() {
+            Ok(())
+        } else {
+            Err("still answered".to_owned())
+        }
+    })
+    .unwrap();
+    // The last renewal was sent at most lease/5 before we stopped renewing; replies must end by its
+    // deadline (plus the probe's own time).
+    assert!(
+        stopped.elapsed() <= lease + Duration::from_millis(400),
+        "answered {:?} after renewals stopped",
+        stopped.elapsed()
+    );
+    one.wait_for("a report with nothing announced", SESSION_TIMEOUT, |m| {
+        let last_report = m.iter().rev().find_map(|m| match &m.body {
+            Some(SpeakerBody::Report(r)) => Some(r),
+            _ => None,
+        });
+        last_report.filter(|r| r.announcing.is_empty()).map(|_| ())
+    });
+
+    // A renewal for the same generation restarts the lease: answers and a fresh takeover come back.
+    one.send(proto::announce::v1::controller_message::Body::Renewal(
+        proto::announce::v1::LeaseRenewal {
+            generation,
+            lease: Some(proto::announce::v1::Lease {
+                valid_for_ms: 10_000,
+            }),
+        },
+    ));
+    wait::until_blocking("replies to come back", SESSION_TIMEOUT, || {
+        let macs = probe_arp(client, VIP, Duration::from_millis(200));
+        (macs == [n1_mac]).then_some(()).ok_or(format!("{macs:?}"))
+    })
+    .unwrap();
+}
+
+#[test]
+fn ipv6_neighbor_solicitations_from_the_kernel_resolve_to_the_assigned_node() {
+    let lab = lab();
+    let scratch = Scratch::new("lb-speaker-ndp").unwrap();
+    let (n1, n2, client) = (
+        lab.host("n1").unwrap(),
+        lab.host("n2").unwrap(),
+        lab.host("client").unwrap(),
+    );
+    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
+    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
+    let _s2 = start_speaker(SPEAKER, n2, &scratch, &controller.url("http"), &[]);
+    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let two = controller.wait_session("n2", 0, SESSION_TIMEOUT);
+    let v6: Ipv6Addr = "fd10:10::99".parse().unwrap();
+    let capture = Capture::start(client);
+    let (generation, _) = one.assign(&["fd10:10::99"], 10_000);
+    two.assign(&[], 10_000);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    let n1_mac = n1.mac().unwrap();
+    capture.wait_for("an unsolicited override NA from n1", Duration::from_secs(5), |f| {
+        matches!(f, Frame::Advertisement(a) if a.target == v6 && a.override_flag && !a.solicited && a.target_mac == Some(n1_mac))
+    });
+    wait::until_blocking(
+        "client to resolve fd10:10::99 to n1",
+        SESSION_TIMEOUT,
+        || {
+            kernel_traffic(client, IpAddr::V6(v6));
+            match neighbour_mac(client, IpAddr::V6(v6)) {
+                Some(mac) if mac == n1_mac => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .unwrap();
+    // The kernel's solicitation was answered by n1 alone, with a solicited advertisement.
+    let answers: Vec<_> = capture
+        .frames()
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            Frame::Advertisement(a) if a.target == v6 && a.solicited => Some(a.target_mac),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !answers.is_empty() && answers.iter().all(|m| *m == Some(n1_mac)),
+        "{answers:?}"
+    );
+    // Nothing answers for an unassigned v6 address.
+    let other = IpAddr::V6("fd10:10::98".parse().unwrap());
+    kernel_traffic(client, other);
+    assert_eq!(neighbour_mac(client, other), None);
+}
+
+#[test]
+fn sigterm_sends_leaving_and_stops_after_acknowledging_the_empty_set() {
+    let lab = lab();
+    let scratch = Scratch::new("lb-speaker-leave").unwrap();
+    let (n1, client) = (lab.host("n1").unwrap(), lab.host("client").unwrap());
+    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
+    let mut speaker = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
+    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let (generation, _) = one.assign(&["10.10.39.200"], 10_000);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    assert_eq!(
+        probe_arp(client, VIP, Duration::from_millis(300)),
+        [n1.mac().unwrap()]
+    );
+
+    speaker.signal(Signal::SIGTERM).unwrap();
+    one.wait_for("Leaving", SESSION_TIMEOUT, |m| {
+        m.iter()
+            .any(|m| matches!(m.body, Some(SpeakerBody::Leaving(_))))
+            .then_some(())
+    });
+    // Still announcing until the controller moved the address (no gap before the next node takes over).
+    assert_eq!(
+        probe_arp(client, VIP, Duration::from_millis(300)),
+        [n1.mac().unwrap()]
+    );
+    let (empty, _) = one.assign(&[], 10_000);
+    one.wait_ack(empty, SESSION_TIMEOUT);
+    let status = speaker
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("still running:\n{}", speaker.log_tail(20)));
+    assert!(status.success(), "{status}:\n{}", speaker.log_tail(20));
+    wait::until_blocking("the session to end", Duration::from_secs(5), || {
+        one.ended
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+            .ok_or("open".to_owned())
+    })
+    .unwrap();
+    assert!(probe_arp(client, VIP, Duration::from_millis(300)).is_empty());
+}
+
+#[test]
+fn an_assignment_naming_a_missing_interface_is_reported_and_the_rest_is_served() {
+    let lab = lab();
+    let scratch = Scratch::new("lb-speaker-problem").unwrap();
+    let (n1, client) = (lab.host("n1").unwrap(), lab.host("client").unwrap());
+    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
+    let speaker = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
+    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let assignment = |address: &str, interface: &str| proto::announce::v1::Assignment {
+        address: address.to_owned(),
+        interfaces: vec![interface.to_owned()],
+        services: vec![],
+    };
+    let generation = one.assign_set(proto::announce::v1::AssignmentSet {
+        generation: 0,
+        assignments: vec![
+            assignment("10.10.39.200", "eth0"),
+            assignment("10.10.39.201", "eth7"),
+        ],
+        lease: Some(proto::announce::v1::Lease {
+            valid_for_ms: 10_000,
+        }),
+    });
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    let problem = one.wait_for("a report with the problem", SESSION_TIMEOUT, |m| {
+        m.iter().rev().find_map(|m| match &m.body {
+            Some(SpeakerBody::Report(r)) if !r.problems.is_empty() => Some(r.problems[0].clone()),
+            _ => None,
+        })
+    });
+    assert_eq!(
+        (problem.address.as_str(), problem.interface.as_str()),
+        ("10.10.39.201", "eth7")
+    );
+    assert!(problem.message.contains("does not exist"), "{problem:?}");
+    assert_eq!(
+        probe_arp(client, VIP, Duration::from_millis(300)),
+        [n1.mac().unwrap()]
+    );
+    assert!(speaker.log_tail(50).contains("eth7"));
+}
