@@ -749,3 +749,7 @@ fn report_findings(node: &mut Node, name: &str, report: &pb::Report, out: &mut V
     }
     session.problems = problems;
 }
+
+#[cfg(test)]
+#[path = "fence_tests.rs"]
+mod tests;
