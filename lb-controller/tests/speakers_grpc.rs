@@ -208,22 +208,17 @@ impl FakeSpeaker {
         let behaviour = Arc::new(Mutex::new(DEFAULT));
         let leaving = Arc::new(Mutex::new(false));
         let task = {
-            let (tx, log, behaviour, leaving) = (
-                tx.clone(),
-                log.clone(),
-                behaviour.clone(),
-                leaving.clone(),
-            );
+            let (tx, log, behaviour, leaving) =
+                (tx.clone(), log.clone(), behaviour.clone(), leaving.clone());
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(LEASE / 5);
                 loop {
                     tokio::select! {
                         _ = ticker.tick() => {
                             let applied = log.lock().unwrap().applied;
-                            if behaviour.lock().unwrap().heartbeat {
-                                if let Some(tx) = tx.lock().unwrap().as_ref() {
-                                    let _ = tx.send(heartbeat(applied));
-                                }
+                            let beat = behaviour.lock().unwrap().heartbeat;
+                            if beat && let Some(tx) = tx.lock().unwrap().as_ref() {
+                                let _ = tx.send(heartbeat(applied));
                             }
                         }
                         next = inbound.message() => {
@@ -464,13 +459,19 @@ async fn lease_renewals_arrive_every_fifth_of_a_lease() {
     let received = a.log.lock().unwrap().received.clone();
     let renewals: Vec<&Received> = received
         .iter()
-        .filter(|r| matches!(r.message.body, Some(pb::controller_message::Body::Renewal(_))))
+        .filter(|r| {
+            matches!(
+                r.message.body,
+                Some(pb::controller_message::Body::Renewal(_))
+            )
+        })
         .collect();
     assert!(renewals.len() >= 10);
     for pair in received.windows(2) {
         let gap = pair[1].at - pair[0].at;
         assert!(
-            gap >= LEASE / 5 - Duration::from_millis(15) && gap <= LEASE / 5 + Duration::from_millis(40),
+            gap >= LEASE / 5 - Duration::from_millis(15)
+                && gap <= LEASE / 5 + Duration::from_millis(40),
             "lease messages {gap:?} apart"
         );
     }
@@ -717,7 +718,10 @@ async fn assert_refused(
             Err(status) => format!("{status:?}"),
         },
     };
-    assert!(error.contains(alert), "expected the TLS alert {alert}: {error}");
+    assert!(
+        error.contains(alert),
+        "expected the TLS alert {alert}: {error}"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(controller.hub.available().borrow().is_empty());
 }

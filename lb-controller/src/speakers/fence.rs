@@ -326,15 +326,14 @@ impl Fence {
                 apply_announcing(node, &name, &announcing, report_claim_until);
                 report_findings(node, &name, report, &mut out);
             }
-            Some(Body::Leaving(_)) => {
-                if !session.leaving {
-                    session.leaving = true;
-                    out.push(Output::Event(HubEvent::Disconnected {
-                        node: name.clone(),
-                        why: DisconnectReason::Leaving,
-                    }));
-                }
+            Some(Body::Leaving(_)) if !session.leaving => {
+                session.leaving = true;
+                out.push(Output::Event(HubEvent::Disconnected {
+                    node: name.clone(),
+                    why: DisconnectReason::Leaving,
+                }));
             }
+            Some(Body::Leaving(_)) => {}
             Some(Body::Hello(_)) => {
                 tracing::warn!(node = %name, "ignoring a second hello on one session");
             }
@@ -390,11 +389,11 @@ impl Fence {
         let mut owners: BTreeMap<IpAddr, &str> = BTreeMap::new();
         for (node, assignments) in &desired {
             for assignment in assignments {
-                if let Some(other) = owners.insert(assignment.address, node) {
-                    if other != node {
-                        tracing::warn!(address = %assignment.address, first = other, second = %node,
-                            "address desired on two nodes; the one holding it keeps it");
-                    }
+                if let Some(other) = owners.insert(assignment.address, node)
+                    && other != node
+                {
+                    tracing::warn!(address = %assignment.address, first = other, second = %node,
+                        "address desired on two nodes; the one holding it keeps it");
                 }
             }
         }
@@ -459,11 +458,12 @@ impl Fence {
     pub(crate) fn announced(&self) -> BTreeMap<IpAddr, String> {
         let mut announced = BTreeMap::new();
         for (name, node) in &self.nodes {
-            if let Some(session) = &node.session {
-                if session.synced && session.acked >= 1 {
-                    for address in session.history.get(&session.acked).into_iter().flatten() {
-                        announced.entry(*address).or_insert_with(|| name.clone());
-                    }
+            if let Some(session) = &node.session
+                && session.synced
+                && session.acked >= 1
+            {
+                for address in session.history.get(&session.acked).into_iter().flatten() {
+                    announced.entry(*address).or_insert_with(|| name.clone());
                 }
             }
             for (address, claim) in &node.inherited {

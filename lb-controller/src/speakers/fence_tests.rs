@@ -129,7 +129,10 @@ fn settled_with_x_on_a(fence: &mut Fence, t0: Instant) -> Instant {
     assert_eq!(snapshots(&out, 1), vec![(2, vec![ip("10.0.0.1")])]);
     fence.message(1, &heartbeat(2), t);
     fence.message(2, &heartbeat(1), t);
-    assert_eq!(fence.announced().get(&ip("10.0.0.1")), Some(&"a".to_owned()));
+    assert_eq!(
+        fence.announced().get(&ip("10.0.0.1")),
+        Some(&"a".to_owned())
+    );
     t
 }
 
@@ -211,7 +214,11 @@ fn silent_node_keeps_its_addresses_until_exactly_its_lease_deadline() {
         let mut out = fence.message(2, &heartbeat(1), now);
         out.extend(fence.tick(now));
         assert!(renewals(&out, 1).is_empty(), "no renewals to a silent node");
-        assert!(snapshots(&out, 2).is_empty(), "moved before the deadline at {:?}", now - t);
+        assert!(
+            snapshots(&out, 2).is_empty(),
+            "moved before the deadline at {:?}",
+            now - t
+        );
     }
     let out = fence.tick(deadline - ms(1));
     assert!(snapshots(&out, 2).is_empty());
@@ -275,7 +282,11 @@ fn after_activation_an_unreported_address_waits_for_lease_plus_grace() {
         now += ms(50);
         let mut out = fence.message(2, &heartbeat(1), now);
         out.extend(fence.tick(now));
-        assert!(snapshots(&out, 2).is_empty(), "handed over at {:?}", now - t);
+        assert!(
+            snapshots(&out, 2).is_empty(),
+            "handed over at {:?}",
+            now - t
+        );
     }
     let out = fence.tick(t + LEASE + GRACE - ms(1));
     assert!(snapshots(&out, 2).is_empty());
@@ -291,10 +302,16 @@ fn after_activation_a_node_reporting_an_address_keeps_it_without_a_gap() {
     fence.set_active(true, t);
     fence.set_desired(want(&[("a", &["10.0.0.1"])]), t);
     let out = fence.connect(1, &hello("a", 7), t);
-    assert!(snapshots(&out, 1).is_empty(), "no snapshot before its report");
+    assert!(
+        snapshots(&out, 1).is_empty(),
+        "no snapshot before its report"
+    );
     let out = fence.message(1, &report(7, &["10.0.0.1"]), t);
     assert_eq!(snapshots(&out, 1), vec![(1, vec![ip("10.0.0.1")])]);
-    assert_eq!(fence.announced().get(&ip("10.0.0.1")), Some(&"a".to_owned()));
+    assert_eq!(
+        fence.announced().get(&ip("10.0.0.1")),
+        Some(&"a".to_owned())
+    );
 }
 
 #[test]
