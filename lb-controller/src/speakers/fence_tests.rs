@@ -418,3 +418,354 @@ fn bad_addresses_in_reports_are_ignored() {
     let out = fence.message(1, &message, t + ms(1));
     assert!(events(&out).is_empty());
 }
+
+/// A simulated world: speakers that follow the speaker's half of the protocol over links with a fixed
+/// transit delay, processes that die, partitions that drop messages, reconnects and graceful leaves. The
+/// fence must never let two live speakers announce one address at the same millisecond.
+mod simulation {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NODES: usize = 3;
+    const ADDRESSES: u8 = 3;
+    const SIM_LEASE: Duration = Duration::from_millis(500);
+    const SIM_GRACE: Duration = Duration::from_millis(100);
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Desire(Vec<(usize, u8)>),
+        Kill(usize),
+        Partition(usize, u64),
+        Reconnect(usize),
+        Leave(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => prop::collection::vec((0..NODES, 1..=ADDRESSES), 0..5).prop_map(Op::Desire),
+            1 => (0..NODES).prop_map(Op::Kill),
+            2 => (0..NODES, 0u64..1500).prop_map(|(n, d)| Op::Partition(n, d)),
+            2 => (0..NODES).prop_map(Op::Reconnect),
+            1 => (0..NODES).prop_map(Op::Leave),
+        ]
+    }
+
+    enum Up {
+        Connect(pb::Hello),
+        Message(pb::SpeakerMessage),
+        Closed,
+    }
+
+    #[derive(Default)]
+    struct Speaker {
+        alive: bool,
+        session: Option<SessionId>,
+        applied: Option<(u64, BTreeSet<IpAddr>)>,
+        lease_until: Option<u64>,
+        partitioned_until: u64,
+        leaving: bool,
+        /// Messages to or from it were dropped (a real stream would have stalled instead).
+        lost_messages: bool,
+        next_beat: u64,
+        /// Controller -> speaker, delivered in order.
+        inbox: VecDeque<(u64, SessionId, pb::ControllerMessage)>,
+    }
+
+    impl Speaker {
+        fn announcing(&self, now: u64) -> BTreeSet<IpAddr> {
+            match (&self.applied, self.lease_until) {
+                (Some((_, set)), Some(until)) if self.alive && until > now => set.clone(),
+                _ => BTreeSet::new(),
+            }
+        }
+    }
+
+    struct World {
+        t0: Instant,
+        delay: u64,
+        fence: Fence,
+        speakers: Vec<Speaker>,
+        /// Speaker -> controller, delivered in order.
+        upbox: VecDeque<(u64, SessionId, Up)>,
+        next_session: SessionId,
+        last_desired: Vec<(usize, u8)>,
+    }
+
+    impl World {
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
+        }
+
+        fn name(n: usize) -> String {
+            format!("node-{n}")
+        }
+
+        fn up(&mut self, now: u64, n: usize, session: SessionId, message: Up) {
+            if self.speakers[n].partitioned_until <= now {
+                self.upbox.push_back((now + self.delay, session, message));
+            }
+        }
+
+        fn connect(&mut self, now: u64, n: usize) {
+            let id = self.next_session;
+            self.next_session += 1;
+            let speaker = &mut self.speakers[n];
+            if !speaker.alive {
+                *speaker = Speaker {
+                    alive: true,
+                    lost_messages: speaker.lost_messages,
+                    ..Speaker::default()
+                };
+            }
+            speaker.session = Some(id);
+            speaker.leaving = false;
+            let held = speaker.applied.as_ref().map_or(0, |(g, _)| *g);
+            let announcing: Vec<String> = speaker
+                .announcing(now)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let hello = pb::Hello {
+                node: Self::name(n),
+                interfaces: vec![],
+                version: "sim".into(),
+                held_generation: held,
+            };
+            let report = pb::SpeakerMessage {
+                body: Some(pb::speaker_message::Body::Report(pb::Report {
+                    applied_generation: held,
+                    announcing: announcing
+                        .into_iter()
+                        .map(|address| pb::Announcement {
+                            address,
+                            interface: "eth0".into(),
+                        })
+                        .collect(),
+                    conflicts: vec![],
+                    problems: vec![],
+                })),
+            };
+            self.up(now, n, id, Up::Connect(hello));
+            self.up(now, n, id, Up::Message(report));
+        }
+
+        fn carry_out(&mut self, now: u64, outputs: Vec<Output>) {
+            for output in outputs {
+                match output {
+                    Output::Send { session, message } => {
+                        if let Some(speaker) = self
+                            .speakers
+                            .iter_mut()
+                            .find(|s| s.session == Some(session))
+                            && speaker.partitioned_until <= now
+                        {
+                            speaker
+                                .inbox
+                                .push_back((now + self.delay, session, message));
+                        }
+                    }
+                    Output::Close { session, .. } => {
+                        for speaker in &mut self.speakers {
+                            if speaker.session == Some(session) {
+                                speaker.session = None;
+                            }
+                        }
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+        }
+
+        fn apply(&mut self, now: u64, op: &Op) {
+            match op {
+                Op::Desire(pairs) => {
+                    self.last_desired.clone_from(pairs);
+                    let mut desired: BTreeMap<String, Vec<DesiredAssignment>> = BTreeMap::new();
+                    for (n, a) in pairs {
+                        desired
+                            .entry(Self::name(*n))
+                            .or_default()
+                            .push(DesiredAssignment {
+                                address: IpAddr::from([10, 0, 0, *a]),
+                                interfaces: vec![],
+                                services: vec![],
+                            });
+                    }
+                    let out = self.fence.set_desired(desired, self.at(now));
+                    self.carry_out(now, out);
+                }
+                Op::Kill(n) => {
+                    let speaker = &mut self.speakers[*n];
+                    speaker.alive = false;
+                    speaker.inbox.clear();
+                    if let Some(session) = speaker.session.take() {
+                        // The kernel closes the socket: the controller sees the end after transit.
+                        self.upbox
+                            .push_back((now + self.delay, session, Up::Closed));
+                    }
+                }
+                Op::Partition(n, duration) => {
+                    self.speakers[*n].partitioned_until = now + duration;
+                    self.speakers[*n].lost_messages = true;
+                }
+                // Dialing fails during a partition; the speaker keeps its session and retries later.
+                Op::Reconnect(n) if self.speakers[*n].partitioned_until > now => {}
+                Op::Reconnect(n) => self.connect(now, *n),
+                Op::Leave(n) => {
+                    let speaker = &mut self.speakers[*n];
+                    if let (true, Some(session)) = (speaker.alive, speaker.session) {
+                        speaker.leaving = true;
+                        let leaving = pb::SpeakerMessage {
+                            body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
+                        };
+                        self.up(now, *n, session, Up::Message(leaving));
+                    }
+                }
+            }
+        }
+
+        /// Advances one millisecond: deliveries, speaker timers, controller timers.
+        fn run_ms(&mut self, now: u64) {
+            while self.upbox.front().is_some_and(|(at, _, _)| *at <= now) {
+                let Some((_, session, up)) = self.upbox.pop_front() else {
+                    break;
+                };
+                let out = match up {
+                    Up::Connect(hello) => self.fence.connect(session, &hello, self.at(now)),
+                    Up::Message(message) => self.fence.message(session, &message, self.at(now)),
+                    Up::Closed => self.fence.disconnect(session, self.at(now)),
+                };
+                self.carry_out(now, out);
+            }
+            for n in 0..NODES {
+                self.speaker_ms(now, n);
+            }
+            if self.fence.next_wake().is_some_and(|w| w <= self.at(now)) {
+                let out = self.fence.tick(self.at(now));
+                self.carry_out(now, out);
+            }
+        }
+
+        fn speaker_ms(&mut self, now: u64, n: usize) {
+            let valid_for =
+                |lease: &Option<pb::Lease>| u64::from(lease.map_or(0, |l| l.valid_for_ms));
+            while self.speakers[n]
+                .inbox
+                .front()
+                .is_some_and(|(at, _, _)| *at <= now)
+            {
+                let Some((_, session, message)) = self.speakers[n].inbox.pop_front() else {
+                    break;
+                };
+                let speaker = &mut self.speakers[n];
+                if !speaker.alive || speaker.session != Some(session) {
+                    continue;
+                }
+                match message.body {
+                    Some(pb::controller_message::Body::Snapshot(set)) => {
+                        let addresses = set.assignments.iter().map(|a| ip(&a.address)).collect();
+                        speaker.applied = Some((set.generation, addresses));
+                        speaker.lease_until = Some(now + valid_for(&set.lease));
+                        let leaving_done = speaker.leaving && set.assignments.is_empty();
+                        self.up(now, n, session, Up::Message(heartbeat(set.generation)));
+                        if leaving_done {
+                            self.up(now, n, session, Up::Closed);
+                            let speaker = &mut self.speakers[n];
+                            speaker.alive = false;
+                            speaker.session = None;
+                        }
+                    }
+                    Some(pb::controller_message::Body::Renewal(renewal)) => {
+                        if speaker
+                            .applied
+                            .as_ref()
+                            .is_some_and(|(g, _)| *g == renewal.generation)
+                        {
+                            speaker.lease_until = Some(now + valid_for(&renewal.lease));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let speaker = &mut self.speakers[n];
+            if speaker.alive && now >= speaker.next_beat {
+                speaker.next_beat = now + 100;
+                if let Some(session) = speaker.session {
+                    let applied = speaker.applied.as_ref().map_or(0, |(g, _)| *g);
+                    self.up(now, n, session, Up::Message(heartbeat(applied)));
+                }
+            }
+        }
+
+        fn check(&self, now: u64) -> Result<(), TestCaseError> {
+            let mut seen: BTreeMap<IpAddr, usize> = BTreeMap::new();
+            for (n, speaker) in self.speakers.iter().enumerate() {
+                for address in speaker.announcing(now) {
+                    if let Some(other) = seen.insert(address, n) {
+                        return Err(TestCaseError::fail(format!(
+                            "{address} announced by node-{other} and node-{n} at {now} ms"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_two_speakers_ever_announce_one_address_at_once(
+            delay in 0u64..=40,
+            steps in prop::collection::vec((op(), 0u64..400), 1..25),
+        ) {
+            let t0 = Instant::now();
+            let mut world = World {
+                t0,
+                delay,
+                fence: Fence::new(SIM_LEASE, SIM_GRACE),
+                speakers: (0..NODES).map(|_| Speaker::default()).collect(),
+                upbox: VecDeque::new(),
+                next_session: 1,
+                last_desired: vec![],
+            };
+            let out = world.fence.set_active(true, t0);
+            world.carry_out(0, out);
+            for n in 0..NODES {
+                world.connect(0, n);
+            }
+            let mut now = 0;
+            for (op, wait) in &steps {
+                world.apply(now, op);
+                for _ in 0..*wait {
+                    now += 1;
+                    world.run_ms(now);
+                    world.check(now)?;
+                }
+            }
+            // Let everything settle: leases lapse or renew, fenced addresses move.
+            for _ in 0..2000 {
+                now += 1;
+                world.run_ms(now);
+                world.check(now)?;
+            }
+            // And nothing is held back for ever: an address desired on one healthy node only is announced.
+            for (n, a) in &world.last_desired {
+                let address = IpAddr::from([10, 0, 0, *a]);
+                let unique = world.last_desired.iter().filter(|(_, b)| b == a).count() == 1;
+                let speaker = &world.speakers[*n];
+                let healthy = speaker.alive && speaker.session.is_some() && !speaker.leaving;
+                if unique && healthy && !speaker.lost_messages {
+                    prop_assert!(
+                        speaker.announcing(now).contains(&address),
+                        "{address} desired on node-{n} is not announced at {now} ms"
+                    );
+                }
+            }
+        }
+    }
+}
