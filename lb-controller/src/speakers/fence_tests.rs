@@ -678,14 +678,13 @@ mod simulation {
                             speaker.session = None;
                         }
                     }
-                    Some(pb::controller_message::Body::Renewal(renewal)) => {
+                    Some(pb::controller_message::Body::Renewal(renewal))
                         if speaker
                             .applied
                             .as_ref()
-                            .is_some_and(|(g, _)| *g == renewal.generation)
-                        {
-                            speaker.lease_until = Some(now + valid_for(&renewal.lease));
-                        }
+                            .is_some_and(|(g, _)| *g == renewal.generation) =>
+                    {
+                        speaker.lease_until = Some(now + valid_for(&renewal.lease));
                     }
                     _ => {}
                 }
