@@ -10,8 +10,10 @@ mod support;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use integration_tests::netlab::{LabNetwork, LabSpec};
-use integration_tests::process::Scratch;
+use std::sync::Arc;
+
+use integration_tests::netlab::{Host, LabNetwork, LabSpec};
+use integration_tests::process::{Process, Scratch};
 use integration_tests::wait;
 use lb_speaker::frames::{ArpOp, Frame};
 use nix::sys::signal::Signal;
@@ -21,8 +23,49 @@ use support::*;
 const SPEAKER: &str = env!("CARGO_BIN_EXE_lb-speaker");
 const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn lab() -> LabNetwork {
-    LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"))
+/// A lab with the stand-in controller on m1 and a speaker on each of `nodes`, every session open.
+/// Fields drop in order: speakers first, the namespaces last.
+struct Bed {
+    speakers: Vec<Process>,
+    sessions: Vec<Arc<SessionRecord>>,
+    _controller: StandIn,
+    _scratch: Scratch,
+    lab: LabNetwork,
+}
+
+impl Bed {
+    fn new(what: &str, nodes: &[&str]) -> Self {
+        let lab = LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"));
+        let scratch = Scratch::new(what).unwrap();
+        let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
+        let speakers = nodes
+            .iter()
+            .map(|n| {
+                start_speaker(
+                    SPEAKER,
+                    lab.host(n).unwrap(),
+                    &scratch,
+                    &controller.url("http"),
+                    &[],
+                )
+            })
+            .collect();
+        let sessions = nodes
+            .iter()
+            .map(|n| controller.wait_session(n, 0, SESSION_TIMEOUT))
+            .collect();
+        Self {
+            speakers,
+            sessions,
+            _controller: controller,
+            _scratch: scratch,
+            lab,
+        }
+    }
+
+    fn host(&self, name: &str) -> &Host {
+        self.lab.host(name).unwrap()
+    }
 }
 
 fn vip() -> IpAddr {
@@ -31,18 +74,9 @@ fn vip() -> IpAddr {
 
 #[test]
 fn the_assigned_node_alone_answers_arp_and_nothing_answers_for_unassigned_addresses() {
-    let lab = lab();
-    let scratch = Scratch::new("lb-speaker-arp").unwrap();
-    let (n1, n2, client) = (
-        lab.host("n1").unwrap(),
-        lab.host("n2").unwrap(),
-        lab.host("client").unwrap(),
-    );
-    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
-    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
-    let _s2 = start_speaker(SPEAKER, n2, &scratch, &controller.url("http"), &[]);
-    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
-    let two = controller.wait_session("n2", 0, SESSION_TIMEOUT);
+    let bed = Bed::new("lb-speaker-arp", &["n1", "n2"]);
+    let (n1, client) = (bed.host("n1"), bed.host("client"));
+    let (one, two) = (&bed.sessions[0], &bed.sessions[1]);
 
     // Step 1: Hello names the node's eth0 and its MAC, then a Report of what it still announces (nothing).
     let messages = one.messages();
@@ -83,19 +117,10 @@ fn the_assigned_node_alone_answers_arp_and_nothing_answers_for_unassigned_addres
 
 #[test]
 fn reassignment_moves_the_clients_neighbour_entry_to_the_new_node_after_gratuitous_arp() {
-    let lab = lab();
-    let scratch = Scratch::new("lb-speaker-move").unwrap();
-    let (n1, n2, client) = (
-        lab.host("n1").unwrap(),
-        lab.host("n2").unwrap(),
-        lab.host("client").unwrap(),
-    );
+    let bed = Bed::new("lb-speaker-move", &["n1", "n2"]);
+    let (n1, n2, client) = (bed.host("n1"), bed.host("n2"), bed.host("client"));
+    let (one, two) = (&bed.sessions[0], &bed.sessions[1]);
     sysctl(client, "net.ipv4.conf.eth0.arp_accept=1");
-    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
-    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
-    let _s2 = start_speaker(SPEAKER, n2, &scratch, &controller.url("http"), &[]);
-    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
-    let two = controller.wait_session("n2", 0, SESSION_TIMEOUT);
     let (n1_mac, n2_mac) = (n1.mac().unwrap(), n2.mac().unwrap());
 
     let (g1, _) = one.assign(&["10.10.39.200"], 10_000);
@@ -173,12 +198,9 @@ fn reassignment_moves_the_clients_neighbour_entry_to_the_new_node_after_gratuito
 
 #[test]
 fn a_lapsed_lease_stops_replies_within_the_lease_and_a_renewal_brings_them_back() {
-    let lab = lab();
-    let scratch = Scratch::new("lb-speaker-lease").unwrap();
-    let (n1, client) = (lab.host("n1").unwrap(), lab.host("client").unwrap());
-    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
-    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
-    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let bed = Bed::new("lb-speaker-lease", &["n1"]);
+    let (n1, client) = (bed.host("n1"), bed.host("client"));
+    let one = &bed.sessions[0];
     let n1_mac = n1.mac().unwrap();
 
     let lease = Duration::from_millis(1500);
@@ -231,18 +253,9 @@ fn a_lapsed_lease_stops_replies_within_the_lease_and_a_renewal_brings_them_back(
 
 #[test]
 fn ipv6_neighbor_solicitations_from_the_kernel_resolve_to_the_assigned_node() {
-    let lab = lab();
-    let scratch = Scratch::new("lb-speaker-ndp").unwrap();
-    let (n1, n2, client) = (
-        lab.host("n1").unwrap(),
-        lab.host("n2").unwrap(),
-        lab.host("client").unwrap(),
-    );
-    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
-    let _s1 = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
-    let _s2 = start_speaker(SPEAKER, n2, &scratch, &controller.url("http"), &[]);
-    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
-    let two = controller.wait_session("n2", 0, SESSION_TIMEOUT);
+    let bed = Bed::new("lb-speaker-ndp", &["n1", "n2"]);
+    let (n1, client) = (bed.host("n1"), bed.host("client"));
+    let (one, two) = (&bed.sessions[0], &bed.sessions[1]);
     let v6: Ipv6Addr = "fd10:10::99".parse().unwrap();
     let capture = Capture::start(client);
     let (generation, _) = one.assign(&["fd10:10::99"], 10_000);
@@ -285,12 +298,10 @@ fn ipv6_neighbor_solicitations_from_the_kernel_resolve_to_the_assigned_node() {
 
 #[test]
 fn sigterm_sends_leaving_and_stops_after_acknowledging_the_empty_set() {
-    let lab = lab();
-    let scratch = Scratch::new("lb-speaker-leave").unwrap();
-    let (n1, client) = (lab.host("n1").unwrap(), lab.host("client").unwrap());
-    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
-    let mut speaker = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
-    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let mut bed = Bed::new("lb-speaker-leave", &["n1"]);
+    let (n1, client) = (bed.host("n1").clone(), bed.host("client").clone());
+    let (n1, client) = (&n1, &client);
+    let one = &bed.sessions[0];
     let (generation, _) = one.assign(&["10.10.39.200"], 10_000);
     one.wait_ack(generation, SESSION_TIMEOUT);
     assert_eq!(
@@ -298,6 +309,8 @@ fn sigterm_sends_leaving_and_stops_after_acknowledging_the_empty_set() {
         [n1.mac().unwrap()]
     );
 
+    let one = one.clone();
+    let speaker = &mut bed.speakers[0];
     speaker.signal(Signal::SIGTERM).unwrap();
     one.wait_for("Leaving", SESSION_TIMEOUT, |m| {
         m.iter()
@@ -327,12 +340,9 @@ fn sigterm_sends_leaving_and_stops_after_acknowledging_the_empty_set() {
 
 #[test]
 fn an_assignment_naming_a_missing_interface_is_reported_and_the_rest_is_served() {
-    let lab = lab();
-    let scratch = Scratch::new("lb-speaker-problem").unwrap();
-    let (n1, client) = (lab.host("n1").unwrap(), lab.host("client").unwrap());
-    let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
-    let speaker = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), &[]);
-    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let bed = Bed::new("lb-speaker-problem", &["n1"]);
+    let (n1, client) = (bed.host("n1"), bed.host("client"));
+    let one = &bed.sessions[0];
     let assignment = |address: &str, interface: &str| proto::announce::v1::Assignment {
         address: address.to_owned(),
         interfaces: vec![interface.to_owned()],
@@ -364,5 +374,5 @@ fn an_assignment_naming_a_missing_interface_is_reported_and_the_rest_is_served()
         probe_arp(client, VIP, Duration::from_millis(300)),
         [n1.mac().unwrap()]
     );
-    assert!(speaker.log_tail(50).contains("eth7"));
+    assert!(bed.speakers[0].log_tail(50).contains("eth7"));
 }

@@ -343,11 +343,12 @@ pub fn start_speaker(
         "127.0.0.1:0",
         "--log-format",
         "json",
-        "--log-filter",
-        "info,lb_speaker=debug",
         "--interfaces",
         "^eth0$",
     ]);
+    if !extra.contains(&"--log-filter") {
+        command.args(["--log-filter", "info,lb_speaker=debug"]);
+    }
     if controller.starts_with("http://") {
         command.arg("--insecure");
     }
