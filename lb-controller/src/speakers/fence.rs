@@ -527,6 +527,7 @@ impl Fence {
         let mut pending = BTreeSet::new();
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         let empty = BTreeMap::new();
+        let valid_for_ms = self.lease_ms();
         for name in names {
             let Some(node) = self.nodes.get_mut(&name) else {
                 continue;

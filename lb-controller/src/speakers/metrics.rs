@@ -121,3 +121,47 @@ impl Metrics {
             .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn events_are_counted_by_reason_and_handovers_observe_their_wait() {
+        let mut registry = Registry::with_prefix("lb_controller");
+        let metrics = Metrics::register(&mut registry);
+        metrics.observe(&HubEvent::Disconnected {
+            node: "a".into(),
+            why: DisconnectReason::Reset,
+        });
+        metrics.observe(&HubEvent::HandedOver {
+            address: "10.0.0.1".parse().unwrap(),
+            from: Some("a".into()),
+            to: "b".into(),
+            waited: Duration::from_millis(40),
+        });
+        metrics.observe(&HubEvent::Conflict {
+            node: "b".into(),
+            address: "10.0.0.1".parse().unwrap(),
+            interface: "eth0".into(),
+            foreign_mac: vec![0; 6],
+        });
+        metrics.set_levels(2, 1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "lb_controller_speaker_sessions_ended_total{reason=\"Reset\"} 1",
+            "lb_controller_speaker_handovers_total 1",
+            "lb_controller_speaker_handover_wait_seconds_count 1",
+            "lb_controller_speaker_conflicts_reported_total 1",
+            "lb_controller_speakers_connected 2",
+            "lb_controller_speaker_assignments_held 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+    }
+}

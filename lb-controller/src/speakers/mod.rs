@@ -5,8 +5,8 @@
 //! The rest of the controller sees a [`SpeakerHub`]: it learns which speakers can take addresses
 //! ([`SpeakerHub::available`]), states which node should announce what ([`SpeakerHub::set_desired`]), and
 //! reads back what is announced ([`SpeakerHub::announced`]) and what happened ([`SpeakerHub::events`]).
-//! The fencing rules live in [`fence`] as pure logic; [`session`] is the tonic service and the timer
-//! driver around it; [`tls`] loads certificates.
+//! The fencing rules live in `fence` as pure logic; `session` is the tonic service and the timer
+//! driver around it; `tls` loads certificates; `metrics` counts what happens.
 
 mod fence;
 mod metrics;
@@ -429,7 +429,9 @@ impl SpeakerHub {
     }
 
     /// Replaces the desired assignments of every node (nodes absent get an empty set). Each address is sent
-    /// to its node as soon as fencing allows (see [`fence`]); until then it waits, driven by acks and timers.
+    /// to its node as soon as fencing allows: every other node that may hold it acknowledged a set without
+    /// it, lost its stream, or passed its lease deadline (`announce.proto` rule 5); until then it waits,
+    /// and goes out the moment the acknowledgement arrives or the deadline passes.
     pub fn set_desired(&self, desired: BTreeMap<String, Vec<DesiredAssignment>>) {
         self.inner
             .with_fence(|fence, now| fence.set_desired(desired, now));
