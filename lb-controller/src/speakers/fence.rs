@@ -577,9 +577,7 @@ impl Fence {
                     body: Some(pb::controller_message::Body::Snapshot(pb::AssignmentSet {
                         generation: session.generation,
                         assignments: target.values().map(DesiredAssignment::to_proto).collect(),
-                        lease: Some(pb::Lease {
-                            valid_for_ms: u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX),
-                        }),
+                        lease: Some(pb::Lease { valid_for_ms }),
                     })),
                 },
             });
