@@ -64,6 +64,14 @@ pub struct Config {
     #[arg(long, env = "LB_LEAVE_TIMEOUT", value_parser = ops::parse_duration)]
     pub leave_timeout: Option<Duration>,
 
+    /// When the controller's side closes or resets a healthy session (its leader died or stepped down),
+    /// keep announcing what this node holds for up to this long after the loss (announce.proto rule 7), so
+    /// that the data plane rides out a leader change; a controller's set without an address stops it at
+    /// once. A merely silent session only keeps its lease. Must not be zero, should not be shorter than the
+    /// lease, and lb-controller's `--controller-loss-hold` must not be shorter than this.
+    #[arg(long, env = "LB_CONTROLLER_LOSS_HOLD", value_parser = ops::parse_duration, default_value = "15s")]
+    pub controller_loss_hold: Duration,
+
     /// Logging, ops endpoint (`--metrics-listen`) and drain settings.
     #[command(flatten)]
     pub ops: OpsArgs,
@@ -160,6 +168,8 @@ pub struct Settings {
     pub periodic_gratuitous: Option<Duration>,
     /// Bound on the graceful leave.
     pub leave_timeout: Duration,
+    /// How long to keep announcing after the controller's side ended a healthy session (rule 7).
+    pub controller_loss_hold: Duration,
 }
 
 impl Config {
@@ -257,6 +267,14 @@ impl Config {
             Some(leave) => leave,
             None => (self.ops.drain_timeout * 3 / 4).min(Duration::from_secs(5)),
         };
+        if self.controller_loss_hold.is_zero() {
+            return Err(ConfigError::Duration {
+                flag: "--controller-loss-hold",
+                reason:
+                    "must be longer than zero (announce.proto rule 7: never less than the lease)"
+                        .to_owned(),
+            });
+        }
         Ok(Settings {
             controller: ControllerSettings { uri, tls, domain },
             node_name,
@@ -264,6 +282,7 @@ impl Config {
             gratuitous_repeat: self.gratuitous_repeat,
             periodic_gratuitous: self.periodic_gratuitous,
             leave_timeout,
+            controller_loss_hold: self.controller_loss_hold,
         })
     }
 }
@@ -318,6 +337,7 @@ mod tests {
         assert!(settings.controller.tls.is_none());
         assert_eq!(settings.gratuitous_repeat, 3);
         assert_eq!(settings.periodic_gratuitous, None);
+        assert_eq!(settings.controller_loss_hold, Duration::from_secs(15));
     }
 
     #[test]
@@ -404,6 +424,16 @@ mod tests {
                     "30s",
                 ],
                 "--leave-timeout",
+            ),
+            (
+                &[
+                    "--controller",
+                    "http://x:1",
+                    "--insecure",
+                    "--controller-loss-hold",
+                    "0s",
+                ],
+                "--controller-loss-hold",
             ),
             (
                 &[

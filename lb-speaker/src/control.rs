@@ -114,7 +114,8 @@ pub async fn open(
     })
 }
 
-/// Exponential reconnect backoff: 100 ms doubling to a cap, reset after a session opened.
+/// Exponential reconnect backoff (announce.proto rule 7): 50 ms doubling to 1 s, reset after a session
+/// opened.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
@@ -124,7 +125,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self::new(Duration::from_millis(100), Duration::from_secs(2))
+        Self::new(Duration::from_millis(50), Duration::from_secs(1))
     }
 }
 
@@ -159,9 +160,9 @@ mod tests {
     fn backoff_doubles_to_its_cap_and_resets() {
         let mut b = Backoff::default();
         let delays: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000]);
         b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        assert_eq!(b.next_delay(), Duration::from_millis(50));
     }
 
     #[test]

@@ -66,8 +66,40 @@ pub struct Holdings {
     assignments: BTreeMap<IpAddr, Held>,
     /// Addresses from the controller that are not IP addresses, with the reason.
     rejected: BTreeMap<String, String>,
-    deadline: Option<Instant>,
+    /// Rule 3's deadline: receipt of the last lease + its `valid_for_ms`.
+    lease_deadline: Option<Instant>,
     lease: Option<Duration>,
+    /// Rule 7's controller-loss hold: the time of loss + the hold, if a loss since the last snapshot
+    /// started one. Cleared by the next snapshot (normal lease rules again).
+    hold_until: Option<Instant>,
+    /// A loss since the last snapshot was already handled (whether or not it started a hold), so further
+    /// losses (reconnects that fail again and again) never extend anything.
+    loss_handled: bool,
+    /// When the last message of any kind arrived from the controller.
+    last_heard: Option<Instant>,
+}
+
+/// What losing the controller session did to the holdings (rule 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// The session was healthy and closed or reset by the controller's side: what is held stays announced
+    /// until `until` (or a later lease deadline).
+    Hold {
+        /// Time of loss + the controller-loss hold.
+        until: Instant,
+    },
+    /// The session ended but not by the controller's doing (e.g. our queue to it was stuck): only the lease.
+    NotByController,
+    /// Nothing arrived from the controller within the last lease/2 before the loss (the stream went silent,
+    /// e.g. a partition later noticed by TCP or HTTP/2 keepalive): only the lease.
+    Silent {
+        /// How long nothing had arrived (`None`: nothing ever did).
+        quiet_for: Option<Duration>,
+    },
+    /// The lease had already run out: a loss never brings addresses back.
+    Lapsed,
+    /// A loss since the last snapshot was already handled: nothing is extended again.
+    AlreadyHandled,
 }
 
 impl Holdings {
@@ -80,6 +112,48 @@ impl Holdings {
     /// for a delta or renewal. What is held keeps being announced until its lease runs out.
     pub fn begin_session(&mut self) {
         self.generation = 0;
+    }
+
+    /// Notes that a message (of any kind, applied or not) arrived from the controller at `now`: what tells
+    /// a healthy session from a silent one when it ends.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+    }
+
+    /// The session with the controller was lost at `now` (rule 7). `hold` is the controller-loss hold when
+    /// the controller's side closed or reset the stream, `None` for any other ending. The hold applies
+    /// only once per loss (the first loss after a snapshot), only if the lease still runs, and only if the
+    /// session was healthy: a message arrived within the last lease/2 (the controller's own silence
+    /// threshold, rule 5; renewals come every lease/5). "Within the last lease" would say nothing more than
+    /// "the lease still runs", since every renewal restarts the lease: a stream that went silent (a
+    /// partition) and is only later reset by TCP or HTTP/2 keepalive would then hold. Then the deadline becomes
+    /// max(lease deadline, now + hold); it is never extended again until a snapshot arrives.
+    pub fn controller_lost(&mut self, now: Instant, hold: Option<Duration>) -> Loss {
+        if std::mem::replace(&mut self.loss_handled, true) {
+            return Loss::AlreadyHandled;
+        }
+        let Some(hold) = hold else {
+            return Loss::NotByController;
+        };
+        if !self.lease_deadline.is_some_and(|d| now < d) {
+            return Loss::Lapsed;
+        }
+        let quiet_for = self.last_heard.map(|t| now.saturating_duration_since(t));
+        let healthy = match (quiet_for, self.lease) {
+            (Some(quiet), Some(lease)) => quiet < lease / 2,
+            _ => false,
+        };
+        if !healthy {
+            return Loss::Silent { quiet_for };
+        }
+        let until = now + hold;
+        self.hold_until = Some(until);
+        Loss::Hold { until }
+    }
+
+    /// The end of the controller-loss hold, if one is running at `now`.
+    pub fn hold_until(&self, now: Instant) -> Option<Instant> {
+        self.hold_until.filter(|h| now < *h)
     }
 
     /// The generation applied in this session (0 if none yet): what heartbeats and reports acknowledge.
@@ -96,9 +170,14 @@ impl Holdings {
         }
     }
 
-    /// The lease deadline, if a lease was ever received.
+    /// Until when what is held is announced: the lease deadline, or the end of a controller-loss hold if
+    /// later. `None` if no lease was ever received.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match (self.lease_deadline, self.hold_until) {
+            (Some(lease), Some(hold)) => Some(lease.max(hold)),
+            (lease, None) => lease,
+            (None, hold) => hold,
+        }
     }
 
     /// The duration of the last lease received (heartbeats go every lease/5).
@@ -106,9 +185,9 @@ impl Holdings {
         self.lease
     }
 
-    /// Whether the lease is running at `now`.
+    /// Whether the lease (or a controller-loss hold) is running at `now`.
     pub fn lease_valid(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now < d)
+        self.deadline().is_some_and(|d| now < d)
     }
 
     /// Every held address, whether or not the lease runs.
@@ -123,7 +202,12 @@ impl Holdings {
 
     /// Applies a snapshot received at `now`: it replaces everything and, being the applied generation
     /// afterwards, restarts the lease.
+    /// It also ends a controller-loss hold: normal lease rules apply again (addresses not in the set stop
+    /// at once; a set without a lease leaves only the lease deadline from before the loss).
     pub fn apply_set(&mut self, set: &AssignmentSet, now: Instant) -> Applied {
+        self.heard(now);
+        self.hold_until = None;
+        self.loss_handled = false;
         self.assignments.clear();
         self.rejected.clear();
         for assignment in &set.assignments {
@@ -139,6 +223,7 @@ impl Holdings {
 
     /// Applies a delta received at `now` if its base is the applied generation; otherwise ignores it.
     pub fn apply_delta(&mut self, delta: &AssignmentDelta, now: Instant) -> Applied {
+        self.heard(now);
         if self.generation == 0 || delta.base_generation != self.generation {
             return Applied::DeltaIgnored {
                 base: delta.base_generation,
@@ -168,6 +253,7 @@ impl Holdings {
 
     /// Applies a renewal received at `now`: it restarts the lease only for the applied generation.
     pub fn apply_renewal(&mut self, renewal: &LeaseRenewal, now: Instant) -> Applied {
+        self.heard(now);
         if self.generation == 0 || renewal.generation != self.generation {
             return Applied::RenewalIgnored {
                 generation: renewal.generation,
@@ -182,7 +268,8 @@ impl Holdings {
     pub fn clear(&mut self) {
         self.assignments.clear();
         self.rejected.clear();
-        self.deadline = None;
+        self.lease_deadline = None;
+        self.hold_until = None;
     }
 
     fn upsert(&mut self, assignment: &Assignment) {
@@ -209,7 +296,7 @@ impl Holdings {
     fn restart_lease(&mut self, lease: Option<&Lease>, now: Instant) {
         if let Some(lease) = lease {
             let valid_for = Duration::from_millis(u64::from(lease.valid_for_ms));
-            self.deadline = Some(now + valid_for);
+            self.lease_deadline = Some(now + valid_for);
             self.lease = Some(valid_for);
         }
     }
@@ -520,5 +607,196 @@ mod tests {
         let mut h = Holdings::new();
         h.apply_set(&set(1, &["10.10.39.200"], 0), t0);
         assert!(announced(&h, t0).is_empty());
+    }
+
+    const HOLD: Duration = Duration::from_secs(15);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn renew(h: &mut Holdings, generation: u64, lease_ms: u32, at: Instant) {
+        assert_eq!(
+            h.apply_renewal(
+                &LeaseRenewal {
+                    generation,
+                    lease: lease(lease_ms),
+                },
+                at,
+            ),
+            Applied::Renewed
+        );
+    }
+
+    #[test]
+    fn losing_a_healthy_session_to_the_controller_holds_until_loss_plus_hold() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new();
+        h.apply_set(&set(1, &["10.10.39.200"], 1500), t0);
+        renew(&mut h, 1, 1500, t0 + ms(300));
+        let lost = t0 + ms(400);
+        h.begin_session();
+        assert_eq!(
+            h.controller_lost(lost, Some(HOLD)),
+            Loss::Hold { until: lost + HOLD }
+        );
+        assert_eq!(h.deadline(), Some(lost + HOLD));
+        assert_eq!(h.hold_until(lost), Some(lost + HOLD));
+        // Long past the lease (300 ms + 1.5 s), still announced; the hold ends exactly at loss + hold.
+        assert_eq!(announced(&h, lost + ms(2000)), ["eth0/10.10.39.200"]);
+        assert_eq!(announced(&h, lost + HOLD - ms(1)), ["eth0/10.10.39.200"]);
+        assert!(announced(&h, lost + HOLD).is_empty());
+        // The new leader learns what is still held.
+        assert_eq!(h.held_generation(lost + ms(2000)), 1);
+    }
+
+    #[test]
+    fn a_hold_shorter_than_what_is_left_of_the_lease_never_shortens_it() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new();
+        h.apply_set(&set(1, &["10.10.39.200"], 10_000), t0);
+        let lost = t0 + ms(100);
+        assert_eq!(
+            h.controller_lost(lost, Some(ms(1000))),
+            Loss::Hold {
+                until: lost + ms(1000)
+            }
+        );
+        assert_eq!(h.deadline(), Some(t0 + ms(10_000)));
+    }
+
+    #[test]
+    fn a_stream_that_went_silent_and_then_errored_starts_no_hold() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new();
+        // A long lease, so that it still runs when the partition is finally noticed.
+        h.apply_set(&set(1, &["10.10.39.200"], 20_000), t0);
+        renew(&mut h, 1, 20_000, t0 + ms(4000));
+        // Nothing for half a lease (two renewals missed), then the TCP/HTTP2 keepalive gives up on the
+        // stream while the lease still runs.
+        let errored = t0 + ms(4000) + ms(10_000);
+        let mut silent = h.clone();
+        silent.begin_session();
+        let loss = silent.controller_lost(errored, Some(HOLD));
+        assert_eq!(
+            loss,
+            Loss::Silent {
+                quiet_for: Some(ms(10_000))
+            }
+        );
+        assert!(silent.lease_valid(errored));
+        assert_eq!(silent.deadline(), Some(t0 + ms(24_000)));
+        assert!(announced(&silent, t0 + ms(24_000)).is_empty());
+        // The threshold is lease/2: heard 1 ms less long ago, the session counts as healthy.
+        assert!(matches!(
+            h.controller_lost(errored - ms(1), Some(HOLD)),
+            Loss::Hold { .. }
+        ));
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_not_brought_back_by_a_loss_and_our_own_endings_do_not_hold() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new();
+        h.apply_set(&set(1, &["10.10.39.200"], 1000), t0);
+        let mut lapsed = h.clone();
+        assert_eq!(
+            lapsed.controller_lost(t0 + ms(1000), Some(HOLD)),
+            Loss::Lapsed
+        );
+        assert!(announced(&lapsed, t0 + ms(1000)).is_empty());
+        assert_eq!(h.controller_lost(t0 + ms(100), None), Loss::NotByController);
+        assert_eq!(h.deadline(), Some(t0 + ms(1000)));
+        // That loss was handled: a controller-side ending right after does not hold either.
+        assert_eq!(
+            h.controller_lost(t0 + ms(200), Some(HOLD)),
+            Loss::AlreadyHandled
+        );
+        assert_eq!(h.deadline(), Some(t0 + ms(1000)));
+    }
+
+    #[test]
+    fn repeated_failures_never_extend_beyond_the_first_loss_plus_hold() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new();
+        h.apply_set(&set(1, &["10.10.39.200"], 1500), t0);
+        let lost = t0 + ms(100);
+        h.begin_session();
+        assert_eq!(
+            h.controller_lost(lost, Some(HOLD)),
+            Loss::Hold { until: lost + HOLD }
+        );
+        // Reconnects that open and break again, every second for longer than the hold; a stray message
+        // from a session that sent no snapshot (ignored) does not re-arm anything either.
+        for second in 1..30u64 {
+            let at = lost + Duration::from_secs(second);
+            h.begin_session();
+            assert!(matches!(
+                h.apply_renewal(
+                    &LeaseRenewal {
+                        generation: 1,
+                        lease: lease(1500)
+                    },
+                    at
+                ),
+                Applied::RenewalIgnored { .. }
+            ));
+            assert_eq!(
+                h.controller_lost(at, Some(HOLD)),
+                Loss::AlreadyHandled,
+                "at +{second}s"
+            );
+            assert_eq!(h.deadline(), Some(lost + HOLD));
+        }
+        assert!(announced(&h, lost + HOLD).is_empty());
+        assert_eq!(h.held_generation(lost + HOLD), 0);
+    }
+
+    #[test]
+    fn a_new_sessions_set_ends_the_hold_and_addresses_not_in_it_stop_at_once() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new();
+        h.apply_set(&set(1, &["10.10.39.200", "10.10.39.201"], 1500), t0);
+        let lost = t0 + ms(100);
+        h.begin_session();
+        assert!(matches!(
+            h.controller_lost(lost, Some(HOLD)),
+            Loss::Hold { .. }
+        ));
+        // The new leader's first set keeps .201 only, with normal lease rules.
+        let new = lost + ms(5000);
+        h.apply_set(&set(1, &["10.10.39.201"], 1500), new);
+        assert_eq!(announced(&h, new), ["eth0/10.10.39.201"]);
+        assert_eq!(h.hold_until(new), None);
+        assert_eq!(h.deadline(), Some(new + ms(1500)));
+        assert!(announced(&h, new + ms(1500)).is_empty());
+        // An empty set stops everything at once, hold or not.
+        let mut emptied = h.clone();
+        emptied.begin_session();
+        emptied.controller_lost(new + ms(100), Some(HOLD));
+        emptied.apply_set(&set(1, &[], 1500), new + ms(200));
+        assert!(announced(&emptied, new + ms(200)).is_empty());
+        // The set re-armed the hold: the next healthy loss holds again, from its own time.
+        let again = new + ms(300);
+        h.begin_session();
+        assert_eq!(
+            h.controller_lost(again, Some(HOLD)),
+            Loss::Hold {
+                until: again + HOLD
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_sessions_set_without_a_lease_falls_back_to_the_lease_from_before_the_loss() {
+        let t0 = Instant::now();
+        let mut h = Holdings::new();
+        h.apply_set(&set(1, &["10.10.39.200"], 1500), t0);
+        h.controller_lost(t0 + ms(100), Some(HOLD));
+        let mut no_lease = set(1, &["10.10.39.200"], 0);
+        no_lease.lease = None;
+        h.apply_set(&no_lease, t0 + ms(3000));
+        assert_eq!(h.deadline(), Some(t0 + ms(1500)));
+        assert!(announced(&h, t0 + ms(3000)).is_empty());
     }
 }

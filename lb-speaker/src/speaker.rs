@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use crate::config::Settings;
 use crate::control::{self, Backoff, ControlError, Session};
 use crate::frames::Mac;
-use crate::holdings::{Applied, Holdings};
+use crate::holdings::{Applied, Holdings, Loss};
 use crate::interfaces::{self, InterfaceSet};
 use crate::metrics::Metrics;
 use crate::responder::{AnswerTable, Event, Responder, SharedTable};
@@ -157,13 +157,13 @@ impl Speaker {
                             }
                         }
                         Ok(None) => {
-                            self.session_lost(&mut session, "the controller closed the session");
+                            self.session_lost(&mut session, "the controller closed the session", true);
                             if leave_deadline.is_some() {
                                 break;
                             }
                         }
                         Err(status) => {
-                            self.session_lost(&mut session, &format!("the session broke: {}", control::chain(&status)));
+                            self.session_lost(&mut session, &format!("the session broke: {}", control::chain(&status)), true);
                             if leave_deadline.is_some() {
                                 break;
                             }
@@ -253,18 +253,35 @@ impl Speaker {
         tracing::info!(controller = %self.settings.controller.uri, node = %self.settings.node_name, "session with the controller open");
     }
 
-    fn session_lost(&mut self, session: &mut Option<Session>, why: &str) {
+    /// The session ended. `by_controller`: the controller's side closed or reset the stream (end of
+    /// stream, an error status, a reset connection), as opposed to an ending of our own making (our queue
+    /// to it stuck). Rule 7: a healthy session lost to the controller's side holds what we announce for
+    /// `--controller-loss-hold`; anything else keeps only the lease.
+    fn session_lost(&mut self, session: &mut Option<Session>, why: &str, by_controller: bool) {
         *session = None;
+        let now = Instant::now();
         self.holdings.begin_session();
+        let hold = by_controller.then_some(self.settings.controller_loss_hold);
+        let loss = self.holdings.controller_lost(now, hold);
         self.metrics.controller_connected.set(0);
         self.metrics.controller_errors.inc();
         let delay = self.backoff.next_delay();
         self.next_attempt = tokio::time::Instant::now() + delay;
-        let lease_left = self
+        let left = self
             .holdings
             .deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?lease_left, "lost the controller session; announcing only while the lease runs");
+            .map(|d| d.saturating_duration_since(now));
+        match loss {
+            Loss::Hold { .. } => {
+                tracing::warn!(reason = why, retry_in = ?delay, hold_left = ?left, held = self.holdings.held().len(), "lost the controller session; holding what this node announces for --controller-loss-hold unless a controller says otherwise");
+            }
+            Loss::Silent { quiet_for } => {
+                tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?left, quiet_for = ?quiet_for, "lost the controller session after it had gone silent; announcing only while the lease runs");
+            }
+            Loss::NotByController | Loss::Lapsed | Loss::AlreadyHandled => {
+                tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?left, loss = ?loss, "lost the controller session; announcing only while the lease runs");
+            }
+        }
     }
 
     fn heartbeat_period(&self) -> Duration {
@@ -290,13 +307,21 @@ impl Speaker {
             return;
         };
         if let Err(e) = outbound.try_send(message(body)) {
-            self.session_lost(session, &format!("cannot queue a message: {e}"));
+            // Closed: the stream's transport is gone (the connection was reset); full: the controller
+            // stopped reading, which is no sign that its side ended anything.
+            let by_controller = matches!(e, mpsc::error::TrySendError::Closed(_));
+            self.session_lost(
+                session,
+                &format!("cannot queue a message: {e}"),
+                by_controller,
+            );
         }
     }
 
     /// Applies one controller message; returns whether it was a set or delta that left nothing held.
     fn handle(&mut self, message: ControllerMessage, session: &mut Option<Session>) -> bool {
         let now = Instant::now();
+        self.holdings.heard(now);
         let applied = match message.body {
             Some(ControllerBody::Snapshot(set)) => self.holdings.apply_set(&set, now),
             Some(ControllerBody::Delta(delta)) => self.holdings.apply_delta(&delta, now),
