@@ -2,34 +2,37 @@
 //! picks the node that announces each address, and pushes each node's assignments to its speaker over gRPC
 //! (`proto::announce::v1`).
 //!
-//! This crate holds the daemon's logic; `main.rs` only parses flags and calls [`run`]. Pools, allocation and
-//! the gRPC server are not built yet: today the daemon starts, serves its probes and metrics, and drains.
+//! Layout: pure logic first — [`ranges`] (address notation), [`pool`] (the `IPPool` CRD), [`legacy`]
+//! (MetalLB's ConfigMap), [`request`] (what a Service asks for), [`allocator`] (who holds which address),
+//! [`announcer`] (rendezvous choice of a node), [`plan`] (one reconcile pass) — then the I/O edges:
+//! [`speakers`] (the gRPC hub with its fencing) and `controller` (watches and API writes). `main.rs` only
+//! parses flags and calls [`run`].
 
 pub mod allocator;
 pub mod announcer;
+pub mod config;
+mod controller;
+pub mod legacy;
+pub mod metrics;
+pub mod plan;
 pub mod pool;
 pub mod ranges;
 pub mod request;
 pub mod speakers;
 
-use ops::{Context, OpsArgs};
+pub use config::{Config, ConfigError, Settings};
+pub use controller::Error;
+pub use metrics::Metrics;
+pub use speakers::SpeakerHub;
 
-/// Command-line configuration (every flag also reads an environment variable).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "lb-controller", version, about)]
-pub struct Config {
-    /// Logging, ops endpoint and drain settings.
-    #[command(flatten)]
-    pub ops: OpsArgs,
-}
-
-/// Errors that stop the controller.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {}
+use ops::Context;
 
 /// Runs the controller until `context.shutdown` is cancelled.
-pub async fn run(_config: Config, context: Context) -> Result<(), Error> {
-    context.health.set_ready("running");
-    context.shutdown.cancelled().await;
-    Ok(())
+pub async fn run(
+    settings: Settings,
+    metrics: Metrics,
+    hub: SpeakerHub,
+    context: Context,
+) -> Result<(), Error> {
+    controller::run(settings, metrics, hub, context.health, context.shutdown).await
 }

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use integration_tests::certs::{Ca, Usage};
@@ -14,14 +13,14 @@ use integration_tests::wait::until;
 use lb_controller::speakers::{DesiredAssignment, HubConfig, SpeakerHub, TlsFiles};
 use proto::announce::v1 as pb;
 use proto::announce::v1::announcer_client::AnnouncerClient;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+mod support;
+use support::*;
+
 const LEASE: Duration = Duration::from_millis(300);
 const GRACE: Duration = Duration::from_millis(60);
-const WAIT: Duration = Duration::from_secs(5);
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -37,6 +36,7 @@ fn desired(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<DesiredAssignment>
                     address: ip(a),
                     interfaces: vec!["eth0".into()],
                     services: vec!["default/web".into()],
+                    fresh: false,
                 })
                 .collect();
             ((*node).to_owned(), set)
@@ -63,6 +63,7 @@ async fn start_controller(tls: Option<TlsFiles>, active: bool) -> Controller {
         HubConfig {
             lease: LEASE,
             grace: GRACE,
+            activation_hold: LEASE,
         },
         &mut registry,
     );
@@ -85,250 +86,6 @@ async fn start_settled_controller() -> Controller {
     let controller = start_controller(None, true).await;
     tokio::time::sleep(LEASE + GRACE).await;
     controller
-}
-
-async fn plain_channel(addr: SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-/// How the stand-in speaker behaves.
-#[derive(Debug, Clone, Copy)]
-struct Behaviour {
-    /// Acknowledge every applied set (after `ack_delay`).
-    ack: bool,
-    ack_delay: Duration,
-    /// Send a heartbeat every lease/5.
-    heartbeat: bool,
-}
-
-/// A message from the controller, with when it arrived.
-#[derive(Debug, Clone)]
-struct Received {
-    at: Instant,
-    message: pb::ControllerMessage,
-}
-
-/// What the stand-in speaker saw and did.
-#[derive(Debug, Default)]
-struct Log {
-    received: Vec<Received>,
-    /// When it sent each acknowledgement, by generation.
-    acked_at: BTreeMap<u64, Instant>,
-    applied: u64,
-    ended: Option<Result<(), tonic::Status>>,
-}
-
-/// A tonic client that follows the speaker's half of the protocol.
-struct FakeSpeaker {
-    tx: Arc<Mutex<Option<mpsc::UnboundedSender<pb::SpeakerMessage>>>>,
-    log: Arc<Mutex<Log>>,
-    behaviour: Arc<Mutex<Behaviour>>,
-    leaving: Arc<Mutex<bool>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeSpeaker {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn hello(node: &str, held_generation: u64) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        body: Some(pb::speaker_message::Body::Hello(pb::Hello {
-            node: node.into(),
-            interfaces: vec![pb::Interface {
-                name: "eth0".into(),
-                mac: vec![2, 0, 0, 0, 0, 1],
-                addresses: vec!["10.10.39.10/24".into()],
-                up: true,
-            }],
-            version: "test".into(),
-            held_generation,
-        })),
-    }
-}
-
-fn report(applied: u64, announcing: &[&str]) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        body: Some(pb::speaker_message::Body::Report(pb::Report {
-            applied_generation: applied,
-            announcing: announcing
-                .iter()
-                .map(|a| pb::Announcement {
-                    address: (*a).into(),
-                    interface: "eth0".into(),
-                })
-                .collect(),
-            conflicts: vec![],
-            problems: vec![],
-        })),
-    }
-}
-
-fn heartbeat(applied: u64) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        body: Some(pb::speaker_message::Body::Heartbeat(pb::Heartbeat {
-            applied_generation: applied,
-        })),
-    }
-}
-
-const DEFAULT: Behaviour = Behaviour {
-    ack: true,
-    ack_delay: Duration::ZERO,
-    heartbeat: true,
-};
-
-impl FakeSpeaker {
-    /// Opens a session as `node`, reporting `announcing` from an earlier session held as `held`.
-    async fn connect(
-        channel: Channel,
-        node: &str,
-        held: u64,
-        announcing: &[&str],
-    ) -> Result<Self, tonic::Status> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tx.send(hello(node, held)).unwrap();
-        tx.send(report(held, announcing)).unwrap();
-        let mut client = AnnouncerClient::new(channel);
-        let mut inbound = client
-            .session(UnboundedReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let tx = Arc::new(Mutex::new(Some(tx)));
-        let log = Arc::new(Mutex::new(Log {
-            applied: held,
-            ..Log::default()
-        }));
-        let behaviour = Arc::new(Mutex::new(DEFAULT));
-        let leaving = Arc::new(Mutex::new(false));
-        let task = {
-            let (tx, log, behaviour, leaving) =
-                (tx.clone(), log.clone(), behaviour.clone(), leaving.clone());
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(LEASE / 5);
-                loop {
-                    tokio::select! {
-                        _ = ticker.tick() => {
-                            let applied = log.lock().unwrap().applied;
-                            let beat = behaviour.lock().unwrap().heartbeat;
-                            if beat && let Some(tx) = tx.lock().unwrap().as_ref() {
-                                let _ = tx.send(heartbeat(applied));
-                            }
-                        }
-                        next = inbound.message() => {
-                            let message = match next {
-                                Ok(Some(message)) => message,
-                                Ok(None) => { log.lock().unwrap().ended = Some(Ok(())); return; }
-                                Err(status) => { log.lock().unwrap().ended = Some(Err(status)); return; }
-                            };
-                            let set = match &message.body {
-                                Some(pb::controller_message::Body::Snapshot(set)) => Some(set.clone()),
-                                _ => None,
-                            };
-                            log.lock().unwrap().received.push(Received { at: Instant::now(), message });
-                            let Some(set) = set else { continue };
-                            log.lock().unwrap().applied = set.generation;
-                            let b = *behaviour.lock().unwrap();
-                            if !b.ack {
-                                continue;
-                            }
-                            if !b.ack_delay.is_zero() {
-                                tokio::time::sleep(b.ack_delay).await;
-                            }
-                            log.lock().unwrap().acked_at.insert(set.generation, Instant::now());
-                            let mut tx = tx.lock().unwrap();
-                            if let Some(sender) = tx.as_ref() {
-                                let _ = sender.send(heartbeat(set.generation));
-                            }
-                            if *leaving.lock().unwrap() && set.assignments.is_empty() {
-                                // Applied the empty set after Leaving: close our half and exit.
-                                tx.take();
-                            }
-                        }
-                    }
-                }
-            })
-        };
-        Ok(Self {
-            tx,
-            log,
-            behaviour,
-            leaving,
-            task,
-        })
-    }
-
-    fn set_behaviour(&self, behaviour: Behaviour) {
-        *self.behaviour.lock().unwrap() = behaviour;
-    }
-
-    fn send(&self, message: pb::SpeakerMessage) {
-        if let Some(tx) = self.tx.lock().unwrap().as_ref() {
-            tx.send(message).unwrap();
-        }
-    }
-
-    fn leave(&self) {
-        *self.leaving.lock().unwrap() = true;
-        self.send(pb::SpeakerMessage {
-            body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
-        });
-    }
-
-    /// Snapshots received, as (arrival, generation, addresses).
-    fn snapshots(&self) -> Vec<(Instant, u64, Vec<IpAddr>)> {
-        self.log
-            .lock()
-            .unwrap()
-            .received
-            .iter()
-            .filter_map(|r| match &r.message.body {
-                Some(pb::controller_message::Body::Snapshot(set)) => Some((
-                    r.at,
-                    set.generation,
-                    set.assignments.iter().map(|a| ip(&a.address)).collect(),
-                )),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// When the first snapshot holding `address` arrived.
-    fn got(&self, address: &str) -> Option<Instant> {
-        self.snapshots()
-            .into_iter()
-            .find(|(_, _, set)| set.contains(&ip(address)))
-            .map(|(at, _, _)| at)
-    }
-
-    fn last_lease_at(&self) -> Option<Instant> {
-        self.log.lock().unwrap().received.last().map(|r| r.at)
-    }
-
-    fn ended(&self) -> Option<Result<(), tonic::Status>> {
-        self.log.lock().unwrap().ended.clone()
-    }
-
-    async fn wait_for(&self, address: &str) -> Instant {
-        until(&format!("a snapshot with {address}"), WAIT, || async {
-            self.got(address)
-                .ok_or_else(|| format!("snapshots so far: {:?}", self.snapshots()))
-        })
-        .await
-        .unwrap()
-    }
-
-    /// Ends the session abruptly, as when the speaker process dies.
-    fn reset(self) {
-        self.task.abort();
-        self.tx.lock().unwrap().take();
-    }
 }
 
 async fn wait_available(hub: &SpeakerHub, nodes: &[&str]) {

@@ -155,6 +155,7 @@ impl Node {
 pub(crate) struct Fence {
     lease: Duration,
     grace: Duration,
+    activation_hold: Duration,
     active: bool,
     /// Until then, any address may still be held by a node that has not connected since activation.
     unknown_until: Option<Instant>,
@@ -173,6 +174,7 @@ impl Fence {
         Self {
             lease,
             grace,
+            activation_hold: lease,
             active: false,
             unknown_until: None,
             reported: BTreeSet::new(),
@@ -182,6 +184,13 @@ impl Fence {
             last_holder: BTreeMap::new(),
             pending_since: BTreeMap::new(),
         }
+    }
+
+    /// Sets how long after activation an unreported address may still be held elsewhere (default: the
+    /// lease).
+    pub(crate) fn with_activation_hold(mut self, hold: Duration) -> Self {
+        self.activation_hold = hold;
+        self
     }
 
     /// Whether new sessions are accepted.
@@ -205,7 +214,7 @@ impl Fence {
         }
         self.active = active;
         if active {
-            self.unknown_until = Some(now + self.lease + self.grace);
+            self.unknown_until = Some(now + self.activation_hold + self.grace);
             self.reported.clear();
         } else {
             for (name, node) in std::mem::take(&mut self.nodes) {
@@ -549,6 +558,7 @@ impl Fence {
                     .get(address)
                     .is_some_and(|h| h.iter().any(|holder| holder != &name));
                 let unknown = self.unknown_until.is_some()
+                    && !assignment.fresh
                     && !self.reported.contains(address)
                     && !holders.get(address).is_some_and(|h| h.contains(&name));
                 if session.sent.contains_key(address) || !(others || unknown) {

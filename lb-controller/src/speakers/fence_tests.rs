@@ -65,6 +65,7 @@ fn want(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<DesiredAssignment>> {
                     address: ip(a),
                     interfaces: vec![],
                     services: vec!["default/web".into()],
+                    fresh: false,
                 })
                 .collect();
             ((*node).to_owned(), set)
@@ -592,6 +593,7 @@ mod simulation {
                                 address: IpAddr::from([10, 0, 0, *a]),
                                 interfaces: vec![],
                                 services: vec![],
+                                fresh: false,
                             });
                     }
                     let out = self.fence.set_desired(desired, self.at(now));

@@ -34,6 +34,9 @@ pub struct HubConfig {
     pub lease: Duration,
     /// Added to a silent node's lease deadline before its addresses move, for transit time.
     pub grace: Duration,
+    /// After activation, how long an address nobody reported may still be held by a speaker that has
+    /// not reconnected (the speakers' controller-loss hold, `announce.proto` step 8); plus `grace`.
+    pub activation_hold: Duration,
 }
 
 impl Default for HubConfig {
@@ -41,6 +44,7 @@ impl Default for HubConfig {
         Self {
             lease: Duration::from_millis(1500),
             grace: Duration::from_millis(200),
+            activation_hold: Duration::from_millis(1500),
         }
     }
 }
@@ -54,6 +58,9 @@ pub struct DesiredAssignment {
     pub interfaces: Vec<String>,
     /// The Services using the address, as `namespace/name`.
     pub services: Vec<String>,
+    /// No Service's status showed the address when this controller became leader, so no speaker can
+    /// hold it from an earlier leader: it skips the activation window.
+    pub fresh: bool,
 }
 
 impl DesiredAssignment {
@@ -346,7 +353,8 @@ impl SpeakerHub {
         let inner = Inner {
             config,
             state: Mutex::new(State {
-                fence: fence::Fence::new(config.lease, config.grace),
+                fence: fence::Fence::new(config.lease, config.grace)
+                    .with_activation_hold(config.activation_hold),
                 next_session: 1,
                 streams: BTreeMap::new(),
             }),

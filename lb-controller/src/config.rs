@@ -1,0 +1,268 @@
+//! Command-line configuration, checked into [`Settings`] before any socket is bound or the API is called.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ops::OpsArgs;
+
+use crate::request::ClassFilter;
+use crate::speakers::{HubConfig, TlsFiles};
+
+/// `lb-controller`: gives LoadBalancer Services addresses from IP pools, writes their status, picks the
+/// node that announces each address, and tells that node's speaker over gRPC.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "lb-controller", version, about, long_about = None)]
+pub struct Config {
+    /// Kubeconfig to use; without it, in-cluster configuration or the usual kubeconfig inference.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Where speakers connect (gRPC).
+    #[arg(long, env = "GRPC_LISTEN", default_value = "0.0.0.0:7472")]
+    pub grpc_listen: SocketAddr,
+
+    /// PEM certificate the gRPC server presents to speakers.
+    #[arg(long, env = "TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate; only speakers with a client certificate it signed are accepted.
+    #[arg(long, env = "TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Serve speakers in plaintext, without authentication (a lab only; never on a real network).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// The `spec.loadBalancerClass` this controller serves.
+    #[arg(long, env = "LOAD_BALANCER_CLASS", default_value = "groundwork.dev/lb")]
+    pub load_balancer_class: String,
+
+    /// Serve only Services that name our class; by default Services without a class are served too.
+    /// Set it when another implementation (MetalLB) serves the class-less ones.
+    #[arg(long, env = "ONLY_OWN_CLASS")]
+    pub only_own_class: bool,
+
+    /// Also read pools from MetalLB's legacy ConfigMap, as NAMESPACE/NAME (e.g. `metallb-system/config`).
+    /// An `IPPool` of the same name wins.
+    #[arg(long, env = "METALLB_CONFIGMAP")]
+    pub metallb_configmap: Option<String>,
+
+    /// How long a speaker's assignments stay valid without renewal; a silent node's addresses move after
+    /// this (plus `--lease-grace`).
+    #[arg(long, default_value = "1500ms", value_parser = ops::parse_duration)]
+    pub speaker_lease: Duration,
+
+    /// Transit allowance added to a silent node's lease before its addresses move.
+    #[arg(long, default_value = "200ms", value_parser = ops::parse_duration)]
+    pub lease_grace: Duration,
+
+    /// How long speakers keep announcing after losing the controller (a leader change); a new leader
+    /// waits this long before moving an address whose holder it has not heard from. Not shorter than the
+    /// speakers' own setting.
+    #[arg(long, default_value = "15s", value_parser = ops::parse_duration)]
+    pub controller_loss_hold: Duration,
+
+    /// Elect one active replica through a Lease; the others stand by (not ready) until they lead.
+    #[arg(long, env = "LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "LEASE_NAME", default_value = "lb-controller")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// How long a leader that died blocks the standby, in whole seconds.
+    #[arg(long, default_value = "4s", value_parser = ops::parse_duration)]
+    pub leader_lease: Duration,
+
+    /// This replica's identity in the Lease and in Events.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Logging, ops endpoint (`--metrics-listen`) and drain settings.
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// A flag value that cannot be used; names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither TLS nor `--insecure`, or both.
+    #[error("give --tls-cert, --tls-key and --tls-ca together, or --insecure (and not both)")]
+    Tls,
+    /// A TLS file is missing.
+    #[error("{flag} {path}: {source}")]
+    File {
+        /// The flag.
+        flag: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--metallb-configmap` is not NAMESPACE/NAME.
+    #[error("--metallb-configmap {0:?}: expected NAMESPACE/NAME")]
+    ConfigMap(String),
+    /// A duration out of range.
+    #[error("{flag}: {reason}")]
+    Duration {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The class is empty.
+    #[error("--load-balancer-class must not be empty")]
+    Class,
+}
+
+/// Checked settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which Services we serve.
+    pub filter: ClassFilter,
+    /// gRPC TLS (None with `--insecure`).
+    pub tls: Option<TlsFiles>,
+    /// Speaker leases.
+    pub hub: HubConfig,
+    /// Legacy ConfigMap as (namespace, name).
+    pub metallb_configmap: Option<(String, String)>,
+    /// Our identity.
+    pub identity: String,
+    /// The flags as given.
+    pub config: Config,
+}
+
+impl Config {
+    /// Checks every flag; touches no network.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca, self.insecure) {
+            (Some(cert), Some(key), Some(ca), false) => {
+                for (flag, path) in [("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)] {
+                    std::fs::metadata(path).map_err(|source| ConfigError::File {
+                        flag,
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                }
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: ca.clone(),
+                })
+            }
+            (None, None, None, true) => None,
+            _ => return Err(ConfigError::Tls),
+        };
+        let metallb_configmap = self
+            .metallb_configmap
+            .as_ref()
+            .map(|text| {
+                text.split_once('/')
+                    .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+                    .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+                    .ok_or_else(|| ConfigError::ConfigMap(text.clone()))
+            })
+            .transpose()?;
+        if self.speaker_lease < Duration::from_millis(100) {
+            return Err(ConfigError::Duration {
+                flag: "--speaker-lease",
+                reason: "must be at least 100ms",
+            });
+        }
+        if self.controller_loss_hold < self.speaker_lease {
+            return Err(ConfigError::Duration {
+                flag: "--controller-loss-hold",
+                reason: "must not be shorter than --speaker-lease",
+            });
+        }
+        if self.leader_lease < Duration::from_secs(2) {
+            return Err(ConfigError::Duration {
+                flag: "--leader-lease",
+                reason: "must be at least 2s",
+            });
+        }
+        if self.load_balancer_class.trim().is_empty() {
+            return Err(ConfigError::Class);
+        }
+        Ok(Settings {
+            filter: ClassFilter {
+                class: self.load_balancer_class.clone(),
+                claim_unclassed: !self.only_own_class,
+            },
+            tls,
+            hub: HubConfig {
+                lease: self.speaker_lease,
+                grace: self.lease_grace,
+                activation_hold: self.controller_loss_hold,
+            },
+            metallb_configmap,
+            identity: self
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| format!("lb-controller-{}", std::process::id())),
+            config: self.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
+        Config::try_parse_from(std::iter::once("lb-controller").chain(args.iter().copied()))
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn needs_tls_or_an_explicit_insecure() {
+        assert!(matches!(parse(&[]), Err(ConfigError::Tls)));
+        assert!(parse(&["--insecure"]).unwrap().tls.is_none());
+        assert!(matches!(
+            parse(&["--insecure", "--tls-cert", "a"]),
+            Err(ConfigError::Tls)
+        ));
+        let error = parse(&[
+            "--tls-cert",
+            "/nope/c",
+            "--tls-key",
+            "/nope/k",
+            "--tls-ca",
+            "/nope/a",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("--tls-cert /nope/c: "), "{error}");
+    }
+
+    #[test]
+    fn names_bad_values() {
+        let error = parse(&["--insecure", "--metallb-configmap", "config"]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--metallb-configmap \"config\": expected NAMESPACE/NAME"
+        );
+        let error = parse(&["--insecure", "--controller-loss-hold", "1s"]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--controller-loss-hold: must not be shorter than --speaker-lease"
+        );
+        let ok = parse(&["--insecure", "--metallb-configmap", "metallb-system/config"]).unwrap();
+        assert_eq!(
+            ok.metallb_configmap,
+            Some(("metallb-system".into(), "config".into()))
+        );
+        assert!(ok.filter.claim_unclassed);
+    }
+}

@@ -1,0 +1,407 @@
+use super::*;
+use crate::speakers::SpeakerInfo;
+use serde_json::json;
+
+fn service(ns: &str, name: &str, extra: serde_json::Value) -> Arc<Service> {
+    let mut value = json!({
+        "metadata": {"namespace": ns, "name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+    });
+    merge(&mut value, extra);
+    Arc::new(serde_json::from_value(value).unwrap())
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+fn pool(name: &str, spec: serde_json::Value) -> Arc<IPPool> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "groundwork.dev/v1alpha1", "kind": "IPPool",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap(),
+    )
+}
+
+fn node(name: &str, labels: serde_json::Value) -> Arc<Node> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap(),
+    )
+}
+
+fn speakers(names: &[&str]) -> BTreeMap<String, SpeakerInfo> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                (*n).to_owned(),
+                SpeakerInfo {
+                    node: (*n).to_owned(),
+                    interfaces: vec![],
+                    version: String::new(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn filter() -> ClassFilter {
+    ClassFilter {
+        class: "groundwork.dev/lb".into(),
+        claim_unclassed: true,
+    }
+}
+
+struct World {
+    services: Vec<Arc<Service>>,
+    pools: Vec<Arc<IPPool>>,
+    nodes: Vec<Arc<Node>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    speakers: BTreeMap<String, SpeakerInfo>,
+}
+
+impl World {
+    fn seed() -> Self {
+        Self {
+            services: vec![service("ingress", "nginx", json!({}))],
+            pools: vec![pool(
+                "seed",
+                json!({"addresses": ["10.10.39.200-10.10.39.220"]}),
+            )],
+            nodes: vec![
+                node("m1", json!({})),
+                node("n1", json!({})),
+                node("n2", json!({})),
+            ],
+            slices: vec![],
+            speakers: speakers(&["m1", "n1", "n2"]),
+        }
+    }
+
+    fn pass(&self, planner: &mut Planner) -> Outcome {
+        planner.pass(&Inputs {
+            services: &self.services,
+            pools: &self.pools,
+            legacy_pools: &[],
+            nodes: &self.nodes,
+            slices: &self.slices,
+            namespaces: &[],
+            speakers: &self.speakers,
+            include_unconnected: false,
+            announced: &BTreeMap::new(),
+        })
+    }
+
+    /// Writes the outcome's statuses back into the Services, as the API would after our patches.
+    fn apply(&mut self, outcome: &Outcome) {
+        for service in &mut self.services {
+            if let Some(addresses) = outcome.statuses.get(&request::key_of(service)) {
+                let mut value = serde_json::to_value(&**service).unwrap();
+                value["status"] = json!({"loadBalancer": {"ingress":
+                    addresses.iter().map(|a| json!({"ip": a.to_string()})).collect::<Vec<_>>()}});
+                *service = Arc::new(serde_json::from_value(value).unwrap());
+            }
+        }
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn announcer_of(outcome: &Outcome, address: IpAddr) -> Option<&str> {
+    outcome
+        .desired
+        .iter()
+        .find(|(_, list)| list.iter().any(|a| a.address == address))
+        .map(|(node, _)| node.as_str())
+}
+
+#[test]
+fn the_seed_service_gets_the_first_pool_address_and_one_announcer() {
+    let world = World::seed();
+    let outcome = world.pass(&mut Planner::new(filter()));
+    assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
+    let announcers: Vec<_> = outcome.desired.keys().collect();
+    assert_eq!(announcers.len(), 1);
+    assert_eq!(
+        outcome.desired.values().next().unwrap()[0].services,
+        vec!["ingress/nginx".to_owned()]
+    );
+    assert_eq!(outcome.pending, 0);
+    assert_eq!(outcome.pools["seed"].usage.assigned_v4, 1);
+    assert_eq!(outcome.pools["seed"].usage.available_v4, 20);
+}
+
+#[test]
+fn a_restarted_controller_keeps_every_address_and_announcer() {
+    let mut world = World::seed();
+    for i in 0..15 {
+        world
+            .services
+            .push(service("web", &format!("s{i}"), json!({})));
+    }
+    let first = world.pass(&mut Planner::new(filter()));
+    world.apply(&first);
+    // The pool shrinks in order: a new controller must still not move anything.
+    let second = world.pass(&mut Planner::new(filter()));
+    assert_eq!(first.statuses, second.statuses);
+    let placement = |o: &Outcome| -> BTreeMap<IpAddr, String> {
+        o.desired
+            .iter()
+            .flat_map(|(node, list)| list.iter().map(move |a| (a.address, node.clone())))
+            .collect()
+    };
+    assert_eq!(placement(&first), placement(&second));
+    // Addresses the statuses showed may still be announced from before: they are not fresh.
+    assert!(first.desired.values().flatten().all(|a| a.fresh));
+    assert!(second.desired.values().flatten().all(|a| !a.fresh));
+}
+
+#[test]
+fn a_leaving_speaker_moves_only_its_own_addresses() {
+    let mut world = World::seed();
+    for i in 0..15 {
+        world
+            .services
+            .push(service("web", &format!("s{i}"), json!({})));
+    }
+    let mut planner = Planner::new(filter());
+    let before = world.pass(&mut planner);
+    world.speakers.remove("n1");
+    let after = world.pass(&mut planner);
+    let mut moved = 0;
+    for list in before.desired.values() {
+        for a in list {
+            let (old, new) = (
+                announcer_of(&before, a.address),
+                announcer_of(&after, a.address),
+            );
+            if old == Some("n1") {
+                assert_ne!(new, Some("n1"));
+                moved += 1;
+            } else {
+                assert_eq!(old, new, "{} moved without reason", a.address);
+            }
+        }
+    }
+    assert!(moved > 0, "n1 held nothing; the test proves nothing");
+    assert_eq!(
+        before.statuses, after.statuses,
+        "addresses never change with announcers"
+    );
+}
+
+#[test]
+fn other_classes_are_left_alone_and_ours_is_served() {
+    let mut world = World::seed();
+    world.services.push(service(
+        "a",
+        "metallb",
+        json!({"spec": {"loadBalancerClass": "metallb.io/metallb"}}),
+    ));
+    world.services.push(service(
+        "a",
+        "ours",
+        json!({"spec": {"loadBalancerClass": "groundwork.dev/lb"}}),
+    ));
+    world.services.push(service(
+        "a",
+        "plain",
+        json!({"spec": {"type": "ClusterIP"}}),
+    ));
+    let outcome = world.pass(&mut Planner::new(filter()));
+    let keys: Vec<_> = outcome.statuses.keys().cloned().collect();
+    assert_eq!(keys, vec!["a/ours".to_owned(), "ingress/nginx".to_owned()]);
+}
+
+#[test]
+fn a_service_that_stops_being_ours_is_released_and_its_status_cleared() {
+    let mut world = World::seed();
+    let mut planner = Planner::new(filter());
+    let first = world.pass(&mut planner);
+    world.apply(&first);
+    let mut value = serde_json::to_value(&*world.services[0]).unwrap();
+    value["spec"]["type"] = json!("ClusterIP");
+    world.services[0] = Arc::new(serde_json::from_value(value).unwrap());
+    world.services.push(service("b", "next", json!({})));
+    let second = world.pass(&mut planner);
+    assert_eq!(second.statuses["ingress/nginx"], Vec::<IpAddr>::new());
+    assert_eq!(
+        second.statuses["b/next"],
+        vec![ip("10.10.39.200")],
+        "the freed address is reused"
+    );
+}
+
+#[test]
+fn a_pending_service_gets_an_address_when_the_pool_grows() {
+    let mut world = World::seed();
+    world.pools = vec![pool("seed", json!({"addresses": ["10.10.39.200"]}))];
+    world.services.push(service(
+        "b",
+        "late",
+        json!({"metadata": {"creationTimestamp": "2026-02-01T00:00:00Z"}}),
+    ));
+    let mut planner = Planner::new(filter());
+    let first = world.pass(&mut planner);
+    assert_eq!(first.statuses["b/late"], Vec::<IpAddr>::new());
+    assert_eq!(first.pending, 1);
+    let note = &first.notes["b/late"];
+    assert_eq!(note.reason, "AllocationFailed");
+    assert!(
+        note.message
+            .contains("no free IPv4 address left in pools seed"),
+        "{}",
+        note.message
+    );
+    world.pools = vec![pool(
+        "seed",
+        json!({"addresses": ["10.10.39.200-10.10.39.201"]}),
+    )];
+    let second = world.pass(&mut planner);
+    assert_eq!(second.statuses["b/late"], vec![ip("10.10.39.201")]);
+}
+
+#[test]
+fn bad_pools_and_requests_are_reported_and_change_nothing() {
+    let mut world = World::seed();
+    let mut planner = Planner::new(filter());
+    let first = world.pass(&mut planner);
+    world.apply(&first);
+    world
+        .pools
+        .push(pool("broken", json!({"addresses": ["10.0.0.9-10.0.0.1"]})));
+    world
+        .pools
+        .push(pool("overlap", json!({"addresses": ["10.10.39.0/24"]})));
+    let mut value = serde_json::to_value(&*world.services[0]).unwrap();
+    value["metadata"]["annotations"] =
+        json!({"metallb.universe.tf/loadBalancerIPs": "10.10.39.300"});
+    world.services[0] = Arc::new(serde_json::from_value(value).unwrap());
+    let second = world.pass(&mut planner);
+    assert_eq!(second.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
+    assert_eq!(
+        second.notes["ingress/nginx"].message,
+        "metallb.universe.tf/loadBalancerIPs: \"10.10.39.300\" is not an IP address"
+    );
+    assert_eq!(
+        second.pools["broken"].invalid.as_deref(),
+        Some("spec.addresses[0]: \"10.0.0.9-10.0.0.1\": the first address is after the last")
+    );
+    assert_eq!(second.pools["overlap"].overlaps, vec!["seed".to_owned()]);
+    assert_eq!(second.pools["seed"].overlaps, vec!["overlap".to_owned()]);
+}
+
+#[test]
+fn local_traffic_is_announced_only_from_nodes_with_a_ready_endpoint() {
+    let mut world = World::seed();
+    world.services = vec![service(
+        "web",
+        "local",
+        json!({"spec": {"externalTrafficPolicy": "Local"}}),
+    )];
+    let mut planner = Planner::new(filter());
+    let none = world.pass(&mut planner);
+    assert!(none.desired.is_empty());
+    assert_eq!(none.notes["web/local"].reason, "NoAnnouncer");
+    world.slices = vec![Arc::new(serde_json::from_value(json!({
+        "metadata": {"namespace": "web", "name": "local-abc", "labels": {"kubernetes.io/service-name": "local"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.244.1.5"], "nodeName": "n2", "conditions": {"ready": true}},
+            {"addresses": ["10.244.1.6"], "nodeName": "n1", "conditions": {"ready": false}}
+        ]
+    })).unwrap())];
+    let outcome = world.pass(&mut planner);
+    assert_eq!(outcome.desired.keys().collect::<Vec<_>>(), vec!["n2"]);
+}
+
+#[test]
+fn the_announce_node_selector_and_exclusion_label_limit_announcers() {
+    let mut world = World::seed();
+    world.pools = vec![pool(
+        "seed",
+        json!({"addresses": ["10.10.39.200-10.10.39.220"],
+        "announce": {"nodeSelector": {"matchLabels": {"edge": "true"}}, "interfaces": ["eth1"]}}),
+    )];
+    world.nodes = vec![
+        node(
+            "m1",
+            json!({"edge": "true", "node.kubernetes.io/exclude-from-external-load-balancers": ""}),
+        ),
+        node("n1", json!({"edge": "true"})),
+        node("n2", json!({})),
+    ];
+    let outcome = world.pass(&mut Planner::new(filter()));
+    assert_eq!(outcome.desired.keys().collect::<Vec<_>>(), vec!["n1"]);
+    assert_eq!(outcome.desired["n1"][0].interfaces, vec!["eth1".to_owned()]);
+}
+
+#[test]
+fn of_two_services_claiming_one_address_the_older_keeps_it() {
+    let mut world = World::seed();
+    world.services = vec![
+        service(
+            "a",
+            "newer",
+            json!({"metadata": {"creationTimestamp": "2026-03-01T00:00:00Z"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.10.39.205"}]}}}),
+        ),
+        service(
+            "a",
+            "older",
+            json!({"metadata": {"creationTimestamp": "2026-02-01T00:00:00Z"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.10.39.205"}]}}}),
+        ),
+    ];
+    let outcome = world.pass(&mut Planner::new(filter()));
+    assert_eq!(outcome.statuses["a/older"], vec![ip("10.10.39.205")]);
+    assert_eq!(outcome.statuses["a/newer"], vec![ip("10.10.39.200")]);
+    let note = &outcome.notes["a/newer"];
+    assert_eq!(note.reason, "AllocationConflict");
+    assert!(
+        note.message.contains("a/older") && note.message.contains("given 10.10.39.200"),
+        "{}",
+        note.message
+    );
+}
+
+#[test]
+fn legacy_pools_serve_unless_an_ippool_has_the_name() {
+    let mut world = World::seed();
+    world.pools.clear();
+    let (legacy, errors) = crate::legacy::parse(Some(
+        "address-pools:\n- name: default\n  protocol: layer2\n  addresses: [10.10.39.200-10.10.39.220]\n",
+    ));
+    assert!(errors.is_empty());
+    let outcome = Planner::new(filter()).pass(&Inputs {
+        services: &world.services,
+        pools: &world.pools,
+        legacy_pools: &legacy,
+        nodes: &world.nodes,
+        slices: &[],
+        namespaces: &[],
+        speakers: &world.speakers,
+        include_unconnected: false,
+        announced: &BTreeMap::new(),
+    });
+    assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
+    assert!(
+        outcome.pools.is_empty(),
+        "legacy pools have no IPPool status"
+    );
+}
