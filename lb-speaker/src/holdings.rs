@@ -135,7 +135,7 @@ impl Holdings {
         let Some(hold) = hold else {
             return Loss::NotByController;
         };
-        if !self.lease_deadline.is_some_and(|d| now < d) {
+        if self.lease_deadline.is_none_or(|d| now >= d) {
             return Loss::Lapsed;
         }
         let quiet_for = self.last_heard.map(|t| now.saturating_duration_since(t));

@@ -376,3 +376,80 @@ fn an_assignment_naming_a_missing_interface_is_reported_and_the_rest_is_served()
     );
     assert!(bed.speakers[0].log_tail(50).contains("eth7"));
 }
+
+#[test]
+fn losing_the_controller_holds_the_address_past_the_lease_until_a_new_controller_says_otherwise() {
+    let lab = LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"));
+    let scratch = Scratch::new("lb-speaker-loss-hold").unwrap();
+    let (m1, n1, client) = (
+        lab.host("m1").unwrap(),
+        lab.host("n1").unwrap(),
+        lab.host("client").unwrap(),
+    );
+    let controller = StandIn::start_in(m1, None);
+    let url = controller.url("http");
+    let port = controller.addr.port();
+    let speaker = start_speaker(
+        SPEAKER,
+        n1,
+        &scratch,
+        &url,
+        &["--controller-loss-hold", "5s"],
+    );
+    let n1_mac = n1.mac().unwrap();
+    let lease = Duration::from_millis(600);
+    let hold = Duration::from_secs(5);
+
+    let one = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let (generation, _) = one.assign(&["10.10.39.200"], 600);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    assert_eq!(probe_arp(client, VIP, Duration::from_millis(300)), [n1_mac]);
+
+    // The leader goes away while the session is healthy (renewals every lease/5): its process ends and
+    // the kernel closes the connection.
+    drop(one);
+    drop(controller);
+    let lost = Instant::now();
+    // Well past the lease, the address is still answered, by the kernel's arping too.
+    std::thread::sleep(lease * 2); // the behaviour under test is the passage of time itself
+    assert_eq!(
+        arping(client, VIP),
+        [n1_mac],
+        "no reply {:?} after the loss:\n{}",
+        lost.elapsed(),
+        speaker.log_tail(20)
+    );
+    assert!(lost.elapsed() < hold, "the check itself took too long");
+
+    // A new leader at the same address: the speaker reconnects (backoff capped at 1 s), reports what it
+    // still holds, and stops at once when the new set does not contain the address.
+    let controller = StandIn::start_in_at(m1, port, None);
+    let again = controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    let messages = again.messages();
+    let Some(SpeakerBody::Hello(hello)) = &messages[0].body else {
+        panic!("first message {:?}", messages[0])
+    };
+    assert_eq!(hello.held_generation, generation, "{hello:?}");
+    again.wait_for("a report still announcing the address", SESSION_TIMEOUT, |m| {
+        matches!(m.get(1).and_then(|m| m.body.as_ref()), Some(SpeakerBody::Report(r)) if r.announcing.iter().any(|a| a.address == "10.10.39.200")).then_some(())
+    });
+    assert_eq!(probe_arp(client, VIP, Duration::from_millis(300)), [n1_mac]);
+    let (empty, _) = again.assign(&[], 600);
+    again.wait_ack(empty, SESSION_TIMEOUT);
+    let acked = Instant::now();
+    assert!(
+        probe_arp(client, VIP, Duration::from_millis(300)).is_empty(),
+        "still answered after acknowledging the empty set"
+    );
+    assert!(arping(client, VIP).is_empty());
+    assert!(
+        acked < lost + hold,
+        "the hold ran out before the new set arrived ({:?}), so this proves nothing",
+        acked - lost
+    );
+    assert!(
+        speaker
+            .log_tail(200)
+            .contains("holding what this node announces")
+    );
+}

@@ -285,9 +285,15 @@ impl StandIn {
 
     /// Binds `ip:0` inside `host`'s namespace and serves there.
     pub fn start_in(host: &Host, tls: Option<StandInTls>) -> Self {
+        Self::start_in_at(host, 0, tls)
+    }
+
+    /// Binds `ip:port` inside `host`'s namespace and serves there (a restarted controller at the address
+    /// the speakers already dial).
+    pub fn start_in_at(host: &Host, port: u16, tls: Option<StandInTls>) -> Self {
         let ip = host.ipv4;
         let listener = host
-            .run(move || std::net::TcpListener::bind((ip, 0)))
+            .run(move || std::net::TcpListener::bind((ip, port)))
             .unwrap()
             .unwrap();
         Self::start(listener, tls)
