@@ -80,8 +80,9 @@ type StatusWrite = (String, Vec<IpAddr>, Result<(), kube::Error>, Arc<Service>);
 /// What the leader remembers between passes.
 struct Leading {
     planner: Planner,
-    /// Until then, Ready nodes whose speaker has not reconnected still count as candidates.
-    settle_until: tokio::time::Instant,
+    /// Until then, Ready nodes whose speaker has not reconnected still count as candidates; `None`
+    /// once that window is over.
+    settle_until: Option<tokio::time::Instant>,
 }
 
 /// The writer side: remembers what it wrote and what it told people, so nothing is repeated.
@@ -202,7 +203,7 @@ pub async fn run(
     tokio::pin!(server);
 
     loop {
-        let settle_at = leading.as_ref().map(|l| l.settle_until);
+        let settle_at = leading.as_ref().and_then(|l| l.settle_until);
         if first {
             // Act on the election's first answer before waiting for anything.
             first = false;
@@ -232,7 +233,7 @@ pub async fn run(
                 () = sleep_until(settle_at) => {
                     if let Some(leading) = &mut leading {
                         // Past the settle window: from now on only connected speakers count.
-                        leading.settle_until = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+                        leading.settle_until = None;
                     }
                     pending.get_or_insert_with(Instant::now);
                 }
@@ -246,7 +247,7 @@ pub async fn run(
             metrics.leader.set(1);
             leading = Some(Leading {
                 planner: Planner::new(settings.filter.clone()),
-                settle_until: tokio::time::Instant::now() + settle,
+                settle_until: Some(tokio::time::Instant::now() + settle),
             });
             pending.get_or_insert_with(Instant::now);
         } else if !is_leader && leading.is_some() {
@@ -330,7 +331,7 @@ fn pass(
         slices: &slices,
         namespaces: &namespaces,
         speakers: &speakers,
-        include_unconnected: tokio::time::Instant::now() < state.settle_until,
+        include_unconnected: state.settle_until.is_some(),
         announced: &announced,
     })
 }

@@ -1,7 +1,43 @@
 //! The `lb-controller` process as an operator sees it: it serves its probes and metrics, and stops cleanly on
-//! SIGTERM within its drain time.
+//! SIGTERM within its drain time; unusable flags exit 64 naming the flag.
+
+use integration_tests::kube::KubeCluster;
+use kube::CustomResourceExt;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_probes_and_metrics_then_stops_on_sigterm() {
+    let cluster = KubeCluster::start().await.unwrap();
+    cluster
+        .install_crds(&[lb_controller::pool::IPPool::crd()])
+        .await
+        .unwrap();
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let port = integration_tests::process::free_port().unwrap();
+    tokio::task::spawn_blocking(move || {
+        integration_tests::daemon::assert_lifecycle(
+            env!("CARGO_BIN_EXE_lb-controller"),
+            &[
+                "--kubeconfig",
+                &kubeconfig,
+                "--insecure",
+                "--grpc-listen",
+                &format!("127.0.0.1:{port}"),
+            ],
+        );
+    })
+    .await
+    .unwrap();
+}
 
 #[test]
-fn serves_probes_and_metrics_then_stops_on_sigterm() {
-    integration_tests::daemon::assert_lifecycle(env!("CARGO_BIN_EXE_lb-controller"), &[]);
+fn refuses_to_serve_speakers_without_tls_or_an_explicit_insecure() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lb-controller"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--tls-cert, --tls-key and --tls-ca"),
+        "{stderr}"
+    );
 }

@@ -1,0 +1,517 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `lb-controller` against the test bed's real kube-apiserver: pools, Service statuses, Events, restarts,
+//! leader hand-over, and announcers chosen among speakers. Real tonic clients stand in for speakers
+//! (`support/`), following the speaker's half of `announce.proto`; the real speaker is exercised in its own
+//! crate and in the lab suites.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use integration_tests::daemon::Daemon;
+use integration_tests::kube::KubeCluster;
+use integration_tests::process::free_port;
+use integration_tests::wait::until;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+use lb_controller::pool::IPPool;
+use serde_json::json;
+
+mod support;
+use support::FakeSpeaker;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A control plane with the IPPool CRD, three Ready nodes as in the seed (m1, n1, n2) and the seed pool.
+async fn seed_cluster() -> (KubeCluster, Client) {
+    let cluster = KubeCluster::start().await.unwrap();
+    cluster.install_crds(&[IPPool::crd()]).await.unwrap();
+    let client = cluster.client();
+    for node in ["m1", "n1", "n2"] {
+        add_ready_node(&client, node).await;
+    }
+    apply_pool(
+        &client,
+        "seed",
+        json!({"addresses": ["10.10.39.200-10.10.39.220"]}),
+    )
+    .await;
+    (cluster, client)
+}
+
+async fn add_ready_node(client: &Client, name: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let now = "2026-01-01T00:00:00Z";
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test node",
+                "lastHeartbeatTime": now, "lastTransitionTime": now
+            }]}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn apply_pool(client: &Client, name: &str, spec: serde_json::Value) {
+    let pools: Api<IPPool> = Api::all(client.clone());
+    pools
+        .patch(
+            name,
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "groundwork.dev/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": name}, "spec": spec
+            })),
+        )
+        .await
+        .unwrap();
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn create_service(client: &Client, ns: &str, name: &str, extra: serde_json::Value) {
+    let mut value = json!({
+        "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                 "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name}}
+    });
+    merge(&mut value, extra);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(value).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+async fn service(client: &Client, ns: &str, name: &str) -> Service {
+    Api::<Service>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+fn status_ips(service: &Service) -> Vec<String> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+async fn wait_status(client: &Client, ns: &str, name: &str, want: &[&str]) {
+    until(&format!("{ns}/{name} status {want:?}"), WAIT, || async {
+        let ips = status_ips(&service(client, ns, name).await);
+        if ips == want {
+            Ok(())
+        } else {
+            Err(format!("status is {ips:?}"))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+async fn wait_annotation(client: &Client, ns: &str, name: &str, want: Option<&str>) {
+    until(
+        &format!("{ns}/{name} announcing-node {want:?}"),
+        WAIT,
+        || async {
+            let svc = service(client, ns, name).await;
+            let have = svc
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("groundwork.dev/announcing-node")
+                .cloned();
+            if have.as_deref() == want {
+                Ok(())
+            } else {
+                Err(format!("annotation is {have:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits for an Event with `reason` about the object `name` in `ns`, and returns its note.
+async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    until(&format!("a {reason} event on {name}"), WAIT, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+            .map(|e| e.note.clone().unwrap_or_default())
+            .ok_or_else(|| {
+                format!(
+                    "events so far: {:?}",
+                    list.items
+                        .iter()
+                        .map(|e| (e.reason.clone(), e.note.clone()))
+                        .collect::<Vec<_>>()
+                )
+            })
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts the controller (plaintext gRPC on a free loopback port) and waits until it leads and is ready.
+fn start_controller(cluster: &KubeCluster, extra: &[&str]) -> (Daemon, SocketAddr) {
+    let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let grpc_flag = grpc.to_string();
+    let mut args = vec![
+        "--kubeconfig",
+        &kubeconfig,
+        "--insecure",
+        "--grpc-listen",
+        &grpc_flag,
+        "--speaker-lease",
+        "600ms",
+        "--controller-loss-hold",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap();
+    daemon.wait_ready(WAIT).unwrap();
+    (daemon, grpc)
+}
+
+async fn speaker(grpc: SocketAddr, node: &str) -> FakeSpeaker {
+    FakeSpeaker::connect(support::plain_channel(grpc).await, node, 0, &[])
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_gets_the_first_pool_address_an_event_and_the_pool_counts_it() {
+    let (cluster, client) = seed_cluster().await;
+    let (_controller, _) = start_controller(&cluster, &[]);
+    create_namespace(&client, "ingress").await;
+    create_service(&client, "ingress", "nginx", json!({})).await;
+    wait_status(&client, "ingress", "nginx", &["10.10.39.200"]).await;
+    let note = wait_event(&client, "ingress", "nginx", "IPAllocated").await;
+    assert_eq!(note, "Assigned 10.10.39.200");
+
+    let pools: Api<IPPool> = Api::all(client.clone());
+    until("the pool status to count the address", WAIT, || async {
+        let status = pools.get("seed").await.unwrap().status.unwrap_or_default();
+        if status.assigned_ipv4 == 1 && status.available_ipv4 == 20 {
+            Ok(status)
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await
+    .unwrap();
+
+    // Deleting the Service frees the address for the next one.
+    Api::<Service>::namespaced(client.clone(), "ingress")
+        .delete("nginx", &DeleteParams::default())
+        .await
+        .unwrap();
+    create_service(&client, "ingress", "next", json!({})).await;
+    wait_status(&client, "ingress", "next", &["10.10.39.200"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_moves_no_address_and_a_new_service_gets_the_next_one() {
+    let (cluster, client) = seed_cluster().await;
+    let (mut controller, _) = start_controller(&cluster, &[]);
+    for i in 0..5 {
+        create_service(&client, "default", &format!("s{i}"), json!({})).await;
+    }
+    let mut before = BTreeMap::new();
+    for i in 0..5 {
+        let name = format!("s{i}");
+        until(&format!("{name} to get an address"), WAIT, || async {
+            let ips = status_ips(&service(&client, "default", &name).await);
+            if ips.is_empty() {
+                Err("pending".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        before.insert(
+            name.clone(),
+            status_ips(&service(&client, "default", &name).await),
+        );
+    }
+    controller.process().kill();
+    // Free one address in the middle while the controller is down; the restart must not compact.
+    Api::<Service>::namespaced(client.clone(), "default")
+        .delete("s2", &DeleteParams::default())
+        .await
+        .unwrap();
+    before.remove("s2");
+    let (_controller, _) = start_controller(&cluster, &[]);
+    create_service(&client, "default", "late", json!({})).await;
+    wait_status(&client, "default", "late", &["10.10.39.202"]).await;
+    for (name, ips) in before {
+        assert_eq!(
+            status_ips(&service(&client, "default", &name).await),
+            ips,
+            "{name} moved"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_reported_by_field_and_nothing_assigned_changes() {
+    let (cluster, client) = seed_cluster().await;
+    let (_controller, _) = start_controller(&cluster, &[]);
+    create_service(&client, "default", "web", json!({})).await;
+    wait_status(&client, "default", "web", &["10.10.39.200"]).await;
+
+    // An unparsable requested address: reported, the old address stays.
+    Api::<Service>::namespaced(client.clone(), "default")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"metallb.universe.tf/loadBalancerIPs": "10.10.39.300"}}})),
+        )
+        .await
+        .unwrap();
+    let note = wait_event(&client, "default", "web", "AllocationFailed").await;
+    assert_eq!(
+        note,
+        "metallb.universe.tf/loadBalancerIPs: \"10.10.39.300\" is not an IP address"
+    );
+    assert_eq!(
+        status_ips(&service(&client, "default", "web").await),
+        ["10.10.39.200"]
+    );
+
+    // An address outside every pool: pending, with the reason.
+    create_service(
+        &client,
+        "default",
+        "outside",
+        json!({"metadata": {"annotations": {"groundwork.dev/loadBalancerIPs": "192.0.2.1"}}}),
+    )
+    .await;
+    let note = wait_event(&client, "default", "outside", "AllocationFailed").await;
+    assert!(
+        note.contains("192.0.2.1") && note.contains("no pool"),
+        "{note}"
+    );
+
+    // An address already taken without a sharing key.
+    create_service(
+        &client,
+        "default",
+        "thief",
+        json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "10.10.39.200"}}}),
+    )
+    .await;
+    let note = wait_event(&client, "default", "thief", "AllocationFailed").await;
+    assert!(note.contains("already used by default/web"), "{note}");
+
+    // A broken pool is reported on the pool; what was assigned stays.
+    apply_pool(
+        &client,
+        "broken",
+        json!({"addresses": ["10.20.0.9-10.20.0.1"]}),
+    )
+    .await;
+    let pools: Api<IPPool> = Api::all(client.clone());
+    let message = until("the broken pool's Ready condition", WAIT, || async {
+        let status = pools
+            .get("broken")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False")
+            .map(|c| c.message.clone())
+            .ok_or_else(|| format!("{status:?}"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        message,
+        "spec.addresses[0]: \"10.20.0.9-10.20.0.1\": the first address is after the last"
+    );
+    assert_eq!(
+        status_ips(&service(&client, "default", "web").await),
+        ["10.10.39.200"]
+    );
+    assert!(status_ips(&service(&client, "default", "thief").await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_acknowledging_speaker_is_named_and_a_reset_moves_the_address_at_once() {
+    let (cluster, client) = seed_cluster().await;
+    let (_controller, grpc) = start_controller(&cluster, &[]);
+    let n1 = speaker(grpc, "n1").await;
+    create_service(&client, "default", "web", json!({})).await;
+    wait_status(&client, "default", "web", &["10.10.39.200"]).await;
+    // Only n1 has a speaker once the settle window (hold + grace) is over: it must announce.
+    n1.wait_for("10.10.39.200").await;
+    wait_annotation(&client, "default", "web", Some("n1")).await;
+
+    let n2 = speaker(grpc, "n2").await;
+    let m1 = speaker(grpc, "m1").await;
+    n1.reset();
+    let address: IpAddr = "10.10.39.200".parse().unwrap();
+    let node = until("another speaker to get the address", WAIT, || async {
+        [("n2", &n2), ("m1", &m1)]
+            .into_iter()
+            .find(|(_, s)| s.current().contains(&address))
+            .map(|(n, _)| n)
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await
+    .unwrap();
+    wait_annotation(&client, "default", "web", Some(node)).await;
+    let note = wait_event(&client, "default", "web", "AnnouncerChanged").await;
+    assert!(note.contains("10.10.39.200 is announced by node"), "{note}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_takes_over_when_the_leader_dies_and_moves_nothing() {
+    let (cluster, client) = seed_cluster().await;
+    let election = ["--leader-elect", "--leader-lease", "2s"];
+    let (mut first, _) = start_controller(&cluster, &election);
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let grpc = format!("127.0.0.1:{}", free_port().unwrap());
+    let mut args = vec![
+        "--kubeconfig",
+        &kubeconfig,
+        "--insecure",
+        "--grpc-listen",
+        &grpc,
+    ];
+    args.extend_from_slice(&election);
+    args.extend_from_slice(&["--speaker-lease", "600ms", "--controller-loss-hold", "1s"]);
+    let mut second = Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap();
+    let standby = second.get("/readyz").unwrap();
+    assert_eq!(
+        standby.status, 503,
+        "the standby must not be ready: {}",
+        standby.body
+    );
+
+    for i in 0..3 {
+        create_service(&client, "default", &format!("s{i}"), json!({})).await;
+    }
+    wait_status(&client, "default", "s2", &["10.10.39.202"]).await;
+    first.process().kill();
+    second.wait_ready(Duration::from_secs(30)).unwrap();
+    create_service(&client, "default", "after", json!({})).await;
+    wait_status(&client, "default", "after", &["10.10.39.203"]).await;
+    for (i, ip) in ["10.10.39.200", "10.10.39.201", "10.10.39.202"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            status_ips(&service(&client, "default", &format!("s{i}")).await),
+            [*ip]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
+    let cluster = KubeCluster::start().await.unwrap();
+    cluster.install_crds(&[IPPool::crd()]).await.unwrap();
+    let client = cluster.client();
+    add_ready_node(&client, "n1").await;
+    create_namespace(&client, "metallb-system").await;
+    Api::<ConfigMap>::namespaced(client.clone(), "metallb-system")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "config"},
+                "data": {"config": "address-pools:\n- name: default\n  protocol: layer2\n  addresses:\n  - 10.10.39.200-10.10.39.220\n- name: peering\n  protocol: bgp\n  addresses: [10.30.0.0/24]\n"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (_controller, _) =
+        start_controller(&cluster, &["--metallb-configmap", "metallb-system/config"]);
+    create_service(
+        &client,
+        "default",
+        "theirs",
+        json!({"spec": {"loadBalancerClass": "metallb.io/metallb"}}),
+    )
+    .await;
+    create_service(
+        &client,
+        "default",
+        "ours",
+        json!({"spec": {"loadBalancerClass": "groundwork.dev/lb"}}),
+    )
+    .await;
+    wait_status(&client, "default", "ours", &["10.10.39.200"]).await;
+    let note = wait_event(&client, "metallb-system", "config", "InvalidPool").await;
+    assert!(note.contains("protocol \"bgp\" is not supported"), "{note}");
+    assert!(status_ips(&service(&client, "default", "theirs").await).is_empty());
+    let theirs = service(&client, "default", "theirs").await;
+    assert!(
+        theirs
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("groundwork.dev/announcing-node")
+            .is_none(),
+        "a Service of another class must not be touched"
+    );
+}
