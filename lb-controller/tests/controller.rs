@@ -506,12 +506,11 @@ async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
     assert!(status_ips(&service(&client, "default", "theirs").await).is_empty());
     let theirs = service(&client, "default", "theirs").await;
     assert!(
-        theirs
+        !theirs
             .metadata
             .annotations
             .unwrap_or_default()
-            .get("groundwork.dev/announcing-node")
-            .is_none(),
+            .contains_key("groundwork.dev/announcing-node"),
         "a Service of another class must not be touched"
     );
 }
