@@ -15,6 +15,7 @@ pub mod certs;
 pub mod daemon;
 pub mod dig;
 pub mod etcd;
+pub mod forward;
 pub mod http;
 pub mod knot;
 pub mod kube;
@@ -68,6 +69,9 @@ pub enum HarnessError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// The test bed is not set up as the test needs (a binary not built...); says how to fix it.
+    #[error("{0}")]
+    Setup(String),
     /// The test needs privileges it does not have.
     #[error("this test needs root (CAP_NET_ADMIN and CAP_NET_RAW) to {0}; run the suite as root")]
     NeedsRoot(&'static str),

@@ -185,3 +185,53 @@ impl Drop for Scratch {
         }
     }
 }
+
+/// The path of one of this workspace's binaries (`lb-controller`, `lb-speaker`...), for tests of another
+/// package that need it as a process. `cargo test --workspace` builds every binary before any test runs;
+/// a binary that is missing, or older than its crate's sources, is an error that says how to build it
+/// (a test cannot run cargo itself: the build directory is locked while tests run).
+pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().map_err(io_err("locating the test binary"))?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| {
+            crate::HarnessError::Setup(format!("no target directory above {}", exe.display()))
+        })?;
+    let binary = profile_dir.join(name);
+    let hint = format!("run `cargo build -p {name}` (or `cargo test --workspace`) first");
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .map_err(|_| {
+            crate::HarnessError::Setup(format!("{} is missing: {hint}", binary.display()))
+        })?;
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(name)
+        .join("src");
+    if let Some(newest) = newest_mtime(&sources)
+        && newest > built
+    {
+        return Err(crate::HarnessError::Setup(format!(
+            "{} is older than {}: {hint}",
+            binary.display(),
+            sources.display()
+        )));
+    }
+    Ok(binary)
+}
+
+fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
+}

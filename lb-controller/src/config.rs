@@ -53,8 +53,9 @@ pub struct Config {
     pub metallb_configmap: Option<String>,
 
     /// How long a speaker's assignments stay valid without renewal; a silent node's addresses move after
-    /// this (plus `--lease-grace`).
-    #[arg(long, default_value = "1500ms", value_parser = ops::parse_duration)]
+    /// this (plus `--lease-grace`). Speakers heartbeat every fifth of it and count as silent after half:
+    /// a node cut off moves after at most about 1.7 times this plus the grace.
+    #[arg(long, default_value = "1s", value_parser = ops::parse_duration)]
     pub speaker_lease: Duration,
 
     /// Transit allowance added to a silent node's lease before its addresses move.

@@ -7,7 +7,7 @@
 //! speakers their assignments first, then writes only what differs from what the API shows: Service
 //! statuses, the announcing-node annotation, IPPool statuses, and Events (each note once, not per pass).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,6 +83,8 @@ struct Leading {
     /// Until then, Ready nodes whose speaker has not reconnected still count as candidates; `None`
     /// once that window is over.
     settle_until: Option<tokio::time::Instant>,
+    /// Nodes whose speaker connected since this replica leads.
+    ever_connected: BTreeSet<String>,
 }
 
 /// The writer side: remembers what it wrote and what it told people, so nothing is repeated.
@@ -248,6 +250,7 @@ pub async fn run(
             leading = Some(Leading {
                 planner: Planner::new(settings.filter.clone()),
                 settle_until: Some(tokio::time::Instant::now() + settle),
+                ever_connected: BTreeSet::new(),
             });
             pending.get_or_insert_with(Instant::now);
         } else if !is_leader && leading.is_some() {
@@ -322,6 +325,7 @@ fn pass(
         None => Vec::new(),
     };
     let speakers = hub.available().borrow().clone();
+    state.ever_connected.extend(speakers.keys().cloned());
     let announced = announced.borrow().clone();
     state.planner.pass(&Inputs {
         services: &services,
@@ -332,6 +336,7 @@ fn pass(
         namespaces: &namespaces,
         speakers: &speakers,
         include_unconnected: state.settle_until.is_some(),
+        ever_connected: &state.ever_connected,
         announced: &announced,
     })
 }

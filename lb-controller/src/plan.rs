@@ -39,8 +39,10 @@ pub struct Inputs<'a> {
     /// Speakers able to take addresses.
     pub speakers: &'a BTreeMap<String, SpeakerInfo>,
     /// Count Ready nodes without a connected speaker as candidates (just after becoming leader, while
-    /// speakers reconnect, so that the first to reconnect does not collect every address).
+    /// speakers reconnect, so that the first to reconnect does not collect every address)...
     pub include_unconnected: bool,
+    /// ...except nodes whose speaker connected since then and went away: those are gone, not late.
+    pub ever_connected: &'a BTreeSet<String>,
     /// Where each address is announced now (from the speakers' acknowledgements).
     pub announced: &'a BTreeMap<IpAddr, String>,
 }
@@ -295,7 +297,8 @@ impl Planner {
             })
             .filter(|(name, labels)| {
                 !labels.contains_key(EXCLUDE_LABEL)
-                    && (inputs.include_unconnected || inputs.speakers.contains_key(*name))
+                    && (inputs.speakers.contains_key(*name)
+                        || (inputs.include_unconnected && !inputs.ever_connected.contains(*name)))
             })
             .collect();
         let holdings: Vec<(IpAddr, Vec<ServiceKey>)> = self

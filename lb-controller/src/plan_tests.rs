@@ -101,6 +101,7 @@ impl World {
             namespaces: &[],
             speakers: &self.speakers,
             include_unconnected: false,
+            ever_connected: &BTreeSet::new(),
             announced: &BTreeMap::new(),
         })
     }
@@ -397,6 +398,7 @@ fn legacy_pools_serve_unless_an_ippool_has_the_name() {
         namespaces: &[],
         speakers: &world.speakers,
         include_unconnected: false,
+        ever_connected: &BTreeSet::new(),
         announced: &BTreeMap::new(),
     });
     assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
@@ -404,4 +406,40 @@ fn legacy_pools_serve_unless_an_ippool_has_the_name() {
         outcome.pools.is_empty(),
         "legacy pools have no IPPool status"
     );
+}
+
+#[test]
+fn while_settling_late_speakers_count_but_departed_ones_do_not() {
+    let world = World::seed();
+    let inputs = |speakers: &BTreeMap<String, SpeakerInfo>, ever: &BTreeSet<String>| {
+        Planner::new(filter())
+            .pass(&Inputs {
+                services: &world.services,
+                pools: &world.pools,
+                legacy_pools: &[],
+                nodes: &world.nodes,
+                slices: &[],
+                namespaces: &[],
+                speakers,
+                include_unconnected: true,
+                ever_connected: ever,
+                announced: &BTreeMap::new(),
+            })
+            .desired
+    };
+    // Nobody has reconnected yet: the answer is the same as with everyone connected.
+    let all = inputs(&world.speakers, &BTreeSet::new());
+    let nobody = inputs(&BTreeMap::new(), &BTreeSet::new());
+    assert_eq!(
+        all.keys().collect::<Vec<_>>(),
+        nobody.keys().collect::<Vec<_>>()
+    );
+    // The chosen node's speaker connected and went away: it is not waited for.
+    let chosen = all.keys().next().unwrap().clone();
+    let mut rest = world.speakers.clone();
+    rest.remove(&chosen);
+    let ever: BTreeSet<String> = world.speakers.keys().cloned().collect();
+    let after = inputs(&rest, &ever);
+    assert!(!after.contains_key(&chosen));
+    assert_eq!(after.len(), 1);
 }

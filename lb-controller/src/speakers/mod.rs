@@ -42,9 +42,9 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
-            lease: Duration::from_millis(1500),
+            lease: Duration::from_millis(1000),
             grace: Duration::from_millis(200),
-            activation_hold: Duration::from_millis(1500),
+            activation_hold: Duration::from_millis(1000),
         }
     }
 }
