@@ -149,23 +149,26 @@ async fn silent_speaker_address_moves_after_its_lease_deadline_and_not_before() 
     controller.hub.set_desired(desired(&[("b", &["10.0.0.1"])]));
     wait_available(&controller.hub, &["b"]).await;
     let moved_at = b.wait_for("10.0.0.1").await;
-    let last_lease = a.last_lease_at().unwrap();
+    // When b got it, on the stand-ins' clock.
+    let moved_ms = clock_ms() - u64::try_from(moved_at.elapsed().as_millis()).unwrap();
     assert!(
         a.ended().is_none(),
         "a silent session stays open: {:?}",
         a.ended()
     );
-    // a's last lease arrived a little after it was sent: allow loopback transit in the lower bound.
-    let deadline = last_lease + LEASE + GRACE;
+    // a's lease ends at the newest echo it received + valid_for, on its own clock (step 3): b must not
+    // get the address before, and gets it about a grace later.
+    let lease_end = a.newest_lease_end_ms().unwrap();
     assert!(
-        moved_at + Duration::from_millis(10) >= deadline,
-        "moved {:?} before the deadline",
-        deadline - moved_at
+        moved_ms >= lease_end,
+        "moved {} ms before a's lease ended",
+        lease_end - moved_ms
     );
+    let grace = u64::try_from(GRACE.as_millis()).unwrap();
     assert!(
-        moved_at < deadline + Duration::from_millis(150),
-        "moved {:?} after the deadline",
-        moved_at - deadline
+        moved_ms < lease_end + grace + 150,
+        "moved {} ms after a's lease ended",
+        moved_ms - lease_end
     );
 }
 

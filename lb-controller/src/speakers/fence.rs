@@ -84,13 +84,19 @@ struct Session {
     /// Addresses of every generation from `acked` (or 1) to `generation`: what the speaker may hold.
     history: BTreeMap<u64, BTreeSet<IpAddr>>,
     last_heard: Instant,
+    /// The newest `sent_at_ms` received, and when it was received: the next lease echoes it.
+    echo: Option<(u64, Instant)>,
+    /// When the echo of the newest lease sent was received: the speaker's deadline is never later than
+    /// this + lease (step 3), whatever the transit time of the lease itself.
     last_lease: Option<Instant>,
+    /// When the newest lease was sent, to pace renewals.
+    renewed_at: Option<Instant>,
     conflicts: BTreeSet<(IpAddr, String, Vec<u8>)>,
     problems: BTreeSet<(Option<IpAddr>, String, String)>,
 }
 
 impl Session {
-    fn new(id: SessionId, held_generation: u64, now: Instant) -> Self {
+    fn new(id: SessionId, held_generation: u64, sent_at_ms: u64, now: Instant) -> Self {
         Self {
             id,
             held_generation,
@@ -104,7 +110,9 @@ impl Session {
             sent: BTreeMap::new(),
             history: BTreeMap::new(),
             last_heard: now,
+            echo: (sent_at_ms > 0).then_some((sent_at_ms, now)),
             last_lease: None,
+            renewed_at: None,
             conflicts: BTreeSet::new(),
             problems: BTreeSet::new(),
         }
@@ -244,12 +252,13 @@ impl Fence {
         &mut self,
         id: SessionId,
         hello: &pb::Hello,
+        sent_at_ms: u64,
         now: Instant,
     ) -> Vec<Output> {
         let mut out = Vec::new();
         let info = SpeakerInfo::from_hello(hello);
         let name = info.node.clone();
-        let session = Session::new(id, hello.held_generation, now);
+        let session = Session::new(id, hello.held_generation, sent_at_ms, now);
         match self.nodes.get(&name) {
             Some(node) => {
                 let deadline = node.session.as_ref().and_then(|s| self.lease_deadline(s));
@@ -312,6 +321,9 @@ impl Fence {
             return out;
         };
         session.last_heard = now;
+        if message.sent_at_ms > session.echo.map_or(0, |(sent, _)| sent) {
+            session.echo = Some((message.sent_at_ms, now));
+        }
         if session.silent {
             session.silent = false;
             session.needs_snapshot = true;
@@ -442,7 +454,7 @@ impl Fence {
             } else {
                 wakes.push(session.last_heard + half);
                 if session.ready {
-                    wakes.extend(session.last_lease.map(|t| t + renew_every));
+                    wakes.extend(session.renewed_at.map(|t| t + renew_every));
                 }
             }
         }
@@ -572,7 +584,9 @@ impl Fence {
             }
             session.generation += 1;
             session.needs_snapshot = false;
-            session.last_lease = Some(now);
+            session.renewed_at = Some(now);
+            session.last_lease = session.echo.map(|(_, at)| at).or(session.last_lease);
+            let echo_ms = session.echo.map_or(0, |(sent, _)| sent);
             session
                 .history
                 .insert(session.generation, target.keys().copied().collect());
@@ -587,7 +601,10 @@ impl Fence {
                     body: Some(pb::controller_message::Body::Snapshot(pb::AssignmentSet {
                         generation: session.generation,
                         assignments: target.values().map(DesiredAssignment::to_proto).collect(),
-                        lease: Some(pb::Lease { valid_for_ms }),
+                        lease: Some(pb::Lease {
+                            valid_for_ms,
+                            echo_ms,
+                        }),
                     })),
                 },
             });
@@ -626,14 +643,18 @@ impl Fence {
             if !session.ready || session.silent {
                 continue;
             }
-            if session.last_lease.is_some_and(|t| now >= t + renew_every) {
-                session.last_lease = Some(now);
+            if session.renewed_at.is_some_and(|t| now >= t + renew_every) {
+                session.renewed_at = Some(now);
+                session.last_lease = session.echo.map(|(_, at)| at).or(session.last_lease);
                 out.push(Output::Send {
                     session: session.id,
                     message: pb::ControllerMessage {
                         body: Some(pb::controller_message::Body::Renewal(pb::LeaseRenewal {
                             generation: session.generation,
-                            lease: Some(pb::Lease { valid_for_ms }),
+                            lease: Some(pb::Lease {
+                                valid_for_ms,
+                                echo_ms: session.echo.map_or(0, |(sent, _)| sent),
+                            }),
                         })),
                     },
                 });

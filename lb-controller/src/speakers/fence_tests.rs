@@ -24,8 +24,16 @@ fn hello(node: &str, held_generation: u64) -> pb::Hello {
     }
 }
 
+/// An increasing speaker clock for hand-written messages (the fence only compares stamps and keeps the
+/// time it received them).
+fn stamp() -> u64 {
+    static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    CLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn report(applied: u64, announcing: &[&str]) -> pb::SpeakerMessage {
     pb::SpeakerMessage {
+        sent_at_ms: stamp(),
         body: Some(pb::speaker_message::Body::Report(pb::Report {
             applied_generation: applied,
             announcing: announcing
@@ -43,6 +51,7 @@ fn report(applied: u64, announcing: &[&str]) -> pb::SpeakerMessage {
 
 fn heartbeat(applied: u64) -> pb::SpeakerMessage {
     pb::SpeakerMessage {
+        sent_at_ms: stamp(),
         body: Some(pb::speaker_message::Body::Heartbeat(pb::Heartbeat {
             applied_generation: applied,
         })),
@@ -51,6 +60,7 @@ fn heartbeat(applied: u64) -> pb::SpeakerMessage {
 
 fn leaving() -> pb::SpeakerMessage {
     pb::SpeakerMessage {
+        sent_at_ms: stamp(),
         body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
     }
 }
@@ -122,9 +132,9 @@ fn settled_with_x_on_a(fence: &mut Fence, t0: Instant) -> Instant {
     fence.set_active(true, t0);
     let t = t0 + LEASE + GRACE;
     fence.tick(t);
-    fence.connect(1, &hello("a", 0), t);
+    fence.connect(1, &hello("a", 0), stamp(), t);
     fence.message(1, &report(0, &[]), t);
-    fence.connect(2, &hello("b", 0), t);
+    fence.connect(2, &hello("b", 0), stamp(), t);
     fence.message(2, &report(0, &[]), t);
     let out = fence.set_desired(want(&[("a", &["10.0.0.1"])]), t);
     assert_eq!(snapshots(&out, 1), vec![(2, vec![ip("10.0.0.1")])]);
@@ -142,7 +152,7 @@ fn first_snapshot_waits_for_the_speakers_report() {
     let mut fence = Fence::new(LEASE, GRACE);
     let t = Instant::now();
     fence.set_active(true, t);
-    let out = fence.connect(1, &hello("a", 0), t);
+    let out = fence.connect(1, &hello("a", 0), stamp(), t);
     assert!(snapshots(&out, 1).is_empty());
     assert!(fence.available().contains_key("a"));
     let out = fence.message(1, &report(0, &[]), t);
@@ -187,17 +197,16 @@ fn reset_stream_frees_its_addresses_at_once() {
 fn silent_node_keeps_its_addresses_until_exactly_its_lease_deadline() {
     let mut fence = Fence::new(LEASE, GRACE);
     let t = settled_with_x_on_a(&mut fence, Instant::now());
-    // b keeps talking; a says nothing more. Its last lease goes out at the last renewal before silence.
+    // b keeps talking; a says nothing more after t. The renewals a is still sent until it counts as
+    // silent all echo its message of t, so its lease ends at t + lease on its own clock (step 3), and
+    // the controller's deadline is t + lease + grace, however late those renewals arrive.
     let mut now = t;
-    let mut last_lease_to_a = t;
+    let last_heard_from_a = t;
     let mut became_silent = None;
     while became_silent.is_none() {
         now += ms(10);
         let mut out = fence.message(2, &heartbeat(1), now);
         out.extend(fence.tick(now));
-        if !renewals(&out, 1).is_empty() {
-            last_lease_to_a = now;
-        }
         if events(&out).contains(&HubEvent::Disconnected {
             node: "a".into(),
             why: DisconnectReason::Silent,
@@ -209,7 +218,7 @@ fn silent_node_keeps_its_addresses_until_exactly_its_lease_deadline() {
     assert!(!fence.available().contains_key("a"));
     let out = fence.set_desired(want(&[("b", &["10.0.0.1"])]), now);
     assert!(snapshots(&out, 2).is_empty());
-    let deadline = last_lease_to_a + LEASE + GRACE;
+    let deadline = last_heard_from_a + LEASE + GRACE;
     while now + ms(10) < deadline {
         now += ms(10);
         let mut out = fence.message(2, &heartbeat(1), now);
@@ -274,7 +283,7 @@ fn after_activation_an_unreported_address_waits_for_lease_plus_grace() {
     let mut fence = Fence::new(LEASE, GRACE);
     let t = Instant::now();
     fence.set_active(true, t);
-    fence.connect(2, &hello("b", 0), t);
+    fence.connect(2, &hello("b", 0), stamp(), t);
     fence.message(2, &report(0, &[]), t);
     let out = fence.set_desired(want(&[("b", &["10.0.0.1"])]), t + ms(1));
     assert_eq!(snapshots(&out, 2), vec![]);
@@ -302,7 +311,7 @@ fn after_activation_a_node_reporting_an_address_keeps_it_without_a_gap() {
     let t = Instant::now();
     fence.set_active(true, t);
     fence.set_desired(want(&[("a", &["10.0.0.1"])]), t);
-    let out = fence.connect(1, &hello("a", 7), t);
+    let out = fence.connect(1, &hello("a", 7), stamp(), t);
     assert!(
         snapshots(&out, 1).is_empty(),
         "no snapshot before its report"
@@ -321,9 +330,9 @@ fn after_activation_a_reported_address_moves_once_its_reporter_acknowledges() {
     let t = Instant::now();
     fence.set_active(true, t);
     fence.set_desired(want(&[("b", &["10.0.0.1"])]), t);
-    fence.connect(2, &hello("b", 0), t);
+    fence.connect(2, &hello("b", 0), stamp(), t);
     fence.message(2, &report(0, &[]), t);
-    fence.connect(1, &hello("a", 7), t);
+    fence.connect(1, &hello("a", 7), stamp(), t);
     let out = fence.message(1, &report(7, &["10.0.0.1"]), t);
     assert_eq!(snapshots(&out, 1), vec![(1, vec![])]);
     // The stale held generation (7) is not an acknowledgement; generation 1 is.
@@ -340,9 +349,9 @@ fn an_acknowledgement_equal_to_the_held_generation_is_not_trusted() {
     fence.set_active(true, t);
     fence.tick(t + LEASE + GRACE);
     let t = t + LEASE + GRACE;
-    fence.connect(2, &hello("b", 0), t);
+    fence.connect(2, &hello("b", 0), stamp(), t);
     fence.message(2, &report(0, &[]), t);
-    fence.connect(1, &hello("a", 1), t);
+    fence.connect(1, &hello("a", 1), stamp(), t);
     fence.message(1, &report(1, &["10.0.0.1"]), t);
     let out = fence.set_desired(want(&[("b", &["10.0.0.1"])]), t);
     assert!(snapshots(&out, 2).is_empty());
@@ -358,7 +367,7 @@ fn an_acknowledgement_equal_to_the_held_generation_is_not_trusted() {
 fn a_replacing_session_keeps_the_old_claims_until_its_report_releases_them() {
     let mut fence = Fence::new(LEASE, GRACE);
     let t = settled_with_x_on_a(&mut fence, Instant::now());
-    let out = fence.connect(3, &hello("a", 2), t + ms(10));
+    let out = fence.connect(3, &hello("a", 2), stamp(), t + ms(10));
     assert!(out.contains(&Output::Close {
         session: 1,
         reason: CloseReason::Replaced
@@ -455,7 +464,7 @@ mod simulation {
     }
 
     enum Up {
-        Connect(pb::Hello),
+        Connect(pb::Hello, u64),
         Message(pb::SpeakerMessage),
         Closed,
     }
@@ -504,7 +513,14 @@ mod simulation {
             format!("node-{n}")
         }
 
-        fn up(&mut self, now: u64, n: usize, session: SessionId, message: Up) {
+        /// Sends from speaker `n`, stamping messages with its clock (the world's, + 1 so it is >= 1).
+        fn up(&mut self, now: u64, n: usize, session: SessionId, mut message: Up) {
+            if let Up::Message(m) = &mut message {
+                m.sent_at_ms = now + 1;
+            }
+            if let Up::Connect(_, sent_at) = &mut message {
+                *sent_at = now + 1;
+            }
             if self.speakers[n].partitioned_until <= now {
                 self.upbox.push_back((now + self.delay, session, message));
             }
@@ -536,6 +552,7 @@ mod simulation {
                 held_generation: held,
             };
             let report = pb::SpeakerMessage {
+                sent_at_ms: 0,
                 body: Some(pb::speaker_message::Body::Report(pb::Report {
                     applied_generation: held,
                     announcing: announcing
@@ -549,7 +566,7 @@ mod simulation {
                     problems: vec![],
                 })),
             };
-            self.up(now, n, id, Up::Connect(hello));
+            self.up(now, n, id, Up::Connect(hello, 0));
             self.up(now, n, id, Up::Message(report));
         }
 
@@ -621,6 +638,7 @@ mod simulation {
                     if let (true, Some(session)) = (speaker.alive, speaker.session) {
                         speaker.leaving = true;
                         let leaving = pb::SpeakerMessage {
+                            sent_at_ms: 0,
                             body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
                         };
                         self.up(now, *n, session, Up::Message(leaving));
@@ -636,7 +654,9 @@ mod simulation {
                     break;
                 };
                 let out = match up {
-                    Up::Connect(hello) => self.fence.connect(session, &hello, self.at(now)),
+                    Up::Connect(hello, sent_at) => {
+                        self.fence.connect(session, &hello, sent_at, self.at(now))
+                    }
                     Up::Message(message) => self.fence.message(session, &message, self.at(now)),
                     Up::Closed => self.fence.disconnect(session, self.at(now)),
                 };
@@ -652,8 +672,12 @@ mod simulation {
         }
 
         fn speaker_ms(&mut self, now: u64, n: usize) {
-            let valid_for =
-                |lease: &Option<pb::Lease>| u64::from(lease.map_or(0, |l| l.valid_for_ms));
+            // Step 3: the lease runs until the echoed send time + valid_for on the speaker's clock.
+            let until = |lease: &Option<pb::Lease>| {
+                lease
+                    .filter(|l| l.echo_ms > 0)
+                    .map(|l| l.echo_ms - 1 + u64::from(l.valid_for_ms))
+            };
             while self.speakers[n]
                 .inbox
                 .front()
@@ -670,7 +694,7 @@ mod simulation {
                     Some(pb::controller_message::Body::Snapshot(set)) => {
                         let addresses = set.assignments.iter().map(|a| ip(&a.address)).collect();
                         speaker.applied = Some((set.generation, addresses));
-                        speaker.lease_until = Some(now + valid_for(&set.lease));
+                        speaker.lease_until = speaker.lease_until.max(until(&set.lease));
                         let leaving_done = speaker.leaving && set.assignments.is_empty();
                         self.up(now, n, session, Up::Message(heartbeat(set.generation)));
                         if leaving_done {
@@ -686,7 +710,7 @@ mod simulation {
                             .as_ref()
                             .is_some_and(|(g, _)| *g == renewal.generation) =>
                     {
-                        speaker.lease_until = Some(now + valid_for(&renewal.lease));
+                        speaker.lease_until = speaker.lease_until.max(until(&renewal.lease));
                     }
                     _ => {}
                 }
@@ -769,4 +793,32 @@ mod simulation {
             }
         }
     }
+}
+
+#[test]
+fn leases_echo_the_newest_speaker_stamp_and_a_late_stamp_never_goes_back() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let t = settled_with_x_on_a(&mut fence, Instant::now());
+    let newest = heartbeat(2);
+    let stamp = newest.sent_at_ms;
+    fence.message(1, &newest, t + ms(150));
+    // A message that was overtaken in transit (an older stamp) does not move the echo back.
+    let mut older = heartbeat(2);
+    older.sent_at_ms = stamp - 1;
+    fence.message(1, &older, t + ms(160));
+    let out = fence.tick(t + LEASE / 5);
+    let echoes: Vec<u64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                session: 1,
+                message:
+                    pb::ControllerMessage {
+                        body: Some(pb::controller_message::Body::Renewal(r)),
+                    },
+            } => r.lease.map(|l| l.echo_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(echoes, vec![stamp]);
 }

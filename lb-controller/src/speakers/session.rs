@@ -68,8 +68,11 @@ impl Announcer for SpeakerService {
         let first = tokio::time::timeout(self.inner.config.lease, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within one lease"))??;
-        let hello = match first.and_then(|m| m.body) {
-            Some(pb::speaker_message::Body::Hello(hello)) => hello,
+        let (hello, sent_at_ms) = match first {
+            Some(pb::SpeakerMessage {
+                body: Some(pb::speaker_message::Body::Hello(hello)),
+                sent_at_ms,
+            }) => (hello, sent_at_ms),
             _ => return Err(Status::invalid_argument("the first message must be hello")),
         };
         if hello.node.is_empty() {
@@ -91,7 +94,9 @@ impl Announcer for SpeakerService {
                     closed: closed.clone(),
                 },
             );
-            let outputs = state.fence.connect(id, &hello, tokio::time::Instant::now());
+            let outputs = state
+                .fence
+                .connect(id, &hello, sent_at_ms, tokio::time::Instant::now());
             self.inner.apply(&mut state, outputs);
             id
         };

@@ -20,6 +20,14 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(60);
 /// How long `wait_for` waits.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// The stand-in speakers' monotonic clock (ms since the first call, + 1), stamped on every message as
+/// `sent_at_ms` when it is built, just before it is sent.
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -76,6 +84,7 @@ impl Drop for FakeSpeaker {
 
 pub fn hello(node: &str, held_generation: u64) -> pb::SpeakerMessage {
     pb::SpeakerMessage {
+        sent_at_ms: clock_ms(),
         body: Some(pb::speaker_message::Body::Hello(pb::Hello {
             node: node.into(),
             interfaces: vec![pb::Interface {
@@ -92,6 +101,7 @@ pub fn hello(node: &str, held_generation: u64) -> pb::SpeakerMessage {
 
 pub fn report(applied: u64, announcing: &[&str]) -> pb::SpeakerMessage {
     pb::SpeakerMessage {
+        sent_at_ms: clock_ms(),
         body: Some(pb::speaker_message::Body::Report(pb::Report {
             applied_generation: applied,
             announcing: announcing
@@ -109,6 +119,7 @@ pub fn report(applied: u64, announcing: &[&str]) -> pb::SpeakerMessage {
 
 pub fn heartbeat(applied: u64) -> pb::SpeakerMessage {
     pb::SpeakerMessage {
+        sent_at_ms: clock_ms(),
         body: Some(pb::speaker_message::Body::Heartbeat(pb::Heartbeat {
             applied_generation: applied,
         })),
@@ -214,6 +225,7 @@ impl FakeSpeaker {
     pub fn leave(&self) {
         *self.leaving.lock().unwrap() = true;
         self.send(pb::SpeakerMessage {
+            sent_at_ms: clock_ms(),
             body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
         });
     }
@@ -269,6 +281,23 @@ impl FakeSpeaker {
 }
 
 impl FakeSpeaker {
+    /// The latest end of any lease received, on the stand-ins' clock: echo_ms + valid_for_ms (step 3).
+    pub fn newest_lease_end_ms(&self) -> Option<u64> {
+        self.log
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter_map(|r| match &r.message.body {
+                Some(pb::controller_message::Body::Snapshot(set)) => set.lease,
+                Some(pb::controller_message::Body::Renewal(renewal)) => renewal.lease,
+                _ => None,
+            })
+            .filter(|lease| lease.echo_ms > 0)
+            .map(|lease| lease.echo_ms + u64::from(lease.valid_for_ms))
+            .max()
+    }
+
     /// The addresses of the newest snapshot received.
     pub fn current(&self) -> Vec<IpAddr> {
         self.snapshots()
