@@ -40,6 +40,8 @@ pub struct Metrics {
     pub announcements: Gauge,
     /// 1 while the lease runs.
     pub lease_valid: Gauge,
+    /// Leases whose echo was 0 or later than anything the session sent (they extend nothing).
+    pub lease_echoes_rejected: Counter,
     /// The generation applied in the current session.
     pub applied_generation: Gauge,
     /// 1 while a session with the controller is open.
@@ -101,6 +103,11 @@ impl Metrics {
             "lease_valid",
             "1 while the controller's lease runs",
             metrics.lease_valid.clone(),
+        );
+        r.register(
+            "lease_echoes_rejected",
+            "Leases from the controller whose echo_ms was 0 or later than anything this session sent",
+            metrics.lease_echoes_rejected.clone(),
         );
         r.register(
             "applied_generation",

@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use crate::config::Settings;
 use crate::control::{self, Backoff, ControlError, Session};
 use crate::frames::Mac;
-use crate::holdings::{Applied, Holdings, Loss};
+use crate::holdings::{Applied, Holdings, LeaseOutcome, Loss};
 use crate::interfaces::{self, InterfaceSet};
 use crate::metrics::Metrics;
 use crate::responder::{AnswerTable, Event, Responder, SharedTable};
@@ -81,11 +81,17 @@ impl Speaker {
     ) -> (Self, UnboundedReceiver<Event>) {
         let (events, events_rx) = mpsc::unbounded_channel();
         let now = tokio::time::Instant::now();
+        // The speaker's clock for `sent_at_ms` (announce.proto step 3): 1 ms before the control loop
+        // exists, so every stamp is >= 1.
+        let started = Instant::now();
+        let epoch = started
+            .checked_sub(Duration::from_millis(1))
+            .unwrap_or(started);
         let speaker = Self {
             settings,
             metrics,
             health,
-            holdings: Holdings::new(),
+            holdings: Holdings::new(epoch),
             interfaces: InterfaceSet::default(),
             responders: BTreeMap::new(),
             responder_failures: BTreeMap::new(),
@@ -235,9 +241,11 @@ impl Speaker {
         };
         let report = self.report();
         self.last_report = Some(report.clone());
+        // Nothing of an earlier attempt can be echoed in this session.
+        self.holdings.begin_session();
         let first = vec![
-            message(SpeakerBody::Hello(hello)),
-            message(SpeakerBody::Report(report)),
+            self.message(SpeakerBody::Hello(hello)),
+            self.message(SpeakerBody::Report(report)),
         ];
         let controller = self.settings.controller.clone();
         tracing::debug!(controller = %controller.uri, "dialing the controller");
@@ -275,8 +283,8 @@ impl Speaker {
             Loss::Hold { .. } => {
                 tracing::warn!(reason = why, retry_in = ?delay, hold_left = ?left, held = self.holdings.held().len(), "lost the controller session; holding what this node announces for --controller-loss-hold unless a controller says otherwise");
             }
-            Loss::Silent { quiet_for } => {
-                tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?left, quiet_for = ?quiet_for, "lost the controller session after it had gone silent; announcing only while the lease runs");
+            Loss::Silent { echo_age } => {
+                tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?left, echo_age = ?echo_age, "lost the controller session after it had gone silent (no fresh lease echo); announcing only while the lease runs");
             }
             Loss::NotByController | Loss::Lapsed | Loss::AlreadyHandled => {
                 tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?left, loss = ?loss, "lost the controller session; announcing only while the lease runs");
@@ -301,12 +309,23 @@ impl Speaker {
         self.next_heartbeat = tokio::time::Instant::now() + self.heartbeat_period();
     }
 
+    /// A message stamped with `sent_at_ms` now. Stamped when queued: the queue is drained by the HTTP/2
+    /// stream at once (a queue found full ends the session), and a stamp earlier than the real send time
+    /// only makes the lease end earlier on our side, never later than the controller's view of it.
+    fn message(&mut self, body: SpeakerBody) -> SpeakerMessage {
+        SpeakerMessage {
+            body: Some(body),
+            sent_at_ms: self.holdings.stamp(Instant::now()),
+        }
+    }
+
     /// Queues `body` for the controller; a full or closed queue means the session is stuck or gone.
     fn emit(&mut self, session: &mut Option<Session>, body: SpeakerBody) {
-        let Some(outbound) = session.as_ref().and_then(|s| s.outbound.as_ref()) else {
+        let Some(outbound) = session.as_ref().and_then(|s| s.outbound.clone()) else {
             return;
         };
-        if let Err(e) = outbound.try_send(message(body)) {
+        let message = self.message(body);
+        if let Err(e) = outbound.try_send(message) {
             // Closed: the stream's transport is gone (the connection was reset); full: the controller
             // stopped reading, which is no sign that its side ended anything.
             let by_controller = matches!(e, mpsc::error::TrySendError::Closed(_));
@@ -321,18 +340,18 @@ impl Speaker {
     /// Applies one controller message; returns whether it was a set or delta that left nothing held.
     fn handle(&mut self, message: ControllerMessage, session: &mut Option<Session>) -> bool {
         let now = Instant::now();
-        self.holdings.heard(now);
         let applied = match message.body {
-            Some(ControllerBody::Snapshot(set)) => self.holdings.apply_set(&set, now),
-            Some(ControllerBody::Delta(delta)) => self.holdings.apply_delta(&delta, now),
-            Some(ControllerBody::Renewal(renewal)) => self.holdings.apply_renewal(&renewal, now),
+            Some(ControllerBody::Snapshot(set)) => self.holdings.apply_set(&set),
+            Some(ControllerBody::Delta(delta)) => self.holdings.apply_delta(&delta),
+            Some(ControllerBody::Renewal(renewal)) => self.holdings.apply_renewal(&renewal),
             None => {
                 tracing::warn!("empty message from the controller ignored");
                 return false;
             }
         };
         match applied {
-            Applied::Snapshot { generation } | Applied::Delta { generation } => {
+            Applied::Snapshot { generation, lease } | Applied::Delta { generation, lease } => {
+                self.lease_outcome(lease, now);
                 tracing::debug!(
                     generation,
                     held = self.holdings.held().len(),
@@ -356,7 +375,7 @@ impl Speaker {
                 self.emit(session, SpeakerBody::Report(report));
                 self.heartbeat(session);
             }
-            Applied::Renewed => {}
+            Applied::Renewed { lease } => self.lease_outcome(lease, now),
             Applied::RenewalIgnored {
                 generation,
                 applied,
@@ -369,6 +388,36 @@ impl Speaker {
             }
         }
         false
+    }
+
+    /// Logs (and counts) a lease that extended nothing because of its echo (step 3).
+    fn lease_outcome(&self, outcome: LeaseOutcome, now: Instant) {
+        match outcome {
+            LeaseOutcome::Absent | LeaseOutcome::Extended { .. } => {}
+            LeaseOutcome::NotLater { until } => {
+                if until <= now {
+                    tracing::debug!(
+                        over_for = ?now - until,
+                        "lease with a stale echo (delayed in transit) extends nothing"
+                    );
+                }
+            }
+            LeaseOutcome::ZeroEcho => {
+                self.metrics.lease_echoes_rejected.inc();
+                tracing::debug!("lease with echo_ms 0 extends nothing");
+            }
+            LeaseOutcome::FutureEcho {
+                echo_ms,
+                max_sent_ms,
+            } => {
+                self.metrics.lease_echoes_rejected.inc();
+                tracing::debug!(
+                    echo_ms,
+                    max_sent_ms,
+                    "lease echoing a time this session never sent extends nothing"
+                );
+            }
+        }
     }
 
     fn event(&mut self, event: Event) {
@@ -661,10 +710,6 @@ async fn close(session: &mut Option<Session>) {
         while let Ok(Some(_)) = open.inbound.message().await {}
     })
     .await;
-}
-
-fn message(body: SpeakerBody) -> SpeakerMessage {
-    SpeakerMessage { body: Some(body) }
 }
 
 fn clamp(value: u64) -> i64 {
