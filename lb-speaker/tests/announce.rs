@@ -239,12 +239,91 @@ fn a_lapsed_lease_stops_replies_within_the_lease_and_a_renewal_brings_them_back(
     one.send(proto::announce::v1::controller_message::Body::Renewal(
         proto::announce::v1::LeaseRenewal {
             generation,
-            lease: Some(proto::announce::v1::Lease {
-                valid_for_ms: 10_000,
-            }),
+            lease: Some(one.lease(10_000)),
         },
     ));
     wait::until_blocking("replies to come back", SESSION_TIMEOUT, || {
+        let macs = probe_arp(client, VIP, Duration::from_millis(200));
+        (macs == [n1_mac]).then_some(()).ok_or(format!("{macs:?}"))
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_renewal_echoing_an_old_message_does_not_revive_a_lapsed_lease_and_a_fresh_echo_does() {
+    let bed = Bed::new("lb-speaker-stale-echo", &["n1"]);
+    let (n1, client) = (bed.host("n1"), bed.host("client"));
+    let one = &bed.sessions[0];
+    let n1_mac = n1.mac().unwrap();
+    let (hello_received, hello) = one.received.lock().unwrap()[0].clone();
+    assert!(hello.sent_at_ms >= 1, "{hello:?}");
+
+    let lease_ms = 1500;
+    let lease = Duration::from_millis(u64::from(lease_ms));
+    let (generation, _) = one.assign(&["10.10.39.200"], lease_ms);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    assert_eq!(probe_arp(client, VIP, Duration::from_millis(300)), [n1_mac]);
+    // Every message is stamped on the speaker's monotonic clock, in the order it was sent.
+    let stamps: Vec<u64> = one.messages().iter().map(|m| m.sent_at_ms).collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] <= w[1]) && stamps[0] >= 1,
+        "{stamps:?}"
+    );
+
+    one.stop_renewing();
+    let stopped = Instant::now();
+    wait::until_blocking("replies to stop", lease * 3, || {
+        if probe_arp(client, VIP, Duration::from_millis(100)).is_empty() {
+            Ok(())
+        } else {
+            Err("still answered".to_owned())
+        }
+    })
+    .unwrap();
+    assert!(
+        stopped.elapsed() <= lease + Duration::from_millis(400),
+        "answered {:?} after renewals stopped",
+        stopped.elapsed()
+    );
+
+    // A renewal for the applied generation echoing the Hello, sent more than a lease after the speaker
+    // sent it: what a renewal buffered across a partition looks like when it finally arrives. Counted
+    // from its receipt it would restart the lease; counted from the echo it ended long ago.
+    assert!(hello_received.elapsed() > lease);
+    one.send(proto::announce::v1::controller_message::Body::Renewal(
+        proto::announce::v1::LeaseRenewal {
+            generation,
+            lease: Some(proto::announce::v1::Lease {
+                valid_for_ms: lease_ms,
+                echo_ms: hello.sent_at_ms,
+            }),
+        },
+    ));
+    let stale_sent = Instant::now();
+    while stale_sent.elapsed() < lease {
+        let macs = probe_arp(client, VIP, Duration::from_millis(200));
+        assert!(
+            macs.is_empty(),
+            "answered {:?} after a stale renewal: {macs:?}",
+            stale_sent.elapsed()
+        );
+    }
+    assert!(
+        bed.speakers[0]
+            .log_tail(2000)
+            .contains("lease with a stale echo (delayed in transit) extends nothing"),
+        "the stale renewal was not seen:\n{}",
+        bed.speakers[0].log_tail(40)
+    );
+
+    // A renewal echoing the newest message (heartbeats kept coming) restarts the lease.
+    one.send(proto::announce::v1::controller_message::Body::Renewal(
+        proto::announce::v1::LeaseRenewal {
+            generation,
+            lease: Some(one.lease(lease_ms)),
+        },
+    ));
+    wait::until_blocking("replies to come back", Duration::from_secs(1), || {
         let macs = probe_arp(client, VIP, Duration::from_millis(200));
         (macs == [n1_mac]).then_some(()).ok_or(format!("{macs:?}"))
     })
@@ -354,9 +433,7 @@ fn an_assignment_naming_a_missing_interface_is_reported_and_the_rest_is_served()
             assignment("10.10.39.200", "eth0"),
             assignment("10.10.39.201", "eth7"),
         ],
-        lease: Some(proto::announce::v1::Lease {
-            valid_for_ms: 10_000,
-        }),
+        lease: Some(one.lease(10_000)),
     });
     one.wait_ack(generation, SESSION_TIMEOUT);
     let problem = one.wait_for("a report with the problem", SESSION_TIMEOUT, |m| {

@@ -47,6 +47,8 @@ pub struct SessionRecord {
     /// Set when the speaker's stream ended or broke.
     pub ended: AtomicBool,
     tx: UnboundedSender<Result<ControllerMessage, Status>>,
+    /// The newest `sent_at_ms` received from this session: what every lease echoes (step 3).
+    newest_sent_at: AtomicU64,
     generation: AtomicU64,
     lease_ms: AtomicU32,
     renewing: AtomicBool,
@@ -56,6 +58,20 @@ impl SessionRecord {
     /// Sends a raw message to the speaker.
     pub fn send(&self, body: ControllerBody) {
         let _ = self.tx.send(Ok(ControllerMessage { body: Some(body) }));
+    }
+
+    /// The newest `sent_at_ms` received from this session.
+    pub fn echo(&self) -> u64 {
+        self.newest_sent_at.load(Ordering::SeqCst)
+    }
+
+    /// A lease of `valid_for_ms` echoing the newest `sent_at_ms` received, as the contract's controller
+    /// sends it.
+    pub fn lease(&self, valid_for_ms: u32) -> Lease {
+        Lease {
+            valid_for_ms,
+            echo_ms: self.echo(),
+        }
     }
 
     /// Sends the next snapshot with `addresses` (on every eligible interface) and a lease of `lease_ms`,
@@ -75,16 +91,15 @@ impl SessionRecord {
                     services: vec!["test/svc".to_owned()],
                 })
                 .collect(),
-            lease: Some(Lease {
-                valid_for_ms: lease_ms,
-            }),
+            lease: Some(self.lease(lease_ms)),
         };
         let sent_at = Instant::now();
         self.send(ControllerBody::Snapshot(set));
         (generation, sent_at)
     }
 
-    /// Sends a snapshot built by the caller (generation filled in).
+    /// Sends a snapshot built by the caller (generation filled in; its lease is sent as built, see
+    /// [`SessionRecord::lease`]).
     pub fn assign_set(&self, mut set: AssignmentSet) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         set.generation = generation;
@@ -182,6 +197,7 @@ impl Announcer for Service {
                 received: Mutex::new(vec![(Instant::now(), first.clone())]),
                 ended: AtomicBool::new(false),
                 tx,
+                newest_sent_at: AtomicU64::new(first.sent_at_ms),
                 generation: AtomicU64::new(0),
                 lease_ms: AtomicU32::new(0),
                 renewing: AtomicBool::new(false),
@@ -189,6 +205,9 @@ impl Announcer for Service {
             shared.sessions.lock().unwrap().push(record.clone());
             let renewer = tokio::spawn(renew(record.clone()));
             while let Ok(Some(message)) = inbound.message().await {
+                record
+                    .newest_sent_at
+                    .fetch_max(message.sent_at_ms, Ordering::SeqCst);
                 record
                     .received
                     .lock()
@@ -202,7 +221,8 @@ impl Announcer for Service {
     }
 }
 
-/// Renews the current generation every lease/5 while renewing is on (step 2 of the contract).
+/// Renews the current generation every lease/5 while renewing is on (step 2 of the contract), echoing the
+/// newest `sent_at_ms` received (step 3).
 async fn renew(record: Arc<SessionRecord>) {
     loop {
         let lease_ms = record.lease_ms.load(Ordering::SeqCst);
@@ -211,9 +231,7 @@ async fn renew(record: Arc<SessionRecord>) {
         if record.renewing.load(Ordering::SeqCst) && lease_ms > 0 {
             record.send(ControllerBody::Renewal(LeaseRenewal {
                 generation: record.generation.load(Ordering::SeqCst),
-                lease: Some(Lease {
-                    valid_for_ms: lease_ms,
-                }),
+                lease: Some(record.lease(lease_ms)),
             }));
         }
     }
