@@ -20,6 +20,7 @@ use crate::{HarnessError, Result};
 #[derive(Debug)]
 pub struct Forward {
     local: SocketAddr,
+    upstream: Arc<std::sync::Mutex<SocketAddr>>,
     paused: Arc<AtomicBool>,
     stopped: Arc<AtomicBool>,
     connections: Arc<std::sync::Mutex<Vec<TcpStream>>>,
@@ -47,14 +48,16 @@ impl Forward {
             })?;
         let forward = Self {
             local,
+            upstream: Arc::new(std::sync::Mutex::new(upstream)),
             paused: Arc::new(AtomicBool::new(false)),
             stopped: Arc::new(AtomicBool::new(false)),
             connections: Arc::default(),
         };
-        let (paused, stopped, connections) = (
+        let (paused, stopped, connections, target) = (
             forward.paused.clone(),
             forward.stopped.clone(),
             forward.connections.clone(),
+            forward.upstream.clone(),
         );
         // Threads spawned here start in the root namespace, so upstream sockets are opened there.
         std::thread::spawn(move || {
@@ -67,6 +70,7 @@ impl Forward {
                     }
                     Err(_) => return,
                 };
+                let upstream = target.lock().map_or(upstream, |t| *t);
                 let Ok(outbound) = TcpStream::connect(upstream) else {
                     let _ = inbound.shutdown(Shutdown::Both);
                     continue;
@@ -96,6 +100,14 @@ impl Forward {
     /// The address to dial inside the namespace.
     pub fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Sends new connections to `upstream` from now on (existing ones stay where they are), as a Service
+    /// does when its ready endpoint changes (a new leader).
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        if let Ok(mut target) = self.upstream.lock() {
+            *target = upstream;
+        }
     }
 
     /// Stops moving bytes (connections stay open): the node is cut off from the control plane.

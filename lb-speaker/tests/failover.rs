@@ -40,7 +40,8 @@ const NODES: [&str; 3] = ["m1", "n1", "n2"];
 struct System {
     speakers: BTreeMap<String, Process>,
     forwards: BTreeMap<String, Forward>,
-    _controller: Daemon,
+    /// The controllers and their gRPC addresses; the first leads.
+    controllers: Vec<(Daemon, SocketAddr)>,
     client: kube::Client,
     runtime: tokio::runtime::Runtime,
     _cluster: KubeCluster,
@@ -50,6 +51,12 @@ struct System {
 
 impl System {
     fn start(what: &str) -> Self {
+        Self::start_with(what, 1, "2s")
+    }
+
+    /// `controllers` replicas (with leader election when more than one; the first leads) and speakers
+    /// configured with `hold` as their controller-loss hold.
+    fn start_with(what: &str, controllers: usize, hold: &str) -> Self {
         let lab = LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"));
         let scratch = Scratch::new(what).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -71,18 +78,18 @@ impl System {
             .issue_files(scratch.path(), "lb-speaker", &[], &[], Usage::Client)
             .unwrap();
 
-        let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
         let binary = workspace_binary("lb-controller").unwrap();
         let kubeconfig = cluster.kubeconfig().display().to_string();
-        let (grpc_flag, cert, key, ca_file) = (
-            grpc.to_string(),
+        let (cert, key, ca_file) = (
             server.cert.display().to_string(),
             server.key.display().to_string(),
             server.ca.display().to_string(),
         );
-        let mut controller = Daemon::start(
-            &binary.display().to_string(),
-            &[
+        let mut replicas = Vec::new();
+        for replica in 0..controllers {
+            let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+            let grpc_flag = grpc.to_string();
+            let mut args = vec![
                 "--kubeconfig",
                 &kubeconfig,
                 "--grpc-listen",
@@ -94,11 +101,18 @@ impl System {
                 "--tls-ca",
                 &ca_file,
                 "--controller-loss-hold",
-                "2s",
-            ],
-        )
-        .unwrap();
-        controller.wait_ready(WAIT).unwrap();
+                hold,
+            ];
+            if controllers > 1 {
+                args.extend_from_slice(&["--leader-elect", "--leader-lease", "2s"]);
+            }
+            let mut controller = Daemon::start(&binary.display().to_string(), &args).unwrap();
+            if replica == 0 {
+                controller.wait_ready(WAIT).unwrap();
+            }
+            replicas.push((controller, grpc));
+        }
+        let grpc = replicas[0].1;
 
         let mut forwards = BTreeMap::new();
         let mut speakers = BTreeMap::new();
@@ -124,7 +138,7 @@ impl System {
                     "--tls-ca",
                     &ca_file,
                     "--controller-loss-hold",
-                    "2s",
+                    hold,
                 ],
             );
             forwards.insert(node.to_owned(), forward);
@@ -133,7 +147,7 @@ impl System {
         Self {
             speakers,
             forwards,
-            _controller: controller,
+            controllers: replicas,
             client,
             runtime,
             _cluster: cluster,
@@ -472,4 +486,70 @@ fn a_node_cut_off_from_the_controller_stops_answering_before_another_node_takes_
     // At most one more change: back to the healed node (rendezvous prefers it), after the other
     // acknowledged its release.
     watch.assert_never_two_answering(2);
+}
+
+#[test]
+fn a_leader_change_moves_nothing_and_the_client_keeps_getting_answers() {
+    let mut system = System::start_with("lb-failover-leader", 2, "10s");
+    system.create_service("web");
+    let announcer = system.wait_announced("web", "10.10.39.200", None);
+    let client = system.host("client").clone();
+    let mac = system.mac_of(&announcer);
+    let watch = ArpWatch::start(&client, VIP);
+    wait::until_blocking("the watch to see the announcer", WAIT, || {
+        watch
+            .replies()
+            .first()
+            .map(|_| ())
+            .ok_or_else(|| "no reply yet".to_owned())
+    })
+    .unwrap();
+
+    let killed_at = Instant::now();
+    system.controllers[0].0.process().kill();
+    // The standby leads once the dead leader's Lease expires; then, like a Service whose ready endpoint
+    // changed, the forwarders send new connections to it.
+    let standby = system.controllers[1].1;
+    system.controllers[1].0.wait_ready(WAIT).unwrap();
+    let leading_at = Instant::now();
+    for forward in system.forwards.values() {
+        forward.set_upstream(standby);
+    }
+    // The new leader renews what the speakers report holding: the address stays where it is.
+    let renewed_for = Duration::from_secs(3);
+    wait::until_blocking(
+        "answers to keep coming after the new leader took over",
+        WAIT,
+        || {
+            let last = watch.replies().last().map(|(at, _, _)| *at);
+            match last {
+                Some(at) if at > leading_at + renewed_for => Ok(()),
+                other => Err(format!("last answer at {other:?}")),
+            }
+        },
+    )
+    .unwrap();
+    let replies = watch.replies();
+    assert!(
+        replies.iter().all(|(_, _, m)| *m == mac),
+        "the address moved"
+    );
+    let longest_silence = replies
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest_silence < Duration::from_millis(500),
+        "the client went {longest_silence:?} without an answer"
+    );
+    println!(
+        "leader killed: the standby led after {:?}; {announcer} kept answering (longest silence {:?})",
+        leading_at - killed_at,
+        longest_silence
+    );
+    assert_eq!(
+        system.wait_announced("web", "10.10.39.200", None),
+        announcer
+    );
 }
