@@ -1,0 +1,903 @@
+//! Speed and scale of the real `lb-controller` binary against the test bed's real kube-apiserver (issue 5,
+//! "Speed and scale"):
+//!
+//! 1. Service created -> address in its status (seen on a watch), one Service at a time, on an empty
+//!    cluster and again at scale.
+//! 2. At scale (10,000 Services, 1,000 Ready Nodes each with a simulated speaker): time from controller start
+//!    to every status written and every address held by a speaker; RSS at steady state; a restart (SIGTERM,
+//!    start again with the same flags): time to ready and to every speaker holding its set again, with zero
+//!    Service addresses and zero announcers changed; one speaker reset: only its addresses move.
+//!
+//! The simulated speakers are tonic clients in this process following the speaker's half of
+//! `announce.proto` (Hello + Report, an acknowledging Heartbeat after each set, Heartbeats every lease/5,
+//! reconnect with backoff 50 ms -> 1 s, and the controller-loss hold of rule 7), multiplexed over a few
+//! HTTP/2 connections. No MetalLB build exists on this machine yet, so there is no peer column.
+//!
+//! Run: `cargo bench -p lb-controller --bench scale`. `LB_BENCH_SERVICES` and `LB_BENCH_SPEAKERS` scale it
+//! down for a quick look. Figures go to `docs/benchmarks.md` by hand.
+
+// A benchmark program panics like a test does when its set-up fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use integration_tests::daemon::Daemon;
+use integration_tests::kube::KubeCluster;
+use integration_tests::process::free_port;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, CustomResourceExt};
+use lb_controller::pool::IPPool;
+use proto::announce::v1 as pb;
+use proto::announce::v1::announcer_client::AnnouncerClient;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Sequential creates timed for the latency figure, on the empty cluster.
+const LATENCY_SAMPLES: usize = 200;
+/// Sequential creates timed again once the cluster is at scale.
+const LATENCY_AT_SCALE: usize = 50;
+/// HTTP/2 connections the simulated speakers share.
+const CHANNELS: usize = 20;
+/// `--controller-loss-hold` of the controller, and the simulated speakers' own hold (rule 7).
+const HOLD: Duration = Duration::from_secs(2);
+const HOLD_FLAG: &str = "2s";
+/// `--speaker-lease` (the brief's 1500 ms; the controller's default is now 1 s).
+const LEASE_FLAG: &str = "1500ms";
+/// API creates in flight at once while setting up.
+const CREATE_CONCURRENCY: usize = 32;
+const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
+/// How often in-memory conditions (fed by watches and gRPC streams) are re-checked.
+const CHECK_EVERY: Duration = Duration::from_millis(5);
+
+fn size(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---- what the API shows, from one watch on every Service ----
+
+#[derive(Default)]
+struct ServiceView {
+    ips: HashMap<String, Vec<String>>,
+    announcer: HashMap<String, String>,
+    /// When a status with an address was first seen, per Service.
+    first_ip: HashMap<String, Instant>,
+}
+
+impl ServiceView {
+    fn with_ip(&self) -> usize {
+        self.ips.values().filter(|ips| !ips.is_empty()).count()
+    }
+}
+
+fn watch_services(client: Client) -> Arc<Mutex<ServiceView>> {
+    let view = Arc::new(Mutex::new(ServiceView::default()));
+    let shared = view.clone();
+    tokio::spawn(async move {
+        let stream =
+            watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let now = Instant::now();
+            match event {
+                Ok(watcher::Event::Apply(svc) | watcher::Event::InitApply(svc)) => {
+                    let key = format!(
+                        "{}/{}",
+                        svc.metadata.namespace.as_deref().unwrap_or_default(),
+                        svc.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    let ips = status_ips(&svc);
+                    let mut view = shared.lock().unwrap();
+                    if !ips.is_empty() {
+                        view.first_ip.entry(key.clone()).or_insert(now);
+                    }
+                    match svc
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(ANNOUNCING_NODE))
+                    {
+                        Some(node) => view.announcer.insert(key.clone(), node.clone()),
+                        None => view.announcer.remove(&key),
+                    };
+                    view.ips.insert(key, ips);
+                }
+                Ok(_) => {}
+                Err(error) => eprintln!("service watch: {error}"),
+            }
+        }
+    });
+    view
+}
+
+fn status_ips(service: &Service) -> Vec<String> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+/// Re-checks `probe` every [`CHECK_EVERY`] until it answers, or panics after `timeout` with its last word.
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}: {last}")
+            }
+            Err(_) => tokio::time::sleep(CHECK_EVERY).await,
+        }
+    }
+}
+
+// ---- simulated speakers ----
+
+#[derive(Default)]
+struct Held {
+    /// What the speaker announces now.
+    holding: BTreeSet<IpAddr>,
+    /// Generation applied in the current session (0 until its first set).
+    applied: u64,
+    /// Last generation applied in any session (Hello.held_generation).
+    held_generation: u64,
+    /// Sessions in which a set arrived.
+    sessions: u64,
+    /// When the controller's side ended the last session: the controller-loss hold runs from here.
+    lost_at: Option<Instant>,
+    /// Times the hold ran out before a controller answered (the data plane would have gone dark).
+    holds_expired: u64,
+}
+
+struct Speaker {
+    node: String,
+    held: Mutex<Held>,
+    stop: CancellationToken,
+}
+
+/// Every address a speaker gained, with who and when: the record of announcer changes.
+type Gains = Arc<Mutex<Vec<(IpAddr, String, Instant)>>>;
+
+struct Fleet {
+    speakers: Vec<Arc<Speaker>>,
+    gains: Gains,
+}
+
+impl Fleet {
+    fn start(count: usize, grpc: SocketAddr) -> Self {
+        let channels: Vec<Channel> = (0..CHANNELS)
+            .map(|_| {
+                Endpoint::from_shared(format!("http://{grpc}"))
+                    .unwrap()
+                    .connect_timeout(Duration::from_secs(1))
+                    .connect_lazy()
+            })
+            .collect();
+        let gains: Gains = Arc::default();
+        let speakers: Vec<Arc<Speaker>> = (0..count)
+            .map(|i| {
+                Arc::new(Speaker {
+                    node: node_name(i),
+                    held: Mutex::default(),
+                    stop: CancellationToken::new(),
+                })
+            })
+            .collect();
+        for (i, speaker) in speakers.iter().enumerate() {
+            tokio::spawn(run_speaker(
+                speaker.clone(),
+                channels[i % CHANNELS].clone(),
+                gains.clone(),
+            ));
+        }
+        Self { speakers, gains }
+    }
+
+    /// Which speaker holds each address; addresses held by two speakers are listed in the second map.
+    fn holdings(&self) -> (BTreeMap<IpAddr, String>, BTreeSet<IpAddr>) {
+        let mut holder = BTreeMap::new();
+        let mut doubled = BTreeSet::new();
+        for speaker in &self.speakers {
+            for address in &speaker.held.lock().unwrap().holding {
+                if holder.insert(*address, speaker.node.clone()).is_some() {
+                    doubled.insert(*address);
+                }
+            }
+        }
+        (holder, doubled)
+    }
+
+    fn min_sessions(&self) -> u64 {
+        self.speakers
+            .iter()
+            .map(|s| s.held.lock().unwrap().sessions)
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn holds_expired(&self) -> u64 {
+        self.speakers
+            .iter()
+            .map(|s| s.held.lock().unwrap().holds_expired)
+            .sum()
+    }
+}
+
+fn node_name(i: usize) -> String {
+    format!("node-{i:04}")
+}
+
+async fn run_speaker(speaker: Arc<Speaker>, channel: Channel, gains: Gains) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let synced = tokio::select! {
+            () = speaker.stop.cancelled() => return,
+            synced = session(&speaker, channel.clone(), &gains) => synced,
+        };
+        if synced {
+            backoff = Duration::from_millis(50);
+        }
+        tokio::select! {
+            () = speaker.stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The simulated speakers' monotonic clock, in ms (>= 1), for `SpeakerMessage.sent_at_ms` (step 3).
+fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+}
+
+fn speaker_message(body: pb::speaker_message::Body) -> pb::SpeakerMessage {
+    pb::SpeakerMessage {
+        body: Some(body),
+        sent_at_ms: clock_ms(),
+    }
+}
+
+/// One session; returns whether a set arrived in it. Dropping the future (reset) drops both halves of the
+/// stream, which the controller sees as a broken stream: the process died.
+async fn session(speaker: &Speaker, channel: Channel, gains: &Gains) -> bool {
+    let (held_generation, announcing) = {
+        let mut held = speaker.held.lock().unwrap();
+        if held.lost_at.take().is_some_and(|at| at.elapsed() >= HOLD) {
+            held.holding.clear();
+            held.held_generation = 0;
+            held.holds_expired += 1;
+        }
+        held.applied = 0;
+        let announcing: Vec<pb::Announcement> = held
+            .holding
+            .iter()
+            .map(|a| pb::Announcement {
+                address: a.to_string(),
+                interface: "eth0".into(),
+            })
+            .collect();
+        (held.held_generation, announcing)
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(speaker_message(pb::speaker_message::Body::Hello(
+        pb::Hello {
+            node: speaker.node.clone(),
+            interfaces: vec![pb::Interface {
+                name: "eth0".into(),
+                mac: vec![2, 0, 0, 0, 0, 1],
+                addresses: vec!["10.10.0.10/16".into()],
+                up: true,
+            }],
+            version: "bench".into(),
+            held_generation,
+        },
+    )))
+    .unwrap();
+    tx.send(speaker_message(pb::speaker_message::Body::Report(
+        pb::Report {
+            applied_generation: 0,
+            announcing,
+            conflicts: vec![],
+            problems: vec![],
+        },
+    )))
+    .unwrap();
+    let Ok(response) = AnnouncerClient::new(channel)
+        .session(UnboundedReceiverStream::new(rx))
+        .await
+    else {
+        return false;
+    };
+    let mut inbound = response.into_inner();
+    let mut synced = false;
+    let mut beat_every = Duration::from_millis(300);
+    let mut next_beat = tokio::time::Instant::now() + beat_every;
+    loop {
+        let message = tokio::select! {
+            () = tokio::time::sleep_until(next_beat) => {
+                let applied = speaker.held.lock().unwrap().applied;
+                let _ = tx.send(speaker_message(pb::speaker_message::Body::Heartbeat(
+                    pb::Heartbeat { applied_generation: applied },
+                )));
+                next_beat = tokio::time::Instant::now() + beat_every;
+                continue;
+            }
+            message = inbound.message() => message,
+        };
+        let message = match message {
+            Ok(Some(message)) => message,
+            Ok(None) | Err(_) => {
+                // The controller's side ended it (or died): hold what we announce (rule 7).
+                speaker.held.lock().unwrap().lost_at = Some(Instant::now());
+                return synced;
+            }
+        };
+        let Some(pb::controller_message::Body::Snapshot(set)) = message.body else {
+            // Renewals: the fake does not run a lease timer.
+            continue;
+        };
+        if let Some(lease) = set.lease {
+            beat_every = Duration::from_millis(u64::from(lease.valid_for_ms) / 5);
+        }
+        let now = Instant::now();
+        let new: BTreeSet<IpAddr> = set
+            .assignments
+            .iter()
+            .map(|a| a.address.parse().unwrap())
+            .collect();
+        {
+            let mut held = speaker.held.lock().unwrap();
+            let mut log = gains.lock().unwrap();
+            for address in new.difference(&held.holding) {
+                log.push((*address, speaker.node.clone(), now));
+            }
+            held.holding = new;
+            held.applied = set.generation;
+            held.held_generation = set.generation;
+            if !synced {
+                held.sessions += 1;
+                synced = true;
+            }
+        }
+        let _ = tx.send(speaker_message(pb::speaker_message::Body::Heartbeat(
+            pb::Heartbeat {
+                applied_generation: set.generation,
+            },
+        )));
+        next_beat = tokio::time::Instant::now() + beat_every;
+    }
+}
+
+// ---- set-up through the API ----
+
+fn service(name: &str) -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        // 10,000 Services would exhaust the NodePort range.
+        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                 "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name}},
+    }))
+    .unwrap()
+}
+
+async fn create_nodes(client: &Client, nodes: std::ops::Range<usize>) {
+    let range = nodes;
+    let nodes: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(range)
+        .map(|i| {
+            let nodes = nodes.clone();
+            async move {
+                let name = node_name(i);
+                let node: Node = serde_json::from_value(
+                    json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}),
+                )
+                .unwrap();
+                nodes.create(&PostParams::default(), &node).await.unwrap();
+                let now = "2026-01-01T00:00:00Z";
+                nodes
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": {"conditions": [{
+                            "type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "bench node", "lastHeartbeatTime": now, "lastTransitionTime": now
+                        }]}})),
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn create_services(client: &Client, prefix: &str, count: usize) {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let name = format!("{prefix}-{i:05}");
+            async move {
+                api.create(&PostParams::default(), &service(&name))
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+// ---- the controller process ----
+
+struct Controller {
+    daemon: Daemon,
+    started: Instant,
+}
+
+fn controller_args(cluster: &KubeCluster, grpc: SocketAddr) -> Vec<String> {
+    [
+        "--kubeconfig",
+        &cluster.kubeconfig().display().to_string(),
+        "--insecure",
+        "--grpc-listen",
+        &grpc.to_string(),
+        "--controller-loss-hold",
+        HOLD_FLAG,
+        "--speaker-lease",
+        LEASE_FLAG,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn start_controller(args: &[String]) -> Controller {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let daemon = tokio::task::block_in_place(|| {
+        Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap()
+    });
+    Controller { daemon, started }
+}
+
+impl Controller {
+    /// Time from process start to `/readyz` answering 200.
+    fn wait_ready(&mut self, timeout: Duration) -> Duration {
+        tokio::task::block_in_place(|| self.daemon.wait_ready(timeout).unwrap());
+        self.started.elapsed()
+    }
+
+    fn rss_mib(&mut self) -> f64 {
+        let pid = self.daemon.process().pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024.0
+    }
+
+    /// SIGTERM and wait for the exit; keeps the log for reading afterwards.
+    fn stop(mut self, keep_log: &str) -> Duration {
+        let started = Instant::now();
+        tokio::task::block_in_place(|| {
+            self.daemon.process().stop(Duration::from_secs(30));
+        });
+        let took = started.elapsed();
+        let _ = std::fs::copy(self.daemon.process().log_path(), keep_log);
+        took
+    }
+}
+
+fn log_dir() -> PathBuf {
+    let dir = integration_tests::workspace_root().join("target/tmp/lb-controller-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// ---- figures ----
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((p / 100.0) * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+}
+
+fn latency_row(label: &str, samples: &[f64]) -> String {
+    format!(
+        "{label:<44} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+        samples.len(),
+        percentile(samples, 50.0),
+        percentile(samples, 90.0),
+        percentile(samples, 99.0),
+        percentile(samples, 100.0),
+    )
+}
+
+/// Creates `count` Services one at a time; for each, the time from the create call returning to a watch
+/// event showing an address in its status, in ms.
+async fn latency(
+    client: &Client,
+    view: &Arc<Mutex<ServiceView>>,
+    prefix: &str,
+    count: usize,
+) -> Vec<f64> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("{prefix}-{i:03}");
+        api.create(&PostParams::default(), &service(&name))
+            .await
+            .unwrap();
+        let created = Instant::now();
+        let key = format!("default/{name}");
+        let seen = wait_for(
+            &format!("{key} to get an address"),
+            Duration::from_secs(30),
+            || {
+                view.lock()
+                    .unwrap()
+                    .first_ip
+                    .get(&key)
+                    .copied()
+                    .ok_or_else(|| "pending".to_owned())
+            },
+        )
+        .await;
+        samples.push(seen.saturating_duration_since(created).as_secs_f64() * 1e3);
+    }
+    samples
+}
+
+fn speakers_hold(fleet: &Fleet, want: usize) -> Result<BTreeMap<IpAddr, String>, String> {
+    let (holder, doubled) = fleet.holdings();
+    if !doubled.is_empty() {
+        return Err(format!("{} addresses held twice", doubled.len()));
+    }
+    if holder.len() == want {
+        Ok(holder)
+    } else {
+        Err(format!("{} of {want} addresses held", holder.len()))
+    }
+}
+
+fn changed(before: &BTreeMap<IpAddr, String>, after: &BTreeMap<IpAddr, String>) -> usize {
+    before
+        .iter()
+        .filter(|(address, node)| after.get(address) != Some(node))
+        .count()
+}
+
+/// Every Service's status as the API lists it now.
+async fn statuses(client: &Client) -> BTreeMap<String, Vec<String>> {
+    let api: Api<Service> = Api::all(client.clone());
+    let mut all = BTreeMap::new();
+    let mut params = ListParams::default().limit(2000);
+    loop {
+        let page = api.list(&params).await.unwrap();
+        for svc in &page.items {
+            all.insert(
+                format!(
+                    "{}/{}",
+                    svc.metadata.namespace.as_deref().unwrap_or_default(),
+                    svc.metadata.name.as_deref().unwrap_or_default()
+                ),
+                status_ips(svc),
+            );
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return all,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let services = size("LB_BENCH_SERVICES", 10_000);
+    let speakers = size("LB_BENCH_SPEAKERS", 1_000);
+    let logs = log_dir();
+    let mut table: Vec<(String, String)> = Vec::new();
+
+    let cluster = KubeCluster::start().await.unwrap();
+    cluster.install_crds(&[IPPool::crd()]).await.unwrap();
+    let client = cluster.client();
+    Api::<IPPool>::all(client.clone())
+        .patch(
+            "bench",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "groundwork.dev/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": "bench"}, "spec": {"addresses": ["10.64.0.0/16"]}
+            })),
+        )
+        .await
+        .unwrap();
+    let view = watch_services(client.clone());
+    let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let args = controller_args(&cluster, grpc);
+    println!(
+        "lb-controller speed and scale (no MetalLB build on this machine yet: no peer column)"
+    );
+
+    // 1. Latency on an empty cluster: one pool, three Ready nodes, no speakers.
+    create_nodes(&client, 0..3).await;
+    let mut controller = start_controller(&args);
+    controller.wait_ready(Duration::from_secs(30));
+    let empty = latency(&client, &view, "lat", LATENCY_SAMPLES).await;
+    controller.stop(&logs.join("1-latency.log").display().to_string());
+
+    // 2. At scale: the Nodes and Services exist before the controller starts.
+    let started = Instant::now();
+    create_nodes(&client, 3..speakers).await;
+    let nodes_took = started.elapsed();
+    let started = Instant::now();
+    create_services(&client, "bulk", services).await;
+    println!(
+        "set-up: {speakers} Ready nodes in {:.1} s, {services} Services in {:.1} s",
+        nodes_took.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let total = services + LATENCY_SAMPLES;
+
+    let mut controller = start_controller(&args);
+    let fleet = Fleet::start(speakers, grpc);
+    let ready = controller.wait_ready(Duration::from_secs(120));
+    wait_for(
+        "every status to show an address",
+        Duration::from_secs(600),
+        || {
+            let with_ip = view.lock().unwrap().with_ip();
+            (with_ip == total)
+                .then_some(())
+                .ok_or(format!("{with_ip} of {total}"))
+        },
+    )
+    .await;
+    let all_statuses = view
+        .lock()
+        .unwrap()
+        .first_ip
+        .values()
+        .max()
+        .unwrap()
+        .saturating_duration_since(controller.started);
+    let held = wait_for(
+        "every address to be held by one speaker",
+        Duration::from_secs(600),
+        || speakers_hold(&fleet, total),
+    )
+    .await;
+    let all_held = controller.started.elapsed();
+    wait_for(
+        "every announcing-node annotation",
+        Duration::from_secs(600),
+        || {
+            let view = view.lock().unwrap();
+            let agree = view
+                .announcer
+                .iter()
+                .filter(|(key, node)| {
+                    view.ips
+                        .get(*key)
+                        .and_then(|ips| ips.first())
+                        .and_then(|ip| held.get(&ip.parse::<IpAddr>().unwrap()))
+                        == Some(*node)
+                })
+                .count();
+            (agree == total)
+                .then_some(())
+                .ok_or(format!("{agree} of {total} annotated with their speaker"))
+        },
+    )
+    .await;
+    let all_annotated = controller.started.elapsed();
+    let per_node = total as f64 / speakers as f64;
+    table.push((
+        "controller start -> ready (/readyz 200)".to_owned(),
+        format!("{:.2} s", ready.as_secs_f64()),
+    ));
+    table.push((
+        format!("controller start -> all {total} statuses written"),
+        format!("{:.2} s", all_statuses.as_secs_f64()),
+    ));
+    table.push((
+        format!("controller start -> all {total} addresses held by {speakers} speakers"),
+        format!("{:.2} s", all_held.as_secs_f64()),
+    ));
+    table.push((
+        "controller start -> all announcing-node annotations".to_owned(),
+        format!("{:.2} s", all_annotated.as_secs_f64()),
+    ));
+    let rss = controller.rss_mib();
+    table.push((
+        "controller RSS at steady state".to_owned(),
+        format!("{rss:.1} MiB"),
+    ));
+
+    let at_scale = latency(&client, &view, "scale", LATENCY_AT_SCALE).await;
+    let total = total + LATENCY_AT_SCALE;
+    let rss_after = controller.rss_mib();
+    table.push((
+        "controller RSS after the latency run at scale".to_owned(),
+        format!("{rss_after:.1} MiB"),
+    ));
+
+    // 3. Restart: SIGTERM, start again with the same flags.
+    let before_status = statuses(&client).await;
+    let before_holders = wait_for(
+        "every address to be held by one speaker before the restart",
+        Duration::from_secs(60),
+        || speakers_hold(&fleet, total),
+    )
+    .await;
+    let sessions = fleet.min_sessions();
+    let gains_before = fleet.gains.lock().unwrap().len();
+    let exit = controller.stop(&logs.join("2-scale.log").display().to_string());
+    let mut controller = start_controller(&args);
+    let ready = controller.wait_ready(Duration::from_secs(120));
+    let after_holders = wait_for(
+        "every speaker to hold its set again in a new session",
+        Duration::from_secs(120),
+        || {
+            let min = fleet.min_sessions();
+            if min <= sessions {
+                return Err(format!("some speaker has had {min} sessions"));
+            }
+            speakers_hold(&fleet, total)
+        },
+    )
+    .await;
+    let resynced = controller.started.elapsed();
+    let after_status = statuses(&client).await;
+    let status_changed = before_status
+        .iter()
+        .filter(|(key, ips)| after_status.get(*key) != Some(ips))
+        .count();
+    let announcer_changed = changed(&before_holders, &after_holders);
+    let handed_elsewhere = fleet.gains.lock().unwrap()[gains_before..]
+        .iter()
+        .filter(|(address, node, _)| before_holders.get(address) != Some(node))
+        .count();
+    table.push((
+        "restart: SIGTERM -> exited".to_owned(),
+        format!("{:.2} s", exit.as_secs_f64()),
+    ));
+    table.push((
+        "restart: start -> ready".to_owned(),
+        format!("{:.2} s", ready.as_secs_f64()),
+    ));
+    table.push((
+        format!("restart: start -> all {speakers} speakers hold their sets again"),
+        format!("{:.2} s", resynced.as_secs_f64()),
+    ));
+    table.push((
+        format!("restart: Service addresses changed (of {total})"),
+        status_changed.to_string(),
+    ));
+    table.push((
+        "restart: addresses that changed announcer".to_owned(),
+        format!("{announcer_changed} (sent to another node at any point: {handed_elsewhere})"),
+    ));
+    table.push((
+        "restart: speakers whose controller-loss hold ran out".to_owned(),
+        fleet.holds_expired().to_string(),
+    ));
+
+    // 4. One speaker resets: only its addresses move.
+    let gone = &fleet.speakers[0];
+    let its: BTreeSet<IpAddr> = gone.held.lock().unwrap().holding.clone();
+    let gains_before = fleet.gains.lock().unwrap().len();
+    let reset_at = Instant::now();
+    gone.stop.cancel();
+    gone.held.lock().unwrap().holding.clear();
+    let after_reset = wait_for(
+        "the reset node's addresses to be held elsewhere",
+        Duration::from_secs(30),
+        || speakers_hold(&fleet, total),
+    )
+    .await;
+    let moved_in = fleet.gains.lock().unwrap()[gains_before..]
+        .iter()
+        .map(|(_, _, at)| at.saturating_duration_since(reset_at))
+        .max()
+        .unwrap_or_default();
+    let moved = changed(&after_holders, &after_reset);
+    let moved_others = after_holders
+        .iter()
+        .filter(|(address, node)| {
+            !its.contains(address) && after_reset.get(*address) != Some(*node)
+        })
+        .count();
+    table.push((
+        format!(
+            "reset of {}: addresses it held (avg per node {per_node:.1})",
+            gone.node
+        ),
+        its.len().to_string(),
+    ));
+    table.push((
+        "reset: addresses that changed announcer".to_owned(),
+        format!("{moved} (of other nodes: {moved_others})"),
+    ));
+    table.push((
+        "reset: last address held elsewhere after".to_owned(),
+        format!("{:.0} ms", moved_in.as_secs_f64() * 1e3),
+    ));
+    let final_status = statuses(&client).await;
+    let changed_by_reset = after_status
+        .iter()
+        .filter(|(key, ips)| final_status.get(*key) != Some(ips))
+        .count();
+    table.push((
+        "reset: Service addresses changed".to_owned(),
+        changed_by_reset.to_string(),
+    ));
+    let rss_end = controller.rss_mib();
+    table.push((
+        "controller RSS after restart and reset".to_owned(),
+        format!("{rss_end:.1} MiB"),
+    ));
+    controller.stop(&logs.join("3-restarted.log").display().to_string());
+
+    println!(
+        "\nService created -> address in status (watch), ms; peer (MetalLB): not built on this machine"
+    );
+    println!(
+        "{:<44} {:>5} {:>8} {:>8} {:>8} {:>8}",
+        "", "n", "p50", "p90", "p99", "max"
+    );
+    println!(
+        "{}",
+        latency_row("empty cluster (3 nodes, no speakers)", &empty)
+    );
+    println!(
+        "{}",
+        latency_row(
+            &format!("at scale ({services} Services, {speakers} speakers)"),
+            &at_scale
+        )
+    );
+    println!(
+        "\nAt scale: {services} + {LATENCY_SAMPLES} Services, {speakers} Ready nodes and speakers, pool 10.64.0.0/16, --controller-loss-hold {HOLD_FLAG}, --speaker-lease {LEASE_FLAG}"
+    );
+    for (what, figure) in &table {
+        println!("{what:<66} {figure:>14}");
+    }
+    println!("\ncontroller logs: {}", logs.display());
+    assert_eq!(status_changed, 0, "a restart moved Service addresses");
+    assert_eq!(
+        changed_by_reset, 0,
+        "a speaker reset moved Service addresses"
+    );
+}
