@@ -19,6 +19,7 @@ pub mod forward;
 pub mod http;
 pub mod knot;
 pub mod kube;
+pub mod lab;
 pub mod netlab;
 pub mod peers;
 pub mod process;

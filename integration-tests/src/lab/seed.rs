@@ -1,0 +1,200 @@
+//! The seed scenario's Kubernetes objects (ARCHITECTURE.md, "The seed scenario"): the IPPool, the Node
+//! objects standing for the lab's node namespaces, an ingress controller's LoadBalancer Service, a demo
+//! Deployment and Service, and the Ingress `nginx.test.org` whose status the lab writes itself, since no
+//! real ingress controller runs here.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::kube::KubeCluster;
+use crate::{HarnessError, Result, wait};
+
+/// The ingress controller's namespace and Service name.
+pub const INGRESS_NAMESPACE: &str = "ingress-nginx";
+/// The ingress controller's LoadBalancer Service.
+pub const INGRESS_SERVICE: &str = "ingress-nginx-controller";
+/// The annotation naming the announcing node.
+pub const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
+
+fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| HarnessError::Setup(format!("seed object: {e}")))
+}
+
+/// Installs the IPPool CRD from `deploy/crds/` and creates Ready Node objects for `nodes`.
+pub async fn install_crd_and_nodes(cluster: &KubeCluster, nodes: &[&str]) -> Result<()> {
+    let path = crate::workspace_root().join("deploy/crds/ippools.groundwork.dev.yaml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(crate::io_err(format!("reading {}", path.display())))?;
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+        .map_err(|e| HarnessError::Setup(format!("{}: {e}", path.display())))?;
+    cluster.install_crds(&[crd]).await?;
+    let client = cluster.client();
+    let api: Api<Node> = Api::all(client.clone());
+    for name in nodes {
+        let node =
+            object(json!({"metadata": {"name": name, "labels": {"groundwork.dev/lab": "true"}}}))?;
+        api.create(&PostParams::default(), &node).await?;
+    }
+    heartbeat_nodes(&client, nodes).await
+}
+
+/// Marks `nodes` Ready with a fresh heartbeat: there are no kubelets, and without heartbeats
+/// kube-controller-manager's node lifecycle controller would mark them NotReady after its grace period.
+pub async fn heartbeat_nodes(client: &kube::Client, nodes: &[&str]) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let now = serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now()))
+        .map_err(|e| HarnessError::Setup(format!("timestamp: {e}")))?;
+    for name in nodes {
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "lab node (heartbeat from the lab supervisor)",
+                "lastHeartbeatTime": now, "lastTransitionTime": now
+            }]}})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn ippools(client: &kube::Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &ApiResource {
+            group: "groundwork.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "groundwork.dev/v1alpha1".into(),
+            kind: "IPPool".into(),
+            plural: "ippools".into(),
+        },
+    )
+}
+
+/// Creates the seed's pool, ingress controller Service, demo Deployment and Service, and Ingress.
+pub async fn apply(client: &kube::Client) -> Result<()> {
+    let post = PostParams::default();
+    let pool = object(json!({
+        "apiVersion": "groundwork.dev/v1alpha1", "kind": "IPPool",
+        "metadata": {"name": "seed"}, "spec": {"addresses": ["10.10.39.200-10.10.39.220"]}
+    }))?;
+    ippools(client).create(&post, &pool).await?;
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &post,
+            &object(json!({"metadata": {"name": INGRESS_NAMESPACE}}))?,
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), INGRESS_NAMESPACE);
+    services
+        .create(
+            &post,
+            &object(json!({
+                "metadata": {"name": INGRESS_SERVICE,
+                             "labels": {"app.kubernetes.io/name": "ingress-nginx"}},
+                "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                         "selector": {"app.kubernetes.io/name": "ingress-nginx"},
+                         "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}
+            }))?,
+        )
+        .await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(
+            &post,
+            &object(json!({
+                "metadata": {"name": "nginx"},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "nginx"}},
+                         "template": {"metadata": {"labels": {"app": "nginx"}},
+                                      "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
+                                                               "ports": [{"containerPort": 80}]}]}}}
+            }))?,
+        )
+        .await?;
+    let demo: Api<Service> = Api::namespaced(client.clone(), "default");
+    demo.create(
+        &post,
+        &object(json!({
+            "metadata": {"name": "nginx"},
+            "spec": {"selector": {"app": "nginx"}, "ports": [{"port": 80}]}
+        }))?,
+    )
+    .await?;
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    ingresses
+        .create(
+            &post,
+            &object(json!({
+                "metadata": {"name": "nginx"},
+                "spec": {"ingressClassName": "nginx", "rules": [{"host": "nginx.test.org", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix",
+                     "backend": {"service": {"name": "nginx", "port": {"number": 80}}}}]}}]}
+            }))?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until the ingress controller's Service has an IPv4 address and an announcing node.
+pub async fn wait_announced(
+    client: &kube::Client,
+    timeout: Duration,
+) -> Result<(Ipv4Addr, String)> {
+    let api: Api<Service> = Api::namespaced(client.clone(), INGRESS_NAMESPACE);
+    wait::until(
+        "the ingress controller's Service to get an address and an announcing node",
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                let service = api.get(INGRESS_SERVICE).await.map_err(|e| e.to_string())?;
+                let ips: Vec<Ipv4Addr> = service
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|l| l.ingress)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|i| i.ip?.parse().ok())
+                    .collect();
+                let node = service
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .get(ANNOUNCING_NODE)
+                    .cloned();
+                match (ips.as_slice(), node) {
+                    ([ip], Some(node)) => Ok((*ip, node)),
+                    (ips, node) => Err(format!("addresses {ips:?}, announcing node {node:?}")),
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Writes `address` into the Ingress's status, as the ingress controller would.
+pub async fn set_ingress_status(client: &kube::Client, address: Ipv4Addr) -> Result<()> {
+    let api: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    api.patch_status(
+        "nginx",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": address.to_string()}]}}}),
+        ),
+    )
+    .await?;
+    Ok(())
+}
