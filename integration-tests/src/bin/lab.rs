@@ -35,6 +35,11 @@ enum Action {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let down_hint = if cli.state_dir == std::path::Path::new(lab::state::DEFAULT_STATE_DIR) {
+        "scripts/lab down".to_owned()
+    } else {
+        format!("scripts/lab down --state-dir {}", cli.state_dir.display())
+    };
     let dir = StateDir::new(cli.state_dir);
     let result = match cli.command {
         Action::Up => lab::up(&dir, &mut std::io::stdout()).map(|summary| {
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
             for line in summary {
                 println!("  {line}");
             }
-            println!("  stop it with: scripts/lab down");
+            println!("  stop it with: {down_hint}");
         }),
         Action::Down => lab::state::tear_down(&dir, lab::DOWN_GRACE).map(|done| {
             if done.supervisor_stopped {
