@@ -307,6 +307,20 @@ pub fn tear_down(dir: &StateDir, grace: Duration) -> Result<TearDown> {
         for d in &state.dirs {
             let _ = std::fs::remove_dir_all(d);
         }
+        if !done.supervisor_stopped {
+            // A crashed supervisor could not remove the test bed's scratch directories (certificates,
+            // data, logs under the temp dir); each recorded log sits in its process's own one.
+            for t in &state.processes {
+                if let Some(scratch) = Path::new(&t.log).parent()
+                    && scratch.parent() == Some(std::env::temp_dir().as_path())
+                    && scratch
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("groundwork-"))
+                {
+                    let _ = std::fs::remove_dir_all(scratch);
+                }
+            }
+        }
     }
     netlab::sweep_leftovers()?;
     for file in [
