@@ -174,6 +174,9 @@ pub(crate) struct Fence {
     desired: BTreeMap<String, BTreeMap<IpAddr, DesiredAssignment>>,
     last_holder: BTreeMap<IpAddr, String>,
     pending_since: BTreeMap<(String, IpAddr), Instant>,
+    /// Whether [`Fence::available`] or [`Fence::announced`] may have changed since the last
+    /// [`Fence::take_views_changed`]: rebuilding them is O(cluster), so it happens only when needed.
+    views_changed: bool,
 }
 
 impl Fence {
@@ -191,7 +194,13 @@ impl Fence {
             desired: BTreeMap::new(),
             last_holder: BTreeMap::new(),
             pending_since: BTreeMap::new(),
+            views_changed: true,
         }
+    }
+
+    /// Whether the views may have changed since the last call (and resets the flag).
+    pub(crate) fn take_views_changed(&mut self) -> bool {
+        std::mem::take(&mut self.views_changed)
     }
 
     /// Sets how long after activation an unreported address may still be held elsewhere (default: the
@@ -217,6 +226,7 @@ impl Fence {
     /// Becomes leader (or stops being one). Stopping closes every session and forgets every node.
     pub(crate) fn set_active(&mut self, active: bool, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        self.views_changed = true;
         if active == self.active {
             return out;
         }
@@ -256,6 +266,7 @@ impl Fence {
         now: Instant,
     ) -> Vec<Output> {
         let mut out = Vec::new();
+        self.views_changed = true;
         let info = SpeakerInfo::from_hello(hello);
         let name = info.node.clone();
         let session = Session::new(id, hello.held_generation, sent_at_ms, now);
@@ -324,6 +335,20 @@ impl Fence {
         if message.sent_at_ms > session.echo.map_or(0, |(sent, _)| sent) {
             session.echo = Some((message.sent_at_ms, now));
         }
+        // The common case, a heartbeat from a live session acknowledging nothing new, changes nothing a
+        // step would act on (silence and renewals are the timer's business): skip the O(cluster) step.
+        // This keeps a thousand speakers' heartbeats cheap.
+        if let Some(pb::speaker_message::Body::Heartbeat(heartbeat)) = &message.body
+            && !session.silent
+            && session.ready
+            && (heartbeat.applied_generation == 0
+                || heartbeat.applied_generation <= session.acked
+                || heartbeat.applied_generation > session.generation)
+            && (session.synced || heartbeat.applied_generation == session.held_generation)
+        {
+            return out;
+        }
+        self.views_changed = true;
         if session.silent {
             session.silent = false;
             session.needs_snapshot = true;
@@ -367,6 +392,7 @@ impl Fence {
     /// A session's stream ended (error or end-of-stream) without the hub closing it.
     pub(crate) fn disconnect(&mut self, id: SessionId, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        self.views_changed = true;
         let Some(name) = self.session_nodes.remove(&id) else {
             return out;
         };
@@ -418,6 +444,7 @@ impl Fence {
                 }
             }
         }
+        self.views_changed = true;
         self.desired = desired
             .into_iter()
             .map(|(node, assignments)| {
@@ -508,8 +535,15 @@ impl Fence {
     }
 
     fn step(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let before = out.len();
         self.expire(now, out);
         self.send_assignments(now, out);
+        if out[before..]
+            .iter()
+            .any(|o| matches!(o, Output::Event(_) | Output::Close { .. }))
+        {
+            self.views_changed = true;
+        }
         self.renew(now, out);
     }
 
@@ -528,12 +562,17 @@ impl Fence {
                 let lapsed = session.last_lease.is_none_or(|t| t + lease + grace <= now);
                 if session.silent && lapsed && session.has_claims() {
                     // Its lease ran out (rule 5c): it announces nothing until it is sent a new snapshot.
+                    self.views_changed = true;
                     session.history.clear();
                     session.sent.clear();
                     session.needs_snapshot = true;
                 }
             }
+            let claims = node.inherited.len();
             node.inherited.retain(|_, claim| claim.until > now);
+            if node.inherited.len() != claims {
+                self.views_changed = true;
+            }
         }
         self.nodes
             .retain(|_, node| node.session.is_some() || !node.inherited.is_empty());
@@ -544,10 +583,30 @@ impl Fence {
     }
 
     fn send_assignments(&mut self, now: Instant, out: &mut Vec<Output>) {
+        // Fast path: no live session needs a snapshot and every desired set is what was sent (so nothing
+        // is pending either). Comparing is O(addresses) without allocating; the rest of this function
+        // is only for when something changes.
+        let empty = BTreeMap::new();
+        let all_sent = self.nodes.iter().all(|(name, node)| {
+            node.session.as_ref().is_none_or(|session| {
+                !session.ready
+                    || session.silent
+                    || (!session.needs_snapshot
+                        && (if session.leaving {
+                            &empty
+                        } else {
+                            self.desired.get(name).unwrap_or(&empty)
+                        }) == &session.sent)
+            })
+        });
+        if all_sent {
+            self.pending_since.clear();
+            return;
+        }
+        self.views_changed = true;
         let mut holders = self.holders();
         let mut pending = BTreeSet::new();
         let names: Vec<String> = self.nodes.keys().cloned().collect();
-        let empty = BTreeMap::new();
         let valid_for_ms = self.lease_ms();
         for name in names {
             let Some(node) = self.nodes.get_mut(&name) else {

@@ -280,6 +280,9 @@ impl Inner {
                 }
             }
         }
+        if !state.fence.take_views_changed() {
+            return;
+        }
         let available = state.fence.available();
         let announced = state.fence.announced();
         self.metrics.set_levels(available.len(), announced.len());

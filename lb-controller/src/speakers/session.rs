@@ -153,6 +153,9 @@ pub(super) fn ensure_driver(inner: &Arc<Inner>) {
     handle.spawn(drive_timers(Arc::downgrade(inner), Arc::clone(&inner.wake)));
 }
 
+/// The shortest time between two timer-driven steps of the fence.
+const TICK_GRANULARITY: std::time::Duration = std::time::Duration::from_millis(10);
+
 async fn drive_timers(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
     loop {
         let next = {
@@ -166,6 +169,9 @@ async fn drive_timers(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
         };
         match next {
             Some(at) => {
+                // Timer work is batched: with a thousand speakers some renewal is always due, and one
+                // step every TICK_GRANULARITY serves all of them (renewals go out every lease/5).
+                let at = at.max(tokio::time::Instant::now() + TICK_GRANULARITY);
                 tokio::select! {
                     () = tokio::time::sleep_until(at) => {}
                     () = wake.notified() => {}
