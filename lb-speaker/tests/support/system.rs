@@ -1,0 +1,396 @@
+//! The whole load-balancing system for end-to-end tests and the failover benchmark: the `lb-controller`
+//! binary against the test bed's kube-apiserver (root namespace), an `lb-speaker` in each node namespace
+//! of the seed lab (m1, n1, n2) reaching it over mutual TLS through a loopback forwarder that can be
+//! paused (a partition) or retargeted (a new leader), and [`ArpWatch`], which probes ARP from the client
+//! namespace every 10 ms and records who answered which probe.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration_tests::certs::{Ca, Usage};
+use integration_tests::daemon::Daemon;
+use integration_tests::forward::Forward;
+use integration_tests::kube::KubeCluster;
+use integration_tests::netlab::{Host, LabNetwork, LabSpec};
+use integration_tests::process::{Process, Scratch, free_port, workspace_binary};
+use integration_tests::wait;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use lb_speaker::frames::{self, Frame, Mac};
+use serde_json::json;
+
+use super::{raw_channel, start_speaker};
+
+/// The speaker binary: the tests' and the bench's own package builds it.
+pub const SPEAKER: &str = env!("CARGO_BIN_EXE_lb-speaker");
+/// How long conditions are waited for.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// The seed's nodes.
+pub const NODES: [&str; 3] = ["m1", "n1", "n2"];
+
+/// The whole system on one machine. Fields drop in order: speakers, forwarders, controller, cluster,
+/// and the namespaces last.
+pub struct System {
+    /// The speaker processes by node.
+    pub speakers: BTreeMap<String, Process>,
+    /// The forwarders by node.
+    pub forwards: BTreeMap<String, Forward>,
+    /// The controllers and their gRPC addresses; the first leads.
+    pub controllers: Vec<(Daemon, SocketAddr)>,
+    /// Extra speaker flags (TLS files, hold), to restart one.
+    speaker_flags: Vec<String>,
+    client: kube::Client,
+    runtime: tokio::runtime::Runtime,
+    _cluster: KubeCluster,
+    _scratch: Scratch,
+    lab: LabNetwork,
+}
+
+impl System {
+    pub fn start(what: &str) -> Self {
+        Self::start_with(what, 1, "2s")
+    }
+
+    /// `controllers` replicas (with leader election when more than one; the first leads) and speakers
+    /// configured with `hold` as their controller-loss hold.
+    pub fn start_with(what: &str, controllers: usize, hold: &str) -> Self {
+        let lab = LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"));
+        let scratch = Scratch::new(what).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let cluster = runtime.block_on(KubeCluster::start()).unwrap();
+        let client = cluster.client();
+        runtime.block_on(seed_objects(&client));
+
+        let ca = Ca::new("groundwork-test-ca").unwrap();
+        let server = ca
+            .issue_files(
+                scratch.path(),
+                "lb-controller",
+                &[],
+                &["127.0.0.1"],
+                Usage::Server,
+            )
+            .unwrap();
+        let speaker = ca
+            .issue_files(scratch.path(), "lb-speaker", &[], &[], Usage::Client)
+            .unwrap();
+
+        let binary = workspace_binary("lb-controller").unwrap();
+        let kubeconfig = cluster.kubeconfig().display().to_string();
+        let (cert, key, ca_file) = (
+            server.cert.display().to_string(),
+            server.key.display().to_string(),
+            server.ca.display().to_string(),
+        );
+        let mut replicas = Vec::new();
+        for replica in 0..controllers {
+            let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+            let grpc_flag = grpc.to_string();
+            let mut args = vec![
+                "--kubeconfig",
+                &kubeconfig,
+                "--grpc-listen",
+                &grpc_flag,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-ca",
+                &ca_file,
+                "--controller-loss-hold",
+                hold,
+            ];
+            if controllers > 1 {
+                args.extend_from_slice(&["--leader-elect", "--leader-lease", "2s"]);
+            }
+            let mut controller = Daemon::start(&binary.display().to_string(), &args).unwrap();
+            if replica == 0 {
+                controller.wait_ready(WAIT).unwrap();
+            }
+            replicas.push((controller, grpc));
+        }
+        let grpc = replicas[0].1;
+
+        let mut forwards = BTreeMap::new();
+        let mut speakers = BTreeMap::new();
+        let speaker_flags: Vec<String> = [
+            "--tls-cert",
+            &speaker.cert.display().to_string(),
+            "--tls-key",
+            &speaker.key.display().to_string(),
+            "--tls-ca",
+            &speaker.ca.display().to_string(),
+            "--controller-loss-hold",
+            hold,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for node in NODES {
+            let host = lab.host(node).unwrap();
+            let forward = Forward::start(host, grpc).unwrap();
+            let process = spawn_speaker(host, &scratch, &forward, &speaker_flags);
+            forwards.insert(node.to_owned(), forward);
+            speakers.insert(node.to_owned(), process);
+        }
+        Self {
+            speakers,
+            forwards,
+            controllers: replicas,
+            speaker_flags,
+            client,
+            runtime,
+            _cluster: cluster,
+            _scratch: scratch,
+            lab,
+        }
+    }
+
+    /// Starts `node`'s speaker again (after it was killed) and waits until it serves its probes.
+    pub fn restart_speaker(&mut self, node: &str) {
+        let process = spawn_speaker(
+            self.lab.host(node).unwrap(),
+            &self._scratch,
+            &self.forwards[node],
+            &self.speaker_flags,
+        );
+        self.speakers.insert(node.to_owned(), process);
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        self.lab.host(name).unwrap()
+    }
+
+    pub fn service(&self, name: &str) -> Service {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        self.runtime.block_on(api.get(name)).unwrap()
+    }
+
+    pub fn create_service(&self, name: &str) {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        let service = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                     "ports": [{"port": 80}], "selector": {"app": name}}
+        }))
+        .unwrap();
+        self.runtime
+            .block_on(api.create(&PostParams::default(), &service))
+            .unwrap();
+    }
+
+    /// Waits until the Service shows `address` and names an announcing node; returns the node.
+    pub fn wait_announced(&self, name: &str, address: &str, not: Option<&str>) -> String {
+        wait::until_blocking(&format!("{name} announced at {address}"), WAIT, || {
+            let service = self.service(name);
+            let ips: Vec<String> = service
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| i.ip)
+                .collect();
+            let node = service
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("groundwork.dev/announcing-node")
+                .cloned();
+            match node {
+                Some(node) if ips == [address] && Some(node.as_str()) != not => Ok(node),
+                other => Err(format!("status {ips:?}, announcing node {other:?}")),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn mac_of(&self, node: &str) -> Mac {
+        self.host(node).mac().unwrap()
+    }
+
+    pub fn node_of(&self, mac: Mac) -> String {
+        NODES
+            .iter()
+            .find(|n| self.mac_of(n) == mac)
+            .map_or_else(|| format!("{mac:02x?}"), |n| (*n).to_owned())
+    }
+}
+
+async fn seed_objects(client: &kube::Client) {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/crds/ippools.groundwork.dev.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let pools: Api<kube::api::DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource {
+            group: "groundwork.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "groundwork.dev/v1alpha1".into(),
+            kind: "IPPool".into(),
+            plural: "ippools".into(),
+        },
+    );
+    let pool = serde_json::from_value(json!({
+        "apiVersion": "groundwork.dev/v1alpha1", "kind": "IPPool",
+        "metadata": {"name": "seed"}, "spec": {"addresses": ["10.10.39.200-10.10.39.220"]}
+    }))
+    .unwrap();
+    wait::until("the IPPool CRD to serve", WAIT, || async {
+        pools
+            .create(&PostParams::default(), &pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for name in NODES {
+        let node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        let now = "2026-01-01T00:00:00Z";
+        nodes
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": [{
+                    "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "lab node",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now
+                }]}})),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Sends an ARP request for the address from the client every 10 ms and records every reply: who
+/// answered, and to which probe, so that two MACs answering one probe (or interleaving) shows.
+pub struct ArpWatch {
+    replies: Arc<Mutex<Vec<(Instant, u64, Mac)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ArpWatch {
+    pub fn start(client: &Host, target: std::net::Ipv4Addr) -> Self {
+        let mac = client.mac().unwrap();
+        let ip = client.ipv4;
+        let (mut tx, mut rx) = raw_channel(client, Duration::from_millis(2));
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (replies.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut probe = 0u64;
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    probe += 1;
+                    let _ = tx.send_to(&frames::arp_request(mac, ip, target), None);
+                    next += Duration::from_millis(10);
+                }
+                let Ok(bytes) = rx.next() else { continue };
+                if let Ok(Frame::Arp(arp)) = frames::parse(bytes)
+                    && arp.op == frames::ArpOp::Reply
+                    && arp.sender_ip == target
+                    && arp.eth_dst == mac
+                {
+                    r.lock()
+                        .unwrap()
+                        .push((Instant::now(), probe, arp.sender_mac));
+                }
+            }
+        });
+        Self {
+            replies,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn replies(&self) -> Vec<(Instant, u64, Mac)> {
+        self.replies.lock().unwrap().clone()
+    }
+
+    /// Waits for a reply from a MAC other than `old`; returns when it arrived and the MAC.
+    pub fn wait_other_than(&self, old: Mac, timeout: Duration) -> (Instant, Mac) {
+        wait::until_blocking("a reply from another node", timeout, || {
+            self.replies()
+                .into_iter()
+                .find(|(_, _, m)| *m != old)
+                .map(|(at, _, m)| (at, m))
+                .ok_or_else(|| "only the old node answers (or nobody)".to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Asserts that no two MACs ever answered at once: each probe got answers from one MAC, and the
+    /// answering MAC changed at most `max_changes` times (two nodes answering alternately would show as
+    /// many changes).
+    pub fn assert_never_two_answering(&self, max_changes: usize) {
+        let replies = self.replies();
+        let mut by_probe: BTreeMap<u64, Vec<Mac>> = BTreeMap::new();
+        for (_, probe, mac) in &replies {
+            by_probe.entry(*probe).or_default().push(*mac);
+        }
+        for (probe, macs) in &by_probe {
+            let mut distinct = macs.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(
+                distinct.len(),
+                1,
+                "probe {probe} answered by {distinct:02x?}"
+            );
+        }
+        let mut sequence: Vec<Mac> = by_probe.values().map(|m| m[0]).collect();
+        sequence.dedup();
+        assert!(
+            sequence.len() <= max_changes + 1,
+            "the answering node changed {} times: {sequence:02x?}",
+            sequence.len() - 1
+        );
+    }
+}
+
+impl Drop for ArpWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The last reply from `old` and the first reply from anyone else.
+pub fn gap(replies: &[(Instant, u64, Mac)], old: Mac) -> (Option<Instant>, Option<Instant>) {
+    let last_old = replies
+        .iter()
+        .filter(|(_, _, m)| *m == old)
+        .map(|(at, _, _)| *at)
+        .max();
+    let first_new = replies
+        .iter()
+        .filter(|(_, _, m)| *m != old)
+        .map(|(at, _, _)| *at)
+        .min();
+    (last_old, first_new)
+}
+
+fn spawn_speaker(host: &Host, scratch: &Scratch, forward: &Forward, flags: &[String]) -> Process {
+    let url = format!("https://127.0.0.1:{}", forward.local().port());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_speaker(SPEAKER, host, scratch, &url, &flags)
+}
