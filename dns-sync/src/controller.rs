@@ -88,6 +88,9 @@ impl Syncer {
         let mut fresh = true;
         if let Some(services) = &self.services {
             let (objects, is_fresh) = services.objects().await;
+            if !services.has_listed() {
+                return Err(SyncError::NotReady("services"));
+            }
             fresh &= is_fresh;
             for object in objects {
                 let found = source::from_service(&object, &self.settings.filters);
@@ -98,6 +101,9 @@ impl Syncer {
         }
         if let Some(ingresses) = &self.ingresses {
             let (objects, is_fresh) = ingresses.objects().await;
+            if !ingresses.has_listed() {
+                return Err(SyncError::NotReady("ingresses"));
+            }
             fresh &= is_fresh;
             for object in objects {
                 let found = source::from_ingress(&object, &self.settings.filters);

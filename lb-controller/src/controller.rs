@@ -52,6 +52,9 @@ pub enum Error {
     /// The speaker server failed.
     #[error("speaker server: {0}")]
     Speakers(#[from] crate::speakers::Error),
+    /// The speaker server's thread or runtime could not start.
+    #[error("speaker server thread: {0}")]
+    Runtime(String),
 }
 
 struct Watchers {
@@ -119,7 +122,25 @@ pub async fn run(
             settings.tls.clone(),
             shutdown.clone(),
         );
-        tokio::spawn(async move { hub.serve(listen, tls, shutdown).await })
+        // The speakers' sessions get their own thread and runtime: reconciling ten thousand Services is
+        // CPU work, and heartbeats read late would look like silent nodes and move their addresses.
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("speakers".to_owned())
+            .spawn(move || {
+                let outcome = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Runtime(e.to_string()))
+                    .and_then(|runtime| {
+                        runtime
+                            .block_on(hub.serve(listen, tls, shutdown))
+                            .map_err(Error::from)
+                    });
+                let _ = done.send(outcome);
+            })
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        result
     };
 
     let (trigger, mut triggers) = mpsc::unbounded_channel::<Instant>();
@@ -214,9 +235,8 @@ pub async fn run(
                 () = shutdown.cancelled() => return Ok(()),
                 result = &mut server => {
                     return match result {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(error)) => Err(error.into()),
-                        Err(join) => Err(Error::Lease(format!("speaker server task: {join}"))),
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(Error::Runtime("the speaker server thread ended".to_owned())),
                     };
                 }
                 Some(at) = triggers.recv() => { pending.get_or_insert(at); }
@@ -276,7 +296,10 @@ pub async fn run(
             continue;
         };
         let started = Instant::now();
-        let outcome = pass(state, &watchers, &hub, &mut writer, &announced);
+        // A pass is CPU work proportional to the cluster: let the runtime move other tasks off this
+        // worker meanwhile.
+        let outcome =
+            tokio::task::block_in_place(|| pass(state, &watchers, &hub, &mut writer, &announced));
         metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -424,6 +447,10 @@ impl Writer {
 
         let mut failures = 0;
         let mut events = Vec::new();
+        let written = status_results.iter().filter(|r| r.2.is_ok()).count();
+        if written > 0 {
+            tracing::info!(written, "Service statuses written");
+        }
         for (key, desired, result, service) in status_results {
             self.metrics.wrote("status", result.is_ok());
             match result {
@@ -431,7 +458,7 @@ impl Writer {
                     self.metrics
                         .change_to_status_seconds
                         .observe(first_change.elapsed().as_secs_f64());
-                    tracing::info!(service = %key, addresses = ?desired, "status written");
+                    tracing::debug!(service = %key, addresses = ?desired, "status written");
                     if !desired.is_empty() {
                         events.push((
                             service.object_ref(&()),

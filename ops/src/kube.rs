@@ -67,6 +67,8 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
 pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     fresh: Arc<AtomicBool>,
+    /// Set once the first list completed (or a direct list succeeded); never cleared.
+    listed: Arc<AtomicBool>,
     api: Api<K>,
 }
 
@@ -86,7 +88,8 @@ where
         writer,
         watcher::watcher(api.clone(), config).default_backoff(),
     );
-    let flag = fresh.clone();
+    let listed = Arc::new(AtomicBool::new(false));
+    let (flag, ever) = (fresh.clone(), listed.clone());
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         loop {
@@ -100,6 +103,7 @@ where
                 Some(Ok(Event::InitApply(_))) => {}
                 Some(Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) => {
                     flag.store(true, Ordering::SeqCst);
+                    ever.store(true, Ordering::SeqCst);
                     let _ = trigger.send(Instant::now());
                 }
                 Some(Err(error)) => {
@@ -109,7 +113,12 @@ where
             }
         }
     });
-    Watched { store, fresh, api }
+    Watched {
+        store,
+        fresh,
+        listed,
+        api,
+    }
 }
 
 impl<K> Watched<K>
@@ -123,7 +132,10 @@ where
             return (self.store.state(), true);
         }
         match self.api.list(&ListParams::default()).await {
-            Ok(list) => (list.items.into_iter().map(Arc::new).collect(), true),
+            Ok(list) => {
+                self.listed.store(true, Ordering::SeqCst);
+                (list.items.into_iter().map(Arc::new).collect(), true)
+            }
             Err(error) => {
                 tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "cannot list; using the last view");
                 (self.store.state(), false)
@@ -134,6 +146,12 @@ where
     /// The reflector's store as it is now.
     pub fn store(&self) -> &Store<K> {
         &self.store
+    }
+
+    /// Whether any complete list ever succeeded: before that, the view is empty, not merely stale, and
+    /// nothing should be decided (or reported ready) from it.
+    pub fn has_listed(&self) -> bool {
+        self.listed.load(Ordering::SeqCst)
     }
 
     /// Whether the reflector listed and has not failed since.

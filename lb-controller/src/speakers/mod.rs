@@ -339,7 +339,11 @@ fn log_event(event: &HubEvent) {
             from,
             to,
             waited,
-        } => tracing::info!(%address, ?from, to, ?waited, "address handed over"),
+        } => match from {
+            // A move between nodes is news; a first placement (thousands at start-up) is detail.
+            Some(from) => tracing::info!(%address, from, to, ?waited, "address handed over"),
+            None => tracing::debug!(%address, to, ?waited, "address placed"),
+        },
     }
 }
 
