@@ -191,14 +191,16 @@ impl Drop for Scratch {
 /// a binary that is missing, or older than its crate's sources, is an error that says how to build it
 /// (a test cannot run cargo itself: the build directory is locked while tests run).
 pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe().map_err(io_err("locating the test binary"))?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .ok_or_else(|| {
-            crate::HarnessError::Setup(format!("no target directory above {}", exe.display()))
-        })?;
+    let exe = std::env::current_exe().map_err(io_err("locating the running binary"))?;
+    // A test or bench runs from target/<profile>/deps/, a binary (the lab) from target/<profile>/.
+    let dir = exe.parent().ok_or_else(|| {
+        crate::HarnessError::Setup(format!("no directory above {}", exe.display()))
+    })?;
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
     let binary = profile_dir.join(name);
     let hint = format!("run `cargo build -p {name}` (or `cargo test --workspace`) first");
     let built = std::fs::metadata(&binary)

@@ -254,7 +254,7 @@ mod tests {
             error.to_string(),
             "--metallb-configmap \"config\": expected NAMESPACE/NAME"
         );
-        let error = parse(&["--insecure", "--controller-loss-hold", "1s"]).unwrap_err();
+        let error = parse(&["--insecure", "--controller-loss-hold", "500ms"]).unwrap_err();
         assert_eq!(
             error.to_string(),
             "--controller-loss-hold: must not be shorter than --speaker-lease"

@@ -385,12 +385,7 @@ impl Writer {
             let Some(service) = services.get(key) else {
                 continue;
             };
-            let current = request::read(service)
-                .map(|r| r.current)
-                .unwrap_or_else(|_| {
-                    // An unreadable request still has a readable status; read it alone.
-                    status_addresses(service)
-                });
+            let current = status_addresses(service);
             if &current == desired {
                 self.written_status.remove(key);
                 continue;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 
 use crate::ranges::Family;
 
@@ -124,8 +124,10 @@ pub fn read(service: &Service) -> Result<Request, RequestError> {
     let meta = &service.metadata;
     let namespace = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
-    let annotations = meta.annotations.clone().unwrap_or_default();
-    let spec = service.spec.clone().unwrap_or_default();
+    let no_annotations = BTreeMap::new();
+    let annotations = meta.annotations.as_ref().unwrap_or(&no_annotations);
+    let default_spec = ServiceSpec::default();
+    let spec = service.spec.as_ref().unwrap_or(&default_spec);
 
     let annotation = |suffix: &str| {
         PREFIXES.iter().find_map(|prefix| {
@@ -221,7 +223,7 @@ pub fn read(service: &Service) -> Result<Request, RequestError> {
         } else {
             TrafficPolicy::Cluster
         },
-        selector: spec.selector.unwrap_or_default(),
+        selector: spec.selector.clone().unwrap_or_default(),
         current,
         created: meta
             .creation_timestamp

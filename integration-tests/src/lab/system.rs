@@ -173,7 +173,11 @@ pub fn supervise(dir: StateDir) -> Result<()> {
 
 fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
     let files = rec.dir.files();
-    let binary = |name: &str| -> Result<String> { Ok(sibling_binary(name)?.display().to_string()) };
+    let binary = |name: &str| -> Result<String> {
+        Ok(crate::process::workspace_binary(name)?
+            .display()
+            .to_string())
+    };
     let (controller_bin, speaker_bin, sync_bin, server_bin) = (
         binary("lb-controller")?,
         binary("lb-speaker")?,
@@ -580,23 +584,6 @@ fn leading(controllers: &[(Daemon, SocketAddr)]) -> Option<usize> {
     controllers.iter().position(|(daemon, _)| {
         http::get(daemon.ops_addr(), "/readyz").is_ok_and(|r| r.status == 200)
     })
-}
-
-/// A binary next to this one (`target/<profile>/lab` -> `target/<profile>/lb-controller`).
-pub fn sibling_binary(name: &str) -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe().map_err(io_err("locating the lab binary"))?;
-    let path = exe
-        .parent()
-        .map(|dir| dir.join(name))
-        .ok_or_else(|| HarnessError::Setup(format!("no directory above {}", exe.display())))?;
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(HarnessError::Setup(format!(
-            "{} is missing: build it with `cargo build -p {name}` (scripts/lab up builds everything)",
-            path.display()
-        )))
-    }
 }
 
 fn run_ok(command: &mut Command) -> Result<String> {

@@ -17,10 +17,9 @@ use integration_tests::kube::KubeCluster;
 use integration_tests::netlab::{Host, LabNetwork, LabSpec};
 use integration_tests::process::{Process, Scratch, free_port, workspace_binary};
 use integration_tests::wait;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Service;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use lb_speaker::frames::{self, Frame, Mac};
 use serde_json::json;
 
@@ -64,7 +63,7 @@ impl System {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let cluster = runtime.block_on(KubeCluster::start()).unwrap();
         let client = cluster.client();
-        runtime.block_on(seed_objects(&client));
+        runtime.block_on(seed_objects(&cluster));
 
         let ca = Ca::new("groundwork-test-ca").unwrap();
         let server = ca
@@ -222,19 +221,13 @@ impl System {
     }
 }
 
-async fn seed_objects(client: &kube::Client) {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/crds/ippools.groundwork.dev.yaml"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd).await.unwrap();
+/// The IPPool CRD and Ready nodes (the lab's own seeding), and the seed pool.
+async fn seed_objects(cluster: &KubeCluster) {
+    integration_tests::lab::seed::install_crd_and_nodes(cluster, &NODES)
+        .await
+        .unwrap();
     let pools: Api<kube::api::DynamicObject> = Api::all_with(
-        client.clone(),
+        cluster.client(),
         &kube::api::ApiResource {
             group: "groundwork.dev".into(),
             version: "v1alpha1".into(),
@@ -248,32 +241,7 @@ async fn seed_objects(client: &kube::Client) {
         "metadata": {"name": "seed"}, "spec": {"addresses": ["10.10.39.200-10.10.39.220"]}
     }))
     .unwrap();
-    wait::until("the IPPool CRD to serve", WAIT, || async {
-        pools
-            .create(&PostParams::default(), &pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap();
-    let nodes: Api<Node> = Api::all(client.clone());
-    for name in NODES {
-        let node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        nodes.create(&PostParams::default(), &node).await.unwrap();
-        let now = "2026-01-01T00:00:00Z";
-        nodes
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"conditions": [{
-                    "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "lab node",
-                    "lastHeartbeatTime": now, "lastTransitionTime": now
-                }]}})),
-            )
-            .await
-            .unwrap();
-    }
+    pools.create(&PostParams::default(), &pool).await.unwrap();
 }
 
 /// Sends an ARP request for the address from the client every 10 ms and records every reply: who
