@@ -98,8 +98,13 @@ pub async fn open(
         .map_err(|status| {
             let mut text = chain(&status);
             // With TLS 1.3 the client's handshake completes before the server checks the client
-            // certificate, so a refusal arrives as a bare "connection closed" on the first request.
-            if settings.tls.is_some() && text.contains("connection closed") {
+            // certificate, so a refusal arrives on the first request as a bare "connection closed" —
+            // or, depending on timing, a broken pipe or a reset.
+            let lower = text.to_lowercase();
+            let cut_short = ["connection closed", "broken pipe", "brokenpipe", "connection reset", "connectionreset"]
+                .iter()
+                .any(|s| lower.contains(s));
+            if settings.tls.is_some() && cut_short {
                 text.push_str(
                     " (the controller closed the connection as the session started: with mutual TLS this \
                      means it refused this speaker's client certificate; check that --tls-cert is signed by \
