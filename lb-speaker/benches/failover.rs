@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 use integration_tests::wait;
 use lb_speaker::frames::Mac;
 use support::system::{ArpWatch, System, WAIT, gap};
-use support::{arping, kernel_traffic};
+use support::{arping, probe_arp};
 
 const CREATES: usize = 10;
-const KILLS: usize = 5;
-const CUTS: usize = 3;
+const KILLS: usize = 3;
+const CUTS: usize = 2;
 
 fn main() {
-    let mut system = System::start("lb-failover-bench");
+    let system = System::start("lb-failover-bench");
     let client = system.host("client").clone();
 
     // 1. Service created -> ARP answered.
@@ -50,10 +50,16 @@ fn main() {
         create.push(started.elapsed());
     }
 
-    // 2. Kill the announcing speaker, measure, start it again.
+    drop(system);
+
+    // 2. Kill the announcing speaker. Each round is a fresh system, as in the tests: a restarted speaker
+    //    takes its addresses back (rendezvous), which is not what is measured here.
     let vip = Ipv4Addr::new(10, 10, 39, 200);
     let mut kills = Vec::new();
-    for _ in 0..KILLS {
+    for round in 0..KILLS {
+        let mut system = System::start(&format!("lb-failover-bench-kill{round}"));
+        let client = system.host("client").clone();
+        system.create_service("web0");
         let node = system.wait_announced("web0", "10.10.39.200", None);
         let old = system.mac_of(&node);
         wait_answering(&client, vip, old);
@@ -63,15 +69,15 @@ fn main() {
         let (answered, _) = watch.wait_other_than(old, Duration::from_secs(10));
         watch.assert_never_two_answering(1);
         kills.push(answered - killed);
-        drop(watch);
-        system.restart_speaker(&node);
-        settle(&system, &client);
     }
 
-    // 3. Cut the announcing node off from the controller, measure, heal.
+    // 3. Cut the announcing node off from the controller (its data link stays up).
     let mut cuts = Vec::new();
     let mut stops = Vec::new();
-    for _ in 0..CUTS {
+    for round in 0..CUTS {
+        let system = System::start(&format!("lb-failover-bench-cut{round}"));
+        let client = system.host("client").clone();
+        system.create_service("web0");
         let node = system.wait_announced("web0", "10.10.39.200", None);
         let old = system.mac_of(&node);
         wait_answering(&client, vip, old);
@@ -83,9 +89,6 @@ fn main() {
         watch.assert_never_two_answering(1);
         cuts.push(answered - cut);
         stops.push(last_old.map_or(Duration::ZERO, |at| at - cut));
-        system.forwards[&node].resume();
-        drop(watch);
-        settle(&system, &client);
     }
 
     println!();
@@ -103,14 +106,9 @@ fn main() {
     println!("(no probe was ever answered by two nodes; MetalLB: not run on this machine yet)");
 }
 
-/// One `arping` with a short wait; whether anybody answered.
+/// One raw ARP probe with a short wait; whether anybody answered.
 fn arping_quick(client: &integration_tests::netlab::Host, address: Ipv4Addr) -> bool {
-    let out = client
-        .command("arping")
-        .args(["-c", "1", "-w", "0.2", "-I", "eth0", &address.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("reply from")
+    !probe_arp(client, address, Duration::from_millis(50)).is_empty()
 }
 
 fn wait_answering(client: &integration_tests::netlab::Host, address: Ipv4Addr, mac: Mac) {
@@ -120,24 +118,6 @@ fn wait_answering(client: &integration_tests::netlab::Host, address: Ipv4Addr, m
         } else {
             Err("not yet".to_owned())
         }
-    })
-    .unwrap();
-}
-
-/// Waits until every speaker is back and the address answers from one node.
-fn settle(system: &System, client: &integration_tests::netlab::Host) {
-    let node = system.wait_announced("web0", "10.10.39.200", None);
-    kernel_traffic(client, "10.10.39.200".parse().unwrap());
-    wait_answering(client, Ipv4Addr::new(10, 10, 39, 200), system.mac_of(&node));
-    // The next round starts from three connected speakers, as the controller counts them.
-    wait::until_blocking("three speakers connected", WAIT, || {
-        let metrics = system.controllers[0].0.get("/metrics")?.body;
-        metrics
-            .lines()
-            .find(|l| l.contains("speakers_connected") && !l.starts_with('#'))
-            .filter(|l| l.ends_with(" 3"))
-            .map(|_| ())
-            .ok_or_else(|| "fewer than three".to_owned())
     })
     .unwrap();
 }
