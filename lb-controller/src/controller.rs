@@ -507,7 +507,7 @@ impl Writer {
         self.publish(events);
 
         failures += self.write_pools(outcome, watchers).await;
-        self.update_metrics(outcome, watchers);
+        self.update_metrics(outcome);
         failures
     }
 
@@ -522,7 +522,7 @@ impl Writer {
             };
             let previous = pool.status.clone().unwrap_or_default();
             let status = pool_status(report, &previous, pool.metadata.generation);
-            if same_status(&status, &previous) {
+            if status == previous {
                 continue;
             }
             if let Some(invalid) = &report.invalid {
@@ -553,7 +553,7 @@ impl Writer {
         failures
     }
 
-    fn update_metrics(&self, outcome: &Outcome, watchers: &Watchers) {
+    fn update_metrics(&self, outcome: &Outcome) {
         self.metrics.pending.set(gauge(outcome.pending));
         self.metrics.pool_total.clear();
         self.metrics.pool_in_use.clear();
@@ -579,7 +579,6 @@ impl Writer {
                     .set(i64::try_from(used).unwrap_or(i64::MAX));
             }
         }
-        let _ = watchers;
         self.metrics
             .assignments
             .set(i64::try_from(assigned).unwrap_or(i64::MAX));
@@ -812,10 +811,6 @@ fn pool_status(
         available_ipv6: report.usage.available_v6,
         conditions,
     }
-}
-
-fn same_status(a: &IPPoolStatus, b: &IPPoolStatus) -> bool {
-    a == b
 }
 
 fn is_not_found(error: &kube::Error) -> bool {

@@ -31,14 +31,7 @@ fn a_killed_speakers_address_moves_to_another_node_and_the_client_follows() {
     assert_eq!(neighbour_mac(&client, IpAddr::V4(VIP)), Some(old));
 
     let watch = ArpWatch::start(&client, VIP);
-    wait::until_blocking("the watch to see the first node", WAIT, || {
-        watch
-            .replies()
-            .first()
-            .map(|_| ())
-            .ok_or_else(|| "no reply yet".to_owned())
-    })
-    .unwrap();
+    watch.wait_first_reply();
     let killed_at = Instant::now();
     system.speakers.get_mut(&first).unwrap().kill();
     let (answered_at, new) = watch.wait_other_than(old, Duration::from_secs(10));
@@ -75,14 +68,7 @@ fn a_node_cut_off_from_the_controller_stops_answering_before_another_node_takes_
     let client = system.host("client").clone();
     let old = system.mac_of(&first);
     let watch = ArpWatch::start(&client, VIP);
-    wait::until_blocking("the watch to see the first node", WAIT, || {
-        watch
-            .replies()
-            .first()
-            .map(|_| ())
-            .ok_or_else(|| "no reply yet".to_owned())
-    })
-    .unwrap();
+    watch.wait_first_reply();
 
     // Partition: the node's data link stays up, its control connection goes silent.
     let cut_at = Instant::now();
@@ -131,14 +117,7 @@ fn a_leader_change_moves_nothing_and_the_client_keeps_getting_answers() {
     let client = system.host("client").clone();
     let mac = system.mac_of(&announcer);
     let watch = ArpWatch::start(&client, VIP);
-    wait::until_blocking("the watch to see the announcer", WAIT, || {
-        watch
-            .replies()
-            .first()
-            .map(|_| ())
-            .ok_or_else(|| "no reply yet".to_owned())
-    })
-    .unwrap();
+    watch.wait_first_reply();
 
     let killed_at = Instant::now();
     system.controllers[0].0.process().kill();

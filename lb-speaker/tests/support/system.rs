@@ -292,6 +292,17 @@ impl ArpWatch {
         self.replies.lock().unwrap().clone()
     }
 
+    /// Waits until some node answered a probe (the watch sees the announcer before a fault is injected).
+    pub fn wait_first_reply(&self) {
+        wait::until_blocking("the watch to see the announcer", WAIT, || {
+            self.replies()
+                .first()
+                .map(|_| ())
+                .ok_or_else(|| "no reply yet".to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Waits for a reply from a MAC other than `old`; returns when it arrived and the MAC.
     pub fn wait_other_than(&self, old: Mac, timeout: Duration) -> (Instant, Mac) {
         wait::until_blocking("a reply from another node", timeout, || {
