@@ -151,6 +151,11 @@ impl Allocator {
         self.holders.iter().map(|(a, h)| (*a, h.keys()))
     }
 
+    /// Whether any Service holds `address`.
+    pub fn is_held(&self, address: IpAddr) -> bool {
+        self.holders.contains_key(&address)
+    }
+
     /// Held addresses that no pool lists any more, with their holders.
     pub fn outside_pools(&self) -> Vec<(IpAddr, Vec<ServiceKey>)> {
         self.holders
@@ -377,6 +382,17 @@ impl Allocator {
 
     /// Makes `addresses` exactly what `service` holds.
     fn take(&mut self, service: &str, addresses: &[IpAddr], share: &Share) {
+        // The common case in a pass: a Service keeps exactly what it holds, on the same terms.
+        let unchanged = self
+            .by_service
+            .get(service)
+            .is_some_and(|held| held == addresses)
+            && addresses
+                .iter()
+                .all(|a| self.holders.get(a).and_then(|h| h.get(service)) == Some(share));
+        if unchanged {
+            return;
+        }
         let keep: BTreeSet<IpAddr> = addresses.iter().copied().collect();
         let previous = self.by_service.remove(service).unwrap_or_default();
         for address in previous.iter().filter(|a| !keep.contains(a)) {

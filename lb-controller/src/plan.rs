@@ -5,6 +5,12 @@
 //!
 //! [`Planner`] keeps the [`Allocator`] between passes. Its first pass after becoming leader replays
 //! Service statuses (oldest Service first) before allocating anything new, so a restart moves nothing.
+//!
+//! A pass still looks at every Service, but what it learnt before is kept so that it costs little where
+//! nothing changed: a Service's request is re-read only when its `resourceVersion` changed, and an
+//! address's announcer is recomputed only when its candidate nodes changed (and then only against the
+//! nodes that came or went; see [`announcer::Memo`]). At 10,000 Services and 1,000 nodes a pass takes a
+//! few tens of milliseconds (`cargo bench -p lb-controller --bench pass`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -14,7 +20,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::allocator::{Allocator, Usage};
-use crate::announcer;
+use crate::announcer::{self, Candidates};
 use crate::pool::{IPPool, PoolDef};
 use crate::request::{self, ClassFilter, Request, ServiceKey, TrafficPolicy};
 use crate::speakers::{DesiredAssignment, SpeakerInfo};
@@ -94,7 +100,13 @@ pub struct Planner {
     /// Addresses Service statuses showed at the first pass: a speaker may still hold them from an earlier
     /// leader. Any other address is fresh.
     inherited: BTreeSet<IpAddr>,
+    /// Requests read in earlier passes, by Service, with the `resourceVersion` they were read from.
+    requests: HashMap<ServiceKey, (String, Arc<ReadRequest>)>,
+    /// Announcers chosen in earlier passes.
+    announcers: announcer::Memo,
 }
+
+type ReadRequest = Result<Request, request::RequestError>;
 
 impl Planner {
     /// A planner that will rebuild from Service statuses on its first pass.
@@ -104,12 +116,30 @@ impl Planner {
             allocator: Allocator::default(),
             restored: false,
             inherited: BTreeSet::new(),
+            requests: HashMap::new(),
+            announcers: announcer::Memo::default(),
         }
     }
 
     /// The allocator (for metrics and tests).
     pub fn allocator(&self) -> &Allocator {
         &self.allocator
+    }
+
+    /// `service`'s request, re-read only when its `resourceVersion` changed since the last pass.
+    fn read(&mut self, key: &str, service: &Service) -> Arc<ReadRequest> {
+        let Some(version) = service.metadata.resource_version.as_deref() else {
+            return Arc::new(request::read(service));
+        };
+        if let Some((seen, read)) = self.requests.get(key)
+            && seen == version
+        {
+            return read.clone();
+        }
+        let read = Arc::new(request::read(service));
+        self.requests
+            .insert(key.to_owned(), (version.to_owned(), read.clone()));
+        read
     }
 
     /// Runs one pass.
@@ -185,16 +215,23 @@ impl Planner {
             }
         }
 
-        let mut requests: Vec<(ServiceKey, Result<Request, request::RequestError>)> = served
+        let mut requests: Vec<(ServiceKey, Arc<ReadRequest>)> = served
             .iter()
-            .map(|s| (request::key_of(s), request::read(s)))
+            .map(|s| {
+                let key = request::key_of(s);
+                let read = self.read(&key, s);
+                (key, read)
+            })
             .collect();
-        let created = |r: &Result<Request, _>| r.as_ref().map_or(i64::MAX, |r: &Request| r.created);
+        self.requests.retain(|key, _| served_keys.contains(key));
+        let created = |r: &ReadRequest| r.as_ref().map_or(i64::MAX, |r: &Request| r.created);
         requests.sort_by(|(ka, ra), (kb, rb)| (created(ra), ka).cmp(&(created(rb), kb)));
 
         if !self.restored {
             for (key, request) in &requests {
-                let Ok(request) = request else { continue };
+                let Ok(request) = request.as_ref() else {
+                    continue;
+                };
                 if request.current.is_empty() {
                     continue;
                 }
@@ -214,9 +251,10 @@ impl Planner {
             self.restored = true;
         }
 
+        let slices = SliceIndex::new(inputs.slices);
         let mut local: HashMap<ServiceKey, BTreeSet<String>> = HashMap::new();
         for (key, request) in &requests {
-            match request {
+            match request.as_ref() {
                 Err(error) => {
                     outcome.notes.insert(
                         key.clone(),
@@ -228,7 +266,7 @@ impl Planner {
                 }
                 Ok(request) => {
                     if request.traffic_policy == TrafficPolicy::Local {
-                        local.insert(key.clone(), ready_endpoint_nodes(inputs.slices, request));
+                        local.insert(key.clone(), slices.ready_nodes(request));
                     }
                     let ns_labels = namespace_labels
                         .get(request.namespace.as_str())
@@ -284,15 +322,16 @@ impl Planner {
             }
         }
 
-        // Announcers.
-        let nodes: Vec<(&str, BTreeMap<String, String>)> = inputs
+        // Announcers: the candidates of each pool are one shared set, so the memo can tell at once
+        // whether an address's choice still stands.
+        let nodes: Vec<(&str, &BTreeMap<String, String>)> = inputs
             .nodes
             .iter()
             .filter(|n| node_ready(n))
             .map(|n| {
                 (
                     n.metadata.name.as_deref().unwrap_or_default(),
-                    n.metadata.labels.clone().unwrap_or_default(),
+                    n.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
                 )
             })
             .filter(|(name, labels)| {
@@ -301,20 +340,44 @@ impl Planner {
                         || (inputs.include_unconnected && !inputs.ever_connected.contains(*name)))
             })
             .collect();
-        let holdings: Vec<(IpAddr, Vec<ServiceKey>)> = self
-            .allocator
-            .holdings()
-            .map(|(a, h)| (a, h.cloned().collect()))
-            .collect();
-        for (address, services) in holdings {
+        self.announcers.begin_pass();
+        let mut pool_candidates: HashMap<Option<&str>, Candidates> = HashMap::new();
+        for (address, services) in self.allocator.holdings() {
             let pool = self.allocator.pool_of(address);
-            let candidates = nodes.iter().filter(|(name, labels)| {
-                pool.is_none_or(|p| p.announces_on(labels))
-                    && services
+            let candidates = pool_candidates
+                .entry(pool.map(|p| p.name.as_str()))
+                .or_insert_with(|| {
+                    self.announcers.intern(
+                        nodes
+                            .iter()
+                            .filter(|(_, labels)| pool.is_none_or(|p| p.announces_on(labels)))
+                            .map(|(name, _)| (*name).to_owned())
+                            .collect(),
+                    )
+                });
+            let services: Vec<ServiceKey> = services.cloned().collect();
+            let ready: Vec<&BTreeSet<String>> =
+                services.iter().filter_map(|s| local.get(s)).collect();
+            let chosen = if ready.is_empty() {
+                self.announcers.choose(address, candidates)
+            } else {
+                // externalTrafficPolicy: Local: only nodes with a ready endpoint of every holder; these
+                // sets are per Service, so they are not memoised.
+                self.announcers.forget(address);
+                let smallest = ready
+                    .iter()
+                    .min_by_key(|r| r.len())
+                    .copied()
+                    .unwrap_or(&NO_NODES);
+                announcer::choose(
+                    address,
+                    smallest
                         .iter()
-                        .all(|s| local.get(s).is_none_or(|ready| ready.contains(*name)))
-            });
-            match announcer::choose(address, candidates.map(|(name, _)| *name)) {
+                        .filter(|n| candidates.contains(*n) && ready.iter().all(|r| r.contains(*n)))
+                        .map(String::as_str),
+                )
+            };
+            match chosen {
                 Some(node) => {
                     outcome
                         .desired
@@ -325,7 +388,7 @@ impl Planner {
                             interfaces: pool
                                 .map(|p| p.announce.interfaces.clone())
                                 .unwrap_or_default(),
-                            services: services.clone(),
+                            services,
                             fresh: !self.inherited.contains(&address),
                         })
                 }
@@ -351,6 +414,9 @@ impl Planner {
                 }
             }
         }
+        let allocator = &self.allocator;
+        self.announcers
+            .end_pass(|address| allocator.is_held(*address));
         for key in &served_keys {
             let mut announcing: Vec<&str> = self
                 .allocator
@@ -422,23 +488,41 @@ fn node_ready(node: &Node) -> bool {
             .unwrap_or(false)
 }
 
-/// Nodes with a ready endpoint of the Service.
-fn ready_endpoint_nodes(slices: &[Arc<EndpointSlice>], request: &Request) -> BTreeSet<String> {
-    let name = request.key.split_once('/').map_or("", |(_, n)| n);
-    slices
-        .iter()
-        .filter(|s| {
-            s.metadata.namespace.as_deref() == Some(request.namespace.as_str())
-                && s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                    .is_some_and(|n| n == name)
-        })
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-        .filter_map(|e| e.node_name.clone())
-        .collect()
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+static NO_NODES: BTreeSet<String> = BTreeSet::new();
+
+/// EndpointSlices by the Service they belong to (`kubernetes.io/service-name`), built once per pass.
+struct SliceIndex<'a>(HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>);
+
+impl<'a> SliceIndex<'a> {
+    fn new(slices: &'a [Arc<EndpointSlice>]) -> Self {
+        let mut index: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"));
+            if let (Some(namespace), Some(service)) = (slice.metadata.namespace.as_deref(), service)
+            {
+                index.entry((namespace, service)).or_default().push(slice);
+            }
+        }
+        Self(index)
+    }
+
+    /// Nodes with a ready endpoint of the Service.
+    fn ready_nodes(&self, request: &Request) -> BTreeSet<String> {
+        let name = request.key.split_once('/').map_or("", |(_, n)| n);
+        self.0
+            .get(&(request.namespace.as_str(), name))
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.endpoints.iter().flatten())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .filter_map(|e| e.node_name.clone())
+            .collect()
+    }
 }
 
 fn join(addresses: &[IpAddr]) -> String {
