@@ -443,3 +443,57 @@ fn while_settling_late_speakers_count_but_departed_ones_do_not() {
     assert!(!after.contains_key(&chosen));
     assert_eq!(after.len(), 1);
 }
+
+/// What a long-lived planner reuses between passes (requests by resourceVersion, announcers by candidate
+/// set) never makes it answer differently from a planner seeing the same cluster for the first time.
+#[test]
+fn reused_results_agree_with_a_fresh_planner() {
+    let mut world = World::seed();
+    world.pools = vec![pool("big", json!({"addresses": ["10.20.0.0/24"]}))];
+    world.nodes = (0..6).map(|i| node(&format!("w{i}"), json!({}))).collect();
+    let all: Vec<String> = (0..6).map(|i| format!("w{i}")).collect();
+    world.speakers = speakers(&all.iter().map(String::as_str).collect::<Vec<_>>());
+    world.services = (0..40)
+        .map(|i| {
+            service(
+                "web",
+                &format!("s{i}"),
+                json!({"metadata": {"resourceVersion": "1"}}),
+            )
+        })
+        .collect();
+    let placement = |o: &Outcome| -> BTreeMap<IpAddr, String> {
+        o.desired
+            .iter()
+            .flat_map(|(node, list)| list.iter().map(move |a| (a.address, node.clone())))
+            .collect()
+    };
+    let mut planner = Planner::new(filter());
+    let first = world.pass(&mut planner);
+    world.apply(&first);
+
+    // Speakers leave and come back; each pass must match what a new planner computes from scratch.
+    for gone in [vec!["w1"], vec!["w1", "w4"], vec![], vec!["w0", "w2", "w3"], vec![]] {
+        let present: Vec<&str> = all
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !gone.contains(n))
+            .collect();
+        world.speakers = speakers(&present);
+        let reused = world.pass(&mut planner);
+        let fresh = world.pass(&mut Planner::new(filter()));
+        assert_eq!(placement(&reused), placement(&fresh), "speakers gone: {gone:?}");
+        assert_eq!(reused.statuses, fresh.statuses);
+    }
+
+    // A changed Service (new resourceVersion) is re-read: its requested address is honoured.
+    let changed = service(
+        "web",
+        "s3",
+        json!({"metadata": {"resourceVersion": "2",
+                            "annotations": {"groundwork.dev/loadBalancerIPs": "10.20.0.200"}}}),
+    );
+    world.services[3] = changed;
+    let outcome = world.pass(&mut planner);
+    assert_eq!(outcome.statuses["web/s3"], vec![ip("10.20.0.200")]);
+}
