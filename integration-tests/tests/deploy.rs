@@ -1158,3 +1158,169 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
     // here until dns-sync holds /readyz back until its first successful list.
     assert_fails_loudly(&dns_sync, &single, Duration::from_secs(15), false);
 }
+
+/// Runs `helm <args>` against `cluster` with its own Helm home under `home`; returns stdout, or panics with
+/// stderr.
+fn helm_on(cluster: &KubeCluster, home: &Path, args: &[&str]) -> String {
+    let output = Command::new(helm())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "helm {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The data of every Secret the chart generates, by `namespace/name`.
+async fn generated_secrets(
+    client: &Client,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>> {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut found = std::collections::BTreeMap::new();
+    for (namespace, name) in [
+        (NAMESPACE, "groundwork-lb-ca"),
+        (NAMESPACE, "groundwork-lb-controller-tls"),
+        (SPEAKER_NAMESPACE, "groundwork-lb-speaker-tls"),
+        (NAMESPACE, "groundwork-etcd-ca"),
+        (NAMESPACE, "groundwork-etcd-server-tls"),
+        (NAMESPACE, "groundwork-etcd-client-tls"),
+    ] {
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        if let Some(secret) = api.get_opt(name).await.unwrap() {
+            let data = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            found.insert(format!("{namespace}/{name}"), data);
+        }
+    }
+    found
+}
+
+/// A real `helm install`, `upgrade` and `uninstall` against the test bed's apiserver. The certificates the
+/// chart generates (no cert-manager) are kept across upgrades, so controller and speakers keep trusting
+/// each other; a deleted leaf Secret is issued again by the same CA. Pods never start here (no kubelet);
+/// what is tested is what Helm writes.
+#[tokio::test]
+async fn helm_install_and_upgrade_keep_the_generated_certificates() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let client = cluster.client();
+    let home = tempfile::tempdir().unwrap();
+    let chart = chart_dir().display().to_string();
+    let install = [
+        "install",
+        RELEASE,
+        &chart,
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+    ];
+    helm_on(&cluster, home.path(), &install);
+
+    let first = generated_secrets(&client).await;
+    assert_eq!(
+        first.keys().cloned().collect::<Vec<_>>(),
+        [
+            "groundwork-speaker/groundwork-lb-speaker-tls",
+            "groundwork/groundwork-etcd-ca",
+            "groundwork/groundwork-etcd-client-tls",
+            "groundwork/groundwork-etcd-server-tls",
+            "groundwork/groundwork-lb-ca",
+            "groundwork/groundwork-lb-controller-tls",
+        ],
+        "the chart did not write every certificate Secret"
+    );
+    let lb_ca = &first["groundwork/groundwork-lb-ca"]["tls.crt"];
+    for leaf in [
+        "groundwork/groundwork-lb-controller-tls",
+        "groundwork-speaker/groundwork-lb-speaker-tls",
+    ] {
+        assert_eq!(&first[leaf]["ca.crt"], lb_ca, "{leaf} names another CA");
+        assert!(!first[leaf]["tls.key"].is_empty());
+    }
+    // The IPPool CRD came with the chart (crds/).
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    assert!(
+        crds.get_opt("ippools.groundwork.dev")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // An upgrade with other values regenerates nothing.
+    let upgrade = [
+        "upgrade",
+        RELEASE,
+        &chart,
+        "--namespace",
+        NAMESPACE,
+        "--set",
+        "lbController.replicas=3",
+    ];
+    helm_on(&cluster, home.path(), &upgrade);
+    let second = generated_secrets(&client).await;
+    assert_eq!(first, second, "an upgrade replaced certificates");
+
+    // A leaf Secret deleted by hand is issued again, by the same CA.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), SPEAKER_NAMESPACE);
+    secrets
+        .delete("groundwork-lb-speaker-tls", &Default::default())
+        .await
+        .unwrap();
+    helm_on(&cluster, home.path(), &upgrade);
+    let third = generated_secrets(&client).await;
+    let speaker = &third["groundwork-speaker/groundwork-lb-speaker-tls"];
+    assert_ne!(
+        speaker["tls.crt"],
+        first["groundwork-speaker/groundwork-lb-speaker-tls"]["tls.crt"]
+    );
+    assert_eq!(
+        &speaker["ca.crt"], lb_ca,
+        "the re-issued certificate has another CA"
+    );
+    assert_eq!(
+        third["groundwork/groundwork-lb-controller-tls"],
+        first["groundwork/groundwork-lb-controller-tls"]
+    );
+
+    let status = helm_on(&cluster, home.path(), &["status", RELEASE, "-n", NAMESPACE]);
+    assert!(status.contains("REVISION: 3"), "{status}");
+
+    helm_on(
+        &cluster,
+        home.path(),
+        &["uninstall", RELEASE, "-n", NAMESPACE],
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    wait::until(
+        "the release's Deployments to be gone",
+        Duration::from_secs(30),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let left = deployments
+                    .list(&Default::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                left.items
+                    .is_empty()
+                    .then_some(())
+                    .ok_or_else(|| format!("{} left", left.items.len()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
