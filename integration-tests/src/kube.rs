@@ -22,8 +22,10 @@ use crate::{HarnessError, Result, peers, wait};
 
 /// How long the apiserver may take to become ready; the target is well under 15 s.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// The Service CIDR handed to the apiserver (virtual addresses only, nothing routes them).
-const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The Service CIDRs handed to the apiserver (virtual addresses only, nothing routes them): IPv4 first, so
+/// single-stack Services are IPv4 as in most clusters, and an IPv6 range so that dual-stack Services
+/// (`ipFamilyPolicy: RequireDualStack`) are accepted.
+const SERVICE_CIDR: &str = "10.96.0.0/16,fd00:10:96::/112";
 
 /// What to start besides etcd and the apiserver.
 #[derive(Debug, Clone, Copy, Default)]

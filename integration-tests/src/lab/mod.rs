@@ -6,6 +6,7 @@
 //! directory ([`state`]); `lab down` asks it to stop and then stops by PID and deletes by name whatever it
 //! recorded and is still there. See `docs/lab.md`.
 
+pub mod probe;
 pub mod seed;
 pub mod state;
 pub mod system;

@@ -1,19 +1,24 @@
-//! The supervisor: brings the whole system up on the test bed's parts, applies the seed scenario, checks
-//! it from the client namespace, then holds every handle until told to stop (SIGTERM), keeping the
-//! speakers' forwarders pointed at the leading controller and the Node objects' heartbeats fresh.
+//! The lab's bring-up and its handle, [`Lab`]: the whole system on the test bed's parts, the seed scenario
+//! applied and checked from the client namespace. The supervisor ([`supervise`]) holds one until told to
+//! stop (SIGTERM); the end-to-end and fault suites (`integration-tests/tests/lab_*.rs`) start their own,
+//! with their own state directory, and drive it in-process.
 //!
-//! Every handle here stops its process or removes its namespace on drop, so leaving [`supervise`] (normal
-//! stop, failed bring-up, interrupted bring-up) tears down whatever exists; the state file lets `lab down`
-//! finish the job by PID when the supervisor itself was killed.
+//! While a [`Lab`] lives, a keeper thread points the speakers' forwarders at the leading controller and
+//! keeps the Node objects' heartbeats fresh. Every handle here stops its process or removes its namespace
+//! on drop, so dropping a [`Lab`] (normal stop, failed bring-up, interrupted bring-up, a failed test)
+//! tears down whatever exists; the state file lets `lab down` finish the job by PID when the supervisor
+//! itself was killed.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
+use super::probe::{arping, curl, dig, mac_text};
 use super::seed;
 use super::state::{LabState, Phase, StateDir, Tracked, start_time};
 use crate::certs::{Ca, Usage};
@@ -35,12 +40,40 @@ pub const HOSTNAME: &str = "nginx.test.org";
 pub const EXPECTED_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 10, 39, 200);
 /// How long each condition of the bring-up is waited for.
 const WAIT: Duration = Duration::from_secs(60);
+/// How often the keeper refreshes the Node objects' heartbeats (kube-controller-manager marks a node
+/// NotReady after 40-50 s without one).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Appends timestamped progress lines to the state directory's `progress.log`.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    file: PathBuf,
+    started: Instant,
+}
+
+impl Progress {
+    /// Appends a progress line.
+    pub fn note(&self, message: &str) {
+        use std::io::Write;
+        let line = format!(
+            "[{:6.1}s] {message}\n",
+            self.started.elapsed().as_secs_f64()
+        );
+        if let Ok(mut file) = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.file)
+        {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
 
 /// Progress lines and the state file, written as the bring-up goes.
-pub struct Recorder {
+struct Recorder {
     dir: StateDir,
     state: LabState,
-    started: Instant,
+    progress: Progress,
     stop: Arc<AtomicBool>,
 }
 
@@ -52,9 +85,12 @@ impl Recorder {
         let mut state = LabState::new_for_self();
         state.supervisor.log = dir.supervisor_log().display().to_string();
         let recorder = Self {
+            progress: Progress {
+                file: dir.progress_file(),
+                started: Instant::now(),
+            },
             dir,
             state,
-            started: Instant::now(),
             stop,
         };
         recorder.dir.write(&recorder.state)?;
@@ -74,18 +110,7 @@ impl Recorder {
 
     /// Appends a progress line.
     fn note(&self, message: &str) {
-        use std::io::Write;
-        let line = format!(
-            "[{:6.1}s] {message}\n",
-            self.started.elapsed().as_secs_f64()
-        );
-        if let Ok(mut file) = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.progress_file())
-        {
-            let _ = file.write_all(line.as_bytes());
-        }
+        self.progress.note(message);
     }
 
     fn track(&mut self, process: &Process) -> Result<()> {
@@ -101,33 +126,305 @@ impl Recorder {
     fn save(&self) -> Result<()> {
         self.dir.write(&self.state)
     }
+
+    /// Records how the bring-up ended (phase `ready`, or `failed` with the error) and passes it on.
+    fn finish(&mut self, result: Result<Lab>) -> Result<Lab> {
+        match result {
+            Ok(lab) => {
+                self.state.phase = Phase::Ready;
+                self.state.summary = lab.summary.clone();
+                self.save()?;
+                self.note("ready");
+                Ok(lab)
+            }
+            Err(e) => {
+                self.note(&format!("FAILED: {e}"));
+                self.state.phase = Phase::Failed;
+                self.state.error = Some(e.to_string());
+                self.save()?;
+                Err(e)
+            }
+        }
+    }
 }
 
-/// The whole system. Fields drop in order: the data plane's helpers and the daemons first, then the
-/// control plane, the namespaces last.
-struct Lab {
+/// A dns-server replica, with what it takes to start it again.
+struct DnsServer {
+    node: String,
+    host: Host,
+    args: Vec<String>,
+    log: PathBuf,
+    process: Process,
+}
+
+impl DnsServer {
+    fn spawn(
+        node: &str,
+        host: &Host,
+        binary: &str,
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> Result<Self> {
+        let mut command = host.command(binary);
+        command.args(&args);
+        let process = Process::spawn(&format!("dns-server on {node}"), command, &log)?;
+        let mut args = args;
+        args.insert(0, binary.to_owned());
+        Ok(Self {
+            node: node.to_owned(),
+            host: host.clone(),
+            args,
+            log,
+            process,
+        })
+    }
+}
+
+/// Follows the leading controller with the speakers' forwarders and keeps the Node heartbeats fresh,
+/// on its own thread until dropped.
+struct Keeper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keeper {
+    fn start(
+        controllers: Vec<(SocketAddr, SocketAddr)>,
+        forwards: Arc<Vec<Forward>>,
+        leader: Arc<AtomicUsize>,
+        runtime: tokio::runtime::Handle,
+        client: kube::Client,
+        progress: Progress,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let ops: Vec<SocketAddr> = controllers.iter().map(|(ops, _)| *ops).collect();
+            let mut last_heartbeat = Instant::now();
+            while !stopped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(250));
+                if let Some(now) = leading(&ops)
+                    && now != leader.load(Ordering::SeqCst)
+                {
+                    for forward in forwards.iter() {
+                        forward.set_upstream(controllers[now].1);
+                    }
+                    leader.store(now, Ordering::SeqCst);
+                    progress.note(&format!(
+                        "lab-controller-{now} leads now; the speakers' forwarders follow it"
+                    ));
+                }
+                if last_heartbeat.elapsed() > HEARTBEAT_EVERY {
+                    last_heartbeat = Instant::now();
+                    // The timer is made inside the runtime: it needs the runtime's clock.
+                    let beat = runtime.block_on(async {
+                        tokio::time::timeout(
+                            Duration::from_secs(5),
+                            seed::heartbeat_nodes(&client, &NODES),
+                        )
+                        .await
+                    });
+                    match beat {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => progress.note(&format!("node heartbeat failed: {e}")),
+                        Err(_) => progress.note("node heartbeat failed: no answer within 5 s"),
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The whole system, running. Fields drop in order: the keeper, the data plane's helpers and the daemons
+/// first, then the control plane, the namespaces last.
+pub struct Lab {
+    _keeper: Keeper,
     http: Vec<Process>,
-    dns_servers: Vec<Process>,
+    dns_servers: Vec<DnsServer>,
     _dns_forwards: Vec<Forward>,
     dns_sync: Daemon,
     speakers: Vec<Process>,
-    forwards: Vec<Forward>,
+    _forwards: Arc<Vec<Forward>>,
     controllers: Vec<(Daemon, SocketAddr)>,
-    leader: usize,
-    _dns_etcd: Etcd,
+    leader: Arc<AtomicUsize>,
+    dns_etcd: Etcd,
     cluster: KubeCluster,
     network: LabNetwork,
+    kubeconfig: PathBuf,
+    address: Ipv4Addr,
+    announcer: String,
+    summary: Vec<String>,
+    progress: Progress,
     runtime: Runtime,
+}
+
+impl Lab {
+    /// Brings the lab up with its state, progress and logs in `dir` (a test passes a temporary directory
+    /// of its own, so it never touches a user's lab), applies the seed scenario and checks it from the
+    /// client namespace. Needs root and the daemons' binaries.
+    pub fn start(dir: StateDir) -> Result<Self> {
+        let mut recorder = Recorder::new(dir, Arc::new(AtomicBool::new(false)))?;
+        let lab = bring_up(&mut recorder, new_runtime()?);
+        recorder.finish(lab)
+    }
+
+    /// An admin client of the lab's kube-apiserver.
+    pub fn client(&self) -> kube::Client {
+        self.cluster.client()
+    }
+
+    /// The admin kubeconfig (in the state directory).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Runs `future` on the lab's async runtime (its kube client lives there).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The lab's namespaces.
+    pub fn network(&self) -> &LabNetwork {
+        &self.network
+    }
+
+    /// The host (node or `client`) called `name`.
+    pub fn host(&self, name: &str) -> Result<&Host> {
+        self.network
+            .host(name)
+            .ok_or_else(|| HarnessError::Setup(format!("no host {name} in the lab")))
+    }
+
+    /// The control plane (etcd, kube-apiserver, kube-controller-manager), for fault tests.
+    pub fn cluster(&mut self) -> &mut KubeCluster {
+        &mut self.cluster
+    }
+
+    /// The DNS etcd dns-sync writes and the dns-servers read, for fault tests.
+    pub fn dns_etcd(&mut self) -> &mut Etcd {
+        &mut self.dns_etcd
+    }
+
+    /// Kills kube-apiserver (SIGKILL), as in a crash.
+    pub fn kill_apiserver(&mut self) {
+        self.cluster.kill_apiserver();
+        self.progress.note("kube-apiserver killed");
+    }
+
+    /// Starts kube-apiserver again after [`Lab::kill_apiserver`] and waits until it is ready.
+    pub fn start_apiserver(&mut self) -> Result<()> {
+        self.runtime.block_on(self.cluster.start_apiserver())?;
+        self.progress.note("kube-apiserver started again");
+        Ok(())
+    }
+
+    /// Kills the DNS etcd (SIGKILL), as in a crash.
+    pub fn kill_dns_etcd(&mut self) {
+        self.dns_etcd.kill();
+        self.progress.note("DNS etcd killed");
+    }
+
+    /// Starts the DNS etcd again on its ports and data after [`Lab::kill_dns_etcd`], and waits until it
+    /// answers.
+    pub fn start_dns_etcd(&mut self) -> Result<()> {
+        self.runtime.block_on(self.dns_etcd.start_again())?;
+        self.progress.note("DNS etcd started again");
+        Ok(())
+    }
+
+    /// The dns-server replica on `node` (one of [`DNS_NODES`]).
+    pub fn dns_server(&mut self, node: &str) -> Result<&mut Process> {
+        self.dns_servers
+            .iter_mut()
+            .find(|d| d.node == node)
+            .map(|d| &mut d.process)
+            .ok_or_else(|| HarnessError::Setup(format!("no dns-server on {node}")))
+    }
+
+    /// Starts the dns-server replica on `node` again, with the same flags (after it was killed).
+    pub fn restart_dns_server(&mut self, node: &str) -> Result<()> {
+        let server = self
+            .dns_servers
+            .iter_mut()
+            .find(|d| d.node == node)
+            .ok_or_else(|| HarnessError::Setup(format!("no dns-server on {node}")))?;
+        server.process.kill();
+        let mut command = server.host.command(&server.args[0]);
+        command.args(&server.args[1..]);
+        server.process = Process::spawn(&format!("dns-server on {node}"), command, &server.log)?;
+        self.progress
+            .note(&format!("dns-server on {node} started again"));
+        Ok(())
+    }
+
+    /// The address the seed's ingress controller Service got.
+    pub fn seed_address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// The node that announced it when the lab came up.
+    pub fn seed_announcer(&self) -> &str {
+        &self.announcer
+    }
+
+    /// The summary `lab up` prints.
+    pub fn summary(&self) -> &[String] {
+        &self.summary
+    }
+
+    /// The index of the controller replica currently leading (`lab-controller-<n>`).
+    pub fn leader(&self) -> usize {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// Appends a line to the lab's progress log.
+    pub fn note(&self, message: &str) {
+        self.progress.note(message);
+    }
+
+    /// Processes that have exited (each with its status and log), checked now.
+    pub fn exited(&mut self) -> Vec<(String, std::process::ExitStatus, PathBuf)> {
+        let processes = self
+            .http
+            .iter_mut()
+            .chain(self.dns_servers.iter_mut().map(|d| &mut d.process))
+            .chain(self.speakers.iter_mut())
+            .chain(self.controllers.iter_mut().map(|(d, _)| d.process()))
+            .chain(std::iter::once(self.dns_sync.process()));
+        processes
+            .filter_map(|p| {
+                p.poll_exit()
+                    .map(|status| (p.name().to_owned(), status, p.log_path().to_owned()))
+            })
+            .collect()
+    }
+}
+
+fn new_runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the async runtime"))
 }
 
 /// Runs the supervisor in `dir` until SIGTERM/SIGINT: brings the lab up, records it, keeps it running,
 /// tears it down. Bring-up failures are recorded in the state (phase `failed`) and returned.
 pub fn supervise(dir: StateDir) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io_err("starting the async runtime"))?;
+    let runtime = new_runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let _guard = runtime.enter();
@@ -149,20 +446,9 @@ pub fn supervise(dir: StateDir) -> Result<()> {
         });
     }
     let mut recorder = Recorder::new(dir, stop.clone())?;
-    let mut lab = match bring_up(&mut recorder, runtime) {
-        Ok(lab) => lab,
-        Err(e) => {
-            recorder.note(&format!("FAILED: {e}"));
-            recorder.state.phase = Phase::Failed;
-            recorder.state.error = Some(e.to_string());
-            recorder.save()?;
-            return Err(e);
-        }
-    };
-    recorder.state.phase = Phase::Ready;
-    recorder.save()?;
-    recorder.note("ready");
-    run(&mut lab, &mut recorder, &stop);
+    let lab = bring_up(&mut recorder, runtime);
+    let mut lab = recorder.finish(lab)?;
+    run(&mut lab, &stop);
     recorder.note("stopping: daemons, control plane, namespaces");
     recorder.state.phase = Phase::Stopping;
     recorder.save()?;
@@ -210,7 +496,8 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
         "copying the kubeconfig to {}",
         kubeconfig.display()
     )))?;
-    let kubeconfig = kubeconfig.display().to_string();
+    let kubeconfig_path = kubeconfig;
+    let kubeconfig = kubeconfig_path.display().to_string();
     rec.state.kubeconfig = Some(kubeconfig.clone());
     rec.save()?;
     let client = cluster.client();
@@ -256,7 +543,8 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
         controllers.push((daemon, grpc));
     }
     let leader = wait::until_blocking("a controller replica to lead", WAIT, || {
-        leading(&controllers).ok_or_else(|| "no replica ready".to_owned())
+        let ops: Vec<SocketAddr> = controllers.iter().map(|(d, _)| d.ops_addr()).collect();
+        leading(&ops).ok_or_else(|| "no replica ready".to_owned())
     })?;
     rec.step(&format!("lab-controller-{leader} leads"))?;
 
@@ -325,8 +613,7 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
     for node in DNS_NODES {
         let host = host(node)?;
         let forward = Forward::start(&host, etcd_addr)?;
-        let mut command = host.command(&server_bin);
-        command.args([
+        let args = [
             "--zone",
             "test.org",
             "--listen",
@@ -343,15 +630,19 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
             "127.0.0.1:0",
             "--log-format",
             "json",
-        ]);
-        let process = Process::spawn(
-            &format!("dns-server on {node}"),
-            command,
-            &files.join(format!("dns-server-{node}.log")),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let server = DnsServer::spawn(
+            node,
+            &host,
+            &server_bin,
+            args,
+            files.join(format!("dns-server-{node}.log")),
         )?;
-        rec.track(&process)?;
+        rec.track(&server.process)?;
         dns_forwards.push(forward);
-        dns_servers.push(process);
+        dns_servers.push(server);
     }
 
     rec.step(
@@ -411,29 +702,47 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
         http_servers.push(process);
     }
 
-    let lab = Lab {
+    let leader_index = Arc::new(AtomicUsize::new(leader));
+    let forwards = Arc::new(forwards);
+    let keeper = Keeper::start(
+        controllers
+            .iter()
+            .map(|(daemon, grpc)| (daemon.ops_addr(), *grpc))
+            .collect(),
+        forwards.clone(),
+        leader_index.clone(),
+        runtime.handle().clone(),
+        client,
+        rec.progress.clone(),
+    );
+    let mut lab = Lab {
+        _keeper: keeper,
         http: http_servers,
         dns_servers,
         _dns_forwards: dns_forwards,
         dns_sync,
         speakers,
-        forwards,
+        _forwards: forwards,
         controllers,
-        leader,
-        _dns_etcd: dns_etcd,
+        leader: leader_index,
+        dns_etcd,
         cluster,
         network,
+        kubeconfig: kubeconfig_path,
+        address,
+        announcer,
+        summary: Vec::new(),
+        progress: rec.progress.clone(),
         runtime,
     };
     rec.step("checking from the client namespace: ARP, DNS, HTTP")?;
-    let summary = check(&lab, rec, address, &announcer)?;
-    rec.state.summary = summary;
-    rec.save()?;
+    lab.summary = check(&lab, rec)?;
     Ok(lab)
 }
 
 /// The checks a user wants to see, run from the client namespace; returns the summary lines.
-fn check(lab: &Lab, rec: &Recorder, address: Ipv4Addr, announcer: &str) -> Result<Vec<String>> {
+fn check(lab: &Lab, rec: &Recorder) -> Result<Vec<String>> {
+    let (address, announcer) = (lab.address, lab.announcer.as_str());
     let client = lab
         .network
         .host("client")
@@ -471,7 +780,7 @@ fn check(lab: &Lab, rec: &Recorder, address: Ipv4Addr, announcer: &str) -> Resul
             &format!("dns-server on {node} to answer {HOSTNAME} with {address}"),
             WAIT,
             || {
-                let answer = dig(client, server)?;
+                let answer = dig(client, server.into(), HOSTNAME, "A")?;
                 if answer.data_of("A") == [address.to_string()] {
                     Ok(answer)
                 } else {
@@ -516,7 +825,7 @@ fn check(lab: &Lab, rec: &Recorder, address: Ipv4Addr, announcer: &str) -> Resul
     ));
     lines.push(format!(
         "controllers: lab-controller-0, lab-controller-1 (leader: lab-controller-{})",
-        lab.leader
+        lab.leader()
     ));
     let namespaces: Vec<String> = lab
         .network
@@ -532,58 +841,28 @@ fn check(lab: &Lab, rec: &Recorder, address: Ipv4Addr, announcer: &str) -> Resul
     Ok(lines)
 }
 
-/// Holds the lab until a stop is requested: forwarders follow the leader, node heartbeats stay fresh,
-/// processes that exit are reported once.
-fn run(lab: &mut Lab, rec: &mut Recorder, stop: &AtomicBool) {
-    let mut last_heartbeat = Instant::now();
+/// Holds the lab until a stop is requested, reporting processes that exit once.
+fn run(lab: &mut Lab, stop: &AtomicBool) {
     let mut reported: Vec<String> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(250));
-        if let Some(leader) = leading(&lab.controllers)
-            && leader != lab.leader
-        {
-            for forward in &lab.forwards {
-                forward.set_upstream(lab.controllers[leader].1);
-            }
-            lab.leader = leader;
-            rec.note(&format!(
-                "lab-controller-{leader} leads now; the speakers' forwarders follow it"
-            ));
-        }
-        if last_heartbeat.elapsed() > Duration::from_secs(10) {
-            last_heartbeat = Instant::now();
-            let client = lab.cluster.client();
-            if let Err(e) = lab.runtime.block_on(seed::heartbeat_nodes(&client, &NODES)) {
-                rec.note(&format!("node heartbeat failed: {e}"));
-            }
-        }
-        let processes = lab
-            .http
-            .iter_mut()
-            .chain(lab.dns_servers.iter_mut())
-            .chain(lab.speakers.iter_mut())
-            .chain(lab.controllers.iter_mut().map(|(d, _)| d.process()))
-            .chain(std::iter::once(lab.dns_sync.process()));
-        for process in processes {
-            if let Some(status) = process.poll_exit()
-                && !reported.contains(&process.name().to_owned())
-            {
-                reported.push(process.name().to_owned());
-                rec.note(&format!(
-                    "WARNING: {} exited ({status}); log {}",
-                    process.name(),
-                    process.log_path().display()
+        for (name, status, log) in lab.exited() {
+            if !reported.contains(&name) {
+                lab.note(&format!(
+                    "WARNING: {name} exited ({status}); log {}",
+                    log.display()
                 ));
+                reported.push(name);
             }
         }
     }
 }
 
-/// The replica whose `/readyz` answers 200 (with leader election, only the leader is ready).
-fn leading(controllers: &[(Daemon, SocketAddr)]) -> Option<usize> {
-    controllers.iter().position(|(daemon, _)| {
-        http::get(daemon.ops_addr(), "/readyz").is_ok_and(|r| r.status == 200)
-    })
+/// The replica whose `/readyz` answers 200 (with leader election, only the leader is ready), given the
+/// replicas' ops addresses.
+fn leading(ops: &[SocketAddr]) -> Option<usize> {
+    ops.iter()
+        .position(|addr| http::get(*addr, "/readyz").is_ok_and(|r| r.status == 200))
 }
 
 fn run_ok(command: &mut Command) -> Result<String> {
@@ -598,69 +877,4 @@ fn run_ok(command: &mut Command) -> Result<String> {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         })
     }
-}
-
-fn mac_text(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// `arping` from `client`: the MACs that answered (lower case, deduplicated).
-fn arping(client: &Host, address: Ipv4Addr) -> std::result::Result<Vec<String>, String> {
-    let out = client
-        .command("arping")
-        .args(["-c", "3", "-w", "3", "-I", "eth0", &address.to_string()])
-        .output()
-        .map_err(|e| format!("arping: {e}"))?;
-    let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("reply from"))
-        .filter_map(|l| Some(l.split('[').nth(1)?.split(']').next()?.to_ascii_lowercase()))
-        .collect();
-    macs.sort();
-    macs.dedup();
-    Ok(macs)
-}
-
-/// `dig @server nginx.test.org A` from `client`.
-fn dig(client: &Host, server: Ipv4Addr) -> std::result::Result<crate::dig::Answer, String> {
-    let out = client
-        .command("dig")
-        .args([
-            &format!("@{server}"),
-            HOSTNAME,
-            "A",
-            "+norecurse",
-            "+time=2",
-            "+tries=1",
-        ])
-        .output()
-        .map_err(|e| format!("dig: {e}"))?;
-    let raw = String::from_utf8_lossy(&out.stdout);
-    crate::dig::parse(&raw).ok_or_else(|| format!("no answer: {}", raw.trim()))
-}
-
-/// `curl http://address/` from `client`: status and body.
-fn curl(client: &Host, address: Ipv4Addr) -> std::result::Result<(u16, String), String> {
-    let out = client
-        .command("curl")
-        .args([
-            "-s",
-            "-m",
-            "3",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{address}/"),
-        ])
-        .output()
-        .map_err(|e| format!("curl: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    let status = code
-        .trim()
-        .parse()
-        .map_err(|_| format!("curl: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
-    Ok((status, body.to_owned()))
 }
