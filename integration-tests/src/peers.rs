@@ -171,3 +171,39 @@ pub async fn external_dns_once(
     }
     Ok(ExternalDnsRun { log })
 }
+
+/// A version pinned in `integration-tests/peers/versions.env`, by its key (e.g. `CERT_MANAGER_VERSION`).
+pub fn pinned_version(key: &str) -> Result<String> {
+    let path = workspace_root().join("integration-tests/peers/versions.env");
+    let text = std::fs::read_to_string(&path)
+        .map_err(crate::io_err(format!("reading {}", path.display())))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+        .ok_or_else(|| HarnessError::Setup(format!("no {key} in {}", path.display())))
+}
+
+/// The directory of Go module `module` at the version pinned as `version_key`, unpacked in the Go module cache
+/// (`go mod download`: from the cache when `scripts/build-peers` or an earlier run fetched it, else from the
+/// module proxy). Tests read upstream files from it, such as CRDs, instead of copies in this repository.
+pub fn go_module_dir(module: &str, version_key: &str) -> Result<PathBuf> {
+    let spec = format!("{module}@{}", pinned_version(version_key)?);
+    let output = Command::new("go")
+        .args(["mod", "download", "-json", &spec])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .map_err(crate::io_err(format!("running `go mod download {spec}`")))?;
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        HarnessError::Setup(format!(
+            "`go mod download -json {spec}` printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    })?;
+    match (answer["Dir"].as_str(), answer["Error"].as_str()) {
+        (Some(dir), None) => Ok(PathBuf::from(dir)),
+        (_, error) => Err(HarnessError::Setup(format!(
+            "cannot download {spec}: {}",
+            error.unwrap_or("no directory in the answer")
+        ))),
+    }
+}

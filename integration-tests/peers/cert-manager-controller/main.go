@@ -23,6 +23,7 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/controller"
 	logf "github.com/cert-manager/cert-manager/pkg/logs"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
 
 	// Each of these registers its control loop (or issuer type) with cert-manager in init().
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
@@ -53,6 +54,7 @@ func main() {
 	namespace := flag.String("namespace", "", "Watch only this namespace (disables ClusterIssuers); \"\" = all.")
 	controllers := flag.String("controllers", defaultControllers, "Comma-separated cert-manager controllers to run.")
 	workers := flag.Int("workers", 5, "Concurrent workers per controller (upstream's default).")
+	klog.InitFlags(nil) // -v and the other klog flags, as upstream's binary has them
 	logf.InitLogs()
 	flag.Parse()
 
