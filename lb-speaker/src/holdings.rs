@@ -182,7 +182,7 @@ impl Holdings {
         self.epoch + Duration::from_millis(ms)
     }
 
-    /// A new session starts: its generations restart at 1, so nothing from the old session is a valid base
+    /// A new session starts: its generations restart (above the held one), so nothing from the old session is a valid base
     /// for a delta or renewal, and nothing it sent yet can be echoed. What is held keeps being announced
     /// until its lease runs out; echoes keep referring to the same process clock.
     pub fn begin_session(&mut self) {

@@ -74,7 +74,8 @@ struct Session {
     /// Acknowledgements can be trusted: generations in this session's acks can no longer be confused with
     /// the speaker's `held_generation` from an earlier session.
     synced: bool,
-    /// Latest generation sent (0 before the first snapshot).
+    /// Latest generation sent; starts at `held_generation` (nothing sent yet), so this session's
+    /// generations are all above it and an acknowledgement can never be mistaken for the earlier session's.
     generation: u64,
     /// Latest generation acknowledged in this session.
     acked: u64,
@@ -104,7 +105,7 @@ impl Session {
             silent: false,
             leaving: false,
             synced: held_generation == 0,
-            generation: 0,
+            generation: held_generation,
             acked: 0,
             needs_snapshot: true,
             sent: BTreeMap::new(),
@@ -731,9 +732,9 @@ fn acknowledge(node: &mut Node, generation: u64) {
         return;
     }
     if !session.synced {
-        // Until the speaker acknowledges something else, this may be the generation of its earlier
-        // session, which says nothing about what it applied from this one.
-        if generation == session.held_generation {
+        // This session's generations start above `held_generation`: one at or below it is the earlier
+        // session's, which says nothing about what the speaker applied from this one.
+        if generation <= session.held_generation {
             return;
         }
         session.synced = true;

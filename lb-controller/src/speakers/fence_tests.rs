@@ -159,6 +159,31 @@ fn first_snapshot_waits_for_the_speakers_report() {
     assert_eq!(snapshots(&out, 1), vec![(1, vec![])]);
 }
 
+/// A speaker that reconnects still holding generation 2 of its earlier session: this session's generations
+/// start above 2, so its acknowledgements count (they once collided with the held generation and were
+/// ignored for good, and the address never showed as announced).
+#[test]
+fn a_reconnected_speakers_acks_count_even_where_generations_would_collide() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let t0 = Instant::now();
+    fence.set_active(true, t0);
+    let t = t0 + LEASE + GRACE;
+    fence.tick(t);
+    fence.connect(1, &hello("a", 2), stamp(), t);
+    let out = fence.message(1, &report(0, &[]), t);
+    assert_eq!(snapshots(&out, 1), vec![(3, vec![])]);
+    fence.message(1, &heartbeat(3), t);
+    let out = fence.set_desired(want(&[("a", &["10.0.0.1"])]), t);
+    assert_eq!(snapshots(&out, 1), vec![(4, vec![ip("10.0.0.1")])]);
+    // The earlier session's generation says nothing about this one.
+    fence.message(1, &heartbeat(2), t);
+    fence.message(1, &heartbeat(4), t);
+    assert_eq!(
+        fence.announced().get(&ip("10.0.0.1")),
+        Some(&"a".to_owned())
+    );
+}
+
 #[test]
 fn removed_address_moves_only_after_the_old_holder_acknowledges() {
     let mut fence = Fence::new(LEASE, GRACE);
@@ -317,7 +342,7 @@ fn after_activation_a_node_reporting_an_address_keeps_it_without_a_gap() {
         "no snapshot before its report"
     );
     let out = fence.message(1, &report(7, &["10.0.0.1"]), t);
-    assert_eq!(snapshots(&out, 1), vec![(1, vec![ip("10.0.0.1")])]);
+    assert_eq!(snapshots(&out, 1), vec![(8, vec![ip("10.0.0.1")])]);
     assert_eq!(
         fence.announced().get(&ip("10.0.0.1")),
         Some(&"a".to_owned())
@@ -334,11 +359,11 @@ fn after_activation_a_reported_address_moves_once_its_reporter_acknowledges() {
     fence.message(2, &report(0, &[]), t);
     fence.connect(1, &hello("a", 7), stamp(), t);
     let out = fence.message(1, &report(7, &["10.0.0.1"]), t);
-    assert_eq!(snapshots(&out, 1), vec![(1, vec![])]);
-    // The stale held generation (7) is not an acknowledgement; generation 1 is.
+    assert_eq!(snapshots(&out, 1), vec![(8, vec![])]);
+    // The stale held generation (7) is not an acknowledgement; generation 8 is.
     let out = fence.message(1, &heartbeat(7), t + ms(1));
     assert!(snapshots(&out, 2).is_empty());
-    let out = fence.message(1, &heartbeat(1), t + ms(2));
+    let out = fence.message(1, &heartbeat(8), t + ms(2));
     assert_eq!(snapshots(&out, 2), vec![(2, vec![ip("10.0.0.1")])]);
 }
 
@@ -378,9 +403,9 @@ fn a_replacing_session_keeps_the_old_claims_until_its_report_releases_them() {
     let out = fence.disconnect(1, t + ms(11));
     assert!(out.is_empty());
     let out = fence.message(3, &report(2, &["10.0.0.1"]), t + ms(12));
-    assert_eq!(snapshots(&out, 3), vec![(1, vec![])]);
+    assert_eq!(snapshots(&out, 3), vec![(3, vec![])]);
     assert!(snapshots(&out, 2).is_empty());
-    let out = fence.message(3, &heartbeat(1), t + ms(13));
+    let out = fence.message(3, &heartbeat(3), t + ms(13));
     assert_eq!(snapshots(&out, 2), vec![(2, vec![ip("10.0.0.1")])]);
 }
 
