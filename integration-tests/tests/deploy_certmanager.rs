@@ -406,7 +406,7 @@ fn s_client(addr: &str, ca: &Path, client: Option<(&Path, &Path)>) -> String {
 /// cert-manager issues every certificate of the chart from one CA ClusterIssuer, in the layout the daemons
 /// mount; the lb-controller serves speakers with its certificate and accepts only clients holding one; an
 /// upgrade re-issues nothing and adds ServiceMonitors that the prometheus-operator CRD accepts and that scrape
-/// exactly the metrics Services; uninstall removes the Certificates.
+/// exactly the metrics Services; uninstall removes the Certificates and leaves their Secrets.
 #[tokio::test]
 async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_select_the_metrics_services()
  {
@@ -603,6 +603,8 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
     assert!(
         accepted.contains("Verify return code: 0 (ok)")
             && accepted.contains("ALPN protocol: h2")
+            // TLS 1.3: the server sends session tickets only once it has accepted the client's certificate.
+            && accepted.contains("Post-Handshake New Session Ticket arrived")
             && !accepted.contains("alert"),
         "the speaker's certificate did not get in:\n{accepted}"
     );
@@ -671,6 +673,9 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
     )
     .await
     .unwrap();
+    // cert-manager leaves the Secrets it wrote (no owner references by default): docs/install.md says so.
+    let left = tls_secrets(&client).await;
+    assert_eq!(left, secrets, "the issued Secrets outlive the release");
     cert_manager.check_running().unwrap();
     let status = cert_manager.stop(Duration::from_secs(10));
     assert!(
