@@ -473,7 +473,13 @@ fn reused_results_agree_with_a_fresh_planner() {
     world.apply(&first);
 
     // Speakers leave and come back; each pass must match what a new planner computes from scratch.
-    for gone in [vec!["w1"], vec!["w1", "w4"], vec![], vec!["w0", "w2", "w3"], vec![]] {
+    for gone in [
+        vec!["w1"],
+        vec!["w1", "w4"],
+        vec![],
+        vec!["w0", "w2", "w3"],
+        vec![],
+    ] {
         let present: Vec<&str> = all
             .iter()
             .map(String::as_str)
@@ -482,7 +488,11 @@ fn reused_results_agree_with_a_fresh_planner() {
         world.speakers = speakers(&present);
         let reused = world.pass(&mut planner);
         let fresh = world.pass(&mut Planner::new(filter()));
-        assert_eq!(placement(&reused), placement(&fresh), "speakers gone: {gone:?}");
+        assert_eq!(
+            placement(&reused),
+            placement(&fresh),
+            "speakers gone: {gone:?}"
+        );
         assert_eq!(reused.statuses, fresh.statuses);
     }
 

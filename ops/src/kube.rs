@@ -72,6 +72,24 @@ pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
     api: Api<K>,
 }
 
+/// How a watch retries after an error: from 100 ms, doubling, at most 2 s apart (with jitter), reset after
+/// 2 minutes without errors. kube-runtime's default climbs to 30 s to spare a struggling apiserver; but a
+/// leader that re-lists only after waiting 12 s leaves new Services pending that long after an apiserver
+/// restart (seen in the lab's fault suite), and a daemon's few watches retrying every 2 s cost an apiserver
+/// nothing.
+fn retry_backoff() -> impl kube::runtime::utils::Backoff {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(builder),
+        Duration::from_secs(120),
+    )
+}
+
 /// Starts a reflector over `api` (filtered by `config`) that runs until `shutdown`.
 pub fn watch_kind<K>(
     api: Api<K>,
@@ -86,7 +104,7 @@ where
     let fresh = Arc::new(AtomicBool::new(false));
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(api.clone(), config).default_backoff(),
+        watcher::watcher(api.clone(), config).backoff(retry_backoff()),
     );
     let listed = Arc::new(AtomicBool::new(false));
     let (flag, ever) = (fresh.clone(), listed.clone());
