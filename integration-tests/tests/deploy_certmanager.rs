@@ -387,14 +387,17 @@ fn s_client(addr: &str, ca: &Path, client: Option<(&Path, &Path)>) -> String {
     drop(stdin);
     let pid = child.id();
     let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !waiter.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "openssl s_client (pid {pid}) did not finish in 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::until_blocking(
+        &format!("openssl s_client (pid {pid}) to finish"),
+        Duration::from_secs(20),
+        || {
+            waiter
+                .is_finished()
+                .then_some(())
+                .ok_or_else(|| "still running".to_owned())
+        },
+    )
+    .unwrap();
     let output = waiter.join().unwrap();
     format!(
         "{}{}",
@@ -445,10 +448,15 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
     apply_yaml(&client, BOOTSTRAP).await;
     let issuers = cert_manager_api(&client, "ClusterIssuer");
     wait_ready(&issuers, &["selfsigned", CA_ISSUER], &mut cert_manager).await;
-    let ca_secret: Api<Secret> = Api::namespaced(client.clone(), CERT_MANAGER_NAMESPACE);
-    let ca_pem = ca_secret.get(CA_ISSUER).await.unwrap().data.unwrap()["tls.crt"]
-        .0
-        .clone();
+    // The ClusterIssuer is Ready once the CA Secret exists; the CA Certificate is Ready once that Secret holds
+    // its latest issuance. Only then is the CA settled for the release's Certificates.
+    let certificates = cert_manager_api(&client, "Certificate");
+    wait_ready(
+        &certificates,
+        &[&format!("{CERT_MANAGER_NAMESPACE}/{CA_ISSUER}")],
+        &mut cert_manager,
+    )
+    .await;
 
     // The chart, with its certificates issued by cert-manager.
     let home = tempfile::tempdir().unwrap();
@@ -467,7 +475,6 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
     install.extend(values);
     helm_on(&cluster, home.path(), &install);
 
-    let certificates = cert_manager_api(&client, "Certificate");
     let ours: BTreeSet<String> = certificates
         .list(&ListParams::default())
         .await
@@ -497,6 +504,10 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
     wait_ready(&certificates, &expected, &mut cert_manager).await;
 
     // The Secrets: the layout the daemons mount, one CA for all of them.
+    let ca_secret: Api<Secret> = Api::namespaced(client.clone(), CERT_MANAGER_NAMESPACE);
+    let ca_pem = ca_secret.get(CA_ISSUER).await.unwrap().data.unwrap()["tls.crt"]
+        .0
+        .clone();
     let secrets = tls_secrets(&client).await;
     let dir = scratch.join("pki");
     std::fs::create_dir_all(&dir).unwrap();
