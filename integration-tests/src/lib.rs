@@ -7,6 +7,8 @@
 //! - [`netlab::LabNetwork`]: a bridge as the switch, node and client namespaces on it by veth pairs.
 //! - [`peers`]: the Go peer programs (`scripts/build-peers`) and runners for CoreDNS and external-dns.
 //! - [`knot::Knot`]: Knot DNS as a secondary (zone transfers, NOTIFY) or a zone-file primary.
+//! - [`metallb::MetalLb`]: MetalLB's controller and layer-2 speakers in a lab, the peer of lb-controller and
+//!   lb-speaker.
 //! - [`daemon`]: checks that a groundwork daemon binary behaves like a well-run process.
 //!
 //! Nothing here imitates a server: when a real program cannot start, the error says which one and why.
@@ -20,6 +22,7 @@ pub mod http;
 pub mod knot;
 pub mod kube;
 pub mod lab;
+pub mod metallb;
 pub mod netlab;
 pub mod peers;
 pub mod process;

@@ -1,0 +1,453 @@
+//! MetalLB in layer-2 mode as a peer to measure ours against: its real controller and speakers (built from
+//! the Go module by `scripts/build-peers metallb`, pinned in `peers/versions.env`) against a test bed
+//! kube-apiserver, one speaker in each node namespace of a lab.
+//!
+//! What a MetalLB install has that a lab lacks, and what stands in for it here:
+//! - Its CRDs: read at run time from the pinned module in the Go module cache (`config/crd/bases`), never
+//!   copied into this repository.
+//! - Its webhooks: off (`--webhook-mode=disabled --disable-cert-rotation`); nothing validates the pool.
+//! - Speaker Pods: memberlist finds its peers by listing the Pods labelled `app=metallb,component=speaker`
+//!   in `metallb-system` and joining their `status.podIP`, and each speaker reads its own Pod at start.
+//!   There is no kubelet, so [`MetalLb::start`] creates those Pods and writes their status (the node's lab
+//!   address) through the status subresource, before any speaker starts (speakers list them once at start).
+//! - EndpointSlices: a speaker announces a Service only if it has a ready endpoint; with no
+//!   kube-controller-manager, [`MetalLb::create_backends`] writes one.
+//! - The memberlist key: a file, as the Secret would be mounted.
+//!
+//! The controller runs on the root namespace's loopback side (as lb-controller does in the end-to-end
+//! system); each speaker reaches the apiserver through a [`Forward`] on its namespace's loopback, so a node
+//! can be cut off from the control plane ([`MetalLb::cut`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::forward::Forward;
+use crate::kube::KubeCluster;
+use crate::netlab::{Host, ip};
+use crate::process::{Process, Scratch, free_port};
+use crate::{HarnessError, Result, io_err, peers, wait, workspace_root};
+
+/// The namespace MetalLB's objects and speaker Pods live in.
+pub const NAMESPACE: &str = "metallb-system";
+/// The labels memberlist selects speaker Pods by (MetalLB's manifests use the same).
+pub const SPEAKER_LABELS: &str = "app=metallb,component=speaker";
+/// The name of the address pool [`MetalLb::start`] creates.
+pub const POOL: &str = "lab";
+/// How long start-up steps may take (memberlist joins within a few seconds).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// MetalLB's controller and one layer-2 speaker per node, stopped when dropped (speakers first).
+pub struct MetalLb {
+    speakers: BTreeMap<String, Process>,
+    forwards: BTreeMap<String, Forward>,
+    controller: Process,
+    nodes: Vec<Host>,
+    client: kube::Client,
+    scratch: Scratch,
+}
+
+impl std::fmt::Debug for MetalLb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetalLb")
+            .field("speakers", &self.speakers)
+            .field("controller", &self.controller)
+            .field("logs", &self.scratch.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetalLb {
+    /// Installs MetalLB's CRDs, the speaker Pods, an `IPAddressPool` of `addresses` with an
+    /// `L2Advertisement`, starts the controller and a speaker in each of `nodes` (Node objects of the same
+    /// names must exist), and waits until every speaker's memberlist holds every node.
+    pub async fn start(cluster: &KubeCluster, nodes: &[Host], addresses: &str) -> Result<Self> {
+        let controller_binary = peers::binary("metallb-controller")?;
+        let speaker_binary = peers::binary("metallb-speaker")?;
+        let scratch = Scratch::new("metallb")?;
+        let client = cluster.client();
+        cluster.install_crds(&crds()?).await?;
+        create_namespace(&client).await?;
+        for node in nodes {
+            create_speaker_pod(&client, node).await?;
+        }
+        configure(&client, addresses).await?;
+
+        let secret_dir = scratch.join("memberlist");
+        std::fs::create_dir_all(&secret_dir).map_err(io_err("creating the memberlist key dir"))?;
+        // The key only has to be shared by the speakers of this run; MetalLB hashes whatever it reads.
+        let key = format!("groundwork-lab-{}", std::process::id());
+        std::fs::write(secret_dir.join("secretkey"), key).map_err(io_err("writing the key"))?;
+
+        let mut command = std::process::Command::new(&controller_binary);
+        command.env("KUBECONFIG", cluster.kubeconfig()).args([
+            "--namespace",
+            NAMESPACE,
+            "--webhook-mode=disabled",
+            "--disable-cert-rotation",
+            "--log-level=info",
+            &format!("--port={}", free_port()?),
+        ]);
+        let controller = Process::spawn(
+            "metallb-controller",
+            command,
+            &scratch.join("metallb-controller.log"),
+        )?;
+
+        let apiserver = apiserver_addr(cluster)?;
+        let mut speakers = BTreeMap::new();
+        let mut forwards = BTreeMap::new();
+        for node in nodes {
+            let forward = Forward::start(node, apiserver)?;
+            let kubeconfig = scratch.join(&format!("{}.kubeconfig", node.name));
+            write_kubeconfig_via(cluster, &kubeconfig, forward.local())?;
+            let mut command = node.command(&speaker_binary.display().to_string());
+            command.env("KUBECONFIG", &kubeconfig).args([
+                "--node-name",
+                &node.name,
+                "--pod-name",
+                &speaker_pod(node),
+                "--namespace",
+                NAMESPACE,
+                "--host",
+                "127.0.0.1",
+                "--ml-bindaddr",
+                &node.ipv4.to_string(),
+                "--ml-labels",
+                SPEAKER_LABELS,
+                "--ml-secret-key-path",
+                &secret_dir.display().to_string(),
+                "--log-level=info",
+            ]);
+            let log = scratch.join(&format!("metallb-speaker-{}.log", node.name));
+            let process =
+                Process::spawn(&format!("metallb-speaker on {}", node.name), command, &log)?;
+            speakers.insert(node.name.clone(), process);
+            forwards.insert(node.name.clone(), forward);
+        }
+        let mut metallb = Self {
+            speakers,
+            forwards,
+            controller,
+            nodes: nodes.to_vec(),
+            client,
+            scratch,
+        };
+        metallb.wait_memberlist().await?;
+        Ok(metallb)
+    }
+
+    /// Waits until each speaker logged a memberlist join of every node (itself included): from then on
+    /// all of them elect the same announcer for an address.
+    async fn wait_memberlist(&mut self) -> Result<()> {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        wait::until(
+            "every MetalLB speaker to see every node",
+            START_TIMEOUT,
+            || {
+                let mut state = Ok(());
+                for process in self.speakers.values_mut().chain([&mut self.controller]) {
+                    if let Err(e) = process.check_running() {
+                        state = Err(e.to_string());
+                    }
+                }
+                let missing: Vec<String> = self
+                    .speakers
+                    .iter()
+                    .flat_map(|(node, process)| {
+                        let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+                        names
+                            .iter()
+                            .filter(|name| {
+                                !log.lines().any(|l| {
+                                    l.contains("NodeJoin")
+                                        && l.contains(&format!("\"node name\":\"{name}\""))
+                                })
+                            })
+                            .map(|name| format!("{node} lacks {name}"))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                async move {
+                    state?;
+                    if missing.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(missing.join(", "))
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Creates an EndpointSlice with one ready endpoint for the Service `name` in `default` (what
+    /// kube-controller-manager would write for a running backend): without one no speaker announces it.
+    pub async fn create_backends(&self, name: &str) -> Result<()> {
+        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), "default");
+        let backend = self
+            .nodes
+            .first()
+            .map_or_else(String::new, |n| n.ipv4.to_string());
+        let slice = object(json!({
+            "metadata": {"name": format!("{name}-lab"),
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [backend], "conditions": {"ready": true}}],
+            "ports": [{"port": 80, "protocol": "TCP"}]
+        }))?;
+        api.create(&PostParams::default(), &slice).await?;
+        Ok(())
+    }
+
+    /// Creates the LoadBalancer Service `name` in `default` (the same shape as the end-to-end system's).
+    pub async fn create_service(&self, name: &str) -> Result<()> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        let service = object(json!({
+            "metadata": {"name": name},
+            "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                     "ports": [{"port": 80}], "selector": {"app": name}}
+        }))?;
+        api.create(&PostParams::default(), &service).await?;
+        Ok(())
+    }
+
+    /// The addresses in the Service's status.
+    pub async fn service_addresses(&self, name: &str) -> Result<Vec<String>> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+        let service = api.get(name).await?;
+        Ok(service
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip)
+            .collect())
+    }
+
+    /// The speaker process on `node`.
+    pub fn speaker(&mut self, node: &str) -> Option<&mut Process> {
+        self.speakers.get_mut(node)
+    }
+
+    /// Cuts `node` off: its speaker's apiserver link stops moving bytes (as the end-to-end system's cut
+    /// does to lb-speaker's controller link), and IP between it and every other node is dropped by
+    /// blackhole routes on both sides, which silences memberlist (UDP and TCP on 7946 between node
+    /// addresses), MetalLB's only failure detector. Its link to the bridge stays up: it still receives and
+    /// answers ARP from the client.
+    pub fn cut(&self, node: &str) -> Result<()> {
+        let target = self.node(node)?;
+        if let Some(forward) = self.forwards.get(node) {
+            forward.pause();
+        }
+        for other in self.nodes.iter().filter(|n| n.name != node) {
+            blackhole(target, other)?;
+            blackhole(other, target)?;
+        }
+        Ok(())
+    }
+
+    /// The scratch directory with the controller's and speakers' logs.
+    pub fn logs(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    fn node(&self, name: &str) -> Result<&Host> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| HarnessError::Setup(format!("no MetalLB node {name}")))
+    }
+}
+
+/// MetalLB's CRDs from the pinned module in the Go module cache (`scripts/build-peers metallb` put it
+/// there).
+pub fn crds() -> Result<Vec<CustomResourceDefinition>> {
+    let dir = module_dir()?.join("config/crd/bases");
+    let entries = std::fs::read_dir(&dir).map_err(io_err(format!(
+        "reading {} (run scripts/build-peers metallb)",
+        dir.display()
+    )))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .map_err(io_err(format!("reading {}", path.display())))?;
+            serde_yaml::from_str(&text)
+                .map_err(|e| HarnessError::Setup(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
+/// The pinned MetalLB version (`METALLB_VERSION` in `integration-tests/peers/versions.env`).
+pub fn version() -> Result<String> {
+    let path = workspace_root().join("integration-tests/peers/versions.env");
+    let text =
+        std::fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("METALLB_VERSION="))
+        .map(str::to_owned)
+        .ok_or_else(|| HarnessError::Setup(format!("no METALLB_VERSION in {}", path.display())))
+}
+
+/// Where the pinned module is unpacked in the Go module cache.
+fn module_dir() -> Result<PathBuf> {
+    let out = std::process::Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .map_err(io_err("running `go env GOMODCACHE`"))?;
+    let cache = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if cache.is_empty() {
+        return Err(HarnessError::Setup(
+            "`go env GOMODCACHE` printed nothing".to_owned(),
+        ));
+    }
+    Ok(PathBuf::from(cache).join(format!("go.universe.tf/metallb@{}", version()?)))
+}
+
+fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| HarnessError::Setup(format!("MetalLB object: {e}")))
+}
+
+fn speaker_pod(node: &Host) -> String {
+    format!("speaker-{}", node.name)
+}
+
+async fn create_namespace(client: &kube::Client) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await?;
+    // Pod admission wants the namespace's default ServiceAccount, which only kube-controller-manager
+    // would create.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    accounts
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "default"}}))?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// A speaker Pod bound to `node`, Running at the node's lab address, as a kubelet would report it.
+async fn create_speaker_pod(client: &kube::Client, node: &Host) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let labels: serde_json::Map<String, Value> = SPEAKER_LABELS
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), Value::from(v)))
+        .collect();
+    let name = speaker_pod(node);
+    let pod = object(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node.name, "hostNetwork": true, "automountServiceAccountToken": false,
+                 "containers": [{"name": "speaker", "image": "quay.io/metallb/speaker"}]}
+    }))?;
+    api.create(&PostParams::default(), &pod).await?;
+    let address = node.ipv4.to_string();
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": "Running", "podIP": address, "podIPs": [{"ip": address}], "hostIP": address
+        }})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `IPAddressPool` and an `L2Advertisement` of it.
+async fn configure(client: &kube::Client, addresses: &str) -> Result<()> {
+    let resource = |kind: &str, plural: &str| ApiResource {
+        group: "metallb.io".into(),
+        version: "v1beta1".into(),
+        api_version: "metallb.io/v1beta1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let pools: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &resource("IPAddressPool", "ipaddresspools"),
+    );
+    let pool = object(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": POOL}, "spec": {"addresses": [addresses]}
+    }))?;
+    pools.create(&PostParams::default(), &pool).await?;
+    let adverts: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &resource("L2Advertisement", "l2advertisements"),
+    );
+    let advert = object(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": POOL}, "spec": {"ipAddressPools": [POOL]}
+    }))?;
+    adverts.create(&PostParams::default(), &advert).await?;
+    Ok(())
+}
+
+fn apiserver_addr(cluster: &KubeCluster) -> Result<SocketAddr> {
+    cluster
+        .server_url()
+        .strip_prefix("https://")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            HarnessError::Setup(format!(
+                "apiserver URL {} is not https://ip:port",
+                cluster.server_url()
+            ))
+        })
+}
+
+/// The cluster's admin kubeconfig with the server replaced by `local` (a forwarder inside a namespace;
+/// the apiserver's certificate names 127.0.0.1, so TLS still verifies).
+fn write_kubeconfig_via(
+    cluster: &KubeCluster,
+    path: &std::path::Path,
+    local: SocketAddr,
+) -> Result<()> {
+    let text = std::fs::read_to_string(cluster.kubeconfig())
+        .map_err(io_err("reading the admin kubeconfig"))?;
+    let mut config: Value = serde_json::from_str(&text)
+        .map_err(|e| HarnessError::Kubeconfig(format!("admin kubeconfig: {e}")))?;
+    let clusters = config["clusters"]
+        .as_array_mut()
+        .ok_or_else(|| HarnessError::Kubeconfig("admin kubeconfig has no clusters".to_owned()))?;
+    for entry in clusters {
+        entry["cluster"]["server"] = Value::from(format!("https://{local}"));
+    }
+    std::fs::write(path, config.to_string()).map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// Drops every IP packet `from` sends to `to` (a blackhole route in `from`'s namespace).
+fn blackhole(from: &Host, to: &Host) -> Result<()> {
+    ip(&[
+        "-n",
+        &from.netns,
+        "route",
+        "add",
+        "blackhole",
+        &format!("{}/32", to.ipv4),
+    ])
+    .map(|_| ())
+}
