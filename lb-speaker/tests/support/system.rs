@@ -319,11 +319,7 @@ impl ArpWatch {
     /// answering MAC changed at most `max_changes` times (two nodes answering alternately would show as
     /// many changes).
     pub fn assert_never_two_answering(&self, max_changes: usize) {
-        let replies = self.replies();
-        let mut by_probe: BTreeMap<u64, Vec<Mac>> = BTreeMap::new();
-        for (_, probe, mac) in &replies {
-            by_probe.entry(*probe).or_default().push(*mac);
-        }
+        let by_probe = self.by_probe();
         for (probe, macs) in &by_probe {
             let mut distinct = macs.clone();
             distinct.sort_unstable();
@@ -341,6 +337,28 @@ impl ArpWatch {
             "the answering node changed {} times: {sequence:02x?}",
             sequence.len() - 1
         );
+    }
+
+    /// Without asserting: how many probes more than one MAC answered, and how many times the answering
+    /// MAC changed from one answered probe to the next (two nodes answering alternately show as many).
+    pub fn two_answering(&self) -> (usize, usize) {
+        let by_probe = self.by_probe();
+        let doubled = by_probe
+            .values()
+            .filter(|macs| macs.iter().any(|m| *m != macs[0]))
+            .count();
+        let mut sequence: Vec<Mac> = by_probe.values().map(|m| m[0]).collect();
+        sequence.dedup();
+        (doubled, sequence.len().saturating_sub(1))
+    }
+
+    /// The MACs that answered each probe, by probe number.
+    fn by_probe(&self) -> BTreeMap<u64, Vec<Mac>> {
+        let mut by_probe: BTreeMap<u64, Vec<Mac>> = BTreeMap::new();
+        for (_, probe, mac) in self.replies() {
+            by_probe.entry(probe).or_default().push(mac);
+        }
+        by_probe
     }
 }
 
