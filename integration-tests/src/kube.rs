@@ -14,6 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use serde::Deserialize;
 
 use crate::certs::{self, Ca, Usage};
 use crate::etcd::Etcd;
@@ -203,6 +204,27 @@ impl KubeCluster {
     /// The control plane's etcd.
     pub fn etcd(&mut self) -> &mut Etcd {
         &mut self.etcd
+    }
+
+    /// [`KubeCluster::install_crds`] with the CRDs of YAML files (one or more `---`-separated documents each,
+    /// as projects publish them).
+    pub async fn install_crd_files(&self, files: &[PathBuf]) -> Result<()> {
+        let mut crds = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .map_err(crate::io_err(format!("reading {}", file.display())))?;
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_yaml::Value::deserialize(document)
+                    .map_err(|e| HarnessError::Setup(format!("{}: {e}", file.display())))?;
+                if value.is_null() {
+                    continue;
+                }
+                crds.push(serde_yaml::from_value(value).map_err(|e| {
+                    HarnessError::Setup(format!("{}: not a CRD: {e}", file.display()))
+                })?);
+            }
+        }
+        self.install_crds(&crds).await
     }
 
     /// Creates or updates CustomResourceDefinitions (server-side apply) and waits until each is Established.

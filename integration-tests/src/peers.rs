@@ -103,6 +103,33 @@ impl CoreDns {
     }
 }
 
+/// Runs `helm <args>` against the cluster of `kubeconfig`, with Helm's cache, config and data homes under
+/// `home` (so tests never share or touch a user's); returns its stdout, or its stderr as the error.
+pub fn helm(
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+) -> std::result::Result<String, String> {
+    let helm = binary("helm").map_err(|e| e.to_string())?;
+    let output = Command::new(helm)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .map_err(|e| format!("running helm: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "helm {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 /// external-dns running continuously (its CoreDNS provider) with `args`, until dropped.
 pub fn external_dns(
     kubeconfig: &std::path::Path,

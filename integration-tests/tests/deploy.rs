@@ -511,38 +511,10 @@ async fn apply_all(
 }
 
 async fn install_crd(cluster: &KubeCluster) {
-    let text =
-        std::fs::read_to_string(chart_dir().join("crds/ippools.groundwork.dev.yaml")).unwrap();
-    let client = cluster.client();
-    let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    for doc in documents(&text) {
-        apply(&client, &discovery, &doc, false).await.unwrap();
-    }
-    let api: Api<CustomResourceDefinition> = Api::all(client);
-    wait::until(
-        "the IPPool CRD to be served",
-        Duration::from_secs(20),
-        || {
-            let api = api.clone();
-            async move {
-                let crd = api
-                    .get("ippools.groundwork.dev")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established
-                    .then_some(())
-                    .ok_or_else(|| "not established".to_owned())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    cluster
+        .install_crd_files(&[chart_dir().join("crds/ippools.groundwork.dev.yaml")])
+        .await
+        .unwrap();
 }
 
 /// The release namespace, labelled to enforce Pod Security `restricted` (as docs/install.md asks).
@@ -1159,24 +1131,9 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
     assert_fails_loudly(&dns_sync, &single, Duration::from_secs(15), false);
 }
 
-/// Runs `helm <args>` against `cluster` with its own Helm home under `home`; returns stdout, or panics with
-/// stderr.
+/// Runs `helm <args>` against `cluster` with its own Helm home under `home`; panics with stderr on failure.
 fn helm_on(cluster: &KubeCluster, home: &Path, args: &[&str]) -> String {
-    let output = Command::new(helm())
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    peers::helm(cluster.kubeconfig(), home, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The data of every Secret the chart generates, by `namespace/name`.

@@ -23,7 +23,6 @@ use integration_tests::kube::KubeCluster;
 use integration_tests::process::{self, Process, Scratch};
 use integration_tests::{peers, wait, workspace_root};
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -153,44 +152,6 @@ async fn apply_yaml(client: &Client, yaml: &str) {
     }
 }
 
-/// Applies the CRDs in `files` and waits until the apiserver serves them.
-async fn install_crds(client: &Client, files: &[PathBuf]) {
-    let mut names = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-        apply_yaml(client, &text).await;
-        for crd in yaml_documents(&text) {
-            names.push(crd["metadata"]["name"].as_str().unwrap().to_owned());
-        }
-    }
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    wait::until(
-        "the CRDs to be established",
-        Duration::from_secs(30),
-        || {
-            let (api, names) = (api.clone(), names.clone());
-            async move {
-                for name in &names {
-                    let crd = api.get(name).await.map_err(|e| e.to_string())?;
-                    let established = crd
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    if !established {
-                        return Err(format!("{name} is not established"));
-                    }
-                }
-                Ok(())
-            }
-        },
-    )
-    .await
-    .unwrap();
-}
-
 /// A cert-manager kind (`Certificate`, `ClusterIssuer`) as a dynamic API, cluster-wide.
 fn cert_manager_api(client: &Client, kind: &str) -> Api<DynamicObject> {
     Api::all_with(
@@ -265,22 +226,7 @@ async fn wait_ready(api: &Api<DynamicObject>, expected: &[&str], cert_manager: &
 
 /// Runs `helm <args>` against `cluster` with its own Helm home under `home`; panics with stderr on failure.
 fn helm_on(cluster: &KubeCluster, home: &Path, args: &[&str]) -> String {
-    let helm = peers::binary("helm").unwrap_or_else(|e| panic!("{e}"));
-    let output = Command::new(helm)
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "helm {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    peers::helm(cluster.kubeconfig(), home, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The release's certificate Secrets (`namespace/name` to data), as the pods would mount them.
@@ -430,7 +376,7 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
         .collect();
     crd_files.sort();
     assert_eq!(crd_files.len(), 6, "cert-manager's CRDs: {crd_files:?}");
-    install_crds(&client, &crd_files).await;
+    cluster.install_crd_files(&crd_files).await.unwrap();
     let mut command =
         Command::new(peers::binary("cert-manager-controller").unwrap_or_else(|e| panic!("{e}")));
     command
@@ -633,12 +579,11 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
         "PROMETHEUS_OPERATOR_VERSION",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    install_crds(
-        &client,
-        &[prometheus_operator_dir
-            .join("example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml")],
-    )
-    .await;
+    cluster
+        .install_crd_files(&[prometheus_operator_dir
+            .join("example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml")])
+        .await
+        .unwrap();
     let mut upgrade = vec!["upgrade", RELEASE, chart.as_str()];
     upgrade.extend(values);
     upgrade.extend([
