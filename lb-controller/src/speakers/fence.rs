@@ -178,6 +178,11 @@ pub(crate) struct Fence {
     /// Whether [`Fence::available`] or [`Fence::announced`] may have changed since the last
     /// [`Fence::take_views_changed`]: rebuilding them is O(cluster), so it happens only when needed.
     views_changed: bool,
+    /// Whether anything that decides what may be sent (desired sets, sessions, acknowledgements, claims,
+    /// the unknown-holder window) changed since [`Fence::send_assignments`] last ran. Timer ticks come
+    /// every few milliseconds with a thousand speakers renewing; without this, every tick while some
+    /// address waits for its fence would redo the O(cluster) work, starving the heartbeats it waits for.
+    assignments_stale: bool,
 }
 
 impl Fence {
@@ -196,6 +201,7 @@ impl Fence {
             last_holder: BTreeMap::new(),
             pending_since: BTreeMap::new(),
             views_changed: true,
+            assignments_stale: true,
         }
     }
 
@@ -228,6 +234,7 @@ impl Fence {
     pub(crate) fn set_active(&mut self, active: bool, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         self.views_changed = true;
+        self.assignments_stale = true;
         if active == self.active {
             return out;
         }
@@ -268,6 +275,7 @@ impl Fence {
     ) -> Vec<Output> {
         let mut out = Vec::new();
         self.views_changed = true;
+        self.assignments_stale = true;
         let info = SpeakerInfo::from_hello(hello);
         let name = info.node.clone();
         let session = Session::new(id, hello.held_generation, sent_at_ms, now);
@@ -350,6 +358,7 @@ impl Fence {
             return out;
         }
         self.views_changed = true;
+        self.assignments_stale = true;
         if session.silent {
             session.silent = false;
             session.needs_snapshot = true;
@@ -394,6 +403,7 @@ impl Fence {
     pub(crate) fn disconnect(&mut self, id: SessionId, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         self.views_changed = true;
+        self.assignments_stale = true;
         let Some(name) = self.session_nodes.remove(&id) else {
             return out;
         };
@@ -446,6 +456,7 @@ impl Fence {
             }
         }
         self.views_changed = true;
+        self.assignments_stale = true;
         self.desired = desired
             .into_iter()
             .map(|(node, assignments)| {
@@ -555,6 +566,7 @@ impl Fence {
             if let Some(session) = node.session.as_mut() {
                 if !session.silent && now >= session.last_heard + half {
                     session.silent = true;
+                    self.assignments_stale = true;
                     out.push(Output::Event(HubEvent::Disconnected {
                         node: name.clone(),
                         why: DisconnectReason::Silent,
@@ -564,6 +576,7 @@ impl Fence {
                 if session.silent && lapsed && session.has_claims() {
                     // Its lease ran out (rule 5c): it announces nothing until it is sent a new snapshot.
                     self.views_changed = true;
+                    self.assignments_stale = true;
                     session.history.clear();
                     session.sent.clear();
                     session.needs_snapshot = true;
@@ -573,6 +586,7 @@ impl Fence {
             node.inherited.retain(|_, claim| claim.until > now);
             if node.inherited.len() != claims {
                 self.views_changed = true;
+                self.assignments_stale = true;
             }
         }
         self.nodes
@@ -580,6 +594,7 @@ impl Fence {
         if self.unknown_until.is_some_and(|until| until <= now) {
             self.unknown_until = None;
             self.reported.clear();
+            self.assignments_stale = true;
         }
     }
 
@@ -587,6 +602,9 @@ impl Fence {
         // Fast path: no live session needs a snapshot and every desired set is what was sent (so nothing
         // is pending either). Comparing is O(addresses) without allocating; the rest of this function
         // is only for when something changes.
+        if !std::mem::take(&mut self.assignments_stale) {
+            return;
+        }
         let empty = BTreeMap::new();
         let all_sent = self.nodes.iter().all(|(name, node)| {
             node.session.as_ref().is_none_or(|session| {
