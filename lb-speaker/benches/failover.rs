@@ -351,6 +351,7 @@ fn report(results: &[(Peer, Figures)]) {
                 format!("never (within {} s)", OBSERVE.as_secs())
             );
         } else {
+            // The last column says how many cut-off nodes never stopped within the observation.
             row(
                 peer,
                 "node cut off -> it stops answering",
