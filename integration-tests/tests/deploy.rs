@@ -1125,10 +1125,8 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
         true,
     );
     // Without --leader-elect: a standby is ready by design (it does nothing), so the active path is what shows.
-    // It logs the refusal, but (dns-sync as of this commit) then reports ready with "synced: 0 records
-    // managed" from a view it never loaded; it defers deletions, so no record is lost. Readiness is not asserted
-    // here until dns-sync holds /readyz back until its first successful list.
-    assert_fails_loudly(&dns_sync, &single, Duration::from_secs(15), false);
+    // It logs the refusal and stays unready: it never reports a view it could not list.
+    assert_fails_loudly(&dns_sync, &single, Duration::from_secs(15), true);
 }
 
 /// Runs `helm <args>` against `cluster` with its own Helm home under `home`; panics with stderr on failure.
