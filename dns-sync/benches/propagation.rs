@@ -1,6 +1,7 @@
 //! Side-by-side speed of dns-sync and external-dns (CoreDNS provider) against the same real kube-apiserver
-//! and etcd: time from a Service's status getting its address to the etcd commit, and to dns-server
-//! answering the name; etcd writes per change; and the initial sync of 5,000 annotated Services.
+//! and etcd: time from a Service's (or an Ingress's) status getting its address to the etcd commit, and to
+//! the name being answered by dns-server and by CoreDNS (etcd plugin) reading that same etcd; etcd writes
+//! per change; and the initial sync of 5,000 annotated Services.
 //!
 //! Run: `cargo bench -p dns-sync --bench propagation` (needs the peers from `scripts/build-peers`; builds
 //! the release dns-server if it is not there). Figures go to `docs/benchmarks.md` by hand.
@@ -19,8 +20,10 @@ use hickory_proto::rr::{Name, RecordType};
 use integration_tests::daemon::{Daemon, etcd_flags, start_dns_server};
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
+use integration_tests::peers::CoreDns;
 use integration_tests::peers::{external_dns, external_dns_once};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use tokio::sync::mpsc;
@@ -36,6 +39,52 @@ fn service(name: &str, hostname: &str) -> Service {
         "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]},
     }))
     .unwrap()
+}
+
+fn ingress(name: &str, hostname: &str) -> Ingress {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"rules": [{"host": hostname, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]},
+    }))
+    .unwrap()
+}
+
+/// What changes in a round: a new annotated LoadBalancer Service, or a new Ingress with a host.
+#[derive(Clone, Copy)]
+enum Object {
+    Service,
+    Ingress,
+}
+
+/// Creates the object for `host`, then writes `ip` into its status; returns when the status write returned.
+async fn create_and_publish(
+    cluster: &KubeCluster,
+    object: Object,
+    name: &str,
+    host: &str,
+    ip: &str,
+) {
+    match object {
+        Object::Service => {
+            let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+            api.create(&PostParams::default(), &service(name, host))
+                .await
+                .unwrap();
+            set_ip(&api, name, ip).await;
+        }
+        Object::Ingress => {
+            let api: Api<Ingress> = Api::namespaced(cluster.client(), "default");
+            api.create(&PostParams::default(), &ingress(name, host))
+                .await
+                .unwrap();
+            let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        }
+    }
 }
 
 async fn set_ip(api: &Api<Service>, name: &str, ip: &str) {
@@ -69,21 +118,29 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 struct Propagation {
     to_etcd_ms: Vec<f64>,
     to_dns_ms: Vec<f64>,
+    to_coredns_ms: Vec<f64>,
     writes: i64,
     missed: usize,
 }
 
-/// `count` changes, each a new Service getting its address; times until a put for its name reaches etcd
-/// (seen on a watch) and until dns-server answers it.
+/// Where the names are asked.
+struct Servers {
+    dns_server: SocketAddr,
+    coredns: SocketAddr,
+}
+
+/// `count` changes, each a new object getting its address; times until a put for its name reaches etcd
+/// (seen on a watch) and until dns-server and CoreDNS answer it. The creation is not timed: the clock
+/// starts when the status write returns (the moment the address is known).
 async fn propagate(
     cluster: &KubeCluster,
     etcd: &Etcd,
-    dns: SocketAddr,
+    servers: &Servers,
+    object: Object,
     label: &str,
     count: usize,
     limit: Duration,
 ) -> Propagation {
-    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
     let mut client = etcd.client().await.unwrap();
     let start_revision = client
         .get("/", None)
@@ -116,6 +173,7 @@ async fn propagate(
     let mut result = Propagation {
         to_etcd_ms: Vec::new(),
         to_dns_ms: Vec::new(),
+        to_coredns_ms: Vec::new(),
         writes: 0,
         missed: 0,
     };
@@ -123,29 +181,34 @@ async fn propagate(
         let name = format!("{label}-{i}");
         let host = format!("{name}.test.org");
         let ip = format!("10.77.{}.{}", i / 250, i % 250 + 1);
-        api.create(&PostParams::default(), &service(&name, &host))
-            .await
-            .unwrap();
         let dir = format!("/skydns/org/test/{name}/");
         let started = Instant::now();
-        set_ip(&api, &name, &ip).await;
+        create_and_publish(cluster, object, &name, &host, &ip).await;
+        let started = started.max(Instant::now());
         let mut to_etcd = None;
         let mut to_dns = None;
-        while started.elapsed() < limit && (to_etcd.is_none() || to_dns.is_none()) {
+        let mut to_coredns = None;
+        while started.elapsed() < limit
+            && (to_etcd.is_none() || to_dns.is_none() || to_coredns.is_none())
+        {
             while let Ok((key, at)) = put_keys.try_recv() {
                 if to_etcd.is_none() && key.starts_with(&dir) {
                     to_etcd = Some(at.duration_since(started));
                 }
             }
-            if to_dns.is_none() && answered(&socket, dns, &host, &ip) {
+            if to_dns.is_none() && answered(&socket, servers.dns_server, &host, &ip) {
                 to_dns = Some(started.elapsed());
+            }
+            if to_coredns.is_none() && answered(&socket, servers.coredns, &host, &ip) {
+                to_coredns = Some(started.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        match (to_etcd, to_dns) {
-            (Some(e), Some(d)) => {
+        match (to_etcd, to_dns, to_coredns) {
+            (Some(e), Some(d), Some(c)) => {
                 result.to_etcd_ms.push(e.as_secs_f64() * 1e3);
                 result.to_dns_ms.push(d.as_secs_f64() * 1e3);
+                result.to_coredns_ms.push(c.as_secs_f64() * 1e3);
             }
             _ => result.missed += 1,
         }
@@ -166,12 +229,14 @@ async fn propagate(
 
 fn report(label: &str, run: &Propagation, count: usize) {
     println!(
-        "{label:<34} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>6}",
+        "{label:<42} {:>4} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>6}",
         run.to_etcd_ms.len(),
         percentile(&run.to_etcd_ms, 50.0),
         percentile(&run.to_etcd_ms, 99.0),
         percentile(&run.to_dns_ms, 50.0),
         percentile(&run.to_dns_ms, 99.0),
+        percentile(&run.to_coredns_ms, 50.0),
+        percentile(&run.to_coredns_ms, 99.0),
         run.writes as f64 / count as f64,
         run.missed,
     );
@@ -210,23 +275,45 @@ async fn main() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
     let server = dns_server_binary();
-    let (_dns_server, dns) = start_dns_server(server.to_str().unwrap(), &etcd, &[]).unwrap();
+    let (_dns_server, dns_server) = start_dns_server(server.to_str().unwrap(), &etcd, &[]).unwrap();
+    let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
+        .await
+        .unwrap();
+    let servers = Servers {
+        dns_server,
+        coredns: coredns.addr(),
+    };
 
     println!(
-        "Service status patched -> record in etcd (watch) -> answered by dns-server (UDP), ms; writes = etcd revisions per change"
+        "status patched -> record in etcd (watch) -> answered by dns-server and by CoreDNS (UDP), ms; writes = etcd revisions per change"
     );
     println!(
-        "{:<34} {:>4} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
-        "writer", "n", "etcd p50", "etcd p99", "dns p50", "dns p99", "writes", "missed"
+        "{:<42} {:>4} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6}",
+        "writer / object",
+        "n",
+        "etcd p50",
+        "etcd p99",
+        "dnssrv 50",
+        "dnssrv 99",
+        "coredns50",
+        "coredns99",
+        "writes",
+        "missed"
     );
 
     let own: Vec<String> = args(&cluster, &etcd, "gw");
     let own: Vec<&str> = own.iter().map(String::as_str).collect();
     let mut sync = Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &own).unwrap();
     sync.wait_ready(Duration::from_secs(20)).unwrap();
-    let count = 50;
-    let run = propagate(&cluster, &etcd, dns, "sync", count, Duration::from_secs(10)).await;
-    report("dns-sync (debounce 5ms)", &run, count);
+    for (object, label, what) in [
+        (Object::Service, "sync", "Service"),
+        (Object::Ingress, "sync-ing", "Ingress"),
+    ] {
+        let count = 50;
+        let limit = Duration::from_secs(10);
+        let run = propagate(&cluster, &etcd, &servers, object, label, count, limit).await;
+        report(&format!("dns-sync (debounce 5ms) / {what}"), &run, count);
+    }
     drop(sync);
 
     let kubeconfig = cluster.kubeconfig().to_owned();
@@ -235,23 +322,22 @@ async fn main() {
         &etcd,
         &[
             "--source=service",
+            "--source=ingress",
             "--domain-filter=test.org",
             "--txt-owner-id=extdns-events",
             "--events",
         ],
     )
     .unwrap();
-    let count = 10;
-    let run = propagate(
-        &cluster,
-        &etcd,
-        dns,
-        "events",
-        count,
-        Duration::from_secs(20),
-    )
-    .await;
-    report("external-dns --events", &run, count);
+    for (object, label, what) in [
+        (Object::Service, "events", "Service"),
+        (Object::Ingress, "events-ing", "Ingress"),
+    ] {
+        let count = 10;
+        let limit = Duration::from_secs(20);
+        let run = propagate(&cluster, &etcd, &servers, object, label, count, limit).await;
+        report(&format!("external-dns --events / {what}"), &run, count);
+    }
     drop(events);
 
     let (default, _dir) = external_dns(
@@ -265,16 +351,18 @@ async fn main() {
     )
     .unwrap();
     let count = 3;
+    let limit = Duration::from_secs(75);
     let run = propagate(
         &cluster,
         &etcd,
-        dns,
+        &servers,
+        Object::Service,
         "default",
         count,
-        Duration::from_secs(75),
+        limit,
     )
     .await;
-    report("external-dns (default, interval 1m)", &run, count);
+    report("external-dns (default, interval 1m) / Service", &run, count);
     drop(default);
 
     println!("\ninitial sync of {BULK} annotated LoadBalancer Services:");
@@ -298,7 +386,10 @@ async fn main() {
         .collect::<Vec<()>>()
         .await;
     println!("(created in {:.1} s)", created.elapsed().as_secs_f64());
-    let total = BULK + 50 + 10 + 3;
+    // Services and Ingresses created so far, each one name; the 100 that the first dns-sync (owner `gw`)
+    // wrote stay its own, so this one (owner `bulk`) manages the rest.
+    let total = BULK + 50 + 10 + 3 + 50 + 10;
+    let others = 50 + 50;
     let bulk_args: Vec<String> = args(&cluster, &etcd, "bulk");
     let bulk_args: Vec<&str> = bulk_args.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -312,7 +403,7 @@ async fn main() {
         .unwrap_or("?")
         .to_owned();
     println!(
-        "dns-sync: process start -> {managed} records written and ready: {:.2} s (target < 10 s; {total} Services)",
+        "dns-sync: process start -> {managed} records written and ready: {:.2} s (target < 10 s; {total} names, {others} of another owner left alone)",
         took.as_secs_f64()
     );
     drop(bulk);
