@@ -49,7 +49,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct MetalLb {
     speakers: BTreeMap<String, Process>,
     forwards: BTreeMap<String, Forward>,
-    controller: Process,
+    /// `None` while stopped by [`MetalLb::stop_controller`].
+    controller: Option<Process>,
+    kubeconfig: std::path::PathBuf,
     nodes: Vec<Host>,
     client: kube::Client,
     scratch: Scratch,
@@ -70,7 +72,8 @@ impl MetalLb {
     /// `L2Advertisement`, starts the controller and a speaker in each of `nodes` (Node objects of the same
     /// names must exist), and waits until every speaker's memberlist holds every node.
     pub async fn start(cluster: &KubeCluster, nodes: &[Host], addresses: &str) -> Result<Self> {
-        let controller_binary = peers::binary("metallb-controller")?;
+        // Both built, or a clear error before anything is created.
+        peers::binary("metallb-controller")?;
         let speaker_binary = peers::binary("metallb-speaker")?;
         let scratch = Scratch::new("metallb")?;
         let client = cluster.client();
@@ -87,20 +90,7 @@ impl MetalLb {
         let key = format!("groundwork-lab-{}", std::process::id());
         std::fs::write(secret_dir.join("secretkey"), key).map_err(io_err("writing the key"))?;
 
-        let mut command = std::process::Command::new(&controller_binary);
-        command.env("KUBECONFIG", cluster.kubeconfig()).args([
-            "--namespace",
-            NAMESPACE,
-            "--webhook-mode=disabled",
-            "--disable-cert-rotation",
-            "--log-level=info",
-            &format!("--port={}", free_port()?),
-        ]);
-        let controller = Process::spawn(
-            "metallb-controller",
-            command,
-            &scratch.join("metallb-controller.log"),
-        )?;
+        let controller = spawn_controller(cluster.kubeconfig(), &scratch)?;
 
         let apiserver = apiserver_addr(cluster)?;
         let mut speakers = BTreeMap::new();
@@ -136,7 +126,8 @@ impl MetalLb {
         let mut metallb = Self {
             speakers,
             forwards,
-            controller,
+            controller: Some(controller),
+            kubeconfig: cluster.kubeconfig().to_owned(),
             nodes: nodes.to_vec(),
             client,
             scratch,
@@ -154,7 +145,7 @@ impl MetalLb {
             START_TIMEOUT,
             || {
                 let mut state = Ok(());
-                for process in self.speakers.values_mut().chain([&mut self.controller]) {
+                for process in self.speakers.values_mut().chain(self.controller.as_mut()) {
                     if let Err(e) = process.check_running() {
                         state = Err(e.to_string());
                     }
@@ -187,6 +178,21 @@ impl MetalLb {
             },
         )
         .await
+    }
+
+    /// Stops MetalLB's controller (SIGTERM, then SIGKILL), so that another implementation can own the
+    /// Services meanwhile; its configuration stays.
+    pub fn stop_controller(&mut self) {
+        if let Some(mut controller) = self.controller.take() {
+            controller.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts MetalLB's controller (again) with the same flags: a restart, as after an upgrade.
+    pub fn start_controller(&mut self) -> Result<()> {
+        self.stop_controller();
+        self.controller = Some(spawn_controller(&self.kubeconfig, &self.scratch)?);
+        Ok(())
     }
 
     /// Creates an EndpointSlice with one ready endpoint for the Service `name` in `default` (what
@@ -321,6 +327,24 @@ fn module_dir() -> Result<PathBuf> {
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value).map_err(|e| HarnessError::Setup(format!("MetalLB object: {e}")))
+}
+
+/// MetalLB's controller with webhooks off, logging into `scratch`.
+fn spawn_controller(kubeconfig: &std::path::Path, scratch: &Scratch) -> Result<Process> {
+    let mut command = std::process::Command::new(peers::binary("metallb-controller")?);
+    command.env("KUBECONFIG", kubeconfig).args([
+        "--namespace",
+        NAMESPACE,
+        "--webhook-mode=disabled",
+        "--disable-cert-rotation",
+        "--log-level=info",
+        &format!("--port={}", free_port()?),
+    ]);
+    Process::spawn(
+        "metallb-controller",
+        command,
+        &scratch.join("metallb-controller.log"),
+    )
 }
 
 fn speaker_pod(node: &Host) -> String {

@@ -11,7 +11,9 @@
 //! The simulated speakers are tonic clients in this process following the speaker's half of
 //! `announce.proto` (Hello + Report, an acknowledging Heartbeat after each set, Heartbeats every lease/5,
 //! reconnect with backoff 50 ms -> 1 s, and the controller-loss hold of rule 7), multiplexed over a few
-//! HTTP/2 connections. No MetalLB build exists on this machine yet, so there is no peer column.
+//! HTTP/2 connections. The peer is MetalLB's controller (v0.15.2 from `scripts/build-peers metallb`, webhooks
+//! off, an `IPAddressPool` of the same addresses), run alone on the same apiserver: before ours on the empty
+//! cluster, and after ours on the same 10,000+ Services.
 //!
 //! Run: `cargo bench -p lb-controller --bench scale`. `LB_BENCH_SERVICES` and `LB_BENCH_SPEAKERS` scale it
 //! down for a quick look. Figures go to `docs/benchmarks.md` by hand.
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use integration_tests::daemon::Daemon;
 use integration_tests::kube::KubeCluster;
+use integration_tests::metallb::MetalLb;
 use integration_tests::process::free_port;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -51,8 +54,18 @@ const CHANNELS: usize = 20;
 /// `--controller-loss-hold` of the controller, and the simulated speakers' own hold (rule 7).
 const HOLD: Duration = Duration::from_secs(2);
 const HOLD_FLAG: &str = "2s";
-/// `--speaker-lease` (the brief's 1500 ms; the controller's default is now 1 s).
-const LEASE_FLAG: &str = "1500ms";
+/// `--speaker-lease` in milliseconds, unless `LB_BENCH_LEASE_MS` says otherwise (the brief's 1500 ms; the
+/// controller's default is 1 s).
+fn lease_ms() -> usize {
+    size("LB_BENCH_LEASE_MS", 1500)
+}
+
+/// How late the simulated speakers sent their heartbeats (after the instant each was due), the worst in
+/// microseconds and how many were later than a tenth of a lease: if the simulation itself falls behind,
+/// the controller sees silence it did not cause.
+static WORST_LATE_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LATE_BEATS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BEATS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// API creates in flight at once while setting up.
 const CREATE_CONCURRENCY: usize = 32;
 const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
@@ -114,6 +127,16 @@ fn watch_services(client: Client) -> Arc<Mutex<ServiceView>> {
                     };
                     view.ips.insert(key, ips);
                 }
+                Ok(watcher::Event::Delete(svc)) => {
+                    let key = format!(
+                        "{}/{}",
+                        svc.metadata.namespace.as_deref().unwrap_or_default(),
+                        svc.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    let mut view = shared.lock().unwrap();
+                    view.ips.remove(&key);
+                    view.announcer.remove(&key);
+                }
                 Ok(_) => {}
                 Err(error) => eprintln!("service watch: {error}"),
             }
@@ -134,6 +157,17 @@ fn status_ips(service: &Service) -> Vec<String> {
         .collect()
 }
 
+/// How far behind the simulated speakers' own heartbeats ran.
+fn simulation_lateness() -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    format!(
+        "simulated speakers: {} heartbeats, sent late by up to {:.1} ms, {} more than lease/10 late",
+        BEATS.load(Relaxed),
+        WORST_LATE_US.load(Relaxed) as f64 / 1e3,
+        LATE_BEATS.load(Relaxed)
+    )
+}
+
 /// Re-checks `probe` every [`CHECK_EVERY`] until it answers, or panics after `timeout` with its last word.
 async fn wait_for<T>(
     what: &str,
@@ -145,7 +179,10 @@ async fn wait_for<T>(
         match probe() {
             Ok(value) => return value,
             Err(last) if started.elapsed() >= timeout => {
-                panic!("timed out after {timeout:?} waiting for {what}: {last}")
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}: {last}; {}",
+                    simulation_lateness()
+                )
             }
             Err(_) => tokio::time::sleep(CHECK_EVERY).await,
         }
@@ -338,6 +375,14 @@ async fn session(speaker: &Speaker, channel: Channel, gains: &Gains) -> bool {
     loop {
         let message = tokio::select! {
             () = tokio::time::sleep_until(next_beat) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                let late = tokio::time::Instant::now().saturating_duration_since(next_beat);
+                let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+                WORST_LATE_US.fetch_max(late_us, Relaxed);
+                BEATS.fetch_add(1, Relaxed);
+                if late_us > u64::try_from(lease_ms() * 100).unwrap_or(u64::MAX) {
+                    LATE_BEATS.fetch_add(1, Relaxed);
+                }
                 let applied = speaker.held.lock().unwrap().applied;
                 let _ = tx.send(speaker_message(pb::speaker_message::Body::Heartbeat(
                     pb::Heartbeat { applied_generation: applied },
@@ -470,7 +515,7 @@ fn controller_args(cluster: &KubeCluster, grpc: SocketAddr) -> Vec<String> {
         "--controller-loss-hold",
         HOLD_FLAG,
         "--speaker-lease",
-        LEASE_FLAG,
+        &format!("{}ms", lease_ms()),
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -579,6 +624,46 @@ async fn latency(
     samples
 }
 
+/// Builds MetalLB (`scripts/build-peers metallb`, reused when built) and starts its controller alone (no
+/// speakers: addresses only) with an `IPAddressPool` of the benchmark's addresses.
+async fn metallb_peer(cluster: &KubeCluster) -> MetalLb {
+    let script = integration_tests::workspace_root().join("scripts/build-peers");
+    let status = std::process::Command::new(script)
+        .arg("metallb")
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/build-peers metallb failed");
+    MetalLb::start(cluster, &[], "10.64.0.0/16").await.unwrap()
+}
+
+/// Deletes the Services named `prefix-*` in `default` and waits until the watch saw them go.
+async fn delete_services(client: &Client, view: &Arc<Mutex<ServiceView>>, prefix: &str) {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let names: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .collect();
+    for name in &names {
+        api.delete(name, &Default::default()).await.unwrap();
+    }
+    let keys: Vec<String> = names.iter().map(|n| format!("default/{n}")).collect();
+    wait_for(
+        "the peer's Services to be gone",
+        Duration::from_secs(60),
+        || {
+            let view = view.lock().unwrap();
+            let left = keys.iter().filter(|k| view.ips.contains_key(*k)).count();
+            (left == 0).then_some(()).ok_or(format!("{left} left"))
+        },
+    )
+    .await;
+}
+
 fn speakers_hold(fleet: &Fleet, want: usize) -> Result<BTreeMap<IpAddr, String>, String> {
     let (holder, doubled) = fleet.holdings();
     if !doubled.is_empty() {
@@ -646,9 +731,14 @@ async fn main() {
     let view = watch_services(client.clone());
     let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
     let args = controller_args(&cluster, grpc);
-    println!(
-        "lb-controller speed and scale (no MetalLB build on this machine yet: no peer column)"
-    );
+    println!("lb-controller speed and scale, MetalLB's controller as the peer");
+
+    // 0. The peer on the empty cluster: MetalLB's controller (webhooks off) with an IPAddressPool of the
+    // same addresses, on the same apiserver; stopped (and its Services deleted) before ours starts.
+    let mut metallb = metallb_peer(&cluster).await;
+    let metallb_empty = latency(&client, &view, "mlb", LATENCY_SAMPLES).await;
+    metallb.stop_controller();
+    delete_services(&client, &view, "mlb").await;
 
     // 1. Latency on an empty cluster: one pool, three Ready nodes, no speakers.
     create_nodes(&client, 0..3).await;
@@ -870,9 +960,35 @@ async fn main() {
     ));
     controller.stop(&logs.join("3-restarted.log").display().to_string());
 
-    println!(
-        "\nService created -> address in status (watch), ms; peer (MetalLB): not built on this machine"
-    );
+    // 5. The peer at scale: MetalLB's controller started on the same 10,000+ Services (whose statuses ours
+    // wrote from the same addresses), as after its own restart: until a new Service gets an address, and
+    // what it changed in the existing statuses.
+    let before_peer = statuses(&client).await;
+    let peer_started = Instant::now();
+    metallb.start_controller().unwrap();
+    let first = latency(&client, &view, "mlbfirst", 1).await;
+    let peer_serving = peer_started.elapsed();
+    let metallb_scale = latency(&client, &view, "mlbscale", LATENCY_AT_SCALE).await;
+    let after_peer = statuses(&client).await;
+    let peer_changed = before_peer
+        .iter()
+        .filter(|(key, ips)| after_peer.get(*key) != Some(ips))
+        .count();
+    drop(metallb);
+    let mut peer_table = vec![(
+        format!("MetalLB controller start -> a new Service has an address (at {total} Services)"),
+        format!(
+            "{:.2} s (that Service: {:.0} ms)",
+            peer_serving.as_secs_f64(),
+            first[0]
+        ),
+    )];
+    peer_table.push((
+        format!("MetalLB controller start: Service addresses changed (of {total})"),
+        peer_changed.to_string(),
+    ));
+
+    println!("\nService created -> address in status (watch), ms");
     println!(
         "{:<44} {:>5} {:>8} {:>8} {:>8} {:>8}",
         "", "n", "p50", "p90", "p99", "max"
@@ -883,17 +999,30 @@ async fn main() {
     );
     println!(
         "{}",
+        latency_row("  MetalLB controller, empty cluster", &metallb_empty)
+    );
+    println!(
+        "{}",
         latency_row(
             &format!("at scale ({services} Services, {speakers} speakers)"),
             &at_scale
         )
     );
     println!(
-        "\nAt scale: {services} + {LATENCY_SAMPLES} Services, {speakers} Ready nodes and speakers, pool 10.64.0.0/16, --controller-loss-hold {HOLD_FLAG}, --speaker-lease {LEASE_FLAG}"
+        "{}",
+        latency_row(
+            &format!("  MetalLB controller, at {services} Services"),
+            &metallb_scale
+        )
     );
-    for (what, figure) in &table {
+    println!(
+        "\nAt scale: {services} + {LATENCY_SAMPLES} Services, {speakers} Ready nodes and speakers, pool 10.64.0.0/16, --controller-loss-hold {HOLD_FLAG}, --speaker-lease {}ms",
+        lease_ms()
+    );
+    for (what, figure) in table.iter().chain(&peer_table) {
         println!("{what:<66} {figure:>14}");
     }
+    println!("{}", simulation_lateness());
     println!("\ncontroller logs: {}", logs.display());
     assert_eq!(status_changed, 0, "a restart moved Service addresses");
     assert_eq!(
