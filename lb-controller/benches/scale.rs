@@ -52,8 +52,10 @@ const LATENCY_AT_SCALE: usize = 50;
 /// HTTP/2 connections the simulated speakers share.
 const CHANNELS: usize = 20;
 /// `--controller-loss-hold` of the controller, and the simulated speakers' own hold (rule 7).
-const HOLD: Duration = Duration::from_secs(2);
-const HOLD_FLAG: &str = "2s";
+/// 2 s, or the lease when that is longer (the controller refuses a hold shorter than the lease).
+fn hold() -> Duration {
+    Duration::from_millis(u64::try_from(lease_ms().max(2000)).unwrap_or(u64::MAX))
+}
 /// `--speaker-lease` in milliseconds, unless `LB_BENCH_LEASE_MS` says otherwise (the brief's 1500 ms; the
 /// controller's default is 1 s).
 fn lease_ms() -> usize {
@@ -322,7 +324,7 @@ fn speaker_message(body: pb::speaker_message::Body) -> pb::SpeakerMessage {
 async fn session(speaker: &Speaker, channel: Channel, gains: &Gains) -> bool {
     let (held_generation, announcing) = {
         let mut held = speaker.held.lock().unwrap();
-        if held.lost_at.take().is_some_and(|at| at.elapsed() >= HOLD) {
+        if held.lost_at.take().is_some_and(|at| at.elapsed() >= hold()) {
             held.holding.clear();
             held.held_generation = 0;
             held.holds_expired += 1;
@@ -513,7 +515,7 @@ fn controller_args(cluster: &KubeCluster, grpc: SocketAddr) -> Vec<String> {
         "--grpc-listen",
         &grpc.to_string(),
         "--controller-loss-hold",
-        HOLD_FLAG,
+        &format!("{}ms", hold().as_millis()),
         "--speaker-lease",
         &format!("{}ms", lease_ms()),
     ]
@@ -590,12 +592,13 @@ fn latency_row(label: &str, samples: &[f64]) -> String {
 }
 
 /// Creates `count` Services one at a time; for each, the time from the create call returning to a watch
-/// event showing an address in its status, in ms.
+/// event showing an address in its status, in ms. Each may take up to `limit`.
 async fn latency(
     client: &Client,
     view: &Arc<Mutex<ServiceView>>,
     prefix: &str,
     count: usize,
+    limit: Duration,
 ) -> Vec<f64> {
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
     let mut samples = Vec::with_capacity(count);
@@ -606,18 +609,14 @@ async fn latency(
             .unwrap();
         let created = Instant::now();
         let key = format!("default/{name}");
-        let seen = wait_for(
-            &format!("{key} to get an address"),
-            Duration::from_secs(30),
-            || {
-                view.lock()
-                    .unwrap()
-                    .first_ip
-                    .get(&key)
-                    .copied()
-                    .ok_or_else(|| "pending".to_owned())
-            },
-        )
+        let seen = wait_for(&format!("{key} to get an address"), limit, || {
+            view.lock()
+                .unwrap()
+                .first_ip
+                .get(&key)
+                .copied()
+                .ok_or_else(|| "pending".to_owned())
+        })
         .await;
         samples.push(seen.saturating_duration_since(created).as_secs_f64() * 1e3);
     }
@@ -736,7 +735,14 @@ async fn main() {
     // 0. The peer on the empty cluster: MetalLB's controller (webhooks off) with an IPAddressPool of the
     // same addresses, on the same apiserver; stopped (and its Services deleted) before ours starts.
     let mut metallb = metallb_peer(&cluster).await;
-    let metallb_empty = latency(&client, &view, "mlb", LATENCY_SAMPLES).await;
+    let metallb_empty = latency(
+        &client,
+        &view,
+        "mlb",
+        LATENCY_SAMPLES,
+        Duration::from_secs(30),
+    )
+    .await;
     metallb.stop_controller();
     delete_services(&client, &view, "mlb").await;
 
@@ -744,7 +750,14 @@ async fn main() {
     create_nodes(&client, 0..3).await;
     let mut controller = start_controller(&args);
     controller.wait_ready(Duration::from_secs(30));
-    let empty = latency(&client, &view, "lat", LATENCY_SAMPLES).await;
+    let empty = latency(
+        &client,
+        &view,
+        "lat",
+        LATENCY_SAMPLES,
+        Duration::from_secs(30),
+    )
+    .await;
     controller.stop(&logs.join("1-latency.log").display().to_string());
 
     // 2. At scale: the Nodes and Services exist before the controller starts.
@@ -835,7 +848,14 @@ async fn main() {
         format!("{rss:.1} MiB"),
     ));
 
-    let at_scale = latency(&client, &view, "scale", LATENCY_AT_SCALE).await;
+    let at_scale = latency(
+        &client,
+        &view,
+        "scale",
+        LATENCY_AT_SCALE,
+        Duration::from_secs(30),
+    )
+    .await;
     let total = total + LATENCY_AT_SCALE;
     let rss_after = controller.rss_mib();
     table.push((
@@ -966,9 +986,16 @@ async fn main() {
     let before_peer = statuses(&client).await;
     let peer_started = Instant::now();
     metallb.start_controller().unwrap();
-    let first = latency(&client, &view, "mlbfirst", 1).await;
+    let first = latency(&client, &view, "mlbfirst", 1, Duration::from_secs(600)).await;
     let peer_serving = peer_started.elapsed();
-    let metallb_scale = latency(&client, &view, "mlbscale", LATENCY_AT_SCALE).await;
+    let metallb_scale = latency(
+        &client,
+        &view,
+        "mlbscale",
+        LATENCY_AT_SCALE,
+        Duration::from_secs(30),
+    )
+    .await;
     let after_peer = statuses(&client).await;
     let peer_changed = before_peer
         .iter()
@@ -1016,7 +1043,8 @@ async fn main() {
         )
     );
     println!(
-        "\nAt scale: {services} + {LATENCY_SAMPLES} Services, {speakers} Ready nodes and speakers, pool 10.64.0.0/16, --controller-loss-hold {HOLD_FLAG}, --speaker-lease {}ms",
+        "\nAt scale: {services} + {LATENCY_SAMPLES} Services, {speakers} Ready nodes and speakers, pool 10.64.0.0/16, --controller-loss-hold {}ms, --speaker-lease {}ms",
+        hold().as_millis(),
         lease_ms()
     );
     for (what, figure) in table.iter().chain(&peer_table) {
