@@ -734,17 +734,28 @@ async fn main() {
 
     // 0. The peer on the empty cluster: MetalLB's controller (webhooks off) with an IPAddressPool of the
     // same addresses, on the same apiserver; stopped (and its Services deleted) before ours starts.
-    let mut metallb = metallb_peer(&cluster).await;
-    let metallb_empty = latency(
-        &client,
-        &view,
-        "mlb",
-        LATENCY_SAMPLES,
-        Duration::from_secs(30),
-    )
-    .await;
-    metallb.stop_controller();
-    delete_services(&client, &view, "mlb").await;
+    // `LB_BENCH_PEER=0` leaves MetalLB out (its start on 10,000 Services takes minutes).
+    let with_peer = size("LB_BENCH_PEER", 1) != 0;
+    let mut metallb = if with_peer {
+        Some(metallb_peer(&cluster).await)
+    } else {
+        None
+    };
+    let metallb_empty = if let Some(metallb) = &mut metallb {
+        let samples = latency(
+            &client,
+            &view,
+            "mlb",
+            LATENCY_SAMPLES,
+            Duration::from_secs(30),
+        )
+        .await;
+        metallb.stop_controller();
+        delete_services(&client, &view, "mlb").await;
+        samples
+    } else {
+        Vec::new()
+    };
 
     // 1. Latency on an empty cluster: one pool, three Ready nodes, no speakers.
     create_nodes(&client, 0..3).await;
@@ -983,37 +994,43 @@ async fn main() {
     // 5. The peer at scale: MetalLB's controller started on the same 10,000+ Services (whose statuses ours
     // wrote from the same addresses), as after its own restart: until a new Service gets an address, and
     // what it changed in the existing statuses.
-    let before_peer = statuses(&client).await;
-    let peer_started = Instant::now();
-    metallb.start_controller().unwrap();
-    let first = latency(&client, &view, "mlbfirst", 1, Duration::from_secs(600)).await;
-    let peer_serving = peer_started.elapsed();
-    let metallb_scale = latency(
-        &client,
-        &view,
-        "mlbscale",
-        LATENCY_AT_SCALE,
-        Duration::from_secs(30),
-    )
-    .await;
-    let after_peer = statuses(&client).await;
-    let peer_changed = before_peer
-        .iter()
-        .filter(|(key, ips)| after_peer.get(*key) != Some(ips))
-        .count();
-    drop(metallb);
-    let mut peer_table = vec![(
-        format!("MetalLB controller start -> a new Service has an address (at {total} Services)"),
-        format!(
-            "{:.2} s (that Service: {:.0} ms)",
-            peer_serving.as_secs_f64(),
-            first[0]
-        ),
-    )];
-    peer_table.push((
-        format!("MetalLB controller start: Service addresses changed (of {total})"),
-        peer_changed.to_string(),
-    ));
+    let mut peer_table = Vec::new();
+    let mut metallb_scale = Vec::new();
+    if let Some(mut metallb) = metallb {
+        let before_peer = statuses(&client).await;
+        let peer_started = Instant::now();
+        metallb.start_controller().unwrap();
+        let first = latency(&client, &view, "mlbfirst", 1, Duration::from_secs(900)).await;
+        let peer_serving = peer_started.elapsed();
+        metallb_scale = latency(
+            &client,
+            &view,
+            "mlbscale",
+            LATENCY_AT_SCALE,
+            Duration::from_secs(30),
+        )
+        .await;
+        let after_peer = statuses(&client).await;
+        let peer_changed = before_peer
+            .iter()
+            .filter(|(key, ips)| after_peer.get(*key) != Some(ips))
+            .count();
+        drop(metallb);
+        peer_table.push((
+            format!(
+                "MetalLB controller start -> a new Service has an address (at {total} Services)"
+            ),
+            format!(
+                "{:.2} s (that Service: {:.0} ms)",
+                peer_serving.as_secs_f64(),
+                first[0]
+            ),
+        ));
+        peer_table.push((
+            format!("MetalLB controller start: Service addresses changed (of {total})"),
+            peer_changed.to_string(),
+        ));
+    }
 
     println!("\nService created -> address in status (watch), ms");
     println!(
