@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -264,6 +264,27 @@ impl KubeCluster {
         }
         Ok(())
     }
+}
+
+/// The `ip` entries of a Service's `status.loadBalancer.ingress`, as written.
+pub fn status_ips(service: &Service) -> Vec<String> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+/// [`status_ips`] parsed, leaving out what is not an address.
+pub fn status_addresses(service: &Service) -> Vec<std::net::IpAddr> {
+    status_ips(service)
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
 }
 
 fn apiserver_command(binary: &Path, dir: &Path, etcd: &str, port: u16) -> Command {

@@ -229,15 +229,7 @@ impl MetalLb {
     /// The addresses in the Service's status.
     pub async fn service_addresses(&self, name: &str) -> Result<Vec<String>> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
-        let service = api.get(name).await?;
-        Ok(service
-            .status
-            .and_then(|s| s.load_balancer)
-            .and_then(|l| l.ingress)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|i| i.ip)
-            .collect())
+        Ok(crate::kube::status_ips(&api.get(name).await?))
     }
 
     /// The speaker process on `node`.

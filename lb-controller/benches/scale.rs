@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use integration_tests::daemon::Daemon;
-use integration_tests::kube::KubeCluster;
+use integration_tests::kube::{KubeCluster, status_ips};
 use integration_tests::metallb::MetalLb;
 use integration_tests::process::free_port;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -145,18 +145,6 @@ fn watch_services(client: Client) -> Arc<Mutex<ServiceView>> {
         }
     });
     view
-}
-
-fn status_ips(service: &Service) -> Vec<String> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
 }
 
 /// How far behind the simulated speakers' own heartbeats ran.

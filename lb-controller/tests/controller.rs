@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use integration_tests::daemon::Daemon;
-use integration_tests::kube::KubeCluster;
+use integration_tests::kube::{KubeCluster, status_ips};
 use integration_tests::process::free_port;
 use integration_tests::wait::until;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
@@ -126,18 +126,6 @@ async fn service(client: &Client, ns: &str, name: &str) -> Service {
         .get(name)
         .await
         .unwrap()
-}
-
-fn status_ips(service: &Service) -> Vec<String> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
 }
 
 async fn wait_status(client: &Client, ns: &str, name: &str, want: &[&str]) {

@@ -161,13 +161,9 @@ pub async fn wait_announced(
             let api = api.clone();
             async move {
                 let service = api.get(INGRESS_SERVICE).await.map_err(|e| e.to_string())?;
-                let ips: Vec<Ipv4Addr> = service
-                    .status
-                    .and_then(|s| s.load_balancer)
-                    .and_then(|l| l.ingress)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|i| i.ip?.parse().ok())
+                let ips: Vec<Ipv4Addr> = crate::kube::status_ips(&service)
+                    .iter()
+                    .filter_map(|ip| ip.parse().ok())
                     .collect();
                 let node = service
                     .metadata

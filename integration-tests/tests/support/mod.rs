@@ -8,6 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use integration_tests::dig::Answer;
+use integration_tests::kube::status_addresses;
 use integration_tests::lab::probe;
 use integration_tests::lab::state::StateDir;
 use integration_tests::lab::system::{DNS_NODES, Lab, NODES};
@@ -115,7 +116,7 @@ impl TestLab {
             WAIT,
             || {
                 let service = self.block_on(api.get(name)).map_err(|e| e.to_string())?;
-                let ips = ingress_ips(&service);
+                let ips = status_addresses(&service);
                 (ips.len() == count)
                     .then_some(ips)
                     .ok_or_else(|| format!("status {:?}", service.status))
@@ -168,7 +169,7 @@ impl TestLab {
         let api = self.services("default");
         wait::until_blocking(&format!("Service {name} to be announced"), WAIT, || {
             let service = self.block_on(api.get(name)).map_err(|e| e.to_string())?;
-            let ips = ingress_ips(&service);
+            let ips = status_addresses(&service);
             let node = service
                 .metadata
                 .annotations
@@ -341,18 +342,6 @@ impl TestLab {
 }
 
 /// The addresses in a Service's load-balancer status.
-pub fn ingress_ips(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
-}
-
 pub fn v4(address: IpAddr) -> Ipv4Addr {
     match address {
         IpAddr::V4(a) => a,

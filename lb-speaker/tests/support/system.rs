@@ -187,14 +187,7 @@ impl System {
     pub fn wait_announced(&self, name: &str, address: &str, not: Option<&str>) -> String {
         wait::until_blocking(&format!("{name} announced at {address}"), WAIT, || {
             let service = self.service(name);
-            let ips: Vec<String> = service
-                .status
-                .and_then(|s| s.load_balancer)
-                .and_then(|l| l.ingress)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|i| i.ip)
-                .collect();
+            let ips = integration_tests::kube::status_ips(&service);
             let node = service
                 .metadata
                 .annotations
