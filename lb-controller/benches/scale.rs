@@ -59,7 +59,9 @@ fn hold() -> Duration {
 /// `--speaker-lease` in milliseconds, unless `LB_BENCH_LEASE_MS` says otherwise (the brief's 1500 ms; the
 /// controller's default is 1 s).
 fn lease_ms() -> usize {
-    size("LB_BENCH_LEASE_MS", 1500)
+    // Read once: the simulated speakers consult it on every heartbeat.
+    static LEASE_MS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LEASE_MS.get_or_init(|| size("LB_BENCH_LEASE_MS", 1500))
 }
 
 /// How late the simulated speakers sent their heartbeats (after the instant each was due), the worst in
