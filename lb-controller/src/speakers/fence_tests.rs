@@ -521,6 +521,7 @@ mod simulation {
     struct World {
         t0: Instant,
         delay: u64,
+        take_every: u64,
         fence: Fence,
         speakers: Vec<Speaker>,
         /// Speaker -> controller, delivered in order.
@@ -672,27 +673,31 @@ mod simulation {
             }
         }
 
-        /// Advances one millisecond: deliveries, speaker timers, controller timers.
+        /// Advances one millisecond: deliveries, speaker timers, controller timers. The controller takes
+        /// in what arrived every `take_every` ms, as one batch, each message stamped with its arrival
+        /// (the hub's driver, busy with a long step, does the same).
         fn run_ms(&mut self, now: u64) {
-            while self.upbox.front().is_some_and(|(at, _, _)| *at <= now) {
-                let Some((_, session, up)) = self.upbox.pop_front() else {
-                    break;
-                };
-                let out = match up {
-                    Up::Connect(hello, sent_at) => {
-                        self.fence.connect(session, &hello, sent_at, self.at(now))
-                    }
-                    Up::Message(message) => self.fence.message(session, &message, self.at(now)),
-                    Up::Closed => self.fence.disconnect(session, self.at(now)),
-                };
+            let mut batch = Vec::new();
+            if now.is_multiple_of(self.take_every) {
+                while self.upbox.front().is_some_and(|(at, _, _)| *at <= now) {
+                    let Some((at, session, up)) = self.upbox.pop_front() else {
+                        break;
+                    };
+                    let what = match up {
+                        Up::Connect(hello, sent_at_ms) => Inbound::Hello { hello, sent_at_ms },
+                        Up::Message(message) => Inbound::Message(message),
+                        Up::Closed => Inbound::Ended,
+                    };
+                    let at = self.at(at);
+                    batch.push(Received { session, what, at });
+                }
+            }
+            if !batch.is_empty() || self.fence.next_wake().is_some_and(|w| w <= self.at(now)) {
+                let out = self.fence.receive(batch, self.at(now));
                 self.carry_out(now, out);
             }
             for n in 0..NODES {
                 self.speaker_ms(now, n);
-            }
-            if self.fence.next_wake().is_some_and(|w| w <= self.at(now)) {
-                let out = self.fence.tick(self.at(now));
-                self.carry_out(now, out);
             }
         }
 
@@ -771,12 +776,14 @@ mod simulation {
         #[test]
         fn no_two_speakers_ever_announce_one_address_at_once(
             delay in 0u64..=40,
+            take_every in prop_oneof![3 => Just(1u64), 1 => 2u64..=60],
             steps in prop::collection::vec((op(), 0u64..400), 1..25),
         ) {
             let t0 = Instant::now();
             let mut world = World {
                 t0,
                 delay,
+                take_every,
                 fence: Fence::new(SIM_LEASE, SIM_GRACE),
                 speakers: (0..NODES).map(|_| Speaker::default()).collect(),
                 upbox: VecDeque::new(),

@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     handovers: Counter,
     handover_wait: Histogram,
     conflicts: Counter,
+    queued: Histogram,
 }
 
 impl Metrics {
@@ -48,6 +49,10 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 13),
             ),
             conflicts: Counter::default(),
+            // 0.5 ms .. ~2 s: normally well under a millisecond; near half a lease, speakers look silent.
+            queued: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 13,
+            )),
         };
         registry.register(
             "speakers_connected",
@@ -79,7 +84,18 @@ impl Metrics {
             "Conflicts (another MAC answering for an announced address) reported by speakers",
             metrics.conflicts.clone(),
         );
+        registry.register(
+            "speaker_message_queued_seconds",
+            "How long a speaker's message waited between arriving and being taken in by the hub \
+             (if this nears half a lease, live speakers are taken for silent)",
+            metrics.queued.clone(),
+        );
         metrics
+    }
+
+    /// Observes how long a received message waited for the hub.
+    pub(crate) fn observe_queued(&self, waited: std::time::Duration) {
+        self.queued.observe(waited.as_secs_f64());
     }
 
     /// Counts what an event says.
@@ -151,6 +167,7 @@ mod tests {
             foreign_mac: vec![0; 6],
         });
         metrics.set_levels(2, 1);
+        metrics.observe_queued(Duration::from_micros(300));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -160,6 +177,7 @@ mod tests {
             "lb_controller_speaker_conflicts_reported_total 1",
             "lb_controller_speakers_connected 2",
             "lb_controller_speaker_assignments_held 1",
+            "lb_controller_speaker_message_queued_seconds_count 1",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

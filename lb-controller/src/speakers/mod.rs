@@ -241,6 +241,9 @@ struct Inner {
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<HubEvent>>>,
     metrics: metrics::Metrics,
     driver_started: std::sync::atomic::AtomicBool,
+    /// What the sessions' readers received, for the driver to take in (`session::drive`).
+    inbox: mpsc::UnboundedSender<fence::Received>,
+    inbox_rx: Mutex<Option<mpsc::UnboundedReceiver<fence::Received>>>,
 }
 
 /// The fence plus the streams of the open sessions.
@@ -297,6 +300,13 @@ impl Inner {
             changed
         });
         self.wake.notify_one();
+    }
+
+    /// Queues what a session's reader received for the driver, stamped with the time it arrived.
+    fn receive(&self, session: fence::SessionId, what: fence::Inbound) {
+        let at = tokio::time::Instant::now();
+        // The driver holds the receiver for as long as the hub lives.
+        let _ = self.inbox.send(fence::Received { session, what, at });
     }
 
     /// Runs `f` on the fence with the current time and carries out its outputs.
@@ -357,6 +367,7 @@ impl SpeakerHub {
     /// A hub, inactive until [`SpeakerHub::set_active`], registering its metrics in `registry`.
     pub fn new(config: HubConfig, registry: &mut prometheus_client::registry::Registry) -> Self {
         let (events, events_rx) = mpsc::unbounded_channel();
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let inner = Inner {
             config,
             state: Mutex::new(State {
@@ -372,6 +383,8 @@ impl SpeakerHub {
             events_rx: Mutex::new(Some(events_rx)),
             metrics: metrics::Metrics::register(registry),
             driver_started: std::sync::atomic::AtomicBool::new(false),
+            inbox,
+            inbox_rx: Mutex::new(Some(inbox_rx)),
         };
         Self {
             inner: Arc::new(inner),

@@ -1,6 +1,6 @@
 //! The I/O around the fence: the tonic `Announcer` service that opens sessions, a reader task per session
-//! feeding what the speaker says into the fence, and one timer driver that wakes the fence exactly when
-//! it asked to (silence, renewals, lease deadlines) instead of polling.
+//! queueing what the speaker says, and one driver that takes in the queue and steps the fence, waking
+//! exactly when it asked to (silence, renewals, lease deadlines) instead of polling.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Inner;
-use super::fence::CloseReason;
+use super::fence::{CloseReason, Inbound, Received};
 
 /// The sending half of one session's response stream.
 #[derive(Debug)]
@@ -94,13 +94,10 @@ impl Announcer for SpeakerService {
                     closed: closed.clone(),
                 },
             );
-            let outputs = state
-                .fence
-                .connect(id, &hello, sent_at_ms, tokio::time::Instant::now());
-            self.inner.apply(&mut state, outputs);
             id
         };
         tracing::debug!(node = %hello.node, session = id, "session opened");
+        self.inner.receive(id, Inbound::Hello { hello, sent_at_ms });
         tokio::spawn(read_session(Arc::clone(&self.inner), id, inbound, closed));
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
@@ -119,9 +116,7 @@ async fn read_session(
             next = inbound.message() => next,
         };
         match next {
-            Ok(Some(message)) => {
-                inner.with_fence(|fence, now| fence.message(id, &message, now));
-            }
+            Ok(Some(message)) => inner.receive(id, Inbound::Message(message)),
             Ok(None) => {
                 tracing::debug!(session = id, "speaker closed its stream");
                 break;
@@ -132,10 +127,7 @@ async fn read_session(
             }
         }
     }
-    let mut state = inner.lock();
-    state.streams.remove(&id);
-    let outputs = state.fence.disconnect(id, tokio::time::Instant::now());
-    inner.apply(&mut state, outputs);
+    inner.receive(id, Inbound::Ended);
 }
 
 /// Starts the timer driver once, if a Tokio runtime is running (it always is by the time a session
@@ -150,34 +142,66 @@ pub(super) fn ensure_driver(inner: &Arc<Inner>) {
     if inner.driver_started.swap(true, Ordering::AcqRel) {
         return;
     }
-    handle.spawn(drive_timers(Arc::downgrade(inner), Arc::clone(&inner.wake)));
+    let inbox = inner
+        .inbox_rx
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(inbox) = inbox {
+        handle.spawn(drive(Arc::downgrade(inner), Arc::clone(&inner.wake), inbox));
+    }
 }
 
 /// The shortest time between two timer-driven steps of the fence.
 const TICK_GRANULARITY: std::time::Duration = std::time::Duration::from_millis(10);
 
-async fn drive_timers(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+/// The one task that steps the fence for sessions and timers: it takes in everything the readers
+/// received since its last step, then steps once. While a step runs the readers keep queueing, so the
+/// busier the hub, the more each step takes in; a step never waits behind another per message.
+async fn drive(
+    inner: Weak<Inner>,
+    wake: Arc<tokio::sync::Notify>,
+    mut inbox: mpsc::UnboundedReceiver<Received>,
+) {
+    let mut batch = Vec::new();
     loop {
+        while let Ok(received) = inbox.try_recv() {
+            batch.push(received);
+        }
         let next = {
             let Some(inner) = inner.upgrade() else { return };
+            let now = tokio::time::Instant::now();
             let mut state = inner.lock();
-            let outputs = state.fence.tick(tokio::time::Instant::now());
-            if !outputs.is_empty() {
-                inner.apply(&mut state, outputs);
-            }
-            state.fence.next_wake()
-        };
-        match next {
-            Some(at) => {
-                // Timer work is batched: with a thousand speakers some renewal is always due, and one
-                // step every TICK_GRANULARITY serves all of them (renewals go out every lease/5).
-                let at = at.max(tokio::time::Instant::now() + TICK_GRANULARITY);
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = wake.notified() => {}
+            for received in &batch {
+                inner
+                    .metrics
+                    .observe_queued(now.saturating_duration_since(received.at));
+                if matches!(received.what, Inbound::Ended) {
+                    state.streams.remove(&received.session);
                 }
             }
-            None => wake.notified().await,
+            let outputs = state.fence.receive(batch.drain(..), now);
+            inner.apply(&mut state, outputs);
+            state.fence.next_wake()
+        };
+        // Timer work is batched too: with a thousand speakers some renewal is always due, and one step
+        // every TICK_GRANULARITY serves all of them (renewals go out every lease/5).
+        let sleep = async {
+            match next {
+                Some(at) => {
+                    let at = at.max(tokio::time::Instant::now() + TICK_GRANULARITY);
+                    tokio::time::sleep_until(at).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = wake.notified() => {}
+            received = inbox.recv() => match received {
+                Some(received) => batch.push(received),
+                None => return,
+            },
         }
     }
 }
