@@ -470,6 +470,10 @@ impl Writer {
                 }
             }
         }
+        let written = annotation_results.iter().filter(|r| r.2.is_ok()).count();
+        if written > 0 {
+            tracing::info!(written, "announcing-node annotations written");
+        }
         for (key, desired, result) in annotation_results {
             self.metrics.wrote("annotation", result.is_ok());
             match result {

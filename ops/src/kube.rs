@@ -108,8 +108,10 @@ where
     );
     let listed = Arc::new(AtomicBool::new(false));
     let (flag, ever) = (fresh.clone(), listed.clone());
+    let view = store.clone();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
+        let mut listing: Option<Instant> = None;
         loop {
             let item = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -117,9 +119,25 @@ where
             };
             match item {
                 None => return,
-                Some(Ok(Event::Init)) => flag.store(false, Ordering::SeqCst),
+                Some(Ok(Event::Init)) => {
+                    flag.store(false, Ordering::SeqCst);
+                    listing = Some(Instant::now());
+                }
                 Some(Ok(Event::InitApply(_))) => {}
-                Some(Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) => {
+                Some(Ok(Event::InitDone)) => {
+                    // How long a (re)list takes is what a daemon's readiness waits on at scale.
+                    let took = listing.take().map(|at| at.elapsed());
+                    tracing::info!(
+                        kind = K::kind(&()).as_ref(),
+                        objects = view.len(),
+                        ?took,
+                        "listed"
+                    );
+                    flag.store(true, Ordering::SeqCst);
+                    ever.store(true, Ordering::SeqCst);
+                    let _ = trigger.send(Instant::now());
+                }
+                Some(Ok(Event::Apply(_) | Event::Delete(_))) => {
                     flag.store(true, Ordering::SeqCst);
                     ever.store(true, Ordering::SeqCst);
                     let _ = trigger.send(Instant::now());

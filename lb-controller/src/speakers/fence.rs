@@ -194,6 +194,9 @@ pub(crate) struct Fence {
     /// every few milliseconds with a thousand speakers renewing; without this, every tick while some
     /// address waits for its fence would redo the O(cluster) work, starving the heartbeats it waits for.
     assignments_stale: bool,
+    /// [`Fence::earliest_timer`] as of the last step. Between steps only plain heartbeats are taken in,
+    /// and they can only push silence later, so this stays a safe (early) answer until the next step.
+    wake_at: Option<Instant>,
 }
 
 impl Fence {
@@ -213,6 +216,7 @@ impl Fence {
             pending_since: BTreeMap::new(),
             views_changed: true,
             assignments_stale: true,
+            wake_at: None,
         }
     }
 
@@ -286,18 +290,25 @@ impl Fence {
         now: Instant,
     ) -> Vec<Output> {
         let mut out = Vec::new();
+        let mut news = false;
         for Received { session, what, at } in batch {
-            match what {
+            news |= match what {
                 Inbound::Hello { hello, sent_at_ms } => {
                     self.record_connect(session, &hello, sent_at_ms, at, &mut out);
+                    true
                 }
-                Inbound::Message(message) => {
-                    self.record_message(session, &message, at, &mut out);
+                Inbound::Message(message) => self.record_message(session, &message, at, &mut out),
+                Inbound::Ended => {
+                    self.record_disconnect(session, &mut out);
+                    true
                 }
-                Inbound::Ended => self.record_disconnect(session, &mut out),
-            }
+            };
         }
-        self.step(now, &mut out);
+        // Plain heartbeats alone (a thousand speakers send thousands a second) leave nothing for a step
+        // to do until a timer is due.
+        if news || self.wake_at.is_some_and(|at| at <= now) {
+            self.step(now, &mut out);
+        }
         out
     }
 
@@ -413,16 +424,16 @@ impl Fence {
         out.push(Output::Event(HubEvent::Connected { node: name }));
     }
 
-    /// A message after Hello arrived on a session.
+    /// A message after Hello arrived on a session; says whether it changed anything a step acts on.
     fn record_message(
         &mut self,
         id: SessionId,
         message: &pb::SpeakerMessage,
         now: Instant,
         out: &mut Vec<Output>,
-    ) {
+    ) -> bool {
         let Some(name) = self.session_nodes.get(&id).cloned() else {
-            return;
+            return false;
         };
         let unknown_window = self.unknown_until.is_some();
         let report_claim_until = [Some(now + self.lease + self.grace), self.unknown_until]
@@ -431,10 +442,10 @@ impl Fence {
             .max()
             .unwrap_or(now);
         let Some(node) = self.nodes.get_mut(&name) else {
-            return;
+            return false;
         };
         let Some(session) = node.session.as_mut() else {
-            return;
+            return false;
         };
         session.last_heard = now;
         if message.sent_at_ms > session.echo.map_or(0, |(sent, _)| sent) {
@@ -451,7 +462,7 @@ impl Fence {
                 || heartbeat.applied_generation > session.generation)
             && (session.synced || heartbeat.applied_generation == session.held_generation)
         {
-            return;
+            return false;
         }
         self.views_changed = true;
         self.assignments_stale = true;
@@ -491,6 +502,7 @@ impl Fence {
             }
             None => {}
         }
+        true
     }
 
     /// A session's stream ended (error or end-of-stream) without the hub closing it.
@@ -568,27 +580,38 @@ impl Fence {
 
     /// When [`Fence::receive`] must next be called (with nothing received, time having passed), if ever.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.wake_at
+    }
+
+    /// The earliest instant a timer rule (silence, a lease deadline, a renewal, a claim or the
+    /// unknown-holder window lapsing) may act; O(nodes), so computed once per step.
+    fn earliest_timer(&self) -> Option<Instant> {
         let half = self.lease / 2;
         let renew_every = self.lease / 5;
-        let mut wakes: Vec<Instant> = Vec::new();
+        let mut earliest = self.unknown_until;
+        let mut consider = |at: Instant| earliest = Some(earliest.map_or(at, |e| e.min(at)));
         for node in self.nodes.values() {
-            wakes.extend(node.inherited.values().map(|i| i.until));
+            node.inherited.values().for_each(|i| consider(i.until));
             let Some(session) = &node.session else {
                 continue;
             };
             if session.silent {
                 if session.has_claims() {
-                    wakes.extend(self.lease_deadline(session));
+                    self.lease_deadline(session)
+                        .into_iter()
+                        .for_each(&mut consider);
                 }
             } else {
-                wakes.push(session.last_heard + half);
+                consider(session.last_heard + half);
                 if session.ready {
-                    wakes.extend(session.renewed_at.map(|t| t + renew_every));
+                    session
+                        .renewed_at
+                        .into_iter()
+                        .for_each(|t| consider(t + renew_every));
                 }
             }
         }
-        wakes.extend(self.unknown_until);
-        wakes.into_iter().min()
+        earliest
     }
 
     /// Speakers able to take addresses now.
@@ -653,6 +676,7 @@ impl Fence {
             self.views_changed = true;
         }
         self.renew(now, out);
+        self.wake_at = self.earliest_timer();
     }
 
     fn expire(&mut self, now: Instant, out: &mut Vec<Output>) {
