@@ -79,7 +79,8 @@ pub struct Outcome {
     /// For every Service we serve (and those we stopped serving that still show our addresses): the
     /// addresses its status should list.
     pub statuses: BTreeMap<ServiceKey, Vec<IpAddr>>,
-    /// The node(s) announcing each served Service's addresses, comma-separated; `None` when none yet.
+    /// The node(s) announcing each served Service's addresses, comma-separated; `None` when nobody does
+    /// or will. Absent while one of its addresses waits for its new node's acknowledgement.
     pub announcing: BTreeMap<ServiceKey, Option<String>>,
     /// Warnings per Service.
     pub notes: BTreeMap<ServiceKey, Note>,
@@ -417,13 +418,28 @@ impl Planner {
         let allocator = &self.allocator;
         self.announcers
             .end_pass(|address| allocator.is_held(*address));
+        // The annotation names who acknowledged each address. An address placed on a node that has not
+        // acknowledged it yet (a handover in flight, or speakers still reconnecting after a start, when
+        // the hub knows nobody yet) says nothing: clearing the annotation for those milliseconds or
+        // seconds would cost two writes per Service and show users a gap that is not there.
+        let placed: BTreeSet<IpAddr> = outcome
+            .desired
+            .values()
+            .flatten()
+            .map(|a| a.address)
+            .collect();
         for key in &served_keys {
-            let mut announcing: Vec<&str> = self
-                .allocator
-                .assigned(key)
-                .iter()
-                .filter_map(|a| inputs.announced.get(a).map(String::as_str))
-                .collect();
+            let mut announcing: Vec<&str> = Vec::new();
+            let mut unacknowledged = false;
+            for address in self.allocator.assigned(key) {
+                match inputs.announced.get(address) {
+                    Some(node) => announcing.push(node),
+                    None => unacknowledged |= placed.contains(address),
+                }
+            }
+            if unacknowledged {
+                continue;
+            }
             announcing.sort_unstable();
             announcing.dedup();
             outcome.announcing.insert(

@@ -71,6 +71,7 @@ struct World {
     nodes: Vec<Arc<Node>>,
     slices: Vec<Arc<EndpointSlice>>,
     speakers: BTreeMap<String, SpeakerInfo>,
+    announced: BTreeMap<IpAddr, String>,
 }
 
 impl World {
@@ -88,6 +89,7 @@ impl World {
             ],
             slices: vec![],
             speakers: speakers(&["m1", "n1", "n2"]),
+            announced: BTreeMap::new(),
         }
     }
 
@@ -102,7 +104,7 @@ impl World {
             speakers: &self.speakers,
             include_unconnected: false,
             ever_connected: &BTreeSet::new(),
-            announced: &BTreeMap::new(),
+            announced: &self.announced,
         })
     }
 
@@ -170,6 +172,37 @@ fn a_restarted_controller_keeps_every_address_and_announcer() {
     // Addresses the statuses showed may still be announced from before: they are not fresh.
     assert!(first.desired.values().flatten().all(|a| a.fresh));
     assert!(second.desired.values().flatten().all(|a| !a.fresh));
+}
+
+/// While an address waits for its new node's acknowledgement (speakers reconnecting after a start, a
+/// handover), the pass says nothing about the announcing-node annotation, so it keeps its value instead
+/// of being cleared and written again; it is cleared only when nobody will announce.
+#[test]
+fn the_annotation_waits_for_acknowledgements_and_clears_only_when_nobody_will_announce() {
+    let mut world = World::seed();
+    let mut planner = Planner::new(filter());
+    let address = ip("10.10.39.200");
+    let outcome = world.pass(&mut planner);
+    assert!(!outcome.announcing.contains_key("ingress/nginx"));
+    let node = announcer_of(&outcome, address).unwrap().to_owned();
+    world.announced.insert(address, node.clone());
+    let outcome = world.pass(&mut planner);
+    assert_eq!(outcome.announcing["ingress/nginx"], Some(node.clone()));
+
+    world.speakers.remove(&node);
+    world.announced.clear();
+    let outcome = world.pass(&mut planner);
+    let next = announcer_of(&outcome, address).unwrap().to_owned();
+    assert_ne!(next, node);
+    assert!(!outcome.announcing.contains_key("ingress/nginx"));
+    world.announced.insert(address, next.clone());
+    let outcome = world.pass(&mut planner);
+    assert_eq!(outcome.announcing["ingress/nginx"], Some(next));
+
+    world.speakers.clear();
+    world.announced.clear();
+    let outcome = world.pass(&mut planner);
+    assert_eq!(outcome.announcing["ingress/nginx"], None);
 }
 
 #[test]
