@@ -5,8 +5,8 @@
 //! Layout: pure logic first — [`ranges`] (address notation), [`pool`] (the `IPPool` CRD), [`legacy`]
 //! (MetalLB's ConfigMap), [`request`] (what a Service asks for), [`allocator`] (who holds which address),
 //! [`announcer`] (rendezvous choice of a node), [`plan`] (one reconcile pass) — then the I/O edges:
-//! [`speakers`] (the gRPC hub with its fencing) and `controller` (watches and API writes). `main.rs` only
-//! parses flags and calls [`run`].
+//! [`speakers`] (the gRPC hub with its fencing), `controller` (watches and the event loop) and `writer`
+//! (API writes, run beside the loop). `main.rs` only parses flags and calls [`run`].
 
 pub mod allocator;
 pub mod announcer;
@@ -19,6 +19,7 @@ pub mod pool;
 pub mod ranges;
 pub mod request;
 pub mod speakers;
+mod writer;
 
 pub use config::{Config, ConfigError, Settings};
 pub use controller::Error;

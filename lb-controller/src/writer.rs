@@ -1,0 +1,586 @@
+//! The controller's writes to the Kubernetes API: Service statuses, the announcing-node annotation, IPPool
+//! statuses and Events, each written only where it differs from what the API shows (and each note told
+//! once, not per pass).
+//!
+//! A pass's writes are prepared from its outcome ([`Writer::prepare`]), carried out as a [`Batch`] that
+//! owns everything it needs, so the event loop can go on with passes (and the speakers with their
+//! assignments) while ten thousand writes are in flight, then taken back in ([`Writer::finish`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource};
+use ops::kube::Watched;
+use serde_json::json;
+
+use crate::legacy;
+use crate::metrics::{Metrics, PoolLabels};
+use crate::plan::{Note, Outcome, Planner, PoolReport};
+use crate::pool::{IPPool, IPPoolStatus};
+use crate::request::{self, ANNOUNCING_NODE};
+use crate::speakers::HubEvent;
+
+/// API writes in flight at once.
+const WRITE_CONCURRENCY: usize = 32;
+
+/// The writer side: remembers what it wrote and what it told people, so nothing is repeated.
+pub(crate) struct Writer {
+    client: Client,
+    recorder: Recorder,
+    metrics: Metrics,
+    /// Status written per Service, until the reflector shows it.
+    written_status: HashMap<String, Vec<IpAddr>>,
+    /// Annotation written per Service, until the reflector shows it.
+    written_annotation: HashMap<String, Option<String>>,
+    /// Note last published per Service.
+    told: HashMap<String, Note>,
+    /// Legacy ConfigMap problems last published.
+    told_legacy: Vec<String>,
+}
+
+/// The API writes one pass needs, ready to run on their own.
+pub(crate) struct Batch {
+    client: Client,
+    statuses: Vec<(Arc<Service>, Vec<IpAddr>)>,
+    annotations: Vec<(Arc<Service>, Option<String>)>,
+    pools: Vec<(String, IPPoolStatus)>,
+    /// When the first change this batch carries was seen.
+    first_change: Instant,
+}
+
+/// A batch carried out: each write with its result.
+pub(crate) struct Written {
+    statuses: Vec<(Arc<Service>, Vec<IpAddr>, Result<(), kube::Error>)>,
+    annotations: Vec<(String, Option<String>, Result<(), kube::Error>)>,
+    pools: Vec<(String, Result<(), kube::Error>)>,
+    /// When the first change the batch carried was seen.
+    pub(crate) first_change: Instant,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.statuses.is_empty() && self.annotations.is_empty() && self.pools.is_empty()
+    }
+
+    /// Carries out every write: statuses first (what users wait for), then annotations, then pools.
+    pub(crate) async fn run(self) -> Written {
+        let client = &self.client;
+        let statuses = futures::stream::iter(self.statuses)
+            .map(|(service, desired)| async move {
+                let result = patch_status(client, &service, &desired).await;
+                (service, desired, result)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let annotations = futures::stream::iter(self.annotations)
+            .map(|(service, desired)| async move {
+                let result = patch_annotation(client, &service, desired.as_deref()).await;
+                (request::key_of(&service), desired, result)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut pools = Vec::new();
+        for (name, status) in self.pools {
+            let api: Api<IPPool> = Api::all(client.clone());
+            let result = api
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+                .map(|_| ());
+            pools.push((name, result));
+        }
+        Written {
+            statuses,
+            annotations,
+            pools,
+            first_change: self.first_change,
+        }
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(client: Client, recorder: Recorder, metrics: Metrics) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            written_status: HashMap::new(),
+            written_annotation: HashMap::new(),
+            told: HashMap::new(),
+            told_legacy: Vec::new(),
+        }
+    }
+
+    /// What a pass tells without writing objects: each note as an Event once, and the metrics.
+    pub(crate) fn tell(&mut self, outcome: &Outcome, services: &Watched<Service>) {
+        self.told.retain(|key, _| outcome.notes.contains_key(key));
+        let mut events = Vec::new();
+        for (key, note) in &outcome.notes {
+            if self.told.get(key) == Some(note) {
+                continue;
+            }
+            let Some((ns, name)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(service) = services.store().get(&ObjectRef::new(name).within(ns)) else {
+                continue;
+            };
+            tracing::warn!(service = %key, reason = note.reason, "{}", note.message);
+            events.push((
+                service.object_ref(&()),
+                EventType::Warning,
+                note.reason,
+                note.message.clone(),
+            ));
+            self.told.insert(key.clone(), note.clone());
+        }
+        self.publish(events);
+        self.update_metrics(outcome);
+    }
+
+    /// The writes that make the API show `outcome`: only what differs from what the reflectors show and
+    /// from what was written before.
+    pub(crate) fn prepare(
+        &mut self,
+        outcome: &Outcome,
+        services: &[Arc<Service>],
+        pools: &[Arc<IPPool>],
+        first_change: Instant,
+    ) -> Batch {
+        let services: HashMap<String, &Arc<Service>> =
+            services.iter().map(|s| (request::key_of(s), s)).collect();
+        let mut batch = Batch {
+            client: self.client.clone(),
+            statuses: Vec::new(),
+            annotations: Vec::new(),
+            pools: Vec::new(),
+            first_change,
+        };
+        for (key, desired) in &outcome.statuses {
+            let Some(service) = services.get(key) else {
+                continue;
+            };
+            if &status_addresses(service) == desired {
+                // Shown: forget the write, so a later change by someone else is written over again.
+                self.written_status.remove(key);
+                continue;
+            }
+            if self.written_status.get(key) == Some(desired) {
+                continue;
+            }
+            batch.statuses.push(((*service).clone(), desired.clone()));
+        }
+        for (key, desired) in &outcome.announcing {
+            let Some(service) = services.get(key) else {
+                continue;
+            };
+            let current = service
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOUNCING_NODE))
+                .cloned();
+            if &current == desired {
+                self.written_annotation.remove(key);
+                continue;
+            }
+            if self.written_annotation.get(key) == Some(desired) {
+                continue;
+            }
+            batch
+                .annotations
+                .push(((*service).clone(), desired.clone()));
+        }
+        for pool in pools {
+            let Some(name) = pool.metadata.name.clone() else {
+                continue;
+            };
+            let Some(report) = outcome.pools.get(&name) else {
+                continue;
+            };
+            let previous = pool.status.clone().unwrap_or_default();
+            let status = pool_status(report, &previous, pool.metadata.generation);
+            if status == previous {
+                continue;
+            }
+            if let Some(invalid) = &report.invalid {
+                tracing::warn!(pool = %name, "{invalid}");
+                self.publish(vec![(
+                    pool.object_ref(&()),
+                    EventType::Warning,
+                    "InvalidPool",
+                    invalid.clone(),
+                )]);
+            }
+            batch.pools.push((name, status));
+        }
+        batch
+    }
+
+    /// Takes in what a batch did; returns how many writes failed (and will be prepared again).
+    pub(crate) fn finish(&mut self, written: Written) -> usize {
+        let mut failures = 0;
+        let mut events = Vec::new();
+        let ok = written.statuses.iter().filter(|w| w.2.is_ok()).count();
+        if ok > 0 {
+            tracing::info!(written = ok, "Service statuses written");
+        }
+        for (service, desired, result) in written.statuses {
+            let key = request::key_of(&service);
+            self.metrics.wrote("status", result.is_ok());
+            match result {
+                Ok(()) => {
+                    self.metrics
+                        .change_to_status_seconds
+                        .observe(written.first_change.elapsed().as_secs_f64());
+                    tracing::debug!(service = %key, addresses = ?desired, "status written");
+                    if !desired.is_empty() {
+                        events.push((
+                            service.object_ref(&()),
+                            EventType::Normal,
+                            "IPAllocated",
+                            format!("Assigned {}", join(&desired)),
+                        ));
+                    }
+                    self.written_status.insert(key, desired);
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(service = %key, error = %error, "cannot write status");
+                }
+            }
+        }
+        let ok = written.annotations.iter().filter(|w| w.2.is_ok()).count();
+        if ok > 0 {
+            tracing::info!(written = ok, "announcing-node annotations written");
+        }
+        for (key, desired, result) in written.annotations {
+            self.metrics.wrote("annotation", result.is_ok());
+            match result {
+                Ok(()) => {
+                    self.written_annotation.insert(key, desired);
+                }
+                Err(error) => {
+                    // A Service deleted meanwhile is not a failure worth retrying.
+                    if !is_not_found(&error) {
+                        failures += 1;
+                    }
+                    tracing::warn!(service = %key, error = %error, "cannot write the announcing-node annotation");
+                }
+            }
+        }
+        for (name, result) in written.pools {
+            self.metrics.wrote("pool_status", result.is_ok());
+            if let Err(error) = result {
+                if !is_not_found(&error) {
+                    failures += 1;
+                }
+                tracing::warn!(pool = %name, error = %error, "cannot write the pool status");
+            }
+        }
+        self.publish(events);
+        failures
+    }
+
+    fn update_metrics(&self, outcome: &Outcome) {
+        self.metrics.pending.set(gauge(outcome.pending));
+        self.metrics.pool_total.clear();
+        self.metrics.pool_in_use.clear();
+        let mut assigned = 0;
+        for (name, report) in &outcome.pools {
+            let u = report.usage;
+            assigned += u.assigned_v4 + u.assigned_v6;
+            for (family, used, free) in [
+                ("ipv4", u.assigned_v4, u.available_v4),
+                ("ipv6", u.assigned_v6, u.available_v6),
+            ] {
+                let labels = PoolLabels {
+                    pool: name.clone(),
+                    family: family.to_owned(),
+                };
+                self.metrics
+                    .pool_total
+                    .get_or_create(&labels)
+                    .set(i64::try_from(used.saturating_add(free)).unwrap_or(i64::MAX));
+                self.metrics
+                    .pool_in_use
+                    .get_or_create(&labels)
+                    .set(i64::try_from(used).unwrap_or(i64::MAX));
+            }
+        }
+        self.metrics
+            .assignments
+            .set(i64::try_from(assigned).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn tell_legacy(&mut self, map: Option<&ConfigMap>, errors: &[legacy::LegacyError]) {
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        if messages == self.told_legacy {
+            return;
+        }
+        self.told_legacy.clone_from(&messages);
+        for message in &messages {
+            tracing::warn!(configmap = ?map.and_then(|m| m.metadata.name.clone()), "legacy MetalLB configuration: {message}");
+        }
+        if let Some(map) = map {
+            self.publish(
+                messages
+                    .into_iter()
+                    .map(|m| (map.object_ref(&()), EventType::Warning, "InvalidPool", m))
+                    .collect(),
+            );
+        }
+    }
+
+    /// Events about what the speakers did, on the Services using the address.
+    pub(crate) fn tell_hub_event(
+        &self,
+        event: &HubEvent,
+        planner: &Planner,
+        services: &Watched<Service>,
+    ) {
+        let (address, kind, reason, message) = match event {
+            HubEvent::HandedOver {
+                address,
+                from,
+                to,
+                waited,
+            } => (
+                *address,
+                EventType::Normal,
+                "AnnouncerChanged",
+                match from {
+                    Some(from) => format!(
+                        "{address} is announced by node {to} (was {from}; handed over after {waited:?})"
+                    ),
+                    None => format!("{address} is announced by node {to}"),
+                },
+            ),
+            HubEvent::Conflict {
+                node,
+                address,
+                interface,
+                foreign_mac,
+            } => (
+                *address,
+                EventType::Warning,
+                "AddressConflict",
+                format!(
+                    "node {node} saw {} answer for {address} on {interface}: another device uses this address",
+                    mac(foreign_mac)
+                ),
+            ),
+            HubEvent::Problem {
+                node,
+                address: Some(address),
+                interface,
+                message,
+            } => (
+                *address,
+                EventType::Warning,
+                "AnnouncementProblem",
+                format!("node {node} cannot announce {address} on {interface:?}: {message}"),
+            ),
+            HubEvent::Problem { .. }
+            | HubEvent::Connected { .. }
+            | HubEvent::Disconnected { .. } => return,
+        };
+        let references: Vec<_> = planner
+            .allocator()
+            .holdings()
+            .filter(|(a, _)| *a == address)
+            .flat_map(|(_, holders)| holders.cloned().collect::<Vec<_>>())
+            .filter_map(|key| {
+                let (ns, name) = key.split_once('/')?;
+                services.store().get(&ObjectRef::new(name).within(ns))
+            })
+            .map(|s| (s.object_ref(&()), kind, reason, message.clone()))
+            .collect();
+        self.publish(references);
+    }
+
+    /// Events are for people: published in the background, never holding up a write.
+    fn publish(
+        &self,
+        events: Vec<(
+            k8s_openapi::api::core::v1::ObjectReference,
+            EventType,
+            &'static str,
+            String,
+        )>,
+    ) {
+        if events.is_empty() {
+            return;
+        }
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(events)
+                .for_each_concurrent(8, |(reference, type_, reason, note)| {
+                    let recorder = recorder.clone();
+                    async move {
+                        let event = KubeEvent {
+                            type_,
+                            reason: reason.to_owned(),
+                            note: Some(note.chars().take(1000).collect()),
+                            action: "Allocate".to_owned(),
+                            secondary: None,
+                        };
+                        if let Err(error) = recorder.publish(&event, &reference).await {
+                            tracing::debug!(object = ?reference.name, error = %error, "cannot publish event");
+                        }
+                    }
+                })
+                .await;
+        });
+    }
+}
+
+async fn patch_status(
+    client: &Client,
+    service: &Service,
+    addresses: &[IpAddr],
+) -> Result<(), kube::Error> {
+    let api: Api<Service> = Api::namespaced(
+        client.clone(),
+        service.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let ingress: Vec<_> = addresses
+        .iter()
+        .map(|a| json!({"ip": a.to_string(), "ipMode": "VIP"}))
+        .collect();
+    let body = if ingress.is_empty() {
+        json!({"status": {"loadBalancer": {"ingress": null}}})
+    } else {
+        json!({"status": {"loadBalancer": {"ingress": ingress}}})
+    };
+    api.patch_status(
+        service.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(body),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn patch_annotation(
+    client: &Client,
+    service: &Service,
+    node: Option<&str>,
+) -> Result<(), kube::Error> {
+    let api: Api<Service> = Api::namespaced(
+        client.clone(),
+        service.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    api.patch(
+        service.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {ANNOUNCING_NODE: node}}})),
+    )
+    .await
+    .map(|_| ())
+}
+
+fn status_addresses(service: &Service) -> Vec<IpAddr> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
+        .collect()
+}
+
+/// The pool status to write: usage and conditions, keeping each condition's transition time while its
+/// status does not change.
+fn pool_status(
+    report: &PoolReport,
+    previous: &IPPoolStatus,
+    generation: Option<i64>,
+) -> IPPoolStatus {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" }.to_owned();
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: since,
+            observed_generation: generation,
+        }
+    };
+    let mut conditions = vec![match &report.invalid {
+        None => condition("Ready", true, "Valid", "the spec checks out".to_owned()),
+        Some(error) => condition("Ready", false, "InvalidSpec", error.clone()),
+    }];
+    conditions.push(if report.overlaps.is_empty() {
+        condition(
+            "Overlapping",
+            false,
+            "Disjoint",
+            "no other pool shares an address".to_owned(),
+        )
+    } else {
+        condition(
+            "Overlapping",
+            true,
+            "SharesAddresses",
+            format!(
+                "shares addresses with {}; an address is counted in the first pool by name",
+                report.overlaps.join(", ")
+            ),
+        )
+    });
+    IPPoolStatus {
+        assigned_ipv4: report.usage.assigned_v4,
+        available_ipv4: report.usage.available_v4,
+        assigned_ipv6: report.usage.assigned_v6,
+        available_ipv6: report.usage.available_v6,
+        conditions,
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+fn join(addresses: &[IpAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
