@@ -56,11 +56,14 @@ pub(crate) struct Batch {
     first_change: Instant,
 }
 
+/// How one API write went.
+type WriteResult = Result<(), kube::Error>;
+
 /// A batch carried out: each write with its result.
 pub(crate) struct Written {
-    statuses: Vec<(Arc<Service>, Vec<IpAddr>, Result<(), kube::Error>)>,
-    annotations: Vec<(String, Option<String>, Result<(), kube::Error>)>,
-    pools: Vec<(String, Result<(), kube::Error>)>,
+    statuses: Vec<(Arc<Service>, Vec<IpAddr>, WriteResult)>,
+    annotations: Vec<(String, Option<String>, WriteResult)>,
+    pools: Vec<(String, WriteResult)>,
     /// When the first change the batch carried was seen.
     pub(crate) first_change: Instant,
 }
