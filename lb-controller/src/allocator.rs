@@ -151,6 +151,14 @@ impl Allocator {
         self.holders.iter().map(|(a, h)| (*a, h.keys()))
     }
 
+    /// The Services holding `address`.
+    pub fn holders_of(&self, address: IpAddr) -> impl Iterator<Item = &ServiceKey> {
+        self.holders
+            .get(&address)
+            .into_iter()
+            .flat_map(BTreeMap::keys)
+    }
+
     /// Whether any Service holds `address`.
     pub fn is_held(&self, address: IpAddr) -> bool {
         self.holders.contains_key(&address)

@@ -309,15 +309,15 @@ pub async fn run(
         let Some(first_change) = pending.take() else {
             continue;
         };
-        urgent = false;
         let started = Instant::now();
         // A pass is CPU work proportional to the cluster: let the runtime move other tasks off this
         // worker meanwhile.
         let outcome =
             tokio::task::block_in_place(|| pass(state, &watchers, &hub, &mut writer, &announced));
-        metrics
-            .reconcile_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics.reconcile_seconds.observe(took.as_secs_f64());
+        tracing::debug!(?took, urgent, writing = writing.is_some(), "pass");
+        urgent = false;
         hub.set_desired(outcome.desired.clone());
         writer.tell(&outcome, &watchers.services);
         if writing.is_some() || retry_at.is_some() {

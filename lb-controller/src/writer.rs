@@ -404,9 +404,7 @@ impl Writer {
         };
         let references: Vec<_> = planner
             .allocator()
-            .holdings()
-            .filter(|(a, _)| *a == address)
-            .flat_map(|(_, holders)| holders.cloned().collect::<Vec<_>>())
+            .holders_of(address)
             .filter_map(|key| {
                 let (ns, name) = key.split_once('/')?;
                 services.store().get(&ObjectRef::new(name).within(ns))

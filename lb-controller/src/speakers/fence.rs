@@ -487,6 +487,14 @@ impl Fence {
                     self.reported.extend(announcing.iter().copied());
                 }
                 apply_announcing(node, &name, &announcing, report_claim_until);
+                // What a speaker reports it announces is announced by it: a later set giving it the
+                // same address changes nothing anyone could see (a restarted controller must not report
+                // ten thousand hand-overs that did not happen).
+                for address in &announcing {
+                    self.last_holder
+                        .entry(*address)
+                        .or_insert_with(|| name.clone());
+                }
                 report_findings(node, &name, report, out);
             }
             Some(Body::Leaving(_)) if !session.leaving => {
@@ -808,14 +816,16 @@ impl Fence {
             session.sent = target;
             for address in added {
                 holders.entry(address).or_default().insert(name.clone());
-                let from = self
-                    .last_holder
-                    .insert(address, name.clone())
-                    .filter(|previous| previous != &name);
                 let waited = self
                     .pending_since
                     .remove(&(name.clone(), address))
                     .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+                let from = self.last_holder.insert(address, name.clone());
+                if from.as_ref() == Some(&name) {
+                    // Back to the node that announced it last (a new session, a lapsed lease renewed):
+                    // not a hand-over.
+                    continue;
+                }
                 out.push(Output::Event(HubEvent::HandedOver {
                     address,
                     from,

@@ -349,6 +349,36 @@ fn after_activation_a_node_reporting_an_address_keeps_it_without_a_gap() {
     );
 }
 
+/// A new leader sends reconnecting speakers what they already announce: that is no hand-over (each one
+/// becomes an `AnnouncerChanged` Event, ten thousand of them after a restart); a new address is one.
+#[test]
+fn after_activation_what_a_speaker_already_announces_is_not_handed_over() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let t = Instant::now();
+    fence.set_active(true, t);
+    fence.set_desired(want(&[("a", &["10.0.0.1", "10.0.0.2"])]), t);
+    fence.connect(1, &hello("a", 7), stamp(), t);
+    let out = fence.message(1, &report(7, &["10.0.0.1"]), t);
+    assert_eq!(snapshots(&out, 1), vec![(8, vec![ip("10.0.0.1")])]);
+    assert!(events(&out).is_empty(), "{:?}", events(&out));
+    fence.message(1, &heartbeat(8), t + ms(400));
+    fence.message(1, &heartbeat(8), t + ms(800));
+    let out = fence.tick(t + LEASE + GRACE);
+    assert_eq!(
+        snapshots(&out, 1),
+        vec![(9, vec![ip("10.0.0.1"), ip("10.0.0.2")])]
+    );
+    assert_eq!(
+        events(&out),
+        vec![HubEvent::HandedOver {
+            address: ip("10.0.0.2"),
+            from: None,
+            to: "a".into(),
+            waited: LEASE + GRACE,
+        }]
+    );
+}
+
 #[test]
 fn after_activation_a_reported_address_moves_once_its_reporter_acknowledges() {
     let mut fence = Fence::new(LEASE, GRACE);
