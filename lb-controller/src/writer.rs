@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -20,6 +20,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource};
 use ops::kube::Watched;
 use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::legacy;
 use crate::metrics::{Metrics, PoolLabels};
@@ -30,11 +32,14 @@ use crate::speakers::HubEvent;
 
 /// API writes in flight at once.
 const WRITE_CONCURRENCY: usize = 32;
+/// Events being published at once.
+const EVENT_CONCURRENCY: usize = 4;
 
 /// The writer side: remembers what it wrote and what it told people, so nothing is repeated.
 pub(crate) struct Writer {
     client: Client,
-    recorder: Recorder,
+    /// To the Event publisher (`publish_notices`).
+    notices: mpsc::UnboundedSender<Notice>,
     metrics: Metrics,
     /// Status written per Service, until the reflector shows it.
     written_status: HashMap<String, Vec<IpAddr>>,
@@ -116,10 +121,13 @@ impl Batch {
 }
 
 impl Writer {
+    /// A writer; starts its Event publisher on the current runtime.
     pub(crate) fn new(client: Client, recorder: Recorder, metrics: Metrics) -> Self {
+        let (notices, queue) = mpsc::unbounded_channel();
+        tokio::spawn(publish_notices(recorder, queue));
         Self {
             client,
-            recorder,
+            notices,
             metrics,
             written_status: HashMap::new(),
             written_annotation: HashMap::new(),
@@ -414,40 +422,38 @@ impl Writer {
         self.publish(references);
     }
 
-    /// Events are for people: published in the background, never holding up a write.
-    fn publish(
-        &self,
-        events: Vec<(
-            k8s_openapi::api::core::v1::ObjectReference,
-            EventType,
-            &'static str,
-            String,
-        )>,
-    ) {
-        if events.is_empty() {
-            return;
+    /// Events are for people: queued for the publisher, never holding up a write.
+    fn publish(&self, events: Vec<Notice>) {
+        for event in events {
+            // The publisher lives as long as the runtime; a send fails only while it shuts down.
+            let _ = self.notices.send(event);
         }
-        let recorder = self.recorder.clone();
-        tokio::spawn(async move {
-            futures::stream::iter(events)
-                .for_each_concurrent(8, |(reference, type_, reason, note)| {
-                    let recorder = recorder.clone();
-                    async move {
-                        let event = KubeEvent {
-                            type_,
-                            reason: reason.to_owned(),
-                            note: Some(note.chars().take(1000).collect()),
-                            action: "Allocate".to_owned(),
-                            secondary: None,
-                        };
-                        if let Err(error) = recorder.publish(&event, &reference).await {
-                            tracing::debug!(object = ?reference.name, error = %error, "cannot publish event");
-                        }
-                    }
-                })
-                .await;
-        });
     }
+}
+
+/// An Event to publish: about what, its type, reason and note.
+type Notice = (ObjectReference, EventType, &'static str, String);
+
+/// Publishes queued Events a few at a time. A start at ten thousand Services makes twenty thousand of them
+/// (`IPAllocated`, `AnnouncerChanged`); with no bound they competed with the status writes users wait for.
+async fn publish_notices(recorder: Recorder, notices: mpsc::UnboundedReceiver<Notice>) {
+    UnboundedReceiverStream::new(notices)
+        .for_each_concurrent(EVENT_CONCURRENCY, |(reference, type_, reason, note)| {
+            let recorder = recorder.clone();
+            async move {
+                let event = KubeEvent {
+                    type_,
+                    reason: reason.to_owned(),
+                    note: Some(note.chars().take(1000).collect()),
+                    action: "Allocate".to_owned(),
+                    secondary: None,
+                };
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::debug!(object = ?reference.name, error = %error, "cannot publish event");
+                }
+            }
+        })
+        .await;
 }
 
 async fn patch_status(
