@@ -130,7 +130,7 @@ async fn read_session(
     inner.receive(id, Inbound::Ended);
 }
 
-/// Starts the timer driver once, if a Tokio runtime is running (it always is by the time a session
+/// Starts the driver once, if a Tokio runtime is running (it always is by the time a session
 /// opens). The driver holds the hub weakly and ends when the hub is dropped.
 pub(super) fn ensure_driver(inner: &Arc<Inner>) {
     if inner.driver_started.load(Ordering::Acquire) {
