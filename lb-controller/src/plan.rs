@@ -280,7 +280,7 @@ impl Planner {
                         let message = if kept.is_empty() {
                             error.to_string()
                         } else {
-                            format!("{error}; keeping {}", join(kept))
+                            format!("{error}; keeping {}", request::join_addresses(kept))
                         };
                         // A conflict note from the restore says more than the retry's outcome.
                         outcome.notes.entry(key.clone()).or_insert(Note {
@@ -293,7 +293,7 @@ impl Planner {
                         let message = format!(
                             "{}; given {}",
                             note.message,
-                            join(self.allocator.assigned(key))
+                            request::join_addresses(self.allocator.assigned(key))
                         );
                         outcome.notes.insert(
                             key.clone(),
@@ -539,14 +539,6 @@ impl<'a> SliceIndex<'a> {
             .filter_map(|e| e.node_name.clone())
             .collect()
     }
-}
-
-fn join(addresses: &[IpAddr]) -> String {
-    addresses
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

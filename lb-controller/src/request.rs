@@ -193,15 +193,7 @@ pub fn read(service: &Service) -> Result<Request, RequestError> {
         families.push(Family::V4);
     }
 
-    let current = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
-        .collect();
+    let current = status_addresses(service);
 
     Ok(Request {
         key: format!("{namespace}/{name}"),
@@ -239,6 +231,28 @@ pub fn key_of(service: &Service) -> ServiceKey {
         service.metadata.namespace.as_deref().unwrap_or_default(),
         service.metadata.name.as_deref().unwrap_or_default()
     )
+}
+
+/// The addresses a Service's status lists (entries that do not parse are left out).
+pub(crate) fn status_addresses(service: &Service) -> Vec<IpAddr> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
+        .collect()
+}
+
+/// Addresses as people read them in Events and messages: `a, b`.
+pub(crate) fn join_addresses(addresses: &[IpAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::legacy;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::plan::{Note, Outcome, Planner, PoolReport};
 use crate::pool::{IPPool, IPPoolStatus};
-use crate::request::{self, ANNOUNCING_NODE};
+use crate::request::{self, ANNOUNCING_NODE, join_addresses, status_addresses};
 use crate::speakers::HubEvent;
 
 /// API writes in flight at once.
@@ -264,7 +264,7 @@ impl Writer {
                             service.object_ref(&()),
                             EventType::Normal,
                             "IPAllocated",
-                            format!("Assigned {}", join(&desired)),
+                            format!("Assigned {}", join_addresses(&desired)),
                         ));
                     }
                     self.written_status.insert(key, desired);
@@ -501,18 +501,6 @@ async fn patch_annotation(
     .map(|_| ())
 }
 
-fn status_addresses(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
-        .collect()
-}
-
 /// The pool status to write: usage and conditions, keeping each condition's transition time while its
 /// status does not change.
 fn pool_status(
@@ -570,14 +558,6 @@ fn pool_status(
 
 fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
-}
-
-fn join(addresses: &[IpAddr]) -> String {
-    addresses
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn mac(bytes: &[u8]) -> String {
