@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
 use ops::CancellationToken;
@@ -73,7 +73,7 @@ struct Syncer {
     settings: Settings,
     etcd: Option<etcd_client::Client>,
     metrics: Metrics,
-    recorder: Recorder,
+    recorder: ops::kube::EventPublisher,
     /// The last event reason+note per object, so an unchanged state is not re-announced.
     reported: HashMap<ObjectId, String>,
     services: Option<Watched<Service>>,
@@ -348,7 +348,7 @@ pub async fn run(
     let interval = settings.config.interval;
     let debounce = settings.config.debounce;
     let mut syncer = Syncer {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: ops::kube::EventPublisher::new(client.clone(), reporter),
         settings,
         etcd: None,
         metrics: metrics.clone(),

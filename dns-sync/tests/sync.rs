@@ -249,13 +249,33 @@ async fn bad_names_are_reported_as_events_and_the_rest_syncs() {
     let etcd = Etcd::start().await.unwrap();
     let mut sync = start_sync(&cluster, &etcd, &[]);
     sync.wait_ready(Duration::from_secs(20)).unwrap();
-    create_service(
-        &cluster,
-        "mixed",
-        "good.test.org,bad_name.test.org,elsewhere.example.com",
-        "10.10.39.210",
+    // First without an address: told so. Then, under the same reason, the bad name must be told too (not
+    // folded into the first Event with its old note).
+    Api::<Service>::namespaced(cluster.client(), "default")
+        .create(
+            &PostParams::default(),
+            &service(
+                "mixed",
+                "good.test.org,bad_name.test.org,elsewhere.example.com",
+            ),
+        )
+        .await
+        .unwrap();
+    wait::until(
+        "a Rejected event saying there is no address yet",
+        Duration::from_secs(10),
+        || async {
+            let events = events_for(&cluster, "mixed").await;
+            events
+                .iter()
+                .find(|(reason, note)| reason == "Rejected" && note.contains("no address"))
+                .map(|_| ())
+                .ok_or_else(|| format!("{events:?}"))
+        },
     )
-    .await;
+    .await
+    .unwrap();
+    set_service_ip(&cluster, "mixed", "10.10.39.210").await;
     wait_hosts(&etcd, "good.test.org", OWNER, &["10.10.39.210"]).await;
     wait::until(
         "a Rejected event naming the annotation",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use ops::CancellationToken;
 use ops::endpoint::Health;
@@ -163,7 +163,7 @@ pub async fn run(
 
     let mut writer = Writer::new(
         client.clone(),
-        Recorder::new(
+        ops::kube::EventPublisher::new(
             client.clone(),
             Reporter {
                 controller: "lb-controller".to_owned(),

@@ -15,9 +15,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource};
+use ops::kube::EventPublisher;
 use ops::kube::Watched;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -122,7 +123,7 @@ impl Batch {
 
 impl Writer {
     /// A writer; starts its Event publisher on the current runtime.
-    pub(crate) fn new(client: Client, recorder: Recorder, metrics: Metrics) -> Self {
+    pub(crate) fn new(client: Client, recorder: EventPublisher, metrics: Metrics) -> Self {
         let (notices, queue) = mpsc::unbounded_channel();
         tokio::spawn(publish_notices(recorder, queue));
         Self {
@@ -436,7 +437,7 @@ type Notice = (ObjectReference, EventType, &'static str, String);
 
 /// Publishes queued Events a few at a time. A start at ten thousand Services makes twenty thousand of them
 /// (`IPAllocated`, `AnnouncerChanged`); with no bound they competed with the status writes users wait for.
-async fn publish_notices(recorder: Recorder, notices: mpsc::UnboundedReceiver<Notice>) {
+async fn publish_notices(recorder: EventPublisher, notices: mpsc::UnboundedReceiver<Notice>) {
     UnboundedReceiverStream::new(notices)
         .for_each_concurrent(EVENT_CONCURRENCY, |(reference, type_, reason, note)| {
             let recorder = recorder.clone();

@@ -62,6 +62,37 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     Ok(Client::try_from(config)?)
 }
 
+/// Publishes Kubernetes Events, each as an Event of its own.
+///
+/// kube-runtime's `Recorder` folds an event into an earlier one with the same reason and action on the same
+/// object, for six minutes, and keeps the earlier note. A Service whose problem changed ("no address yet",
+/// then "bad_name is not a DNS name") would go on showing the old message. The daemons already tell each
+/// note once, so here every publish creates a new Event.
+#[derive(Clone)]
+pub struct EventPublisher {
+    client: Client,
+    reporter: kube::runtime::events::Reporter,
+}
+
+impl EventPublisher {
+    /// A publisher reporting as `reporter`.
+    pub fn new(client: Client, reporter: kube::runtime::events::Reporter) -> Self {
+        Self { client, reporter }
+    }
+
+    /// Creates `event` about `reference`.
+    pub async fn publish(
+        &self,
+        event: &kube::runtime::events::Event,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+    ) -> Result<(), kube::Error> {
+        // A recorder of its own, so its cache never folds this event into an earlier one.
+        kube::runtime::events::Recorder::new(self.client.clone(), self.reporter.clone())
+            .publish(event, reference)
+            .await
+    }
+}
+
 /// One watched kind: its reflector store and whether that store is fresh (listed, and its watch has not
 /// failed since). Every change sends the time it was seen on the trigger channel.
 pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
