@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
@@ -73,7 +72,7 @@ struct Syncer {
     settings: Settings,
     etcd: Option<etcd_client::Client>,
     metrics: Metrics,
-    recorder: ops::kube::EventPublisher,
+    events: ops::kube::EventPublisher,
     /// The last event reason+note per object, so an unchanged state is not re-announced.
     reported: HashMap<ObjectId, String>,
     services: Option<Watched<Service>>,
@@ -212,7 +211,6 @@ impl Syncer {
                 conflict.name, conflict.owner, conflict.key
             ));
         }
-        let mut to_publish = Vec::new();
         for (object, (kind, reason, mut notes)) in outcomes {
             notes.sort();
             notes.dedup();
@@ -232,25 +230,8 @@ impl Syncer {
                 action: "SyncDNS".to_owned(),
                 secondary: None,
             };
-            to_publish.push((event, reference.clone()));
+            self.events.publish(event, reference.clone());
         }
-        if to_publish.is_empty() {
-            return;
-        }
-        // Events are for people; they never hold up the next write.
-        let recorder = self.recorder.clone();
-        tokio::spawn(async move {
-            futures::stream::iter(to_publish)
-                .for_each_concurrent(EVENT_CONCURRENCY, |(event, reference)| {
-                    let recorder = recorder.clone();
-                    async move {
-                        if let Err(error) = recorder.publish(&event, &reference).await {
-                            tracing::debug!(object = ?reference.name, error = %error, "cannot publish event");
-                        }
-                    }
-                })
-                .await;
-        });
     }
 }
 
@@ -348,7 +329,7 @@ pub async fn run(
     let interval = settings.config.interval;
     let debounce = settings.config.debounce;
     let mut syncer = Syncer {
-        recorder: ops::kube::EventPublisher::new(client.clone(), reporter),
+        events: ops::kube::EventPublisher::start(client.clone(), reporter, EVENT_CONCURRENCY),
         settings,
         etcd: None,
         metrics: metrics.clone(),

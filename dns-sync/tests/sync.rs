@@ -151,6 +151,26 @@ async fn events_for(cluster: &KubeCluster, name: &str) -> Vec<(String, String)> 
         .collect()
 }
 
+/// Waits for a `Rejected` Event on Service `name` whose note contains every one of `words`.
+async fn wait_rejected(cluster: &KubeCluster, name: &str, words: &[&str]) {
+    wait::until(
+        &format!("a Rejected event on {name} saying {words:?}"),
+        Duration::from_secs(10),
+        || async {
+            let events = events_for(cluster, name).await;
+            events
+                .iter()
+                .find(|(reason, note)| {
+                    reason == "Rejected" && words.iter().all(|w| note.contains(w))
+                })
+                .map(|_| ())
+                .ok_or_else(|| format!("{events:?}"))
+        },
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn services_and_ingresses_become_records_that_follow_changes_and_foreign_keys_stay() {
     let cluster = KubeCluster::start().await.unwrap();
@@ -261,41 +281,19 @@ async fn bad_names_are_reported_as_events_and_the_rest_syncs() {
         )
         .await
         .unwrap();
-    wait::until(
-        "a Rejected event saying there is no address yet",
-        Duration::from_secs(10),
-        || async {
-            let events = events_for(&cluster, "mixed").await;
-            events
-                .iter()
-                .find(|(reason, note)| reason == "Rejected" && note.contains("no address"))
-                .map(|_| ())
-                .ok_or_else(|| format!("{events:?}"))
-        },
-    )
-    .await
-    .unwrap();
+    wait_rejected(&cluster, "mixed", &["no address"]).await;
     set_service_ip(&cluster, "mixed", "10.10.39.210").await;
     wait_hosts(&etcd, "good.test.org", OWNER, &["10.10.39.210"]).await;
-    wait::until(
-        "a Rejected event naming the annotation",
-        Duration::from_secs(10),
-        || async {
-            let events = events_for(&cluster, "mixed").await;
-            events
-                .iter()
-                .find(|(reason, note)| {
-                    reason == "Rejected"
-                        && note.contains("external-dns.alpha.kubernetes.io/hostname")
-                        && note.contains("bad_name.test.org")
-                        && note.contains("--domain-filter")
-                })
-                .map(|_| ())
-                .ok_or_else(|| format!("{events:?}"))
-        },
+    wait_rejected(
+        &cluster,
+        "mixed",
+        &[
+            "external-dns.alpha.kubernetes.io/hostname",
+            "bad_name.test.org",
+            "--domain-filter",
+        ],
     )
-    .await
-    .unwrap();
+    .await;
     assert!(records_of(&etcd, "bad_name.test.org").await.is_empty());
 }
 

@@ -163,12 +163,15 @@ pub async fn run(
 
     let mut writer = Writer::new(
         client.clone(),
-        ops::kube::EventPublisher::new(
+        // A start at ten thousand Services makes twenty thousand Events: a few at a time, beside the
+        // status writes.
+        ops::kube::EventPublisher::start(
             client.clone(),
             Reporter {
                 controller: "lb-controller".to_owned(),
                 instance: Some(settings.identity.clone()),
             },
+            4,
         ),
         metrics.clone(),
     );

@@ -21,8 +21,6 @@ use kube::{Api, Client, Resource};
 use ops::kube::EventPublisher;
 use ops::kube::Watched;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::legacy;
 use crate::metrics::{Metrics, PoolLabels};
@@ -33,14 +31,11 @@ use crate::speakers::HubEvent;
 
 /// API writes in flight at once.
 const WRITE_CONCURRENCY: usize = 32;
-/// Events being published at once.
-const EVENT_CONCURRENCY: usize = 4;
 
 /// The writer side: remembers what it wrote and what it told people, so nothing is repeated.
 pub(crate) struct Writer {
     client: Client,
-    /// To the Event publisher (`publish_notices`).
-    notices: mpsc::UnboundedSender<Notice>,
+    events: EventPublisher,
     metrics: Metrics,
     /// Status written per Service, until the reflector shows it.
     written_status: HashMap<String, Vec<IpAddr>>,
@@ -122,13 +117,10 @@ impl Batch {
 }
 
 impl Writer {
-    /// A writer; starts its Event publisher on the current runtime.
-    pub(crate) fn new(client: Client, recorder: EventPublisher, metrics: Metrics) -> Self {
-        let (notices, queue) = mpsc::unbounded_channel();
-        tokio::spawn(publish_notices(recorder, queue));
+    pub(crate) fn new(client: Client, events: EventPublisher, metrics: Metrics) -> Self {
         Self {
             client,
-            notices,
+            events,
             metrics,
             written_status: HashMap::new(),
             written_annotation: HashMap::new(),
@@ -425,37 +417,21 @@ impl Writer {
 
     /// Events are for people: queued for the publisher, never holding up a write.
     fn publish(&self, events: Vec<Notice>) {
-        for event in events {
-            // The publisher lives as long as the runtime; a send fails only while it shuts down.
-            let _ = self.notices.send(event);
+        for (reference, type_, reason, note) in events {
+            let event = KubeEvent {
+                type_,
+                reason: reason.to_owned(),
+                note: Some(note.chars().take(1000).collect()),
+                action: "Allocate".to_owned(),
+                secondary: None,
+            };
+            self.events.publish(event, reference);
         }
     }
 }
 
 /// An Event to publish: about what, its type, reason and note.
 type Notice = (ObjectReference, EventType, &'static str, String);
-
-/// Publishes queued Events a few at a time. A start at ten thousand Services makes twenty thousand of them
-/// (`IPAllocated`, `AnnouncerChanged`); with no bound they competed with the status writes users wait for.
-async fn publish_notices(recorder: EventPublisher, notices: mpsc::UnboundedReceiver<Notice>) {
-    UnboundedReceiverStream::new(notices)
-        .for_each_concurrent(EVENT_CONCURRENCY, |(reference, type_, reason, note)| {
-            let recorder = recorder.clone();
-            async move {
-                let event = KubeEvent {
-                    type_,
-                    reason: reason.to_owned(),
-                    note: Some(note.chars().take(1000).collect()),
-                    action: "Allocate".to_owned(),
-                    secondary: None,
-                };
-                if let Err(error) = recorder.publish(&event, &reference).await {
-                    tracing::debug!(object = ?reference.name, error = %error, "cannot publish event");
-                }
-            }
-        })
-        .await;
-}
 
 async fn patch_status(
     client: &Client,

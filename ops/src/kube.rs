@@ -62,34 +62,59 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     Ok(Client::try_from(config)?)
 }
 
-/// Publishes Kubernetes Events, each as an Event of its own.
+/// Publishes Kubernetes Events in the background, each as an Event of its own, a few at a time.
 ///
 /// kube-runtime's `Recorder` folds an event into an earlier one with the same reason and action on the same
 /// object, for six minutes, and keeps the earlier note. A Service whose problem changed ("no address yet",
 /// then "bad_name is not a DNS name") would go on showing the old message. The daemons already tell each
 /// note once, so here every publish creates a new Event.
+///
+/// Events are for people: [`EventPublisher::publish`] only queues, and one task publishes `concurrency` at
+/// a time, so a burst (twenty thousand at a controller's start at ten thousand Services) never competes
+/// with the writes users wait for, nor holds up the caller.
 #[derive(Clone)]
 pub struct EventPublisher {
-    client: Client,
-    reporter: kube::runtime::events::Reporter,
+    queue: mpsc::UnboundedSender<(
+        kube::runtime::events::Event,
+        k8s_openapi::api::core::v1::ObjectReference,
+    )>,
 }
 
 impl EventPublisher {
-    /// A publisher reporting as `reporter`.
-    pub fn new(client: Client, reporter: kube::runtime::events::Reporter) -> Self {
-        Self { client, reporter }
+    /// Starts the publishing task on the current Tokio runtime, reporting as `reporter`.
+    pub fn start(
+        client: Client,
+        reporter: kube::runtime::events::Reporter,
+        concurrency: usize,
+    ) -> Self {
+        let (queue, mut queued) = mpsc::unbounded_channel();
+        let events = futures::stream::poll_fn(move |cx| queued.poll_recv(cx));
+        tokio::spawn(events.for_each_concurrent(
+            concurrency,
+            move |(event, reference): (
+                kube::runtime::events::Event,
+                k8s_openapi::api::core::v1::ObjectReference,
+            )| {
+                // A recorder of its own, so its cache never folds this event into an earlier one.
+                let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter.clone());
+                async move {
+                    if let Err(error) = recorder.publish(&event, &reference).await {
+                        tracing::debug!(object = ?reference.name, error = %error, "cannot publish event");
+                    }
+                }
+            },
+        ));
+        Self { queue }
     }
 
-    /// Creates `event` about `reference`.
-    pub async fn publish(
+    /// Queues `event` about `reference`.
+    pub fn publish(
         &self,
-        event: &kube::runtime::events::Event,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
-    ) -> Result<(), kube::Error> {
-        // A recorder of its own, so its cache never folds this event into an earlier one.
-        kube::runtime::events::Recorder::new(self.client.clone(), self.reporter.clone())
-            .publish(event, reference)
-            .await
+        event: kube::runtime::events::Event,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+    ) {
+        // The task lives as long as the runtime; a send fails only while it shuts down.
+        let _ = self.queue.send((event, reference));
     }
 }
 
