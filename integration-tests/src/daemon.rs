@@ -100,6 +100,24 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Waits until `/metrics` holds the sample line `sample` (e.g. `groundwork_lb_controller_leader 1`: a
+    /// replica leads, which `/readyz` does not say, a standby being ready too).
+    pub fn wait_metric(&mut self, sample: &str, timeout: Duration) -> Result<()> {
+        let addr = self.ops_addr;
+        let process = &mut self.process;
+        wait::until_blocking(&format!("/metrics to show {sample}"), timeout, || {
+            process.check_running().map_err(|e| e.to_string())?;
+            let response = http::get(addr, "/metrics")?;
+            if response.body.lines().any(|l| l.trim() == sample) {
+                Ok(())
+            } else {
+                Err(format!("{}: no {sample}", response.status))
+            }
+        })
+    }
+}
+
 /// The `--etcd-*` flags (endpoint, and the TLS client files when etcd serves TLS) for a daemon reading
 /// `etcd`.
 pub fn etcd_flags(etcd: &crate::etcd::Etcd) -> Vec<String> {

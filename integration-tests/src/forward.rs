@@ -5,7 +5,8 @@
 //! namespace n1 reaches it through a [`Forward`] listening on n1's own 127.0.0.1. Traffic stays on
 //! loopback on both sides. [`Forward::pause`] stops moving bytes while keeping every connection open: a
 //! partition between the node and the control plane (the data link stays up), which is what a lease must
-//! fence against.
+//! fence against. [`Forward::start_at`] listens on a lab address instead: the real-node lab's kubelets and
+//! Pods reach the kube-apiserver on m1's address that way.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -30,10 +31,16 @@ impl Forward {
     /// Listens on 127.0.0.1 (free port) inside `host`'s namespace and forwards each connection to
     /// `upstream` on the root namespace's loopback.
     pub fn start(host: &Host, upstream: SocketAddr) -> Result<Self> {
+        Self::start_at(host, ([127, 0, 0, 1], 0).into(), upstream)
+    }
+
+    /// Listens on `listen` inside `host`'s namespace (its lab address, say, so that other hosts reach it
+    /// across the bridge) and forwards each connection to `upstream` on the root namespace's loopback.
+    pub fn start_at(host: &Host, listen: SocketAddr, upstream: SocketAddr) -> Result<Self> {
         let listener = host
-            .run(|| TcpListener::bind("127.0.0.1:0"))?
+            .run(move || TcpListener::bind(listen))?
             .map_err(|source| HarnessError::Io {
-                what: format!("binding a forwarder in {}", host.netns),
+                what: format!("binding a forwarder to {listen} in {}", host.netns),
                 source,
             })?;
         let local = listener.local_addr().map_err(|source| HarnessError::Io {

@@ -33,6 +33,10 @@ const SERVICE_CIDR: &str = "10.96.0.0/16,fd00:10:96::/112";
 pub struct ClusterOptions {
     /// Also run kube-controller-manager (service accounts, garbage collection, EndpointSlices...).
     pub controller_manager: bool,
+    /// For real nodes: the address the apiserver advertises (the `kubernetes` Service's endpoint, in its
+    /// certificate), where a forwarder inside the lab network brings kubelets and Pods to it. Without it the
+    /// `kubernetes` Service has no endpoints.
+    pub advertise: Option<std::net::Ipv4Addr>,
 }
 
 /// A running control plane, stopped and deleted on drop.
@@ -42,6 +46,8 @@ pub struct KubeCluster {
     apiserver: Process,
     apiserver_binary: PathBuf,
     apiserver_port: u16,
+    advertise: Option<std::net::Ipv4Addr>,
+    ca: Ca,
     etcd: Etcd,
     client: Client,
     kubeconfig: PathBuf,
@@ -69,6 +75,7 @@ impl KubeCluster {
     pub async fn start_with_controller_manager() -> Result<Self> {
         Self::start_with(ClusterOptions {
             controller_manager: true,
+            ..ClusterOptions::default()
         })
         .await
     }
@@ -89,20 +96,18 @@ impl KubeCluster {
 
         let ca = Ca::new("groundwork test kubernetes CA")?;
         let ca_path = ca.write_ca(dir)?;
-        ca.issue_files(
-            dir,
-            "apiserver",
-            &[],
-            &[
-                "127.0.0.1",
-                "localhost",
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "10.96.0.1",
-            ],
-            Usage::Server,
-        )?;
+        let advertised = options.advertise.map(|ip| ip.to_string());
+        let mut sans = vec![
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "10.96.0.1",
+        ];
+        sans.extend(advertised.as_deref());
+        ca.issue_files(dir, "apiserver", &[], &sans, Usage::Server)?;
         let admin = ca.issue_files(dir, "admin", &["system:masters"], &[], Usage::Client)?;
         let (sa_key, sa_pub) = certs::key_pair_pem()?;
         certs::write(&dir.join("sa.key"), &sa_key)?;
@@ -115,7 +120,13 @@ impl KubeCluster {
 
         let mut apiserver = Process::spawn(
             "kube-apiserver",
-            apiserver_command(&apiserver_bin, dir, etcd.endpoint(), port),
+            apiserver_command(
+                &apiserver_bin,
+                dir,
+                etcd.endpoint(),
+                port,
+                options.advertise,
+            ),
             &dir.join("kube-apiserver.log"),
         )?;
         let client = admin_client(&kubeconfig).await?;
@@ -135,6 +146,8 @@ impl KubeCluster {
             apiserver,
             apiserver_binary: apiserver_bin,
             apiserver_port: port,
+            advertise: options.advertise,
+            ca,
             etcd,
             client,
             kubeconfig,
@@ -157,6 +170,39 @@ impl KubeCluster {
     /// The apiserver URL.
     pub fn server_url(&self) -> &str {
         &self.server_url
+    }
+
+    /// The apiserver's port (on 127.0.0.1, and on the advertised address through the lab's forwarder).
+    pub fn port(&self) -> u16 {
+        self.apiserver_port
+    }
+
+    /// The cluster CA's certificate file (it signs the apiserver's and every client's certificate).
+    pub fn ca_file(&self) -> PathBuf {
+        self.scratch.path().join("ca.crt")
+    }
+
+    /// Writes a kubeconfig for `server` authenticating as user `name` in `groups` with a client certificate
+    /// from the cluster CA (how kubelets, kube-proxy and kube-scheduler prove who they are), as `<stem>.kubeconfig`
+    /// in the cluster's directory; returns its path.
+    pub fn client_kubeconfig(
+        &self,
+        stem: &str,
+        name: &str,
+        groups: &[&str],
+        server: &str,
+    ) -> Result<PathBuf> {
+        let dir = self.scratch.path();
+        let leaf = self.ca.issue(name, groups, &[], Usage::Client)?;
+        let (cert, key) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        certs::write(&cert, &leaf.cert_pem)?;
+        certs::write(&key, &leaf.key_pem)?;
+        let path = dir.join(format!("{stem}.kubeconfig"));
+        write_kubeconfig(&path, server, &self.ca_file(), &cert, &key)?;
+        Ok(path)
     }
 
     /// Time from [`KubeCluster::start_with`] until the apiserver was ready.
@@ -190,6 +236,7 @@ impl KubeCluster {
                 &dir,
                 self.etcd.endpoint(),
                 self.apiserver_port,
+                self.advertise,
             ),
             &dir.join("kube-apiserver.log"),
         )?;
@@ -266,6 +313,42 @@ impl KubeCluster {
     }
 }
 
+/// Server-side applies every object of a YAML stream (`---`-separated, as manifests are published), each at
+/// its own API resource found by discovery, as `kubectl apply --server-side` does.
+pub async fn apply_yaml(client: &Client, manager: &str, yaml: &str) -> Result<()> {
+    use kube::api::{ApiResource, DynamicObject};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::{Scope, pinned_kind};
+    let params = PatchParams::apply(manager).force();
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(document)
+            .map_err(|e| HarnessError::Setup(format!("manifest: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_yaml::from_value(value)
+            .map_err(|e| HarnessError::Setup(format!("manifest object: {e}")))?;
+        let types = object
+            .types
+            .clone()
+            .ok_or_else(|| HarnessError::Setup("manifest object without apiVersion/kind".into()))?;
+        let (group, version) = types
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", types.api_version.as_str()));
+        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, capabilities): (ApiResource, _) = pinned_kind(client, &gvk).await?;
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let api: Api<DynamicObject> = match (capabilities.scope, &object.metadata.namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+            (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&name, &params, &Patch::Apply(&object)).await?;
+    }
+    Ok(())
+}
+
 /// The `ip` entries of a Service's `status.loadBalancer.ingress`, as written.
 pub fn status_ips(service: &Service) -> Vec<String> {
     service
@@ -287,13 +370,22 @@ pub fn status_addresses(service: &Service) -> Vec<std::net::IpAddr> {
         .collect()
 }
 
-fn apiserver_command(binary: &Path, dir: &Path, etcd: &str, port: u16) -> Command {
+fn apiserver_command(
+    binary: &Path,
+    dir: &Path,
+    etcd: &str,
+    port: u16,
+    advertise: Option<std::net::Ipv4Addr>,
+) -> Command {
     let path = |name: &str| dir.join(name).display().to_string();
     let mut command = Command::new(binary);
     command
         .arg(format!("--etcd-servers={etcd}"))
         .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
+        .arg(format!(
+            "--advertise-address={}",
+            advertise.unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+        ))
         .arg(format!("--secure-port={port}"))
         .arg(format!("--cert-dir={}", path("apiserver-certs")))
         .arg(format!("--tls-cert-file={}", path("apiserver.crt")))
@@ -308,12 +400,14 @@ fn apiserver_command(binary: &Path, dir: &Path, etcd: &str, port: u16) -> Comman
         .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
         .arg("--authorization-mode=Node,RBAC")
         .arg("--allow-privileged=true")
-        // No nodes run here; the `kubernetes` Service's endpoints would point at loopback.
-        .arg("--endpoint-reconciler-type=none")
         // Priority and fairness only shapes load we never generate, and costs start-up time.
         .arg("--enable-priority-and-fairness=false")
         .arg("--profiling=false")
         .arg("--v=1");
+    if advertise.is_none() {
+        // No nodes run here; the `kubernetes` Service's endpoints would point at loopback.
+        command.arg("--endpoint-reconciler-type=none");
+    }
     command
 }
 

@@ -5,10 +5,13 @@
 //! - [`kube::KubeCluster`]: etcd + kube-apiserver (+ kube-controller-manager) with an admin kubeconfig and a
 //!   ready `kube::Client`.
 //! - [`netlab::LabNetwork`]: a bridge as the switch, node and client namespaces on it by veth pairs.
+//! - [`nodes`]: a cluster of real nodes (containerd, kubelet, kube-proxy per node namespace) for the chart.
 //! - [`peers`]: the Go peer programs (`scripts/build-peers`) and runners for CoreDNS and external-dns.
 //! - [`knot::Knot`]: Knot DNS as a secondary (zone transfers, NOTIFY) or a zone-file primary.
 //! - [`metallb::MetalLb`]: MetalLB's controller and layer-2 speakers in a lab, the peer of lb-controller and
 //!   lb-speaker.
+//! - [`images`]: the groundwork image and the lab's pause, etcd, httpd and CoreDNS images.
+//! - [`oci`]: OCI image archives written from local files, loadable by docker, containerd and skopeo.
 //! - [`daemon`]: checks that a groundwork daemon binary behaves like a well-run process.
 //!
 //! Nothing here imitates a server: when a real program cannot start, the error says which one and why.
@@ -19,11 +22,14 @@ pub mod dig;
 pub mod etcd;
 pub mod forward;
 pub mod http;
+pub mod images;
 pub mod knot;
 pub mod kube;
 pub mod lab;
 pub mod metallb;
 pub mod netlab;
+pub mod nodes;
+pub mod oci;
 pub mod peers;
 pub mod process;
 pub mod wait;

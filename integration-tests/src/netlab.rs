@@ -226,9 +226,21 @@ impl LabNetwork {
         self.hosts.iter().find(|h| h.name == name)
     }
 
+    /// The host called `name`, or an error naming it.
+    pub fn find(&self, name: &str) -> Result<&Host> {
+        self.host(name)
+            .ok_or_else(|| HarnessError::Setup(format!("no host {name} in the lab")))
+    }
+
     /// All hosts, in the order of the spec.
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
+    }
+
+    /// This lab's name prefix, `gwlab-<pid>-<n>` (its namespaces are `<prefix>-<host>`): other things the lab
+    /// makes take it too, so that [`sweep_leftovers`]-style clean-ups recognise them.
+    pub fn run_id(&self) -> &str {
+        self.switch.strip_suffix("-sw").unwrap_or(&self.switch)
     }
 
     /// The namespace holding the bridge (for captures on switch ports).
@@ -252,14 +264,7 @@ pub fn sweep_leftovers() -> Result<Vec<String>> {
     let listing = ip(&["netns", "list"])?;
     let mut removed = Vec::new();
     for name in listing.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(pid) = name
-            .strip_prefix(NAMESPACE_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !of_a_dead_run(name) {
             continue;
         }
         match ip(&["netns", "del", name]) {
@@ -270,6 +275,15 @@ pub fn sweep_leftovers() -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// Whether `name` is a lab name (`gwlab-<pid>-...`) of a process that no longer runs: what the lab made and a
+/// crash left behind (namespaces, cgroups), safe to remove.
+pub fn of_a_dead_run(name: &str) -> bool {
+    name.strip_prefix(NAMESPACE_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Runs `ip` with `args`; the error carries the command line and stderr.

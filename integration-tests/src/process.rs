@@ -134,6 +134,21 @@ impl Drop for Process {
     }
 }
 
+/// Runs `command` to completion; its stdout, or [`HarnessError::Command`] with the command line and its stderr.
+pub fn run_ok(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .map_err(io_err(format!("running {command:?}")))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(HarnessError::Command {
+            command: format!("{command:?}"),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
 /// A free TCP port on 127.0.0.1 at the time of the call. The port is released before it is returned, so a
 /// concurrent test could take it; programs that fail to bind are reported with their log.
 pub fn free_port() -> Result<u16> {
@@ -224,7 +239,8 @@ pub fn workspace_binary(name: &str) -> Result<std::path::PathBuf> {
     Ok(binary)
 }
 
-fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+/// The newest modification time of any file below `dir`.
+pub(crate) fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();

@@ -702,6 +702,23 @@ const LB_CONTROLLER_NEEDS: &[Permission] = &[
         NAMESPACE,
         "groundwork-lb-controller",
     ),
+    // --leader-service: the leader server-side applies the speakers' Service's one EndpointSlice.
+    (
+        "get",
+        "discovery.k8s.io",
+        "endpointslices",
+        "",
+        NAMESPACE,
+        "groundwork-lb-controller-leader",
+    ),
+    (
+        "patch",
+        "discovery.k8s.io",
+        "endpointslices",
+        "",
+        NAMESPACE,
+        "groundwork-lb-controller-leader",
+    ),
     // --metallb-configmap metallb-system/config: a watch on that one object.
     ("list", "", "configmaps", "", "metallb-system", "config"),
     ("watch", "", "configmaps", "", "metallb-system", "config"),
@@ -740,6 +757,23 @@ const LB_CONTROLLER_MUST_NOT: &[Permission] = &[
         "",
         NAMESPACE,
         "groundwork-lb-controller",
+    ),
+    // Only the one EndpointSlice: another Service's traffic is not its to steer.
+    (
+        "patch",
+        "discovery.k8s.io",
+        "endpointslices",
+        "",
+        NAMESPACE,
+        "groundwork-dns-server-abcde",
+    ),
+    (
+        "create",
+        "discovery.k8s.io",
+        "endpointslices",
+        "",
+        NAMESPACE,
+        "",
     ),
 ];
 
@@ -982,6 +1016,10 @@ fn lb_controller_args(kubeconfig: &Path) -> Vec<String> {
         NAMESPACE,
         "--pod-name",
         "groundwork-lb-controller-0",
+        "--leader-service",
+        "groundwork-lb-controller",
+        "--pod-ip",
+        "10.244.0.9",
         "--metallb-configmap",
         "metallb-system/config",
     ]
@@ -1045,9 +1083,33 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
         .display()
         .to_string();
 
-    // lb-controller as its ServiceAccount: every watch syncs and it wins the Lease, so it becomes ready.
+    // lb-controller as its ServiceAccount: every watch syncs and it wins the Lease, so it becomes ready; as
+    // leader it points the speakers' Service (the chart's, without a selector) at itself.
     let kubeconfig =
         service_account_kubeconfig(&cluster, "groundwork-lb-controller", scratch.path()).await;
+    let speakers_service: k8s_openapi::api::core::v1::Service =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "groundwork-lb-controller", "namespace": NAMESPACE},
+            "spec": {"ports": [{"name": "grpc", "port": 7472, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), NAMESPACE)
+        .create(&Default::default(), &speakers_service)
+        .await
+        .unwrap();
+    // The chart creates the slice empty; the leader may only fill it.
+    let empty_slice: k8s_openapi::api::discovery::v1::EndpointSlice =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "groundwork-lb-controller-leader", "namespace": NAMESPACE,
+                         "labels": {"kubernetes.io/service-name": "groundwork-lb-controller"}},
+            "addressType": "IPv4", "endpoints": [],
+            "ports": [{"name": "grpc", "port": 7472, "protocol": "TCP"}]
+        }))
+        .unwrap();
+    Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(client.clone(), NAMESPACE)
+        .create(&Default::default(), &empty_slice)
+        .await
+        .unwrap();
     {
         let args = lb_controller_args(&kubeconfig);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1055,6 +1117,32 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
         daemon
             .wait_ready(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
+        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+            Api::namespaced(client.clone(), NAMESPACE);
+        wait::until(
+            "the leader's EndpointSlice for the speakers' Service",
+            Duration::from_secs(30),
+            || {
+                let slices = slices.clone();
+                async move {
+                    let slice = slices
+                        .get("groundwork-lb-controller-leader")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let addresses: Vec<String> = slice
+                        .endpoints
+                        .unwrap_or_default()
+                        .iter()
+                        .flat_map(|e| e.addresses.clone())
+                        .collect();
+                    (addresses == ["10.244.0.9"])
+                        .then_some(())
+                        .ok_or_else(|| format!("addresses {addresses:?}"))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
     }
 
     // dns-sync as its ServiceAccount, against a real etcd.

@@ -68,7 +68,7 @@ pub struct Config {
     #[arg(long, default_value = "15s", value_parser = ops::parse_duration)]
     pub controller_loss_hold: Duration,
 
-    /// Elect one active replica through a Lease; the others stand by (not ready) until they lead.
+    /// Elect one active replica through a Lease; the others stand by (ready, idle) until they lead.
     #[arg(long, env = "LEADER_ELECT")]
     pub leader_elect: bool,
 
@@ -87,6 +87,16 @@ pub struct Config {
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+
+    /// The Service speakers dial (in the pod's namespace, without a selector): the leader points it at
+    /// itself by writing its EndpointSlice `<name>-leader` (port name `grpc`), so every healthy replica can
+    /// be ready and rollouts finish. Needs --pod-name and --pod-ip.
+    #[arg(long, env = "LEADER_SERVICE")]
+    pub leader_service: Option<String>,
+
+    /// This replica's address, for --leader-service (the downward API's `status.podIP`).
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
 
     /// Logging, ops endpoint (`--metrics-listen`) and drain settings.
     #[command(flatten)]
@@ -123,6 +133,11 @@ pub enum ConfigError {
     /// The class is empty.
     #[error("--load-balancer-class must not be empty")]
     Class,
+    /// `--leader-service` without the pod's name or address.
+    #[error(
+        "--leader-service {0}: needs --pod-name (POD_NAME) and --pod-ip (POD_IP) to point it at this pod"
+    )]
+    LeaderService(String),
 }
 
 /// Checked settings.
@@ -138,6 +153,8 @@ pub struct Settings {
     pub metallb_configmap: Option<(String, String)>,
     /// Our identity.
     pub identity: String,
+    /// The Service the leader points at itself.
+    pub leader_service: Option<crate::leader_service::LeaderService>,
     /// The flags as given.
     pub config: Config,
 }
@@ -206,6 +223,19 @@ impl Config {
                 activation_hold: self.controller_loss_hold,
             },
             metallb_configmap,
+            leader_service: match (&self.leader_service, &self.pod_name, self.pod_ip) {
+                (None, _, _) => None,
+                (Some(service), Some(pod), Some(ip)) if !service.is_empty() => {
+                    Some(crate::leader_service::LeaderService::new(
+                        &self.lease_namespace,
+                        service,
+                        pod,
+                        ip,
+                        self.grpc_listen,
+                    ))
+                }
+                (Some(service), _, _) => return Err(ConfigError::LeaderService(service.clone())),
+            },
             identity: self
                 .pod_name
                 .clone()
@@ -224,6 +254,25 @@ mod tests {
         Config::try_parse_from(std::iter::once("lb-controller").chain(args.iter().copied()))
             .unwrap()
             .validate()
+    }
+
+    #[test]
+    fn a_leader_service_needs_the_pods_name_and_address() {
+        let error = parse(&["--insecure", "--leader-service", "ctl"]).unwrap_err();
+        assert!(error.to_string().contains("--pod-ip"), "{error}");
+        let settings = parse(&[
+            "--insecure",
+            "--leader-service",
+            "ctl",
+            "--pod-name",
+            "ctl-1",
+            "--pod-ip",
+            "10.244.0.9",
+        ])
+        .unwrap();
+        let leader = settings.leader_service.unwrap();
+        assert_eq!(leader.slice_name(), "ctl-leader");
+        assert_eq!(leader.pod_ip.to_string(), "10.244.0.9");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Reflectors on Services, IPPools, Nodes, EndpointSlices, Namespaces (and the legacy MetalLB ConfigMap
 //! when asked) trigger a reconcile pass ([`crate::plan`]); so do speakers connecting or leaving and
-//! acknowledging what they announce. Only the leader runs passes and serves speakers; a standby is not
-//! ready, so the Service in front of the replicas sends speakers to the leader. Each pass hands the
+//! acknowledging what they announce. Only the leader runs passes and serves speakers; with
+//! `--leader-service` it points the speakers' Service at itself ([`crate::leader_service`]), so a standby
+//! is ready (a rollout needs every replica ready) yet never sees a speaker. Each pass hands the
 //! speakers their assignments first, then starts the API writes that make the API show it
 //! (`crate::writer`): one batch at a time, beside the loop, so a speaker that fails over does not wait
 //! behind ten thousand status writes.
@@ -78,6 +79,16 @@ struct Leading {
     settle_until: Option<tokio::time::Instant>,
     /// Nodes whose speaker connected since this replica leads.
     ever_connected: BTreeSet<String>,
+    /// Stops pointing the speakers' Service at this replica (`--leader-service`) when leadership ends.
+    publishing: Option<CancellationToken>,
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        if let Some(publishing) = &self.publishing {
+            publishing.cancel();
+        }
+    }
 }
 
 /// Runs the controller until `shutdown`.
@@ -279,10 +290,21 @@ pub async fn run(
             tracing::info!(identity = %settings.identity, "leading: rebuilding allocations from Service statuses first");
             hub.set_active(true);
             metrics.leader.set(1);
+            let publishing = settings.leader_service.clone().map(|service| {
+                let stop = shutdown.child_token();
+                tokio::spawn(crate::leader_service::publish(
+                    client.clone(),
+                    watchers.services.store().clone(),
+                    service,
+                    stop.clone(),
+                ));
+                stop
+            });
             leading = Some(Leading {
                 planner: Planner::new(settings.filter.clone()),
                 settle_until: Some(tokio::time::Instant::now() + settle),
                 ever_connected: BTreeSet::new(),
+                publishing,
             });
             pending.get_or_insert_with(Instant::now);
         } else if !is_leader && leading.is_some() {
@@ -295,10 +317,17 @@ pub async fn run(
             hub.set_active(false);
             metrics.leader.set(0);
             leading = None;
-            health.set_not_ready("standing by (not leader)");
         }
         if !is_leader {
-            health.set_not_ready("standing by (not leader)");
+            // Ready once it could take over (its caches listed): a Deployment's rollout waits for every
+            // replica to be ready. Speakers reach only the leader (--leader-service).
+            if watchers.listed() {
+                health.set_ready("standing by (not leader)");
+            } else {
+                health.set_not_ready(
+                    "standing by (not leader); waiting for the first list of Services, pools and nodes",
+                );
+            }
             continue;
         }
         let Some(state) = &mut leading else { continue };

@@ -12,6 +12,7 @@ pub mod allocator;
 pub mod announcer;
 pub mod config;
 mod controller;
+pub mod leader_service;
 pub mod legacy;
 pub mod metrics;
 pub mod plan;

@@ -520,11 +520,18 @@ async fn a_standby_takes_over_when_the_leader_dies_and_moves_nothing() {
     args.extend_from_slice(&election);
     args.extend_from_slice(&["--speaker-lease", "600ms", "--controller-loss-hold", "1s"]);
     let mut second = Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap();
+    // The standby is ready (a Deployment's rollout waits for every replica to be) but does not lead.
+    second.wait_ready(Duration::from_secs(30)).unwrap();
     let standby = second.get("/readyz").unwrap();
-    assert_eq!(
-        standby.status, 503,
-        "the standby must not be ready: {}",
-        standby.body
+    assert!(standby.body.contains("standing by"), "{}", standby.body);
+    assert!(
+        second
+            .get("/metrics")
+            .unwrap()
+            .body
+            .lines()
+            .any(|l| l == "groundwork_lb_controller_leader 0"),
+        "the standby must not lead"
     );
 
     for i in 0..3 {
@@ -532,7 +539,9 @@ async fn a_standby_takes_over_when_the_leader_dies_and_moves_nothing() {
     }
     wait_status(&client, "default", "s2", &["10.10.39.202"]).await;
     first.process().kill();
-    second.wait_ready(Duration::from_secs(30)).unwrap();
+    second
+        .wait_metric("groundwork_lb_controller_leader 1", Duration::from_secs(30))
+        .unwrap();
     create_service(&client, "default", "after", json!({})).await;
     wait_status(&client, "default", "after", &["10.10.39.203"]).await;
     for (i, ip) in ["10.10.39.200", "10.10.39.201", "10.10.39.202"]

@@ -124,7 +124,10 @@ fn a_leader_change_moves_nothing_and_the_client_keeps_getting_answers() {
     // The standby leads once the dead leader's Lease expires; then, like a Service whose ready endpoint
     // changed, the forwarders send new connections to it.
     let standby = system.controllers[1].1;
-    system.controllers[1].0.wait_ready(WAIT).unwrap();
+    system.controllers[1]
+        .0
+        .wait_metric("groundwork_lb_controller_leader 1", WAIT)
+        .unwrap();
     let leading_at = Instant::now();
     for forward in system.forwards.values() {
         forward.set_upstream(standby);

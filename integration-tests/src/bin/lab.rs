@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use integration_tests::images;
 use integration_tests::lab::{self, state::StateDir, system};
 
 /// Runs the groundwork lab: control plane, DNS etcd, two lb-controllers, a speaker per node namespace,
-/// dns-sync, two dns-servers and the seed scenario, checked from a client namespace.
+/// dns-sync, two dns-servers and the seed scenario, checked from a client namespace; with `up --kubelets`,
+/// the same on real nodes with the Helm chart.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -20,17 +22,44 @@ struct Cli {
     command: Action,
 }
 
+/// Which lab `up` starts.
+#[derive(clap::Args, Debug, Clone)]
+struct Mode {
+    /// Real nodes instead of processes: containerd, kubelet and kube-proxy in each node namespace, and the
+    /// Helm chart installed from the image (slower; needs `scripts/image` and the kubelet peers).
+    #[arg(long)]
+    kubelets: bool,
+    /// The groundwork image archive the chart runs (with --kubelets).
+    #[arg(long, default_value = images::GROUNDWORK_ARCHIVE)]
+    image: PathBuf,
+}
+
+impl Mode {
+    fn kind(&self) -> system::Kind {
+        if self.kubelets {
+            let image = if self.image.is_absolute() {
+                self.image.clone()
+            } else {
+                integration_tests::workspace_root().join(&self.image)
+            };
+            system::Kind::Kubelets(image)
+        } else {
+            system::Kind::Processes
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Action {
     /// Brings the lab up (cleaning a crashed lab's leftovers first) and prints the summary.
-    Up,
+    Up(Mode),
     /// Stops every process the lab started and removes its namespaces.
     Down,
     /// Prints the running lab's summary.
     Status,
     /// The supervisor `up` starts in the background (not for direct use).
     #[command(hide = true)]
-    Supervise,
+    Supervise(Mode),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +71,7 @@ fn main() -> ExitCode {
     };
     let dir = StateDir::new(cli.state_dir);
     let result = match cli.command {
-        Action::Up => lab::up(&dir, &mut std::io::stdout()).map(|summary| {
+        Action::Up(mode) => lab::up(&dir, &mode.kind(), &mut std::io::stdout()).map(|summary| {
             println!("\nlab is up:");
             for line in summary {
                 println!("  {line}");
@@ -70,7 +99,7 @@ fn main() -> ExitCode {
                 println!("{line}");
             }
         }),
-        Action::Supervise => system::supervise(dir),
+        Action::Supervise(mode) => system::supervise(dir, mode.kind()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! directory ([`state`]); `lab down` asks it to stop and then stops by PID and deletes by name whatever it
 //! recorded and is still there. See `docs/lab.md`.
 
+pub mod kubelets;
 pub mod probe;
 pub mod seed;
 pub mod state;
@@ -19,14 +20,19 @@ use state::{Phase, StateDir, alive};
 
 use crate::{HarnessError, Result, io_err};
 
-/// How long `lab up` waits for the supervisor to report ready.
-const UP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `lab up` waits for the supervisor to report ready (real nodes take longer than processes: their
+/// Pods start one image at a time per node on two cores).
+const UP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the supervisor gets to stop everything after SIGTERM.
 pub const DOWN_GRACE: Duration = Duration::from_secs(60);
 
-/// `lab up`: clears what a crashed lab left, starts the supervisor detached, relays its progress to
-/// `out`, and returns the summary once it is ready (or its error).
-pub fn up(dir: &StateDir, out: &mut dyn std::io::Write) -> Result<Vec<String>> {
+/// `lab up`: clears what a crashed lab left, starts the supervisor detached (running `kind`), relays its
+/// progress to `out`, and returns the summary once it is ready (or its error).
+pub fn up(
+    dir: &StateDir,
+    kind: &system::Kind,
+    out: &mut dyn std::io::Write,
+) -> Result<Vec<String>> {
     crate::require_root("create network namespaces for the lab")?;
     if let Some(state) = dir.read()
         && alive(&state.supervisor)
@@ -57,11 +63,16 @@ pub fn up(dir: &StateDir, out: &mut dyn std::io::Write) -> Result<Vec<String>> {
         .map_err(io_err("opening the supervisor log"))?;
     // setsid(1): the supervisor gets its own session, so closing the terminal or Ctrl-C in it leaves the
     // lab running. Its PID is the supervisor's own (setsid execs without forking when it can).
-    let mut supervisor = Command::new("setsid")
+    let mut command = Command::new("setsid");
+    command
         .arg(&exe)
         .arg("supervise")
         .arg("--state-dir")
-        .arg(dir.path())
+        .arg(dir.path());
+    if let system::Kind::Kubelets(image) = kind {
+        command.arg("--kubelets").arg("--image").arg(image);
+    }
+    let mut supervisor = command
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err_log)

@@ -1,9 +1,10 @@
 //! What a client on the lab's segment sees, asked with the real tools from inside its namespace: who
 //! answers ARP (`arping`) and Neighbor Discovery (`ndisc6`) for an address, what a dns-server answers
 //! (`dig`), what HTTP returns (`curl`), and [`ArpWatch`], `arping` run back to back recording every reply,
-//! so a fault test can measure the longest silence.
+//! so a fault test can measure the longest silence, and [`ArpProbe`], a steady stream of requests from a raw
+//! socket that times silences to within its interval and tells whether two nodes ever answered one request.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,9 +85,22 @@ pub fn dig(
     name: &str,
     rtype: &str,
 ) -> std::result::Result<Answer, String> {
+    dig_at(client, server, 53, name, rtype)
+}
+
+/// `dig -p port @server name rtype` from `client`, without recursion (a dns-server behind a NodePort).
+pub fn dig_at(
+    client: &Host,
+    server: IpAddr,
+    port: u16,
+    name: &str,
+    rtype: &str,
+) -> std::result::Result<Answer, String> {
     let out = client
         .command("dig")
         .args([
+            "-p",
+            &port.to_string(),
             &format!("@{server}"),
             name,
             rtype,
@@ -121,6 +135,78 @@ pub fn curl(client: &Host, address: Ipv4Addr) -> std::result::Result<(u16, Strin
         .parse()
         .map_err(|_| format!("curl: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
     Ok((status, body.to_owned()))
+}
+
+/// Waits until `client` gets an ARP answer for `address`, then requires that exactly `mac` (`node`'s) answered.
+pub fn wait_sole_answerer(
+    client: &Host,
+    address: Ipv4Addr,
+    node: &str,
+    mac: &str,
+    timeout: Duration,
+) -> crate::Result<()> {
+    let macs = crate::wait::until_blocking(
+        "ARP answers for the address from the client",
+        timeout,
+        || {
+            let macs = arping(client, address)?;
+            if macs.is_empty() {
+                Err("no reply".to_owned())
+            } else {
+                Ok(macs)
+            }
+        },
+    )?;
+    if macs == [mac] {
+        Ok(())
+    } else {
+        Err(crate::HarnessError::Setup(format!(
+            "ARP for {address} answered by {macs:?}, expected only {node} ({mac})"
+        )))
+    }
+}
+
+/// Waits until `dig -p port @server name A` from `client` answers exactly `address`; returns the answer.
+pub fn wait_dig_a(
+    client: &Host,
+    server: SocketAddr,
+    name: &str,
+    address: Ipv4Addr,
+    timeout: Duration,
+) -> crate::Result<Answer> {
+    crate::wait::until_blocking(
+        &format!("{server} to answer {name} with {address}"),
+        timeout,
+        || {
+            let answer = dig_at(client, server.ip(), server.port(), name, "A")?;
+            if answer.data_of("A") == [address.to_string()] {
+                Ok(answer)
+            } else {
+                Err(format!("{} {:?}", answer.status, answer.data_of("A")))
+            }
+        },
+    )
+}
+
+/// Waits until `curl http://address/` from `client` answers 200 with a body `accept` takes; returns the body.
+pub fn wait_http_ok(
+    client: &Host,
+    address: Ipv4Addr,
+    accept: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> crate::Result<String> {
+    crate::wait::until_blocking(
+        &format!("HTTP from the client to {address}"),
+        timeout,
+        || {
+            let (status, body) = curl(client, address)?;
+            if status == 200 && accept(body.trim()) {
+                Ok(body.trim().to_owned())
+            } else {
+                Err(format!("HTTP {status}: {}", body.trim()))
+            }
+        },
+    )
 }
 
 /// `mac` as `arping` and `ndisc6` print it: lower-case hex pairs joined by colons.
@@ -194,6 +280,187 @@ impl ArpWatch {
     }
 }
 
+/// A client asking who has an address at a steady rate, as a host does while it talks to it: one broadcast
+/// ARP request every `every` from a raw socket in the client's namespace, recording every reply with the request
+/// it answers. Unlike [`ArpWatch`] (one `arping` process per probe, which waits a whole second on a request
+/// nobody answers), its timing is the network's: a silence is measured to within `every`, and two MACs
+/// answering one request means two nodes announced the address at once, which a move from one node to the next
+/// never shows. Stopped on drop.
+pub struct ArpProbe {
+    exchanges: Arc<Mutex<Vec<ArpExchange>>>,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One request and the replies that came before the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArpExchange {
+    /// When the request went out.
+    pub sent: Instant,
+    /// Each reply's arrival and MAC (as [`mac_text`] prints it).
+    pub replies: Vec<(Instant, String)>,
+}
+
+impl ArpProbe {
+    /// Starts probing `address` from `client` every `every`.
+    pub fn start(client: &Host, address: Ipv4Addr, every: Duration) -> crate::Result<Self> {
+        use pnet::datalink::{self, Channel};
+        let own_mac = client.mac()?;
+        let channel = client.run(move || {
+            let interface = datalink::interfaces()
+                .into_iter()
+                .find(|i| i.name == HOST_INTERFACE)?;
+            let config = datalink::Config {
+                read_timeout: Some(Duration::from_millis(2)),
+                ..datalink::Config::default()
+            };
+            match datalink::channel(&interface, config) {
+                Ok(Channel::Ethernet(tx, rx)) => Some((tx, rx)),
+                _ => None,
+            }
+        })?;
+        let (mut tx, mut rx) = channel.ok_or_else(|| {
+            crate::HarnessError::Setup(format!(
+                "no raw socket on {HOST_INTERFACE} in {}",
+                client.netns
+            ))
+        })?;
+        let request = arp_request(own_mac, client.ipv4, address);
+        let exchanges = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, stopped) = (exchanges.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                if tx.send_to(&request, None).is_some_and(|r| r.is_ok())
+                    && let Ok(mut all) = sink.lock()
+                {
+                    all.push(ArpExchange {
+                        sent,
+                        replies: Vec::new(),
+                    });
+                }
+                while sent.elapsed() < every {
+                    let Ok(frame) = rx.next() else { continue };
+                    if let Some(mac) = arp_reply_from(frame, address, own_mac)
+                        && let Ok(mut all) = sink.lock()
+                        && let Some(last) = all.last_mut()
+                    {
+                        last.replies.push((Instant::now(), mac_text(mac)));
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            exchanges,
+            started: Instant::now(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Every request so far, with its replies.
+    pub fn exchanges(&self) -> Vec<ArpExchange> {
+        self.exchanges.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// How many replies came.
+    pub fn answers(&self) -> usize {
+        self.exchanges().iter().map(|e| e.replies.len()).sum()
+    }
+
+    /// The longest time without a reply: between two replies, from the start to the first, or from the last
+    /// to now.
+    pub fn longest_silence(&self) -> Duration {
+        let mut times: Vec<Instant> = vec![self.started];
+        times.extend(
+            self.exchanges()
+                .iter()
+                .flat_map(|e| e.replies.iter().map(|(at, _)| *at)),
+        );
+        times.push(Instant::now());
+        times
+            .windows(2)
+            .map(|w| w[1].saturating_duration_since(w[0]))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The distinct MACs that answered, in the order they first did.
+    pub fn macs(&self) -> Vec<String> {
+        let mut macs: Vec<String> = Vec::new();
+        for (_, mac) in self.exchanges().iter().flat_map(|e| e.replies.clone()) {
+            if !macs.contains(&mac) {
+                macs.push(mac);
+            }
+        }
+        macs
+    }
+
+    /// The requests that more than one MAC answered.
+    pub fn double_answers(&self) -> Vec<ArpExchange> {
+        self.exchanges()
+            .into_iter()
+            .filter(|e| {
+                let mut macs: Vec<&String> = e.replies.iter().map(|(_, m)| m).collect();
+                macs.sort();
+                macs.dedup();
+                macs.len() > 1
+            })
+            .collect()
+    }
+}
+
+impl Drop for ArpProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A broadcast ARP request from `mac`/`ip` asking who has `target`.
+fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    use pnet::packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
+    use pnet::packet::ethernet::{EtherTypes, MutableEthernetPacket};
+    use pnet::util::MacAddr;
+    let mut frame = vec![0u8; 42];
+    if let Some(mut ethernet) = MutableEthernetPacket::new(&mut frame) {
+        ethernet.set_destination(MacAddr::broadcast());
+        ethernet.set_source(MacAddr::from(mac));
+        ethernet.set_ethertype(EtherTypes::Arp);
+    }
+    if let Some(mut arp) = MutableArpPacket::new(&mut frame[14..]) {
+        arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+        arp.set_protocol_type(EtherTypes::Ipv4);
+        arp.set_hw_addr_len(6);
+        arp.set_proto_addr_len(4);
+        arp.set_operation(ArpOperations::Request);
+        arp.set_sender_hw_addr(MacAddr::from(mac));
+        arp.set_sender_proto_addr(ip);
+        arp.set_target_hw_addr(MacAddr::zero());
+        arp.set_target_proto_addr(target);
+    }
+    frame
+}
+
+/// The sender MAC of `frame` if it is an ARP reply to `to` saying who has `address`.
+fn arp_reply_from(frame: &[u8], address: Ipv4Addr, to: [u8; 6]) -> Option<[u8; 6]> {
+    use pnet::packet::arp::{ArpOperations, ArpPacket};
+    use pnet::packet::ethernet::{EtherTypes, EthernetPacket};
+    let ethernet = EthernetPacket::new(frame)?;
+    if ethernet.get_ethertype() != EtherTypes::Arp {
+        return None;
+    }
+    let arp = ArpPacket::new(&frame[14..])?;
+    (arp.get_operation() == ArpOperations::Reply
+        && arp.get_sender_proto_addr() == address
+        && arp.get_target_hw_addr().octets() == to)
+        .then(|| arp.get_sender_hw_addr().octets())
+}
+
 impl Drop for ArpWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -206,6 +473,40 @@ impl Drop for ArpWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_a_broadcast_arp_asking_for_the_address_and_its_reply_is_recognised() {
+        let client = [2, 0, 0, 0, 0, 0xc8];
+        let request = arp_request(
+            client,
+            Ipv4Addr::new(10, 10, 40, 200),
+            Ipv4Addr::new(10, 10, 39, 200),
+        );
+        assert_eq!(request[..6], [0xff; 6]);
+        assert_eq!(request[12..14], [0x08, 0x06]);
+        // A reply: the node's MAC and the address as sender, the client as target.
+        let node = [2, 0, 0, 0, 0, 0x0a];
+        let mut reply = request.clone();
+        reply[..6].copy_from_slice(&client);
+        reply[6..12].copy_from_slice(&node);
+        reply[20..22].copy_from_slice(&[0, 2]);
+        reply[22..28].copy_from_slice(&node);
+        reply[28..32].copy_from_slice(&[10, 10, 39, 200]);
+        reply[32..38].copy_from_slice(&client);
+        reply[38..42].copy_from_slice(&[10, 10, 40, 200]);
+        assert_eq!(
+            arp_reply_from(&reply, Ipv4Addr::new(10, 10, 39, 200), client),
+            Some(node)
+        );
+        assert_eq!(
+            arp_reply_from(&reply, Ipv4Addr::new(10, 10, 39, 201), client),
+            None
+        );
+        assert_eq!(
+            arp_reply_from(&request, Ipv4Addr::new(10, 10, 39, 200), client),
+            None
+        );
+    }
 
     #[test]
     fn arping_reply_lines_give_the_mac() {

@@ -1,7 +1,12 @@
 //! The seed scenario's Kubernetes objects (ARCHITECTURE.md, "The seed scenario"): the IPPool, the Node
 //! objects standing for the lab's node namespaces, an ingress controller's LoadBalancer Service, a demo
 //! Deployment and Service, and the Ingress `nginx.test.org` whose status the lab writes itself, since no
-//! real ingress controller runs here.
+//! real ingress controller runs here (none builds from a Go module into an image without a registry: nginx,
+//! Envoy and HAProxy are C or C++ programs with their own libraries).
+//!
+//! On real nodes ([`Workloads::Httpd`]) the ingress controller's Pods are busybox `httpd` servers that
+//! answer with their Pod's name, so a client's request through the LoadBalancer address reaches a real
+//! backend Pod; in the process lab ([`Workloads::Placeholder`]) no kubelet runs them.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -81,9 +86,56 @@ fn ippools(client: &kube::Client) -> Api<DynamicObject> {
     )
 }
 
-/// Creates the seed's pool, ingress controller Service, demo Deployment and Service, and Ingress.
-pub async fn apply(client: &kube::Client) -> Result<()> {
+/// What the seed's Deployments run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workloads {
+    /// Images no kubelet will run (there is none): the objects exist, the Pods stay Pending.
+    Placeholder,
+    /// The lab's busybox `httpd` image, answering on port 8080 with the Pod's name: for real nodes.
+    Httpd,
+}
+
+/// The labels of the ingress controller's Pods, which its Service selects.
+pub const INGRESS_LABELS: (&str, &str) = ("app.kubernetes.io/name", "ingress-nginx");
+
+/// A Deployment of `replicas` Pods labelled `labels` running `workloads`.
+fn deployment(name: &str, labels: &Value, replicas: u32, workloads: Workloads) -> Value {
+    let pod = match workloads {
+        Workloads::Placeholder => json!({
+            "containers": [{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]
+        }),
+        Workloads::Httpd => json!({
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "httpd", "image": crate::images::HTTPD_REFERENCE, "imagePullPolicy": "Never",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 2},
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "www", "mountPath": "/www", "readOnly": true}]
+            }],
+            // The page is the Pod's own name: a client sees which backend answered.
+            "volumes": [{"name": "www", "downwardAPI": {"items": [
+                {"path": "index.html", "fieldRef": {"fieldPath": "metadata.name"}}
+            ]}}]
+        }),
+    };
+    json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": pod}}
+    })
+}
+
+/// Creates the seed's pool, ingress controller Service, demo Deployment and Service, and Ingress; with
+/// [`Workloads::Httpd`] also the ingress controller's Pods behind its Service.
+pub async fn apply(client: &kube::Client, workloads: Workloads) -> Result<()> {
     let post = PostParams::default();
+    let target_port = match workloads {
+        Workloads::Placeholder => json!(80),
+        Workloads::Httpd => json!("http"),
+    };
     let pool = object(json!({
         "apiVersion": "groundwork.dev/v1alpha1", "kind": "IPPool",
         "metadata": {"name": "seed"}, "spec": {"addresses": ["10.10.39.200-10.10.39.220"]}
@@ -106,22 +158,26 @@ pub async fn apply(client: &kube::Client) -> Result<()> {
                              "labels": {"app.kubernetes.io/name": "ingress-nginx"}},
                 "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
                          "selector": {"app.kubernetes.io/name": "ingress-nginx"},
-                         "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}
+                         "ports": [{"name": "http", "port": 80, "targetPort": target_port},
+                                   {"name": "https", "port": 443}]}
             }))?,
         )
         .await?;
+    if workloads == Workloads::Httpd {
+        let labels = json!({INGRESS_LABELS.0: INGRESS_LABELS.1});
+        Api::<Deployment>::namespaced(client.clone(), INGRESS_NAMESPACE)
+            .create(
+                &post,
+                &object(deployment(INGRESS_SERVICE, &labels, 2, workloads))?,
+            )
+            .await?;
+    }
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deployments
         .create(
             &post,
-            &object(json!({
-                "metadata": {"name": "nginx"},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "nginx"}},
-                         "template": {"metadata": {"labels": {"app": "nginx"}},
-                                      "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
-                                                               "ports": [{"containerPort": 80}]}]}}}
-            }))?,
+            &object(deployment("nginx", &json!({"app": "nginx"}), 1, workloads))?,
         )
         .await?;
     let demo: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -129,7 +185,7 @@ pub async fn apply(client: &kube::Client) -> Result<()> {
         &post,
         &object(json!({
             "metadata": {"name": "nginx"},
-            "spec": {"selector": {"app": "nginx"}, "ports": [{"port": 80}]}
+            "spec": {"selector": {"app": "nginx"}, "ports": [{"port": 80, "targetPort": target_port}]}
         }))?,
     )
     .await?;

@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::netlab;
+use crate::nodes::{cgroup, mountns};
 use crate::{HarnessError, Result, io_err};
 
 /// Where the lab keeps its state unless told otherwise (`--state-dir`, `GROUNDWORK_LAB_DIR`).
@@ -75,6 +76,10 @@ pub struct LabState {
     pub processes: Vec<Tracked>,
     /// Directories to delete once everything is stopped.
     pub dirs: Vec<String>,
+    /// Cgroups of real nodes (`--kubelets`): whatever is left inside is killed, then they are removed.
+    pub cgroups: Vec<String>,
+    /// Mounts (mount namespace files, their private directory) to undo, last first.
+    pub mounts: Vec<String>,
     /// The admin kubeconfig.
     pub kubeconfig: Option<String>,
     /// The summary lines printed by `lab up` and `lab status`.
@@ -97,6 +102,8 @@ impl LabState {
             namespaces: Vec::new(),
             processes: Vec::new(),
             dirs: Vec::new(),
+            cgroups: Vec::new(),
+            mounts: Vec::new(),
             kubeconfig: None,
             summary: Vec::new(),
         }
@@ -111,6 +118,8 @@ impl LabState {
             "namespaces": self.namespaces,
             "processes": self.processes.iter().map(tracked).collect::<Vec<_>>(),
             "dirs": self.dirs,
+            "cgroups": self.cgroups,
+            "mounts": self.mounts,
             "kubeconfig": self.kubeconfig,
             "summary": self.summary,
         })
@@ -151,6 +160,8 @@ impl LabState {
                 .filter_map(tracked)
                 .collect(),
             dirs: strings("dirs"),
+            cgroups: strings("cgroups"),
+            mounts: strings("mounts"),
             kubeconfig: value
                 .get("kubeconfig")
                 .and_then(Value::as_str)
@@ -295,6 +306,13 @@ pub fn tear_down(dir: &StateDir, grace: Duration) -> Result<TearDown> {
         }
         wait_gone(&left, Duration::from_secs(5));
         done.stopped = left.into_iter().map(|t| t.name).collect();
+        // Shims and containers of real nodes are no process the lab started itself: their cgroup holds them.
+        for name in &state.cgroups {
+            let _ = cgroup::kill_and_remove(name);
+        }
+        for mount in state.mounts.iter().rev() {
+            mountns::release(Path::new(mount));
+        }
         let existing = netlab::ip(&["netns", "list"]).unwrap_or_default();
         for ns in &state.namespaces {
             let exists = existing
@@ -323,6 +341,7 @@ pub fn tear_down(dir: &StateDir, grace: Duration) -> Result<TearDown> {
         }
     }
     netlab::sweep_leftovers()?;
+    cgroup::sweep_leftovers()?;
     for file in [
         dir.state_file(),
         dir.progress_file(),
@@ -353,6 +372,8 @@ mod tests {
         });
         state.kubeconfig = Some("/k".to_owned());
         state.summary = vec!["a".to_owned()];
+        state.cgroups = vec!["gwlab-1-0-m1".to_owned()];
+        state.mounts = vec!["/run/x-mntns".to_owned(), "/run/x-mntns/m1".to_owned()];
         state_dir.write(&state).unwrap();
         let read = state_dir.read().unwrap();
         assert_eq!(read.phase, Phase::Ready);
@@ -360,6 +381,8 @@ mod tests {
         assert_eq!(read.processes, state.processes);
         assert_eq!(read.kubeconfig.as_deref(), Some("/k"));
         assert_eq!(read.summary, ["a"]);
+        assert_eq!(read.cgroups, state.cgroups);
+        assert_eq!(read.mounts, state.mounts);
     }
 
     #[test]

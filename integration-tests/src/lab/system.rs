@@ -11,14 +11,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use super::probe::{arping, curl, dig, mac_text};
+use super::probe::{mac_text, wait_dig_a, wait_http_ok, wait_sole_answerer};
 use super::seed;
 use super::state::{LabState, Phase, StateDir, Tracked, start_time};
 use crate::certs::{Ca, Usage};
@@ -27,11 +26,11 @@ use crate::etcd::Etcd;
 use crate::forward::Forward;
 use crate::kube::KubeCluster;
 use crate::netlab::{Host, LabNetwork, LabSpec};
-use crate::process::{Process, free_port};
+use crate::process::{Process, free_port, run_ok};
 use crate::{HarnessError, Result, http, io_err, wait};
 
 /// The seed's node names.
-pub const NODES: [&str; 3] = ["m1", "n1", "n2"];
+pub use crate::nodes::NODES;
 /// Nodes running a dns-server replica (on their lab address, port 53).
 pub const DNS_NODES: [&str; 2] = ["m1", "n1"];
 /// The name the seed scenario publishes.
@@ -70,15 +69,15 @@ impl Progress {
 }
 
 /// Progress lines and the state file, written as the bring-up goes.
-struct Recorder {
-    dir: StateDir,
-    state: LabState,
-    progress: Progress,
+pub(super) struct Recorder {
+    pub(super) dir: StateDir,
+    pub(super) state: LabState,
+    pub(super) progress: Progress,
     stop: Arc<AtomicBool>,
 }
 
 impl Recorder {
-    fn new(dir: StateDir, stop: Arc<AtomicBool>) -> Result<Self> {
+    pub(super) fn new(dir: StateDir, stop: Arc<AtomicBool>) -> Result<Self> {
         std::fs::create_dir_all(dir.files())
             .map_err(io_err(format!("creating {}", dir.files().display())))?;
         let _ = std::fs::remove_file(dir.progress_file());
@@ -98,7 +97,7 @@ impl Recorder {
     }
 
     /// Appends a progress line; fails if a stop was requested meanwhile (the bring-up is abandoned).
-    fn step(&mut self, message: &str) -> Result<()> {
+    pub(super) fn step(&mut self, message: &str) -> Result<()> {
         self.note(message);
         if self.stop.load(Ordering::SeqCst) {
             return Err(HarnessError::Setup(
@@ -109,11 +108,11 @@ impl Recorder {
     }
 
     /// Appends a progress line.
-    fn note(&self, message: &str) {
+    pub(super) fn note(&self, message: &str) {
         self.progress.note(message);
     }
 
-    fn track(&mut self, process: &Process) -> Result<()> {
+    pub(super) fn track(&mut self, process: &Process) -> Result<()> {
         self.state.processes.push(Tracked {
             name: process.name().to_owned(),
             pid: process.pid(),
@@ -123,16 +122,21 @@ impl Recorder {
         self.dir.write(&self.state)
     }
 
-    fn save(&self) -> Result<()> {
+    pub(super) fn save(&self) -> Result<()> {
         self.dir.write(&self.state)
     }
 
-    /// Records how the bring-up ended (phase `ready`, or `failed` with the error) and passes it on.
-    fn finish(&mut self, result: Result<Lab>) -> Result<Lab> {
+    /// Records how the bring-up ended (phase `ready` with the lab's summary, or `failed` with the error) and
+    /// passes it on.
+    pub(super) fn finish<L>(
+        &mut self,
+        result: Result<L>,
+        summary: impl FnOnce(&L) -> Vec<String>,
+    ) -> Result<L> {
         match result {
             Ok(lab) => {
                 self.state.phase = Phase::Ready;
-                self.state.summary = lab.summary.clone();
+                self.state.summary = summary(&lab);
                 self.save()?;
                 self.note("ready");
                 Ok(lab)
@@ -278,7 +282,7 @@ impl Lab {
     pub fn start(dir: StateDir) -> Result<Self> {
         let mut recorder = Recorder::new(dir, Arc::new(AtomicBool::new(false)))?;
         let lab = bring_up(&mut recorder, new_runtime()?);
-        recorder.finish(lab)
+        recorder.finish(lab, |lab| lab.summary.clone())
     }
 
     /// An admin client of the lab's kube-apiserver.
@@ -303,9 +307,7 @@ impl Lab {
 
     /// The host (node or `client`) called `name`.
     pub fn host(&self, name: &str) -> Result<&Host> {
-        self.network
-            .host(name)
-            .ok_or_else(|| HarnessError::Setup(format!("no host {name} in the lab")))
+        self.network.find(name)
     }
 
     /// The control plane (etcd, kube-apiserver, kube-controller-manager), for fault tests.
@@ -413,7 +415,7 @@ impl Lab {
     }
 }
 
-fn new_runtime() -> Result<Runtime> {
+pub(super) fn new_runtime() -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -421,9 +423,19 @@ fn new_runtime() -> Result<Runtime> {
         .map_err(io_err("starting the async runtime"))
 }
 
+/// Which lab a supervisor runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// The daemons as processes in the node namespaces (the fast default).
+    Processes,
+    /// Real nodes (containerd, kubelet, kube-proxy per node namespace) with the Helm chart installed from the
+    /// image archive given ([`super::kubelets`]).
+    Kubelets(PathBuf),
+}
+
 /// Runs the supervisor in `dir` until SIGTERM/SIGINT: brings the lab up, records it, keeps it running,
 /// tears it down. Bring-up failures are recorded in the state (phase `failed`) and returned.
-pub fn supervise(dir: StateDir) -> Result<()> {
+pub fn supervise(dir: StateDir, kind: Kind) -> Result<()> {
     let runtime = new_runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -446,15 +458,32 @@ pub fn supervise(dir: StateDir) -> Result<()> {
         });
     }
     let mut recorder = Recorder::new(dir, stop.clone())?;
-    let lab = bring_up(&mut recorder, runtime);
-    let mut lab = recorder.finish(lab)?;
-    run(&mut lab, &stop);
-    recorder.note("stopping: daemons, control plane, namespaces");
-    recorder.state.phase = Phase::Stopping;
-    recorder.save()?;
-    drop(lab);
+    match kind {
+        Kind::Processes => {
+            let lab = bring_up(&mut recorder, runtime);
+            let mut lab = recorder.finish(lab, |lab| lab.summary.clone())?;
+            let progress = recorder.progress.clone();
+            run(&stop, &|line| progress.note(line), &mut || lab.exited());
+            stopping(&mut recorder)?;
+            drop(lab);
+        }
+        Kind::Kubelets(image) => {
+            let lab = super::kubelets::bring_up(&mut recorder, runtime, &image);
+            let mut lab = recorder.finish(lab, |lab| lab.summary().to_vec())?;
+            let progress = recorder.progress.clone();
+            run(&stop, &|line| progress.note(line), &mut || lab.exited());
+            stopping(&mut recorder)?;
+            drop(lab);
+        }
+    }
     recorder.note("stopped");
     Ok(())
+}
+
+fn stopping(recorder: &mut Recorder) -> Result<()> {
+    recorder.note("stopping: daemons, control plane, namespaces");
+    recorder.state.phase = Phase::Stopping;
+    recorder.save()
 }
 
 fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
@@ -648,7 +677,7 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
     rec.step(
         "seed scenario: IPPool 10.10.39.200-10.10.39.220, ingress-nginx Service (LoadBalancer), demo Deployment + Service, Ingress nginx.test.org",
     )?;
-    runtime.block_on(seed::apply(&client))?;
+    runtime.block_on(seed::apply(&client, seed::Workloads::Placeholder))?;
     let (address, announcer) = runtime.block_on(seed::wait_announced(&client, WAIT))?;
     rec.step(&format!(
         "ingress-nginx-controller got {address}, announced by {announcer}; writing it into the Ingress status"
@@ -743,51 +772,18 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
 /// The checks a user wants to see, run from the client namespace; returns the summary lines.
 fn check(lab: &Lab, rec: &Recorder) -> Result<Vec<String>> {
     let (address, announcer) = (lab.address, lab.announcer.as_str());
-    let client = lab
-        .network
-        .host("client")
-        .ok_or_else(|| HarnessError::Setup("no client host".to_owned()))?;
-    let announcer_host = lab.network.host(announcer).ok_or_else(|| {
-        HarnessError::Setup(format!("announcing node {announcer} is no lab host"))
-    })?;
-    let announcer_mac = mac_text(announcer_host.mac()?);
+    let client = lab.host("client")?;
+    let announcer_mac = mac_text(lab.host(announcer)?.mac()?);
 
-    let macs = wait::until_blocking("ARP answers for the address from the client", WAIT, || {
-        let macs = arping(client, address)?;
-        if macs.is_empty() {
-            Err("no reply".to_owned())
-        } else {
-            Ok(macs)
-        }
-    })?;
-    if macs != [announcer_mac.clone()] {
-        return Err(HarnessError::Setup(format!(
-            "ARP for {address} answered by {macs:?}, expected only {announcer} ({announcer_mac})"
-        )));
-    }
+    wait_sole_answerer(client, address, announcer, &announcer_mac, WAIT)?;
     rec.note(&format!(
         "arping {address}: one MAC answers, {announcer_mac} ({announcer})"
     ));
 
     let mut dns_lines = Vec::new();
     for node in DNS_NODES {
-        let server = lab
-            .network
-            .host(node)
-            .map(|h| h.ipv4)
-            .ok_or_else(|| HarnessError::Setup(format!("no host {node}")))?;
-        let answer = wait::until_blocking(
-            &format!("dns-server on {node} to answer {HOSTNAME} with {address}"),
-            WAIT,
-            || {
-                let answer = dig(client, server.into(), HOSTNAME, "A")?;
-                if answer.data_of("A") == [address.to_string()] {
-                    Ok(answer)
-                } else {
-                    Err(format!("{} {:?}", answer.status, answer.data_of("A")))
-                }
-            },
-        )?;
+        let server = lab.host(node)?.ipv4;
+        let answer = wait_dig_a(client, (server, 53).into(), HOSTNAME, address, WAIT)?;
         let aa = if answer.has_flag("aa") { ", aa" } else { "" };
         rec.note(&format!("dig @{server} {HOSTNAME}: {address}{aa}"));
         dns_lines.push(format!(
@@ -796,16 +792,8 @@ fn check(lab: &Lab, rec: &Recorder) -> Result<Vec<String>> {
         ));
     }
 
-    let (status, body) =
-        wait::until_blocking(&format!("HTTP from the client to {address}"), WAIT, || {
-            let (status, body) = curl(client, address)?;
-            if status == 200 {
-                Ok((status, body))
-            } else {
-                Err(format!("HTTP {status}"))
-            }
-        })?;
-    rec.note(&format!("curl http://{address}/: {status} {}", body.trim()));
+    let body = wait_http_ok(client, address, |_| true, WAIT)?;
+    rec.note(&format!("curl http://{address}/: 200 {body}"));
 
     let mut lines = vec![
         format!(
@@ -819,10 +807,7 @@ fn check(lab: &Lab, rec: &Recorder) -> Result<Vec<String>> {
         format!("dig {HOSTNAME} from client: {address}"),
     ];
     lines.extend(dns_lines);
-    lines.push(format!(
-        "http://{address}/ from client: {status} \"{}\"",
-        body.trim()
-    ));
+    lines.push(format!("http://{address}/ from client: 200 \"{body}\""));
     lines.push(format!(
         "controllers: lab-controller-0, lab-controller-1 (leader: lab-controller-{})",
         lab.leader()
@@ -841,14 +826,18 @@ fn check(lab: &Lab, rec: &Recorder) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// Holds the lab until a stop is requested, reporting processes that exit once.
-fn run(lab: &mut Lab, stop: &AtomicBool) {
+/// Holds a lab until a stop is requested, reporting (with `note`) each process `exited` lists, once.
+fn run(
+    stop: &AtomicBool,
+    note: &dyn Fn(&str),
+    exited: &mut dyn FnMut() -> Vec<(String, std::process::ExitStatus, PathBuf)>,
+) {
     let mut reported: Vec<String> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(250));
-        for (name, status, log) in lab.exited() {
+        for (name, status, log) in exited() {
             if !reported.contains(&name) {
-                lab.note(&format!(
+                note(&format!(
                     "WARNING: {name} exited ({status}); log {}",
                     log.display()
                 ));
@@ -858,23 +847,36 @@ fn run(lab: &mut Lab, stop: &AtomicBool) {
     }
 }
 
-/// The replica whose `/readyz` answers 200 (with leader election, only the leader is ready), given the
-/// replicas' ops addresses.
-fn leading(ops: &[SocketAddr]) -> Option<usize> {
-    ops.iter()
-        .position(|addr| http::get(*addr, "/readyz").is_ok_and(|r| r.status == 200))
+impl crate::nodes::Tracker for Recorder {
+    fn step(&mut self, message: &str) -> Result<()> {
+        Recorder::step(self, message)
+    }
+    fn process(&mut self, process: &Process) -> Result<()> {
+        self.track(process)
+    }
+    fn namespaces(&mut self, names: &[String]) -> Result<()> {
+        self.state.namespaces.extend(names.iter().cloned());
+        self.save()
+    }
+    fn cgroup(&mut self, name: &str) -> Result<()> {
+        self.state.cgroups.push(name.to_owned());
+        self.save()
+    }
+    fn mount(&mut self, path: &Path) -> Result<()> {
+        self.state.mounts.push(path.display().to_string());
+        self.save()
+    }
 }
 
-fn run_ok(command: &mut Command) -> Result<String> {
-    let output = command
-        .output()
-        .map_err(io_err(format!("running {command:?}")))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(HarnessError::Command {
-            command: format!("{command:?}"),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+/// The replica that leads, by its `groundwork_lb_controller_leader` gauge, given the replicas' ops addresses
+/// (a standby is ready too: readiness says it could take over, not that it leads).
+fn leading(ops: &[SocketAddr]) -> Option<usize> {
+    ops.iter().position(|addr| {
+        http::get(*addr, "/metrics").is_ok_and(|r| {
+            r.status == 200
+                && r.body
+                    .lines()
+                    .any(|l| l.trim() == "groundwork_lb_controller_leader 1")
         })
-    }
+    })
 }

@@ -110,6 +110,11 @@ impl System {
             let mut controller = Daemon::start(&binary.display().to_string(), &args).unwrap();
             if replica == 0 {
                 controller.wait_ready(WAIT).unwrap();
+                if controllers > 1 {
+                    controller
+                        .wait_metric("groundwork_lb_controller_leader 1", WAIT)
+                        .unwrap();
+                }
             }
             replicas.push((controller, grpc));
         }
