@@ -132,20 +132,26 @@ impl Speaker {
                 .deadline()
                 .filter(|_| self.holdings.lease_valid(now));
             let next_repeat = self.repeats.iter().map(|r| r.due).min();
-            let may_connect = session.is_none() && connecting.is_none() && leave_deadline.is_none();
+            // While leaving, only to hand over what this node still announces.
+            let may_connect = session.is_none()
+                && connecting.is_none()
+                && (leave_deadline.is_none() || !self.announced.is_empty());
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if leave_deadline.is_none() => {
-                    connecting = None;
-                    if session.is_none() {
-                        tracing::info!("stopping; no session with the controller to leave");
+                    if session.is_none() && self.announced.is_empty() {
+                        tracing::info!("stopping; no session with the controller, and nothing announced to hand over");
                         break;
                     }
-                    tracing::info!(leave_timeout = ?self.settings.leave_timeout, "stopping: telling the controller this node is leaving");
-                    self.emit(&mut session, SpeakerBody::Leaving(Leaving {}));
                     leave_deadline = Some(tokio::time::Instant::now() + self.settings.leave_timeout);
-                    if session.is_none() {
-                        break;
+                    if session.is_some() {
+                        tracing::info!(leave_timeout = ?self.settings.leave_timeout, "stopping: telling the controller this node is leaving");
+                        self.emit(&mut session, SpeakerBody::Leaving(Leaving {}));
+                    } else {
+                        // The session is down (a controller leader change, say) while this node still answers for
+                        // addresses: stopping now would leave them unanswered until the controller sees the node
+                        // gone and its lease run out. Reconnect and leave properly instead, announcing meanwhile.
+                        tracing::info!(leave_timeout = ?self.settings.leave_timeout, announced = self.announced.len(), "stopping: reconnecting to the controller to hand this node's addresses over; announcing meanwhile");
                     }
                 }
                 () = sleep_until(leave_deadline) => {
@@ -164,13 +170,13 @@ impl Speaker {
                         }
                         Ok(None) => {
                             self.session_lost(&mut session, "the controller closed the session", true);
-                            if leave_deadline.is_some() {
+                            if leave_deadline.is_some() && self.announced.is_empty() {
                                 break;
                             }
                         }
                         Err(status) => {
                             self.session_lost(&mut session, &format!("the session broke: {}", control::chain(&status)), true);
-                            if leave_deadline.is_some() {
+                            if leave_deadline.is_some() && self.announced.is_empty() {
                                 break;
                             }
                         }
@@ -182,6 +188,10 @@ impl Speaker {
                         Ok(opened) => {
                             session = Some(opened);
                             self.session_opened();
+                            if leave_deadline.is_some() {
+                                tracing::info!("reconnected while stopping: telling the controller this node is leaving");
+                                self.emit(&mut session, SpeakerBody::Leaving(Leaving {}));
+                            }
                         }
                         Err(e) => {
                             self.metrics.controller_errors.inc();
@@ -217,6 +227,10 @@ impl Speaker {
             }
             self.refresh(Instant::now());
             self.report_if_changed(&mut session);
+            if leave_deadline.is_some() && session.is_none() && self.announced.is_empty() {
+                tracing::info!("stopping: nothing left to hand over");
+                break;
+            }
         }
         self.stop();
     }

@@ -28,7 +28,7 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
 struct Bed {
     speakers: Vec<Process>,
     sessions: Vec<Arc<SessionRecord>>,
-    _controller: StandIn,
+    controller: StandIn,
     _scratch: Scratch,
     lab: LabNetwork,
 }
@@ -57,7 +57,7 @@ impl Bed {
         Self {
             speakers,
             sessions,
-            _controller: controller,
+            controller,
             _scratch: scratch,
             lab,
         }
@@ -65,6 +65,21 @@ impl Bed {
 
     fn host(&self, name: &str) -> &Host {
         self.lab.host(name).unwrap()
+    }
+
+    /// Stops the stand-in controller (every session ends), as a leader that goes away.
+    fn stop_controller(&mut self) -> u16 {
+        let port = self.controller.addr.port();
+        let host = self.host("m1").clone();
+        // A new one that never accepts anything replaces it until `start_controller`.
+        self.controller = StandIn::start_in(&host, None);
+        port
+    }
+
+    /// Starts a stand-in controller at `port`, where the speakers dial.
+    fn start_controller(&mut self, port: u16) {
+        let host = self.host("m1").clone();
+        self.controller = StandIn::start_in_at(&host, port, None);
     }
 }
 
@@ -415,6 +430,58 @@ fn sigterm_sends_leaving_and_stops_after_acknowledging_the_empty_set() {
     })
     .unwrap();
     assert!(probe_arp(client, VIP, Duration::from_millis(300)).is_empty());
+}
+
+#[test]
+fn sigterm_while_the_controller_is_away_reconnects_to_leave_and_keeps_answering_until_the_address_moved()
+ {
+    let mut bed = Bed::new("lb-speaker-leave-away", &["n1"]);
+    let (n1, client) = (bed.host("n1").clone(), bed.host("client").clone());
+    let one = bed.sessions[0].clone();
+    let (generation, _) = one.assign(&["10.10.39.200"], 10_000);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+
+    // The controller goes away (a leader being replaced); the node holds its address meanwhile.
+    let port = bed.stop_controller();
+    let log = bed.speakers[0].log_path().to_owned();
+    let logged = |what: &'static str| {
+        let log = log.clone();
+        wait::until_blocking(what, SESSION_TIMEOUT, move || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(what)
+                .then_some(())
+                .ok_or("not yet".to_owned())
+        })
+        .unwrap();
+    };
+    logged("lost the controller session");
+    bed.speakers[0].signal(Signal::SIGTERM).unwrap();
+    logged("stopping");
+    // Stopping, it keeps answering: nobody else may announce the address before it is handed over.
+    assert_eq!(
+        probe_arp(&client, VIP, Duration::from_millis(300)),
+        [n1.mac().unwrap()],
+        "stopped answering before handing the address over:\n{}",
+        bed.speakers[0].log_tail(20)
+    );
+
+    // A controller is back where speakers dial: the stopping speaker reconnects and says it is leaving.
+    bed.start_controller(port);
+    let again = bed.controller.wait_session("n1", 0, SESSION_TIMEOUT);
+    again.wait_for("Leaving", SESSION_TIMEOUT, |m| {
+        m.iter()
+            .any(|m| matches!(m.body, Some(SpeakerBody::Leaving(_))))
+            .then_some(())
+    });
+    let (empty, _) = again.assign(&[], 10_000);
+    again.wait_ack(empty, SESSION_TIMEOUT);
+    let speaker = &mut bed.speakers[0];
+    let status = speaker
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("still running:\n{}", speaker.log_tail(20)));
+    assert!(status.success(), "{status}:\n{}", speaker.log_tail(20));
+    assert!(probe_arp(&client, VIP, Duration::from_millis(300)).is_empty());
 }
 
 #[test]

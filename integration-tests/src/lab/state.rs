@@ -342,6 +342,7 @@ pub fn tear_down(dir: &StateDir, grace: Duration) -> Result<TearDown> {
     }
     netlab::sweep_leftovers()?;
     cgroup::sweep_leftovers()?;
+    mountns::sweep_leftovers()?;
     for file in [
         dir.state_file(),
         dir.progress_file(),

@@ -131,6 +131,8 @@ impl NodeCluster {
 
         tracker
             .step("lab network: a bridge with node namespaces m1, n1, n2 and a client namespace")?;
+        cgroup::sweep_leftovers()?;
+        mountns::sweep_leftovers()?;
         let network = LabNetwork::create(&LabSpec::seed())?;
         let mut namespaces: Vec<String> = network.hosts().iter().map(|h| h.netns.clone()).collect();
         namespaces.push(network.switch_netns().to_owned());

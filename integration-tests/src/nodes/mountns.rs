@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::netlab::of_a_dead_run;
 use crate::process::run_ok as run;
 use crate::{Result, io_err};
 
@@ -144,4 +145,27 @@ impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("--lazy").arg(&self.dir).output();
     }
+}
+
+/// Unmounts what lab runs whose process is gone left mounted (a node's pinned namespaces and their private
+/// directory, `.../gwlab-<dead pid>-<n>-mntns[/<node>]`), deepest first; returns the mount points.
+pub fn sweep_leftovers() -> Result<Vec<PathBuf>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("reading /proc/self/mountinfo"))?;
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .map(PathBuf::from)
+        .filter(|point| {
+            point
+                .components()
+                .any(|c| of_a_dead_run(&c.as_os_str().to_string_lossy()))
+        })
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for point in &points {
+        let _ = Command::new("umount").arg("--lazy").arg(point).output();
+    }
+    Ok(points)
 }

@@ -197,6 +197,13 @@ pub(crate) struct Fence {
     /// [`Fence::earliest_timer`] as of the last step. Between steps only plain heartbeats are taken in,
     /// and they can only push silence later, so this stays a safe (early) answer until the next step.
     wake_at: Option<Instant>,
+    /// When the hub last resumed after running late (stepped more than a tenth of a lease after it asked
+    /// to be woken: the process was starved of CPU or paused). Silence counts from no earlier than this:
+    /// heartbeats that arrived during the stall may not have been read yet, and calling every speaker
+    /// silent for the hub's own deafness stopped their renewals and let their leases lapse (seen on real
+    /// kubelets during a rollout on two busy cores). Fencing does not depend on it: an address still moves
+    /// only once its holder's lease has run out.
+    resumed_at: Option<Instant>,
 }
 
 impl Fence {
@@ -217,6 +224,7 @@ impl Fence {
             views_changed: true,
             assignments_stale: true,
             wake_at: None,
+            resumed_at: None,
         }
     }
 
@@ -290,6 +298,12 @@ impl Fence {
         now: Instant,
     ) -> Vec<Output> {
         let mut out = Vec::new();
+        if self
+            .wake_at
+            .is_some_and(|due| now.saturating_duration_since(due) > self.lease / 10)
+        {
+            self.resumed_at = Some(now);
+        }
         let mut news = false;
         for Received { session, what, at } in batch {
             news |= match what {
@@ -610,7 +624,7 @@ impl Fence {
                         .for_each(&mut consider);
                 }
             } else {
-                consider(session.last_heard + half);
+                consider(self.heard(session) + half);
                 if session.ready {
                     session
                         .renewed_at
@@ -687,12 +701,21 @@ impl Fence {
         self.wake_at = self.earliest_timer();
     }
 
+    /// When `session` was last heard from, as far as silence goes: never before the hub last resumed.
+    fn heard(&self, session: &Session) -> Instant {
+        self.resumed_at.map_or(session.last_heard, |resumed| {
+            session.last_heard.max(resumed)
+        })
+    }
+
     fn expire(&mut self, now: Instant, out: &mut Vec<Output>) {
         let half = self.lease / 2;
         let (lease, grace) = (self.lease, self.grace);
+        let resumed_at = self.resumed_at;
         for (name, node) in &mut self.nodes {
             if let Some(session) = node.session.as_mut() {
-                if !session.silent && now >= session.last_heard + half {
+                let heard = resumed_at.map_or(session.last_heard, |r| session.last_heard.max(r));
+                if !session.silent && now >= heard + half {
                     session.silent = true;
                     self.assignments_stale = true;
                     out.push(Output::Event(HubEvent::Disconnected {

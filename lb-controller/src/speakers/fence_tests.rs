@@ -262,12 +262,55 @@ fn silent_node_keeps_its_addresses_until_exactly_its_lease_deadline() {
     assert_eq!(snapshots(&out, 2)[0].1, vec![ip("10.0.0.1")]);
 }
 
+/// The process was starved for 700 ms (more than half a lease): the hub steps before its readers took in
+/// the heartbeats that arrived meanwhile. It must not call every speaker silent for its own stall (that
+/// stopped their renewals, and their leases lapsed), yet a node that really went quiet is still found.
+#[test]
+fn a_hub_that_ran_late_does_not_call_its_speakers_silent_for_its_own_stall() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let t = settled_with_x_on_a(&mut fence, Instant::now());
+    let late = t + ms(700);
+    let out = fence.tick(late);
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, HubEvent::Disconnected { .. })),
+        "{:?}",
+        events(&out)
+    );
+    assert_eq!(
+        renewals(&out, 1),
+        [2],
+        "a is renewed as soon as the hub runs"
+    );
+    assert!(fence.available().contains_key("a") && fence.available().contains_key("b"));
+    // From then on only b speaks: a is silent half a lease after the hub resumed, not earlier.
+    let mut now = late;
+    let became_silent = loop {
+        now += ms(10);
+        let mut out = fence.message(2, &heartbeat(1), now);
+        out.extend(fence.tick(now));
+        if events(&out).contains(&HubEvent::Disconnected {
+            node: "a".into(),
+            why: DisconnectReason::Silent,
+        }) {
+            break now;
+        }
+    };
+    assert_eq!(became_silent, late + LEASE / 2);
+}
+
 #[test]
 fn silent_node_that_speaks_again_is_available_and_gets_a_new_snapshot() {
     let mut fence = Fence::new(LEASE, GRACE);
     let t = settled_with_x_on_a(&mut fence, Instant::now());
-    fence.message(2, &heartbeat(1), t + LEASE / 2);
-    fence.tick(t + LEASE / 2);
+    // A hub that runs when it asked to (one that steps late would not trust its own view of silence).
+    let mut now = t;
+    while now < t + LEASE / 2 {
+        now += ms(10);
+        fence.message(2, &heartbeat(1), now);
+        fence.tick(now);
+    }
     assert!(!fence.available().contains_key("a"));
     let out = fence.message(1, &heartbeat(2), t + LEASE / 2 + ms(50));
     assert!(fence.available().contains_key("a"));
