@@ -93,29 +93,6 @@ fn seed_service(lab: &KubeletLab) -> (Vec<String>, Option<String>) {
     (status_ips(&service), node)
 }
 
-/// Where the longest silence was, relative to `from`, and who answered before and after it.
-fn silence_window(probe: &ArpProbe, from: Instant) -> String {
-    let replies: Vec<(Instant, String)> = probe
-        .exchanges()
-        .into_iter()
-        .flat_map(|e| e.replies)
-        .collect();
-    let widest = replies
-        .windows(2)
-        .max_by_key(|w| w[1].0.saturating_duration_since(w[0].0));
-    match widest {
-        Some([before, after]) => format!(
-            "from {:.3} s to {:.3} s after it started, {} before, {} after; wall clock now {:?}",
-            before.0.saturating_duration_since(from).as_secs_f64(),
-            after.0.saturating_duration_since(from).as_secs_f64(),
-            before.1,
-            after.1,
-            std::time::SystemTime::now(),
-        ),
-        _ => "no two replies".to_owned(),
-    }
-}
-
 fn mac_of(lab: &KubeletLab, node: &str) -> String {
     mac_text(lab.cluster().host(node).unwrap().mac().unwrap())
 }
@@ -170,14 +147,15 @@ fn deleting_the_announcing_speaker_pod_moves_the_address_and_the_daemonset_bring
     .unwrap();
     let back_in = deleted_at.elapsed();
     assert_ne!(new_uid, uid);
-    let silence = probe.longest_silence();
+    let silence = probe.longest_wait();
     let doubles = probe.double_answers();
     println!(
-        "speaker Pod {pod} on {announcer} deleted: {address} answered from {new_announcer} after {:.2} s; a new speaker Pod Ready on {announcer} after {:.1} s; longest ARP silence {:.3} s over {} answers to a request every {PROBE_EVERY:?}; requests answered by two nodes: {}",
+        "speaker Pod {pod} on {announcer} deleted: {address} answered from {new_announcer} after {:.2} s; a new speaker Pod Ready on {announcer} after {:.1} s; longest wait for an ARP answer {:.3} s over {} answers to a request every {PROBE_EVERY:?} (longest gap between requests {:?}); requests answered by two nodes: {}",
         moved_in.as_secs_f64(),
         back_in.as_secs_f64(),
-        silence.as_secs_f64(),
+        silence.length.as_secs_f64(),
         probe.answers(),
+        probe.longest_send_gap(),
         doubles.len()
     );
     assert!(
@@ -185,9 +163,9 @@ fn deleting_the_announcing_speaker_pod_moves_the_address_and_the_daemonset_bring
         "two nodes answered one ARP request: {doubles:?}"
     );
     assert!(
-        silence < LEASE,
-        "the client went {silence:?} without an ARP answer while the address moved ({})",
-        silence_window(&probe, deleted_at)
+        silence.length < LEASE,
+        "the client waited for an ARP answer while the address moved: {}",
+        silence.describe(deleted_at)
     );
 }
 
@@ -222,6 +200,7 @@ fn helm_upgrade_to_a_rebuilt_image_rolls_every_component_without_a_failed_query_
         .iter()
         .map(|n| IpAddr::V4(lab.cluster().host(n).unwrap().ipv4))
         .collect();
+    let started = Instant::now();
     let prober = {
         let (stop, queries, failures, client) = (
             stop.clone(),
@@ -235,23 +214,33 @@ fn helm_upgrade_to_a_rebuilt_image_rolls_every_component_without_a_failed_query_
             while !stop.load(Ordering::SeqCst) {
                 let server = nodes[i % nodes.len()];
                 i += 1;
+                let asked = started.elapsed().as_secs_f64();
                 let answer = dig_at(&client, server, port, HOSTNAME, "A");
                 queries.fetch_add(1, Ordering::SeqCst);
                 match answer {
                     Ok(a) if a.data_of("A") == [address.to_string()] && a.has_flag("aa") => {}
                     Ok(a) => failures.lock().unwrap().push(format!(
-                        "{server}: {} {:?}",
+                        "{server}, asked {asked:.3} s after the start: {} {:?}",
                         a.status,
                         a.data_of("A")
                     )),
-                    Err(e) => failures.lock().unwrap().push(format!("{server}: {e}")),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{server}, asked {asked:.3} s after the start: {e}")),
                 }
             }
         })
     };
     let probe = ArpProbe::start(&client, address, PROBE_EVERY).unwrap();
 
-    let upgraded_at = Instant::now();
+    let upgraded_at = started;
+    println!(
+        "upgrade started at {:?} (wall clock), to line up with the Pods' logs",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    );
     lab.helm(&[
         "upgrade",
         RELEASE,
@@ -310,17 +299,18 @@ fn helm_upgrade_to_a_rebuilt_image_rolls_every_component_without_a_failed_query_
     addresses_seen.insert(seed_service(lab).0);
 
     let failures = failures.lock().unwrap().clone();
-    let silence = probe.longest_silence();
+    let silence = probe.longest_wait();
     let doubles = probe.double_answers();
     let answerers = probe.macs();
     println!(
-        "helm upgrade to {new_image} (image ID {}): rolled out in {:.1} s; DNS queries {} ({} failed); ARP answers {} to a request every {PROBE_EVERY:?}, longest silence {:.3} s, answered by {:?} over time, requests answered by two nodes: {}; seed Service addresses seen: {:?}",
+        "helm upgrade to {new_image} (image ID {}): rolled out in {:.1} s; DNS queries {} ({} failed); ARP answers {} to a request every {PROBE_EVERY:?} (longest gap between requests {:?}), longest wait for an answer {:.3} s, answered by {:?} over time, requests answered by two nodes: {}; seed Service addresses seen: {:?}",
         written.config_digest,
         rolled_in.as_secs_f64(),
         queries.load(Ordering::SeqCst),
         failures.len(),
         probe.answers(),
-        silence.as_secs_f64(),
+        probe.longest_send_gap(),
+        silence.length.as_secs_f64(),
         answerers,
         doubles.len(),
         addresses_seen
@@ -334,9 +324,9 @@ fn helm_upgrade_to_a_rebuilt_image_rolls_every_component_without_a_failed_query_
         "two nodes answered one ARP request: {doubles:?}"
     );
     assert!(
-        silence < LEASE,
-        "the client went {silence:?} without an ARP answer during the upgrade ({})",
-        silence_window(&probe, upgraded_at)
+        silence.length < LEASE,
+        "the client waited for an ARP answer during the upgrade: {}",
+        silence.describe(upgraded_at)
     );
     assert_eq!(
         addresses_seen.into_iter().collect::<Vec<_>>(),

@@ -288,9 +288,37 @@ impl ArpWatch {
 /// never shows. Stopped on drop.
 pub struct ArpProbe {
     exchanges: Arc<Mutex<Vec<ArpExchange>>>,
-    started: Instant,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The longest wait an [`ArpProbe`] saw: how long, from which request, and who answered before and after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArpWait {
+    /// From the request to the first reply at or after it (or to now if none came).
+    pub length: Duration,
+    /// When that request went out.
+    pub asked: Option<Instant>,
+    /// Who answered it (or the next request that was answered); `None` if nobody has yet.
+    pub answered_by: Option<String>,
+    /// Who answered the last request answered before it.
+    pub answered_before: Option<String>,
+}
+
+impl ArpWait {
+    /// Says where the wait was, relative to `from`.
+    pub fn describe(&self, from: Instant) -> String {
+        match self.asked {
+            Some(asked) => format!(
+                "{:?} from a request {:.3} s after the start; answered before by {}, then by {}",
+                self.length,
+                asked.saturating_duration_since(from).as_secs_f64(),
+                self.answered_before.as_deref().unwrap_or("nobody"),
+                self.answered_by.as_deref().unwrap_or("nobody yet"),
+            ),
+            None => "no request sent".to_owned(),
+        }
+    }
 }
 
 /// One request and the replies that came before the next one.
@@ -354,7 +382,6 @@ impl ArpProbe {
         });
         Ok(Self {
             exchanges,
-            started: Instant::now(),
             stop,
             thread: Some(thread),
         })
@@ -370,19 +397,47 @@ impl ArpProbe {
         self.exchanges().iter().map(|e| e.replies.len()).sum()
     }
 
-    /// The longest time without a reply: between two replies, from the start to the first, or from the last
-    /// to now.
-    pub fn longest_silence(&self) -> Duration {
-        let mut times: Vec<Instant> = vec![self.started];
-        times.extend(
-            self.exchanges()
-                .iter()
-                .flat_map(|e| e.replies.iter().map(|(at, _)| *at)),
-        );
-        times.push(Instant::now());
-        times
+    /// The longest a client asking at this rate waited for an answer: from a request to the first reply at or
+    /// after it (its own or a later request's), or to now when none came. Measured from requests, not between
+    /// replies, so that a stall of the probing thread itself (a busy machine) is not taken for a silence of
+    /// the network; [`ArpProbe::longest_send_gap`] tells how steadily the requests went out.
+    pub fn longest_wait(&self) -> ArpWait {
+        let exchanges = self.exchanges();
+        let mut longest = ArpWait::default();
+        // Walking backwards, the first reply at or after each request is known when it is reached.
+        let mut next_reply: Option<(Instant, String)> = None;
+        let mut before: Vec<Option<String>> = Vec::with_capacity(exchanges.len());
+        let mut last: Option<String> = None;
+        for exchange in &exchanges {
+            before.push(last.clone());
+            if let Some((_, mac)) = exchange.replies.last() {
+                last = Some(mac.clone());
+            }
+        }
+        for (i, exchange) in exchanges.iter().enumerate().rev() {
+            if let Some(first) = exchange.replies.first() {
+                next_reply = Some(first.clone());
+            }
+            let until = next_reply.as_ref().map_or_else(Instant::now, |(at, _)| *at);
+            let length = until.saturating_duration_since(exchange.sent);
+            if length >= longest.length {
+                longest = ArpWait {
+                    length,
+                    asked: Some(exchange.sent),
+                    answered_by: next_reply.as_ref().map(|(_, mac)| mac.clone()),
+                    answered_before: before[i].clone(),
+                };
+            }
+        }
+        longest
+    }
+
+    /// The longest time between two requests going out (the prober's own steadiness; `every` when the
+    /// machine keeps up).
+    pub fn longest_send_gap(&self) -> Duration {
+        self.exchanges()
             .windows(2)
-            .map(|w| w[1].saturating_duration_since(w[0]))
+            .map(|w| w[1].sent.saturating_duration_since(w[0].sent))
             .max()
             .unwrap_or_default()
     }

@@ -15,6 +15,7 @@
 
 pub mod addons;
 pub mod cgroup;
+pub mod kept_logs;
 pub mod mountns;
 pub mod node;
 
@@ -32,6 +33,8 @@ use crate::kube::{ClusterOptions, KubeCluster};
 use crate::netlab::{Host, LabNetwork, LabSpec};
 use crate::process::Process;
 use crate::{HarnessError, Result, images, io_err, peers, wait};
+use cgroup::Cgroup;
+use kept_logs::LogKeeper;
 use mountns::PrivateDir;
 use node::{Node, NodeConfig};
 
@@ -87,7 +90,9 @@ pub struct NodeCluster {
     scheduler: Process,
     _apiserver_forward: Forward,
     cluster: KubeCluster,
+    _control_cgroup: Cgroup,
     _mount_dir: PrivateDir,
+    _log_keeper: LogKeeper,
     network: LabNetwork,
     server: String,
 }
@@ -190,6 +195,18 @@ impl NodeCluster {
             &dir.join("kube-scheduler.log"),
         )?;
         tracker.process(&scheduler)?;
+        // The control plane gets a cgroup of its own, as it would a machine of its own. Left in the root
+        // cgroup, each of its threads weighs as much as a whole node's cgroup (cgroup v1 counts root tasks one
+        // by one): a busy apiserver then starved the nodes' Pods for a second at a time, and the speakers'
+        // one-second leases lapsed mid-rollout, which no real node sharing nothing with the control plane sees.
+        let control_cgroup = Cgroup::create(&format!("{}-control", network.run_id()))?;
+        tracker.cgroup(control_cgroup.name())?;
+        let mut control_pids = vec![cluster.etcd().process().pid(), cluster.apiserver().pid()];
+        control_pids.extend(cluster.controller_manager().map(|kcm| kcm.pid()));
+        control_pids.push(scheduler.pid());
+        for pid in control_pids {
+            control_cgroup.join(pid)?;
+        }
 
         tracker.step(
             "Node objects m1, n1, n2 with their Pod ranges; routes between the nodes' Pods",
@@ -249,11 +266,19 @@ impl NodeCluster {
             nodes.push(node);
         }
 
+        let log_keeper = LogKeeper::start(
+            nodes
+                .iter()
+                .map(|n| (n.pod_logs(), n.kept_pod_logs()))
+                .collect(),
+        );
         let mut cluster = Self {
+            _log_keeper: log_keeper,
             nodes,
             scheduler,
             _apiserver_forward: apiserver_forward,
             cluster,
+            _control_cgroup: control_cgroup,
             _mount_dir: mount_dir,
             network,
             server,

@@ -220,6 +220,11 @@ impl Node {
         self.config.dir.join("var-log").join("pods")
     }
 
+    /// Where the [`super::kept_logs::LogKeeper`] keeps those logs, also of Pods that are gone.
+    pub fn kept_pod_logs(&self) -> PathBuf {
+        self.config.dir.join("kept-pod-logs")
+    }
+
     /// Imports an OCI or Docker archive into the node's containerd, where the kubelet finds it (namespace
     /// `k8s.io`), as `kind load` or `k3s ctr images import` do.
     pub fn import_image(&self, archive: &Path) -> Result<()> {
