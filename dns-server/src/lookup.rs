@@ -189,19 +189,24 @@ impl<'a> Lookup<'a> {
                 self.answer_ns(&zone, &name);
                 return;
             }
+            // A configured name server's addresses are records of its name, as in the NS set's glue.
+            let configured = self.configured_addresses(&name);
             let records = match self.node(&zone, &name) {
-                Node::Missing => {
+                Node::Missing if configured.is_empty() => {
                     self.negative(&zone, ResponseCode::NXDomain);
                     return;
                 }
+                Node::Missing => Vec::new(),
                 Node::Found(records) => group_filter(records),
             };
-            let produced = self.answer_records(&name, &records, qtype);
+            let produced = self.answer_records(&name, &records, qtype)
+                | self.answer_configured(&name, &configured, qtype);
             if produced {
                 return;
             }
             // No data of the asked type: a CNAME, if the name holds one, is the answer (and is followed).
-            let cname_target = cname_of(&records, self.zones.default_ttl);
+            let cname_target =
+                cname_of(&records, self.zones.default_ttl).filter(|_| configured.is_empty());
             let Some((target, ttl)) = cname_target.filter(|_| qtype != RecordType::CNAME) else {
                 self.negative(&zone, ResponseCode::NoError);
                 return;
@@ -224,6 +229,35 @@ impl<'a> Lookup<'a> {
                 None => return,
             }
         }
+    }
+
+    /// The addresses `--ns` gives `name`, if it is a configured name server inside a served zone.
+    fn configured_addresses(&self, name: &Name) -> Vec<IpAddr> {
+        self.zones
+            .name_servers
+            .iter()
+            .filter(|ns| ns.name == *name && self.zones.zone_of(name).is_some())
+            .flat_map(|ns| ns.addresses.iter().copied())
+            .collect()
+    }
+
+    /// Adds the configured addresses of the asked family; false when there are none to add.
+    fn answer_configured(&mut self, owner: &Name, addresses: &[IpAddr], qtype: RecordType) -> bool {
+        let before = self.answer.answers.len();
+        for ip in addresses {
+            let wanted = match qtype {
+                RecordType::A => ip.is_ipv4(),
+                RecordType::AAAA => ip.is_ipv6(),
+                RecordType::ANY => true,
+                _ => false,
+            };
+            let record =
+                Record::from_rdata(owner.clone(), self.zones.default_ttl, RData::from(*ip));
+            if wanted && !self.answer.answers.contains(&record) {
+                self.answer.answers.push(record);
+            }
+        }
+        self.answer.answers.len() > before
     }
 
     /// The records of `name`, from the name itself or, when it does not exist, from a wildcard.
@@ -352,10 +386,12 @@ impl<'a> Lookup<'a> {
     }
 
     fn answer_srv(&mut self, owner: &Name, records: &[&StoredRecord]) {
+        // Only a record with a port declares a service (what a zone transfer carries too): a name host
+        // without one is the name's CNAME and an address without one an A/AAAA, not an SRV for port 0.
         let candidates: Vec<&StoredRecord> = records
             .iter()
             .copied()
-            .filter(|r| !matches!(r.host, Host::None))
+            .filter(|r| !matches!(r.host, Host::None) && r.value.port != 0)
             .collect();
         let mut seen: Vec<(Name, u16)> = Vec::new();
         for record in &candidates {
@@ -550,15 +586,27 @@ fn record_ttl(record: &StoredRecord, default_ttl: u32) -> u32 {
     }
 }
 
-/// The first name-valued host (in key order) makes the name a CNAME owner; MX-only records do not.
+/// The first name-valued host without a port (in key order) makes the name a CNAME owner, unless the name
+/// holds other data: a CNAME cannot coexist with any (RFC 1034 3.6.2; BIND refuses such a zone, Knot's
+/// semantic check fails it). Other data is an address, a text without a name host, a mail exchanger, and a
+/// name host with a port, which declares an SRV record.
 fn cname_of(records: &[&StoredRecord], default_ttl: u32) -> Option<(Name, u32)> {
-    if records.iter().any(|r| matches!(r.host, Host::Address(_))) {
+    if records.iter().any(|r| holds_other_data(r)) {
         return None;
     }
     records.iter().find_map(|r| match &r.host {
-        Host::Name(target) if !r.value.mail => Some((target.clone(), record_ttl(r, default_ttl))),
+        Host::Name(target) => Some((target.clone(), record_ttl(r, default_ttl))),
         _ => None,
     })
+}
+
+/// Whether a record is data other than a CNAME at its name (see [`cname_of`]).
+fn holds_other_data(record: &StoredRecord) -> bool {
+    match record.host {
+        Host::Address(_) => true,
+        Host::None => !record.value.text.is_empty(),
+        Host::Name(_) => record.value.mail || record.value.port != 0,
+    }
 }
 
 /// CoreDNS's `group`: records of the shallowest key that names a group keep that group and the
@@ -679,8 +727,9 @@ pub fn zone_transfer(index: &Index, zones: &Zones, zone: &Name) -> Vec<Record> {
     let Some(zone_dir) = index.directory_of(&zone.to_ascii()) else {
         return records;
     };
-    // Names in the zone that hold records: each key's own name, and the parent of each leaf.
-    let mut names: Vec<String> = Vec::new();
+    // Names in the zone that hold records: the apex (its `dns/apex` leaves are its own), each key's own
+    // name, and the parent of each leaf.
+    let mut names: Vec<String> = vec![zone_dir.clone()];
     for record in index.records_below(&zone_dir) {
         let is_leaf = !index.has_children(&record.key);
         let is_suffix = is_leaf && record.value.target_strip >= 1;
@@ -710,12 +759,10 @@ pub fn zone_transfer(index: &Index, zones: &Zones, zone: &Name) -> Vec<Record> {
             RecordType::AAAA,
             RecordType::TXT,
             RecordType::MX,
+            RecordType::SRV,
         ] {
             lookup.answer_records(&name, &held, qtype);
         }
-        let services: Vec<&StoredRecord> =
-            held.iter().copied().filter(|r| r.value.port != 0).collect();
-        lookup.answer_records(&name, &services, RecordType::SRV);
         if let Some((target, ttl)) = cname_of(&held, zones.default_ttl) {
             lookup.answer.answers.push(Record::from_rdata(
                 name.clone(),

@@ -474,3 +474,114 @@ fn without_configured_or_stored_name_servers_the_apex_ns_is_the_soa_mname() {
     );
     assert!(answer.additionals.is_empty());
 }
+
+#[test]
+fn a_name_host_with_a_port_is_an_srv_owner_never_a_cname_too() {
+    // BIND refused the whole transfer ("CNAME and other data") when this was a CNAME and an SRV at once.
+    let index = index(&[
+        (
+            "/skydns/org/test/_tcp/_xmpp/a",
+            r#"{"host":"nginx.test.org","port":5222}"#,
+        ),
+        ("/skydns/org/test/nginx", r#"{"host":"10.10.39.200"}"#),
+        ("/skydns/org/test/www", r#"{"host":"nginx.test.org"}"#),
+    ]);
+    let srv = ask(&index, "_xmpp._tcp.test.org.", RecordType::SRV);
+    assert_eq!(
+        lines(&srv.answers),
+        ["_xmpp._tcp.test.org. 300 SRV 10 100 5222 nginx.test.org."]
+    );
+    // Unbound asks A first (QNAME minimisation): NODATA, not a CNAME.
+    let a = ask(&index, "_xmpp._tcp.test.org.", RecordType::A);
+    assert_eq!(a.rcode, ResponseCode::NoError);
+    assert!(a.answers.is_empty(), "{:?}", lines(&a.answers));
+    assert_eq!(a.authorities.len(), 1, "NODATA carries the SOA");
+    let cname = ask(&index, "_xmpp._tcp.test.org.", RecordType::CNAME);
+    assert!(cname.answers.is_empty(), "{:?}", lines(&cname.answers));
+    // A CNAME owner answers an SRV question with its CNAME (followed), not with a port-0 SRV.
+    let www = ask(&index, "www.test.org.", RecordType::SRV);
+    assert_eq!(
+        lines(&www.answers),
+        ["www.test.org. 300 CNAME nginx.test.org."]
+    );
+    let records = lines(&zone_transfer(&index, &zones(), &name("test.org.")));
+    let xmpp: Vec<&String> = records
+        .iter()
+        .filter(|r| r.starts_with("_xmpp._tcp.test.org."))
+        .collect();
+    assert_eq!(
+        xmpp,
+        ["_xmpp._tcp.test.org. 300 SRV 10 100 5222 nginx.test.org."]
+    );
+}
+
+#[test]
+fn a_name_with_mail_or_text_holds_no_cname_beside_it() {
+    let index = index(&[
+        (
+            "/skydns/org/test/both/mx",
+            r#"{"host":"mx.example.net","mail":true}"#,
+        ),
+        (
+            "/skydns/org/test/both/plain",
+            r#"{"host":"nginx.test.org"}"#,
+        ),
+        ("/skydns/org/test/said/t", r#"{"text":"v=spf1 -all"}"#),
+        ("/skydns/org/test/said/c", r#"{"host":"nginx.test.org"}"#),
+    ]);
+    for owner in ["both.test.org.", "said.test.org."] {
+        let records = lines(&zone_transfer(&index, &zones(), &name("test.org.")));
+        assert!(
+            !records
+                .iter()
+                .any(|r| r.starts_with(owner) && r.contains("CNAME")),
+            "{owner} is a CNAME beside other data: {records:#?}"
+        );
+        let a = ask(&index, owner, RecordType::A);
+        assert!(a.answers.is_empty(), "{owner}: {:?}", lines(&a.answers));
+    }
+}
+
+#[test]
+fn a_configured_name_server_in_the_zone_answers_its_address() {
+    // The AXFR and the NS glue carried ns1's address while `ns1.test.org A` was NXDOMAIN.
+    let mut zones = zones();
+    zones.name_servers = vec![NameServer {
+        name: name("ns1.test.org."),
+        addresses: vec![
+            "192.0.2.53".parse().unwrap(),
+            "2001:db8::53".parse().unwrap(),
+        ],
+    }];
+    let ask = |qname: &str, qtype| resolve(&seed(), &zones, &name(qname), qtype, 0);
+    let a = ask("ns1.test.org.", RecordType::A);
+    assert_eq!(a.rcode, ResponseCode::NoError);
+    assert!(a.authoritative);
+    assert_eq!(lines(&a.answers), ["ns1.test.org. 300 A 192.0.2.53"]);
+    let aaaa = ask("ns1.test.org.", RecordType::AAAA);
+    assert_eq!(
+        lines(&aaaa.answers),
+        ["ns1.test.org. 300 AAAA 2001:db8::53"]
+    );
+    let txt = ask("ns1.test.org.", RecordType::TXT);
+    assert_eq!(txt.rcode, ResponseCode::NoError, "NODATA, the name exists");
+    assert!(txt.answers.is_empty());
+    let records = lines(&zone_transfer(&seed(), &zones, &name("test.org.")));
+    assert!(records.contains(&"ns1.test.org. 300 A 192.0.2.53".to_owned()));
+}
+
+#[test]
+fn the_apex_addresses_from_dns_apex_keys_are_transferred() {
+    // A secondary answered NODATA for `test.org A` while the primary answered it.
+    let index = index(&[
+        ("/skydns/org/test/dns/apex/a1", r#"{"host":"10.10.39.230"}"#),
+        ("/skydns/org/test/www", r#"{"host":"10.10.39.210"}"#),
+    ]);
+    let answer = ask(&index, "test.org.", RecordType::A);
+    assert_eq!(lines(&answer.answers), ["test.org. 300 A 10.10.39.230"]);
+    let records = lines(&zone_transfer(&index, &zones(), &name("test.org.")));
+    assert!(
+        records.contains(&"test.org. 300 A 10.10.39.230".to_owned()),
+        "{records:#?}"
+    );
+}
