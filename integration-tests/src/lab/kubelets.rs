@@ -163,7 +163,7 @@ pub(super) fn bring_up(rec: &mut Recorder, runtime: Runtime, image: &Path) -> Re
     runtime.block_on(addons::local_storage(
         &client,
         &NODES,
-        &files.join("volumes"),
+        &files.join("nodes"),
         2,
         "2Gi",
     ))?;

@@ -124,11 +124,12 @@ spec:
 }
 
 /// A default StorageClass of local volumes and `per_node` PersistentVolumes of `size` on each node, each a
-/// directory under `dir` bound to its node by node affinity (what the chart's etcd members claim).
+/// directory of the node's own (`<cluster dir>/<node>/volumes/pv<i>`, where the node's mount namespace sees
+/// it too) bound to its node by node affinity (what the chart's etcd members claim).
 pub async fn local_storage(
     client: &kube::Client,
     nodes: &[&str],
-    dir: &Path,
+    cluster_dir: &Path,
     per_node: usize,
     size: &str,
 ) -> Result<()> {
@@ -146,7 +147,10 @@ reclaimPolicy: Retain
     );
     for node in nodes {
         for i in 0..per_node {
-            let path = dir.join(node).join(format!("pv{i}"));
+            let path = cluster_dir
+                .join(node)
+                .join("volumes")
+                .join(format!("pv{i}"));
             std::fs::create_dir_all(&path)
                 .map_err(io_err(format!("creating {}", path.display())))?;
             manifest.push_str(&format!(

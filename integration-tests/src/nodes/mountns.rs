@@ -5,7 +5,8 @@
 //! hand them to runc, so the two share one mount namespace; and what a node writes where a real node keeps its
 //! state goes to that node's own directory instead of the machine's:
 //!
-//! - `/run` is a fresh tmpfs (containerd's sockets and runc state, the Pods' network namespaces);
+//! - `/run` is a fresh tmpfs (containerd's sockets and runc state, the Pods' network namespaces), with the
+//!   cluster's own directory bound back in when it lies under `/run` (the lab's state directory);
 //! - `/var/lib` and `/var/log` are the node's directories (containerd's images, the kubelet's Pods, CNI
 //!   leases, Pod logs);
 //! - the global sysctls the kubelet insists on setting (`vm.overcommit_memory`, `kernel.panic`...) are
@@ -31,6 +32,9 @@ pub const KUBELET_SYSCTLS: [(&str, &str); 6] = [
     ("kernel/keys/root_maxbytes", "25000000"),
 ];
 
+/// The empty directory of a node's `/var/lib` where the cluster's directory waits while `/run` is replaced.
+const PARKING: &str = ".groundwork-parking";
+
 /// A persistent mount namespace, unmounted (and so freed once its processes are gone) on drop.
 #[derive(Debug)]
 pub struct MountNamespace {
@@ -50,7 +54,6 @@ impl MountNamespace {
             file: file.to_owned(),
             released: false,
         };
-        ns.mount(&["-t", "tmpfs", "-o", "mode=755", "tmpfs", "/run"])?;
         for (dir, target) in [("var-lib", "/var/lib"), ("var-log", "/var/log")] {
             let source = node_dir.join(dir);
             std::fs::create_dir_all(&source)
@@ -69,6 +72,30 @@ impl MountNamespace {
                 &file.display().to_string(),
                 &format!("/proc/sys/{name}"),
             ])?;
+        }
+        // The cluster's own files (configurations, images, this node's directories) under /run, as the lab's
+        // `/run/groundwork-lab` puts them, would be hidden by the fresh /run. A bind from the machine's
+        // namespace is refused once inside (EINVAL), so park them on an empty directory of the node's
+        // `/var/lib` first and move them back onto the fresh /run after. Not recursive: the directory
+        // pinning the namespaces must not be pinned inside one of them.
+        let cluster_dir = node_dir.parent().filter(|d| d.starts_with("/run"));
+        if let Some(cluster_dir) = cluster_dir {
+            let parking = node_dir.join("var-lib").join(PARKING);
+            std::fs::create_dir_all(&parking)
+                .map_err(io_err(format!("creating {}", parking.display())))?;
+            ns.mount(&[
+                "--bind",
+                &cluster_dir.display().to_string(),
+                &format!("/var/lib/{PARKING}"),
+            ])?;
+        }
+        ns.mount(&["-t", "tmpfs", "-o", "mode=755", "tmpfs", "/run"])?;
+        if let Some(cluster_dir) = cluster_dir {
+            let path = cluster_dir.display().to_string();
+            run(Command::new("nsenter")
+                .arg(format!("--mount={}", file.display()))
+                .args(["--", "mkdir", "-p", &path]))?;
+            ns.mount(&["--move", &format!("/var/lib/{PARKING}"), &path])?;
         }
         Ok(ns)
     }
