@@ -52,6 +52,12 @@ pub struct Config {
     #[arg(long = "notify", env = "DNS_NOTIFY", value_delimiter = ',', value_parser = parse_notify_target)]
     pub notify: Vec<SocketAddr>,
 
+    /// The address NOTIFY is sent from (BIND's `notify-source`): secondaries accept NOTIFY only from the
+    /// address they know as their primary. Default: the `--listen` address when it is a specific one, else
+    /// the address the route to each secondary picks.
+    #[arg(long = "notify-source", env = "DNS_NOTIFY_SOURCE")]
+    pub notify_source: Option<IpAddr>,
+
     /// Forward questions for another zone to upstream servers, as ZONE=IP[:PORT][,IP[:PORT]...]
     /// (repeatable). Only these zones are forwarded; everything else outside the served zones is REFUSED.
     #[arg(long = "forward", env = "DNS_FORWARD", value_delimiter = ';')]
@@ -134,6 +140,8 @@ pub struct Settings {
     pub transfer_allow: Vec<IpNet>,
     /// Where to send NOTIFY.
     pub notify: Vec<SocketAddr>,
+    /// Where NOTIFY comes from (`None`: the route's choice).
+    pub notify_source: Option<IpAddr>,
     /// Zones relayed to upstreams.
     pub forward: ForwardZones,
     /// Warnings worth logging once logging is up (e.g. overlapping zones).
@@ -188,8 +196,15 @@ impl Config {
             transfer_allow: self.transfer_allow.clone(),
             forward,
             notify: self.notify.clone(),
+            notify_source: self.notify_source(),
             warnings,
         })
+    }
+
+    /// `--notify-source`, else the listen address when it names one interface's address.
+    fn notify_source(&self) -> Option<IpAddr> {
+        self.notify_source
+            .or_else(|| Some(self.listen.ip()).filter(|ip| !ip.is_unspecified()))
     }
 
     fn forward_zones(
@@ -370,6 +385,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--notify") && err.contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn notify_goes_from_the_listen_address_unless_told_otherwise() {
+        let source = |extra: &[&str]| {
+            let mut args = vec!["dns-server", "--zone", "test.org"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args)
+                .unwrap()
+                .validate()
+                .unwrap()
+                .notify_source
+        };
+        assert_eq!(source(&["--listen", "0.0.0.0:53"]), None);
+        assert_eq!(
+            source(&["--listen", "192.0.2.53:53"]),
+            Some("192.0.2.53".parse().unwrap())
+        );
+        assert_eq!(
+            source(&["--listen", "192.0.2.53:53", "--notify-source", "192.0.2.1"]),
+            Some("192.0.2.1".parse().unwrap())
+        );
     }
 
     #[test]

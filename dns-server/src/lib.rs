@@ -72,6 +72,7 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
     ));
     let notifier = tokio::spawn(notify::run(
         settings.notify,
+        settings.notify_source,
         settings.zones.clone(),
         index.clone(),
         revision_updates,

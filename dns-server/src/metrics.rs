@@ -53,6 +53,8 @@ pub struct NotifyMetrics {
     pub acked: Counter,
     /// NOTIFY announcements given up after every retry.
     pub failed: Counter,
+    /// NOTIFY a secondary answered with an error (REFUSED, NOTAUTH...): not acknowledged, not retried.
+    pub refused: Counter,
 }
 
 /// Everything the server exports.
@@ -130,6 +132,11 @@ impl Metrics {
             "notify_failed",
             "NOTIFY given up after retries",
             notify.failed.clone(),
+        );
+        registry.register(
+            "notify_refused",
+            "NOTIFY answered with an error by a secondary (e.g. from an address it does not know as primary)",
+            notify.refused.clone(),
         );
         Self {
             store,

@@ -2,11 +2,11 @@
 //! acting as a secondary refreshes within moments instead of at the SOA refresh interval.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use ops::CancellationToken;
 use tokio::net::UdpSocket;
@@ -26,6 +26,7 @@ const TRIES: u32 = 5;
 /// older than ours after we restarted.
 pub async fn run(
     targets: Vec<SocketAddr>,
+    source: Option<IpAddr>,
     zones: Zones,
     index: SharedIndex,
     mut revisions: watch::Receiver<i64>,
@@ -67,7 +68,7 @@ pub async fn run(
                 tokio::spawn(async move {
                     tokio::select! {
                         () = shutdown.cancelled() => {}
-                        () = notify_one(zone, serial, target, soa, metrics) => {}
+                        () = notify_one(zone, serial, target, source, soa, metrics) => {}
                     }
                 });
             }
@@ -79,17 +80,31 @@ async fn notify_one(
     zone: Name,
     serial: u32,
     target: SocketAddr,
+    source: Option<IpAddr>,
     soa: hickory_proto::rr::Record,
     metrics: NotifyMetrics,
 ) {
     let mut wait = Duration::from_secs(1);
-    tracing::info!(zone = %zone, serial, target = %target, "sending NOTIFY");
+    tracing::info!(zone = %zone, serial, target = %target, source = ?source, "sending NOTIFY");
     for attempt in 1..=TRIES {
         let started = tokio::time::Instant::now();
-        match send(&zone, target, &soa, wait).await {
-            Ok(()) => {
+        match send(&zone, target, source, &soa, wait).await {
+            Ok(ResponseCode::NoError) => {
                 metrics.acked.inc();
                 tracing::info!(zone = %zone, serial, target = %target, "secondary acknowledged NOTIFY");
+                return;
+            }
+            Ok(rcode) => {
+                // A definite answer: asking again from the same address gets the same one.
+                metrics.refused.inc();
+                tracing::warn!(
+                    zone = %zone,
+                    serial,
+                    target = %target,
+                    source = ?source,
+                    rcode = %rcode,
+                    "secondary refused NOTIFY: it takes NOTIFY only from the address it knows as the zone's primary (set --notify-source, or --listen on that address) and only for zones it is a secondary of; it refreshes at the SOA refresh interval instead"
+                );
                 return;
             }
             Err(error) => {
@@ -104,19 +119,25 @@ async fn notify_one(
     tracing::warn!(zone = %zone, serial, target = %target, tries = TRIES, "secondary never acknowledged NOTIFY");
 }
 
-/// One NOTIFY exchange: the zone's SOA as question (and answer, as a hint), waiting for the matching reply.
+/// One NOTIFY exchange from `source` (or the route's choice): the zone's SOA as question (and answer, as a
+/// hint), waiting for the matching reply; returns its response code, which acknowledges only when NOERROR
+/// (RFC 1996 4.7).
 async fn send(
     zone: &Name,
     target: SocketAddr,
+    source: Option<IpAddr>,
     soa: &hickory_proto::rr::Record,
     wait: Duration,
-) -> std::io::Result<()> {
-    let bind: SocketAddr = if target.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
+) -> std::io::Result<ResponseCode> {
+    let unspecified = if target.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     };
-    let socket = UdpSocket::bind(bind).await?;
+    let source = source
+        .filter(|s| s.is_ipv4() == target.is_ipv4())
+        .unwrap_or(unspecified);
+    let socket = UdpSocket::bind(SocketAddr::new(source, 0)).await?;
     socket.connect(target).await?;
     let mut message = Message::new(rand_id(), MessageType::Query, OpCode::Notify);
     message.metadata.authoritative = true;
@@ -135,7 +156,7 @@ async fn send(
                 && reply.metadata.message_type == MessageType::Response
                 && reply.metadata.op_code == OpCode::Notify
             {
-                return Ok(());
+                return Ok(reply.metadata.response_code);
             }
         }
     })

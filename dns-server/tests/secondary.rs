@@ -122,3 +122,95 @@ async fn transfers_are_refused_to_clients_not_on_the_allow_list() {
     );
     assert!(!text.contains("IN\tSOA"), "{text}");
 }
+
+/// The value of an unlabelled counter in a Prometheus text exposition.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_comes_from_the_primary_address_the_secondary_knows_and_a_refusal_is_no_acknowledgement()
+ {
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    client
+        .put(
+            "/skydns/org/test/nginx/1a2b3c4d",
+            r#"{"host":"10.10.39.200","targetstrip":1}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let knot_port = free_port().unwrap();
+    let notify = format!("127.0.0.1:{knot_port}");
+    // The primary listens on 127.0.0.2, which is what Knot knows and takes NOTIFY from. Sent from a socket
+    // bound to 0.0.0.0, NOTIFY left from 127.0.0.1 and Knot refused it, while the primary logged it acknowledged.
+    let (primary, primary_addr) = start_dns_server(
+        env!("CARGO_BIN_EXE_dns-server"),
+        &etcd,
+        &[
+            "--listen",
+            "127.0.0.2:0",
+            "--transfer-allow",
+            "127.0.0.0/8",
+            "--notify",
+            &notify,
+        ],
+    )
+    .unwrap();
+    let knot = Knot::secondary_on(knot_port, "test.org", primary_addr)
+        .await
+        .unwrap();
+    wait_for(knot.addr(), "nginx.test.org", "10.10.39.200").await;
+    // Another server of the zone that Knot does not know as its primary: its NOTIFY is refused.
+    let (mut stranger, _) = start_dns_server(
+        env!("CARGO_BIN_EXE_dns-server"),
+        &etcd,
+        &["--listen", "127.0.0.3:0", "--notify", &notify],
+    )
+    .unwrap();
+
+    client
+        .put(
+            "/skydns/org/test/added/00000001",
+            r#"{"host":"10.10.39.205","targetstrip":1}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    // Knot's refresh interval is two hours: only an accepted NOTIFY makes it follow this soon.
+    let followed = wait_for(knot.addr(), "added.test.org", "10.10.39.205").await;
+    println!(
+        "knot followed the change {:.0} ms after it was written (NOTIFY from 127.0.0.2)",
+        followed.as_secs_f64() * 1e3
+    );
+    let primary_metrics = primary.get("/metrics").unwrap().body;
+    assert!(counter(&primary_metrics, "groundwork_dns_notify_acked_total") >= 1.0);
+    assert_eq!(
+        counter(&primary_metrics, "groundwork_dns_notify_refused_total"),
+        0.0
+    );
+    wait::until(
+        "the stranger's NOTIFY to be refused",
+        Duration::from_secs(20),
+        || {
+            let metrics = stranger.get("/metrics").map(|r| r.body);
+            async move {
+                let metrics = metrics.map_err(|e| e.to_string())?;
+                if counter(&metrics, "groundwork_dns_notify_acked_total") != 0.0 {
+                    return Err(format!("counted as acknowledged: {metrics}"));
+                }
+                (counter(&metrics, "groundwork_dns_notify_refused_total") >= 1.0)
+                    .then_some(())
+                    .ok_or_else(|| "not refused yet".to_owned())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let log = stranger.process().log_tail(200);
+    assert!(log.contains("secondary refused NOTIFY"), "{log}");
+}

@@ -135,17 +135,17 @@ pub fn etcd_flags(etcd: &crate::etcd::Etcd) -> Vec<String> {
     flags
 }
 
-/// A `dns-server` binary serving `test.org` from `etcd` on a free loopback port with `extra` flags, started
-/// and ready; returns it with its DNS address.
+/// A `dns-server` binary serving `test.org` from `etcd` on a free loopback port (unless `extra` has a
+/// `--listen`) with `extra` flags, started and ready; returns it with its DNS address.
 pub fn start_dns_server(
     binary: &str,
     etcd: &crate::etcd::Etcd,
     extra: &[&str],
 ) -> Result<(Daemon, SocketAddr)> {
-    let mut args: Vec<String> = ["--zone", "test.org", "--listen", "127.0.0.1:0"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let mut args: Vec<String> = vec!["--zone".to_owned(), "test.org".to_owned()];
+    if !extra.contains(&"--listen") {
+        args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+    }
     args.extend(etcd_flags(etcd));
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

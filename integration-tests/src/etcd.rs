@@ -38,6 +38,22 @@ impl Etcd {
     }
 
     async fn start_with(tls: bool) -> Result<Self> {
+        // A free port is free when picked, not when etcd binds it: another test may take it between the
+        // two. Try again on fresh ports when that is why etcd exited.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(tls).await {
+                Err(error)
+                    if attempt < 3 && error.to_string().contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(tls: bool) -> Result<Self> {
         let scratch = Scratch::new(if tls { "etcd-tls" } else { "etcd" })?;
         let scheme = if tls { "https" } else { "http" };
         let endpoint = format!("{scheme}://127.0.0.1:{}", free_port()?);
