@@ -311,14 +311,33 @@ impl Handler {
             return refuse(response, ResponseCode::ServFail);
         }
         if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
-            // Only allow-listed clients, over TCP, for a zone's apex. IXFR is answered with the whole zone,
-            // which RFC 1995 allows when no history is kept.
+            // Only allow-listed clients, for a zone's apex; a transfer itself only over TCP. An IXFR from a
+            // client behind us gets the whole zone, which RFC 1995 allows when no history is kept.
             let apex = self
                 .zones
                 .zone_of(query.name())
                 .filter(|z| *z == query.name());
-            let allowed = transport == Transport::Tcp
-                && self.transfer_allow.iter().any(|net| net.contains(&peer));
+            let listed = self.transfer_allow.iter().any(|net| net.contains(&peer));
+            let allowed = listed && transport == Transport::Tcp;
+            if query.query_type() == RecordType::IXFR
+                && listed
+                && let Some(zone) = apex
+            {
+                // RFC 1995 2: a client as new as we are, or asking over UDP, gets one SOA, our current
+                // version (over UDP this tells a client that is behind to come back over TCP).
+                let current = lookup::soa(&index, &self.zones, zone);
+                let client_serial = request.authorities.iter().find_map(|r| match r.data {
+                    hickory_proto::rr::RData::SOA(ref soa) => Some(soa.serial),
+                    _ => None,
+                });
+                let ours = index.serial(&zone.to_ascii());
+                let up_to_date = client_serial.is_some_and(|theirs| !serial_lt(theirs, ours));
+                if up_to_date || transport == Transport::Udp {
+                    response.metadata.authoritative = true;
+                    response.answers = vec![current];
+                    return Reply::One(response, limit);
+                }
+            }
             return match apex {
                 Some(zone) if allowed => {
                     tracing::info!(zone = %zone, peer = %peer, "zone transfer");
@@ -379,13 +398,20 @@ fn labels_of(response: &Message, transport: Transport) -> QueryLabels {
     }
 }
 
-/// The size limit for a response: the client's EDNS buffer size over UDP (at least 512), 512 without EDNS,
-/// and the 16-bit length prefix over TCP.
+/// RFC 1982 serial arithmetic: whether `a` is older than `b`.
+fn serial_lt(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < 1 << 31
+}
+
+/// The size limit for a response: the client's EDNS buffer size over UDP (at least 512, at most
+/// [`ADVERTISED_PAYLOAD`]), 512 without EDNS, and the 16-bit length prefix over TCP.
 fn size_limit(edns: Option<&Edns>, transport: Transport) -> usize {
     match transport {
         Transport::Tcp => usize::from(u16::MAX),
+        // Never above what we advertise, whatever the client claims: larger datagrams go out as IP
+        // fragments, which are dropped on many paths and spoofable (the 2020 DNS Flag Day value).
         Transport::Udp => edns.map_or(PLAIN_UDP_LIMIT, |e| {
-            usize::from(e.max_payload()).max(PLAIN_UDP_LIMIT)
+            usize::from(e.max_payload().min(ADVERTISED_PAYLOAD)).max(PLAIN_UDP_LIMIT)
         }),
     }
 }
@@ -596,6 +622,77 @@ mod tests {
             let limit = payload.map_or(512, usize::from);
             assert!(bytes.len() <= limit, "{payload:?}: {} bytes", bytes.len());
         }
+    }
+
+    #[test]
+    fn udp_answers_stay_within_1232_bytes_whatever_buffer_the_client_claims() {
+        // 2,064-byte answers went out as IP fragments to clients claiming a 4096-byte buffer.
+        let mut index = Index::new(KeyLayout::default(), &["test.org".to_owned()]);
+        let records = (0..150).map(|i| {
+            let key = format!("/skydns/org/test/wide/{i:08x}");
+            let value = format!(r#"{{"host":"10.40.{}.{}"}}"#, i / 256, i % 256);
+            StoredRecord::parse(&key, value.as_bytes(), 1).unwrap()
+        });
+        index.replace_all(records, 9);
+        let handler = handler_with(index);
+        let request = query("wide.test.org.", RecordType::A, Some(4096));
+        let udp =
+            messages(handler.handle(&request.to_vec().unwrap(), Transport::Udp, CLIENT)).remove(0);
+        assert!(udp.len() <= 1232, "{} bytes over UDP", udp.len());
+        assert!(Message::from_vec(&udp).unwrap().metadata.truncation);
+        let tcp = exchange(&handler, &request, Transport::Tcp);
+        assert_eq!(tcp.answers.len(), 150, "complete over TCP");
+    }
+
+    fn ixfr(serial: u32) -> Message {
+        let mut request = query("test.org.", RecordType::IXFR, None);
+        let soa = hickory_proto::rr::rdata::SOA::new(
+            Name::from_ascii("ns.dns.test.org.").unwrap(),
+            Name::from_ascii("hostmaster.test.org.").unwrap(),
+            serial,
+            7200,
+            1800,
+            86400,
+            30,
+        );
+        request.add_authority(Record::from_rdata(
+            Name::from_ascii("test.org.").unwrap(),
+            30,
+            hickory_proto::rr::RData::SOA(soa),
+        ));
+        request
+    }
+
+    #[test]
+    fn ixfr_from_a_current_secondary_or_over_udp_is_one_soa_and_otherwise_the_zone() {
+        let handler = handler();
+        let soa = exchange(
+            &handler,
+            &query("test.org.", RecordType::SOA, None),
+            Transport::Udp,
+        );
+        let ours = match &soa.answers[0].data {
+            hickory_proto::rr::RData::SOA(soa) => soa.serial,
+            other => panic!("{other:?}"),
+        };
+        // RFC 1995 2: as new as we are (or newer, in serial arithmetic) gets our SOA alone.
+        for serial in [ours, ours + 1] {
+            let replies = exchange_all(&handler, &ixfr(serial), Transport::Tcp, SECONDARY);
+            assert_eq!(replies.len(), 1, "serial {serial}");
+            assert_eq!(replies[0].answers.len(), 1, "serial {serial}");
+            assert_eq!(replies[0].answers[0].record_type(), RecordType::SOA);
+        }
+        // Behind: the whole zone over TCP; over UDP our SOA, which sends the client to TCP.
+        let behind = exchange_all(&handler, &ixfr(ours - 1), Transport::Tcp, SECONDARY);
+        let records: Vec<&Record> = behind.iter().flat_map(|m| m.answers.iter()).collect();
+        assert!(records.len() > 2, "{records:?}");
+        let udp = exchange_all(&handler, &ixfr(ours - 1), Transport::Udp, SECONDARY);
+        assert_eq!(udp.len(), 1);
+        assert_eq!(udp[0].answers.len(), 1);
+        assert_eq!(udp[0].answers[0].record_type(), RecordType::SOA);
+        // Not on the allow-list: refused, whatever its serial.
+        let stranger = exchange_all(&handler, &ixfr(ours), Transport::Tcp, CLIENT);
+        assert_eq!(stranger[0].metadata.response_code, ResponseCode::Refused);
     }
 
     #[test]
