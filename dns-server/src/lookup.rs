@@ -732,7 +732,13 @@ pub fn zone_transfer(index: &Index, zones: &Zones, zone: &Name) -> Vec<Record> {
     let mut names: Vec<String> = vec![zone_dir.clone()];
     for record in index.records_below(&zone_dir) {
         let is_leaf = !index.has_children(&record.key);
-        let is_suffix = is_leaf && record.value.target_strip >= 1;
+        // A leaf below a stored `*` is the wildcard's record; as a name of its own it would be
+        // `x1.*.apps.<zone>`, a literal `*` inside a name that no secondary should be handed.
+        let below_wildcard = record
+            .key
+            .rsplit_once('/')
+            .is_some_and(|(parent, _)| parent.ends_with("/*"));
+        let is_suffix = is_leaf && (record.value.target_strip >= 1 || below_wildcard);
         if !is_suffix {
             names.push(record.key.clone());
         }

@@ -585,3 +585,22 @@ fn the_apex_addresses_from_dns_apex_keys_are_transferred() {
         "{records:#?}"
     );
 }
+
+#[test]
+fn leaves_below_a_stored_wildcard_are_its_records_not_names_in_the_transfer() {
+    let index = index(&[
+        ("/skydns/org/test/apps/*/x1", r#"{"host":"10.10.39.240"}"#),
+        ("/skydns/org/test/apps/api", r#"{"host":"10.10.39.241"}"#),
+    ]);
+    let records = lines(&zone_transfer(&index, &zones(), &name("test.org.")));
+    assert!(
+        records.contains(&"*.apps.test.org. 300 A 10.10.39.240".to_owned()),
+        "{records:#?}"
+    );
+    assert!(!records.iter().any(|r| r.contains("x1.")), "{records:#?}");
+    let answer = ask(&index, "shop.apps.test.org.", RecordType::A);
+    assert_eq!(
+        lines(&answer.answers),
+        ["shop.apps.test.org. 300 A 10.10.39.240"]
+    );
+}
