@@ -11,7 +11,7 @@ use integration_tests::daemon::start_dns_server;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
 use integration_tests::knot::Knot;
-use integration_tests::process::free_port;
+use integration_tests::process::{Scratch, free_port};
 use integration_tests::wait;
 
 async fn wait_for(server: SocketAddr, name: &str, want: &str) -> Duration {
@@ -213,4 +213,85 @@ async fn notify_comes_from_the_primary_address_the_secondary_knows_and_a_refusal
     .unwrap();
     let log = stranger.process().log_tail(200);
     assert!(log.contains("secondary refused NOTIFY"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bind_named_checkzone_accepts_the_transferred_zone_with_every_record_shape() {
+    // Each shape here once made BIND refuse the zone or a checker complain: a name host with a port (CNAME
+    // and SRV at once), an in-zone NS name without an address, apex addresses from dns/apex left out, a
+    // leaf below a wildcard transferred as `x1.*.apps`.
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    for (key, value) in [
+        (
+            "/skydns/org/test/nginx/1a2b3c4d",
+            r#"{"host":"10.10.39.200","targetstrip":1}"#,
+        ),
+        ("/skydns/org/test/www", r#"{"host":"nginx.test.org"}"#),
+        (
+            "/skydns/org/test/_tcp/_xmpp/a",
+            r#"{"host":"nginx.test.org","port":5222}"#,
+        ),
+        ("/skydns/org/test/dns/apex/a1", r#"{"host":"10.10.39.230"}"#),
+        ("/skydns/org/test/apps/*/x1", r#"{"host":"10.10.39.240"}"#),
+        (
+            "/skydns/org/test/mail/00000005",
+            r#"{"host":"10.10.39.206","mail":true,"priority":5,"targetstrip":1}"#,
+        ),
+        ("/skydns/org/test/info", r#"{"text":"hello"}"#),
+    ] {
+        client.put(key, value, None).await.unwrap();
+    }
+    let (_ours, primary) = start_dns_server(
+        env!("CARGO_BIN_EXE_dns-server"),
+        &etcd,
+        &[
+            "--transfer-allow",
+            "127.0.0.1/32",
+            "--ns",
+            "ns1.test.org=192.0.2.53",
+        ],
+    )
+    .unwrap();
+    let axfr = std::process::Command::new("dig")
+        .args(["-p", &primary.port().to_string()])
+        .arg(format!("@{}", primary.ip()))
+        .args(["test.org", "AXFR", "+onesoa", "+nocmd", "+nostats"])
+        .output()
+        .unwrap();
+    let zone = String::from_utf8_lossy(&axfr.stdout).into_owned();
+    assert!(
+        axfr.status.success() && zone.contains("SOA"),
+        "{zone}{}",
+        String::from_utf8_lossy(&axfr.stderr)
+    );
+    let dir = Scratch::new("named-checkzone").unwrap();
+    let file = dir.join("test.org.zone");
+    std::fs::write(&file, &zone).unwrap();
+    // Integrity checks in full, and every optional check a failure rather than a warning.
+    let check = std::process::Command::new("named-checkzone")
+        .args([
+            "-i", "full", "-k", "fail", "-n", "fail", "-M", "fail", "-S", "fail",
+        ])
+        .args(["-m", "fail", "-r", "fail", "-T", "warn"])
+        .arg("test.org")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let verdict = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    println!("named-checkzone: {}", verdict.trim());
+    assert!(check.status.success(), "{verdict}\nzone:\n{zone}");
+    for expected in ["_xmpp._tcp.test.org.", "ns1.test.org.", "*.apps.test.org."] {
+        assert!(zone.contains(expected), "{expected} missing:\n{zone}");
+    }
+    assert!(
+        zone.lines()
+            .any(|l| l.starts_with("test.org.") && l.contains("\tA\t10.10.39.230")),
+        "apex A missing:\n{zone}"
+    );
+    assert!(!zone.contains("x1."), "{zone}");
 }
