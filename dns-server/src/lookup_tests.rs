@@ -16,7 +16,7 @@ fn index(entries: &[(&str, &str)]) -> Index {
     );
     let records = entries
         .iter()
-        .map(|(key, value)| StoredRecord::parse(key, value.as_bytes(), 5).unwrap());
+        .map(|(key, value)| StoredRecord::parse(key, value.as_bytes(), 42).unwrap());
     index.replace_all(records, 42);
     index
 }

@@ -5,7 +5,7 @@
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use ops::CancellationToken;
 use ops::endpoint::Health;
 use ops::etcd::EtcdConnection;
@@ -13,7 +13,9 @@ use proto::skydns::KeyLayout;
 use tokio::sync::watch;
 
 use super::SharedIndex;
+use super::index::is_at_or_below;
 use super::record::StoredRecord;
+use super::serial::{self, CountAt};
 use crate::metrics::StoreMetrics;
 
 /// Where the records are.
@@ -77,16 +79,32 @@ pub async fn follow(
     }
 }
 
-/// Reads every record under `prefix` as of one revision, skipping (and counting) invalid values.
+/// What a read says about one zone's keys: how many, and the newest write among them (0: none).
+#[derive(Debug, Clone, Copy, Default)]
+struct ZoneKeys {
+    count: i64,
+    newest: i64,
+}
+
+/// Reads every record under `prefix` as of one revision, skipping (and counting) invalid values, and
+/// tallies the keys of each zone in `zone_dirs` (valid or not: a serial follows etcd's content).
 async fn list(
     client: &mut Client,
     prefix: &str,
+    zone_dirs: &[String],
     metrics: &StoreMetrics,
-) -> Result<(Vec<StoredRecord>, i64), SyncError> {
+) -> Result<(Vec<StoredRecord>, i64, Vec<ZoneKeys>), SyncError> {
     let (kvs, revision) = ops::etcd::list_prefix(client, prefix).await?;
     let mut records = Vec::with_capacity(kvs.len());
+    let mut zones = vec![ZoneKeys::default(); zone_dirs.len()];
     for kv in &kvs {
         let key = String::from_utf8_lossy(kv.key());
+        for (dir, zone) in zone_dirs.iter().zip(zones.iter_mut()) {
+            if is_at_or_below(&key, dir) {
+                zone.count += 1;
+                zone.newest = zone.newest.max(kv.mod_revision());
+            }
+        }
         match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
             Ok(record) => records.push(record),
             Err(error) => {
@@ -95,7 +113,38 @@ async fn list(
             }
         }
     }
-    Ok((records, revision))
+    Ok((records, revision, zones))
+}
+
+/// The revision of the last change to the zone at `dir` as of `revision` (see [`serial`]).
+async fn last_change(
+    client: &mut Client,
+    dir: &str,
+    keys: ZoneKeys,
+    revision: i64,
+) -> Result<i64, SyncError> {
+    serial::last_change(keys.newest, keys.count, revision, |at| {
+        let mut client = client.clone();
+        async move {
+            let mut keys = 0;
+            // The apex's own key, then everything below it (a plain prefix would take `test-x` too).
+            for (key, prefix) in [(dir.to_owned(), false), (format!("{dir}/"), true)] {
+                let mut options = GetOptions::new().with_count_only().with_revision(at);
+                if prefix {
+                    options = options.with_prefix();
+                }
+                match client.get(key, Some(options)).await {
+                    Ok(response) => keys += response.count(),
+                    Err(error) if error.to_string().contains("compacted") => {
+                        return Ok(CountAt::Compacted);
+                    }
+                    Err(error) => return Err(SyncError::from(error)),
+                }
+            }
+            Ok(CountAt::Keys(keys))
+        }
+    })
+    .await
 }
 
 /// One round: connect, list, watch. Only returns with an error.
@@ -109,11 +158,22 @@ async fn sync(
 ) -> Result<std::convert::Infallible, SyncError> {
     let mut client = source.connection.connect().await?;
     let prefix = source.layout.range_prefix();
-    let (records, revision) = list(&mut client, &prefix, metrics).await?;
+    let zone_dirs = index
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .zone_dirs();
+    let (records, revision, zones) = list(&mut client, &prefix, &zone_dirs, metrics).await?;
+    let mut changes = Vec::with_capacity(zone_dirs.len());
+    for (dir, keys) in zone_dirs.iter().zip(zones) {
+        changes.push(last_change(&mut client, dir, keys, revision).await?);
+    }
     let count = records.len();
     {
         let mut index = index.write().unwrap_or_else(PoisonError::into_inner);
         index.replace_all(records, revision);
+        for (dir, change) in zone_dirs.iter().zip(changes) {
+            index.note_change(dir, change);
+        }
         metrics
             .records
             .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
@@ -152,6 +212,9 @@ async fn sync(
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key());
+            // Any event changes the zone's content in etcd, served or not: the serial follows etcd, as a
+            // replica reading afresh computes it.
+            index.note_change(&key, kv.mod_revision());
             match event.event_type() {
                 EventType::Put => match StoredRecord::parse(&key, kv.value(), kv.mod_revision()) {
                     Ok(record) => index.put(record, kv.mod_revision()),

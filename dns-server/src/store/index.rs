@@ -23,7 +23,7 @@ pub struct Index {
     /// etcd revision the index reflects.
     revision: i64,
     /// For each served zone (by its key directory), the SOA serial: the etcd revision of the last change
-    /// inside the zone.
+    /// inside the zone (see [`super::serial`]).
     serials: Vec<(String, u32)>,
 }
 
@@ -43,16 +43,35 @@ impl Index {
         }
     }
 
-    /// Replaces the whole content with a fresh read taken at `revision`. Every zone's serial becomes that
-    /// revision: deletions before the read are invisible, so only the read's revision is sure to be newer
-    /// than any serial served before.
+    /// Replaces the whole content with a fresh read taken at `revision`. A zone's serial becomes at least
+    /// the newest write among its records; deletions are invisible in a read, so the reader adds them
+    /// with [`Index::note_change`] (see [`super::serial`]). Serials never go back.
     pub fn replace_all(&mut self, records: impl IntoIterator<Item = StoredRecord>, revision: i64) {
         self.records = records.into_iter().map(|r| (r.key.clone(), r)).collect();
         self.revision = revision;
-        let serial = serial_of(revision);
-        for (_, zone_serial) in &mut self.serials {
-            *zone_serial = (*zone_serial).max(serial);
+        for (dir, zone_serial) in &mut self.serials {
+            let newest = self
+                .records
+                .range(dir.clone()..)
+                .take_while(|(key, _)| key.starts_with(dir.as_str()))
+                .filter(|(key, _)| is_at_or_below(key, dir))
+                .map(|(_, r)| r.mod_revision)
+                .max()
+                .unwrap_or(0);
+            *zone_serial = (*zone_serial).max(serial_of(newest));
         }
+    }
+
+    /// The key directories of the served zones.
+    pub fn zone_dirs(&self) -> Vec<String> {
+        self.serials.iter().map(|(dir, _)| dir.clone()).collect()
+    }
+
+    /// Records that something at or below `key` changed at `revision` (an etcd event, also one whose
+    /// value is not served, or a deletion found in the history): the serials of the zones holding it
+    /// move there, never back.
+    pub fn note_change(&mut self, key: &str, revision: i64) {
+        self.touch(key, revision);
     }
 
     /// Stores or replaces one record (an etcd put at `revision`).
@@ -179,7 +198,8 @@ fn serial_of(revision: i64) -> u32 {
     (revision & 0xffff_ffff) as u32
 }
 
-fn is_at_or_below(key: &str, dir: &str) -> bool {
+/// Whether `key` is `dir` itself or lies below it.
+pub fn is_at_or_below(key: &str, dir: &str) -> bool {
     key.strip_prefix(dir)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
@@ -251,7 +271,11 @@ mod tests {
             KeyLayout::default(),
             &["test.org".to_owned(), "other.org".to_owned()],
         );
+        // A read gives the newest write inside the zone (the record was written at revision 1), not the
+        // read's revision, which other zones move too.
         index.replace_all([record("/skydns/org/test/a", "10.0.0.1")], 10);
+        assert_eq!(index.serial("test.org"), 1);
+        index.note_change("/skydns/org/test", 10);
         assert_eq!(index.serial("test.org"), 10);
         index.put(record("/skydns/org/other/x", "10.0.0.2"), 11);
         assert_eq!(index.serial("test.org"), 10);
@@ -261,9 +285,9 @@ mod tests {
         // Deleting a key that is not there changes nothing.
         index.delete("/skydns/org/test/a", 13);
         assert_eq!(index.serial("test.org"), 12);
-        // A re-list at a later revision never lowers a serial.
+        // A re-list never lowers a serial, nor raises it without a change in the zone.
         index.replace_all([], 14);
-        assert_eq!(index.serial("test.org"), 14);
+        assert_eq!(index.serial("test.org"), 12);
         assert_eq!(index.revision(), 14);
     }
 }

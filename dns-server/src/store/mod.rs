@@ -4,6 +4,7 @@
 pub mod follower;
 pub mod index;
 pub mod record;
+pub mod serial;
 
 use std::sync::{Arc, RwLock};
 
