@@ -52,17 +52,45 @@ pub struct Handler {
     metrics: QueryMetrics,
 }
 
-/// Questions a [`ResponseCache`] holds before it starts over.
-const CACHE_ENTRIES: usize = 32_768;
+/// Bytes of keys and answers a [`ResponseCache`] holds before it starts over (per serving thread): the
+/// questions a zone is asked for fit many times over; a flood of distinct names cannot grow it further.
+const CACHE_BYTES: usize = 8 << 20;
+/// What an entry costs besides its key and answer (map slot, counter handle, allocation headers).
+const ENTRY_OVERHEAD: usize = 96;
 
 /// Encoded UDP answers of one serving thread, valid for one index revision (any change in etcd empties
-/// it). Owned by the thread, so lookups take no lock.
-#[derive(Debug, Default)]
+/// it), keyed on what decides the answer ([`crate::cache_key`]) and bounded in bytes. Owned by the thread,
+/// so lookups take no lock.
+#[derive(Debug)]
 pub struct ResponseCache {
     revision: i64,
+    bytes: usize,
+    budget: usize,
+    /// The key of the datagram at hand, in a buffer reused from one to the next.
+    key: Vec<u8>,
     entries: HashMap<Vec<u8>, Cached>,
     /// The last answer that was not cached (so a borrowed slice can be returned either way).
     uncached: Vec<u8>,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        Self::with_budget(CACHE_BYTES)
+    }
+}
+
+impl ResponseCache {
+    /// An empty cache that starts over once it holds `budget` bytes.
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            revision: 0,
+            bytes: 0,
+            budget,
+            key: Vec::new(),
+            entries: HashMap::new(),
+            uncached: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -140,8 +168,9 @@ impl Handler {
         outcome
     }
 
-    /// [`Handler::handle`] for one UDP datagram, answered from `cache` when the same question (same bytes
-    /// after the ID) was answered at the current index revision. The returned bytes live in the cache.
+    /// [`Handler::handle`] for one UDP datagram, answered from `cache` when the same question (the same
+    /// [`crate::cache_key`]) was answered at the current index revision. The returned bytes live in the
+    /// cache.
     pub fn handle_udp<'c>(
         &self,
         request: &[u8],
@@ -154,15 +183,14 @@ impl Handler {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .revision();
-        if cache.revision != revision || cache.entries.len() >= CACHE_ENTRIES {
+        if cache.revision != revision || cache.bytes >= cache.budget {
             cache.entries.clear();
+            cache.bytes = 0;
             cache.revision = revision;
         }
-        let key = request.get(2..).filter(|_| request.len() >= 12);
-        if let Some(key) = key
-            && cache.entries.contains_key(key)
-        {
-            let hit = cache.entries.get_mut(key).map(|hit| {
+        let keyed = crate::cache_key::write_cache_key(request, &mut cache.key);
+        if keyed && cache.entries.contains_key(&cache.key) {
+            let hit = cache.entries.get_mut(&cache.key).map(|hit| {
                 hit.bytes[..2].copy_from_slice(&request[..2]);
                 hit.queries.inc();
                 &hit.bytes[..]
@@ -187,18 +215,17 @@ impl Handler {
         let Some(bytes) = messages.pop() else {
             return UdpOutcome::Drop;
         };
-        match key {
-            Some(key) if cacheable => {
-                let entry = cache.entries.entry(key.to_vec()).or_insert(Cached {
-                    bytes,
-                    queries: counter,
-                });
-                UdpOutcome::Answer(&entry.bytes)
-            }
-            _ => {
-                cache.uncached = bytes;
-                UdpOutcome::Answer(&cache.uncached)
-            }
+        if keyed && cacheable {
+            let key = cache.key.clone();
+            cache.bytes += key.len() + bytes.len() + ENTRY_OVERHEAD;
+            let entry = cache.entries.entry(key).or_insert(Cached {
+                bytes,
+                queries: counter,
+            });
+            UdpOutcome::Answer(&entry.bytes)
+        } else {
+            cache.uncached = bytes;
+            UdpOutcome::Answer(&cache.uncached)
         }
     }
 
@@ -839,6 +866,30 @@ mod tests {
         let third = udp_bytes(handler.handle_udp(&request.to_vec().unwrap(), CLIENT, &mut cache));
         let answer = Message::from_vec(&third).unwrap();
         assert_eq!(answer.answers[0].data.to_string(), "10.10.39.250");
+    }
+
+    #[test]
+    fn a_flood_of_padded_queries_is_one_cache_entry_and_distinct_names_stay_within_the_budget() {
+        let handler = handler();
+        let mut cache = ResponseCache::with_budget(64 << 10);
+        let request = query("nginx.test.org.", RecordType::A, Some(1232))
+            .to_vec()
+            .unwrap();
+        for i in 0..200u32 {
+            let mut padded = request.clone();
+            padded.extend(std::iter::repeat_n((i % 251) as u8, 9000));
+            padded.extend_from_slice(&i.to_be_bytes());
+            let answer = udp_bytes(handler.handle_udp(&padded, CLIENT, &mut cache));
+            assert_eq!(Message::from_vec(&answer).unwrap().answers.len(), 1);
+        }
+        assert_eq!(cache.entries.len(), 1);
+        assert!(cache.bytes < 1024, "{} bytes", cache.bytes);
+        for i in 0..2_000u32 {
+            let name = format!("n{i}.test.org.");
+            let request = query(&name, RecordType::A, Some(1232)).to_vec().unwrap();
+            handler.handle_udp(&request, CLIENT, &mut cache);
+            assert!(cache.bytes <= (64 << 10) + 1024, "{} bytes", cache.bytes);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`lookup`] answers one question from the index; [`handler`] applies the DNS protocol rules to one
 //! message; [`server`] owns the UDP and TCP sockets. `main.rs` only parses flags and calls [`run`].
 
+pub mod cache_key;
 pub mod config;
 pub mod forward;
 pub mod handler;
