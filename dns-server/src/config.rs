@@ -29,6 +29,14 @@ pub struct Config {
     #[arg(long, env = "DNS_LISTEN", default_value = "0.0.0.0:53")]
     pub listen: SocketAddr,
 
+    /// TCP connections held at once, from all clients (BIND's `tcp-clients`); more are closed on accept.
+    #[arg(long, env = "DNS_TCP_MAX_CLIENTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_clients: u32,
+
+    /// TCP connections held at once from one client address.
+    #[arg(long, env = "DNS_TCP_MAX_PER_CLIENT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_max_per_client: u32,
+
     /// How to reach etcd.
     #[command(flatten)]
     pub etcd: EtcdArgs,
@@ -136,6 +144,8 @@ pub struct Settings {
     pub source: EtcdSource,
     /// DNS listen address.
     pub listen: SocketAddr,
+    /// TCP connection quotas.
+    pub tcp_limits: crate::tcp_quota::TcpLimits,
     /// Who may transfer zones.
     pub transfer_allow: Vec<IpNet>,
     /// Where to send NOTIFY.
@@ -193,6 +203,10 @@ impl Config {
             zones,
             source: EtcdSource { connection, layout },
             listen: self.listen,
+            tcp_limits: crate::tcp_quota::TcpLimits {
+                total: self.tcp_max_clients as usize,
+                per_client: self.tcp_max_per_client as usize,
+            },
             transfer_allow: self.transfer_allow.clone(),
             forward,
             notify: self.notify.clone(),

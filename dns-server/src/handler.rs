@@ -275,6 +275,18 @@ impl Handler {
         (Outcome::Messages(messages), cacheable, Some(counter))
     }
 
+    /// Counts a TCP connection turned away by the quota.
+    pub fn tcp_refused(&self, refusal: crate::tcp_quota::Refusal) {
+        let quota = match refusal {
+            crate::tcp_quota::Refusal::Full => "total",
+            crate::tcp_quota::Refusal::ClientFull => "per_client",
+        };
+        self.metrics
+            .tcp_refused
+            .get_or_create(&crate::metrics::TcpRefusedLabels { quota })
+            .inc();
+    }
+
     /// SERVFAIL for `request` (e.g. when no upstream of a forwarded zone answered).
     pub fn failure(&self, request: &[u8]) -> Option<Vec<u8>> {
         let request = Message::from_vec(request).ok()?;

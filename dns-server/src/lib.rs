@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod server;
 pub mod store;
+pub mod tcp_quota;
 
 use std::sync::{Arc, RwLock};
 
@@ -50,6 +51,8 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         settings.source.layout.clone(),
         &zone_names,
     )));
+    // The CPUs this process may use: std reads the cgroup CPU quota and the affinity mask, so a Pod limited
+    // to two CPUs on a 64-core node serves with two threads, not 64.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let listeners =
         server::Listeners::bind(settings.listen, threads).map_err(|source| Error::Bind {
@@ -87,7 +90,8 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         settings.forward,
         metrics.queries,
     ));
-    server::serve(listeners, handler, context.shutdown.clone()).await;
+    let quota = tcp_quota::TcpQuota::new(settings.tcp_limits);
+    server::serve(listeners, handler, quota, context.shutdown.clone()).await;
     let _ = follower.await;
     let _ = notifier.await;
     Ok(())

@@ -44,6 +44,15 @@ pub struct QueryMetrics {
     pub duration: Histogram,
     /// Messages dropped without an answer (unparseable, or responses).
     pub dropped: Counter,
+    /// TCP connections closed on accept, over the total or a client's quota.
+    pub tcp_refused: Family<TcpRefusedLabels, Counter>,
+}
+
+/// Which TCP quota turned a connection away.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TcpRefusedLabels {
+    /// `total` or `per_client`.
+    pub quota: &'static str,
 }
 
 /// Metrics of NOTIFY to secondaries.
@@ -110,6 +119,7 @@ impl Metrics {
                 0.000_01, 2.0, 14,
             )),
             dropped: Counter::default(),
+            tcp_refused: Family::default(),
         };
         registry.register("queries", "Answered DNS queries", queries.queries.clone());
         registry.register(
@@ -121,6 +131,11 @@ impl Metrics {
             "dropped",
             "DNS messages dropped without an answer",
             queries.dropped.clone(),
+        );
+        registry.register(
+            "tcp_refused",
+            "TCP connections closed on accept because a quota was full",
+            queries.tcp_refused.clone(),
         );
         let notify = NotifyMetrics::default();
         registry.register(

@@ -16,9 +16,15 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward;
 use crate::handler::{Handler, Outcome, ResponseCache, Transport, UdpOutcome};
+use crate::tcp_quota::TcpQuota;
 
-/// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds).
+/// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds), and one
+/// that does not take an answer within it too (a reader that stops reading holds its buffers otherwise).
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// After a failed accept (out of file descriptors, most often), wait this long before the next, doubling up
+/// to [`ACCEPT_BACKOFF_MAX`]: retrying at once spins a core while nothing can change.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often a UDP thread looks at the shutdown token while no query arrives.
 const UDP_POLL: Duration = Duration::from_millis(200);
 
@@ -63,8 +69,13 @@ fn reuseport(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Resul
     Ok(socket)
 }
 
-/// Serves until `shutdown`: a thread per UDP socket, and a task per TCP connection.
-pub async fn serve(listeners: Listeners, handler: Arc<Handler>, shutdown: CancellationToken) {
+/// Serves until `shutdown`: a thread per UDP socket, and a task per TCP connection within `quota`.
+pub async fn serve(
+    listeners: Listeners,
+    handler: Arc<Handler>,
+    quota: TcpQuota,
+    shutdown: CancellationToken,
+) {
     let mut threads = Vec::new();
     let runtime = tokio::runtime::Handle::current();
     for (n, socket) in listeners.udp.into_iter().enumerate() {
@@ -79,7 +90,7 @@ pub async fn serve(listeners: Listeners, handler: Arc<Handler>, shutdown: Cancel
             Err(error) => tracing::error!(error = %error, "cannot start a UDP thread"),
         }
     }
-    serve_tcp(listeners.tcp, handler, shutdown).await;
+    serve_tcp(listeners.tcp, handler, quota, shutdown).await;
     let _ = tokio::task::spawn_blocking(move || {
         for thread in threads {
             let _ = thread.join();
@@ -139,21 +150,45 @@ fn serve_udp(
     }
 }
 
-async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, shutdown: CancellationToken) {
+async fn serve_tcp(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    quota: TcpQuota,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    accepted
+                }
                 Err(error) => {
-                    tracing::warn!(error = %error, "tcp accept failed");
+                    tracing::warn!(error = %error, retry_in = ?backoff, "tcp accept failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
         };
+        let admission = match quota.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                handler.tcp_refused(refusal);
+                tracing::debug!(peer = %peer, ?refusal, "tcp connection over quota closed");
+                drop(stream);
+                continue;
+            }
+        };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _admission = admission;
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 result = serve_connection(stream, peer, &handler) => {
@@ -202,7 +237,11 @@ async fn serve_connection(
             let mut framed = Vec::with_capacity(response.len() + 2);
             framed.extend_from_slice(&prefix.to_be_bytes());
             framed.extend_from_slice(&response);
-            stream.write_all(&framed).await?;
+            tokio::time::timeout(TCP_IDLE, stream.write_all(&framed))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not taken")
+                })??;
         }
     }
 }
