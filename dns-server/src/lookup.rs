@@ -12,6 +12,7 @@
 //! - SOA and NS exist only at the apex; the SOA serial is the index's per-zone revision.
 //! - ANY gets one RRset, not everything (RFC 8482).
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
@@ -155,6 +156,8 @@ pub fn resolve(
             authorities: Vec::new(),
             additionals: Vec::new(),
         },
+        glue: HashSet::new(),
+        glue_targets: HashSet::new(),
     };
     lookup.answer_name(zone.clone(), qname.clone(), qtype);
     rotate_addresses(&mut lookup.answer.answers, rotation);
@@ -165,6 +168,10 @@ struct Lookup<'a> {
     index: &'a Index,
     zones: &'a Zones,
     answer: Answer,
+    /// The additional addresses so far, to add each once in constant time.
+    glue: HashSet<(Name, IpAddr)>,
+    /// The in-zone names whose addresses were added already.
+    glue_targets: HashSet<Name>,
 }
 
 /// The records found for a name, and whether they came from a wildcard.
@@ -313,7 +320,7 @@ impl<'a> Lookup<'a> {
         let before = self.answer.answers.len();
         match qtype {
             RecordType::A | RecordType::AAAA | RecordType::ANY => {
-                let mut seen: Vec<IpAddr> = Vec::new();
+                let mut seen: HashSet<IpAddr> = HashSet::new();
                 for record in records {
                     let Host::Address(ip) = record.host else {
                         continue;
@@ -323,8 +330,7 @@ impl<'a> Lookup<'a> {
                         RecordType::AAAA => ip.is_ipv6(),
                         _ => true,
                     };
-                    if wanted && !seen.contains(&ip) {
-                        seen.push(ip);
+                    if wanted && seen.insert(ip) {
                         self.answer.answers.push(Record::from_rdata(
                             owner.clone(),
                             ttl(record),
@@ -337,16 +343,13 @@ impl<'a> Lookup<'a> {
                 }
             }
             RecordType::TXT => {
-                let mut seen: Vec<&str> = Vec::new();
+                let mut seen: HashSet<&str> = HashSet::new();
                 for record in records {
                     let text = record.value.text.as_str();
-                    if text.is_empty()
-                        || matches!(record.host, Host::Name(_))
-                        || seen.contains(&text)
+                    if text.is_empty() || matches!(record.host, Host::Name(_)) || !seen.insert(text)
                     {
                         continue;
                     }
-                    seen.push(text);
                     let rdata = RData::TXT(TXT::new(split_text(text)));
                     self.answer
                         .answers
@@ -363,12 +366,11 @@ impl<'a> Lookup<'a> {
                 }
             }
             RecordType::PTR => {
-                let mut seen: Vec<&Name> = Vec::new();
+                let mut seen: HashSet<&Name> = HashSet::new();
                 for record in records {
                     if let Host::Name(target) = &record.host
-                        && !seen.contains(&target)
+                        && seen.insert(target)
                     {
-                        seen.push(target);
                         let rdata = RData::PTR(PTR(target.clone()));
                         self.answer.answers.push(Record::from_rdata(
                             owner.clone(),
@@ -393,24 +395,24 @@ impl<'a> Lookup<'a> {
             .copied()
             .filter(|r| !matches!(r.host, Host::None) && r.value.port != 0)
             .collect();
-        let mut seen: Vec<(Name, u16)> = Vec::new();
+        // CoreDNS's weights: each record's share (out of 100) of its priority level, at least 1. Totals
+        // once per level, so a name with many records costs linear time (this runs under the index lock).
+        let mut totals: HashMap<u16, u32> = HashMap::new();
+        for record in &candidates {
+            *totals.entry(priority_of(record)).or_default() += u32::from(weight_or_default(record));
+        }
+        let mut seen: HashSet<(Name, u16)> = HashSet::new();
         for record in &candidates {
             let priority = priority_of(record);
-            // CoreDNS's weights: each record's share (out of 100) of its priority level, at least 1.
-            let total: u32 = candidates
-                .iter()
-                .filter(|r| priority_of(r) == priority)
-                .map(|r| u32::from(weight_or_default(r)))
-                .sum();
+            let total = totals.get(&priority).copied().unwrap_or(0);
             let weight = (100 * u32::from(weight_or_default(record)) / total.max(1)).max(1);
             let weight = u16::try_from(weight).unwrap_or(u16::MAX);
             let Some(target) = self.target_of(record) else {
                 continue;
             };
-            if seen.contains(&(target.clone(), record.value.port)) {
+            if !seen.insert((target.clone(), record.value.port)) {
                 continue;
             }
-            seen.push((target.clone(), record.value.port));
             let rdata = RData::SRV(SRV::new(
                 priority,
                 weight,
@@ -425,16 +427,15 @@ impl<'a> Lookup<'a> {
     }
 
     fn answer_mx(&mut self, owner: &Name, records: &[&StoredRecord]) {
-        let mut seen: Vec<(Name, u16)> = Vec::new();
+        let mut seen: HashSet<(Name, u16)> = HashSet::new();
         for record in records.iter().filter(|r| r.value.mail) {
             let Some(target) = self.target_of(record) else {
                 continue;
             };
             let preference = priority_of(record);
-            if seen.contains(&(target.clone(), preference)) {
+            if !seen.insert((target.clone(), preference)) {
                 continue;
             }
-            seen.push((target.clone(), preference));
             let rdata = RData::MX(MX::new(preference, target.clone()));
             self.answer
                 .answers
@@ -456,30 +457,31 @@ impl<'a> Lookup<'a> {
     /// Address records for a target: from the record itself for an address host, or from the index for
     /// an in-zone name.
     fn add_glue(&mut self, target: &Name, record: &StoredRecord) {
-        let ttl = self.ttl(record);
-        let mut glue: Vec<Record> = Vec::new();
+        let mut glue: Vec<(IpAddr, u32)> = Vec::new();
         match record.host {
-            Host::Address(ip) => {
-                glue.push(Record::from_rdata(target.clone(), ttl, RData::from(ip)))
-            }
-            Host::Name(_) if self.zones.zone_of(target).is_some() => {
+            Host::Address(ip) => glue.push((ip, self.ttl(record))),
+            // An in-zone name's addresses, read once however many records point at it.
+            Host::Name(_)
+                if self.zones.zone_of(target).is_some()
+                    && self.glue_targets.insert(target.clone()) =>
+            {
                 if let Some(dir) = self.index.directory_of(&target.to_ascii()) {
                     for r in self.index.records_at(&dir) {
                         if let Host::Address(ip) = r.host {
-                            glue.push(Record::from_rdata(
-                                target.clone(),
-                                self.ttl(r),
-                                RData::from(ip),
-                            ));
+                            glue.push((ip, self.ttl(r)));
                         }
                     }
                 }
             }
             _ => {}
         }
-        for record in glue {
-            if !self.answer.additionals.contains(&record) {
-                self.answer.additionals.push(record);
+        for (ip, ttl) in glue {
+            if self.glue.insert((target.clone(), ip)) {
+                self.answer.additionals.push(Record::from_rdata(
+                    target.clone(),
+                    ttl,
+                    RData::from(ip),
+                ));
             }
         }
     }
@@ -705,6 +707,8 @@ pub fn soa(index: &Index, zones: &Zones, zone: &Name) -> Record {
         index,
         zones,
         answer: Answer::refused(),
+        glue: HashSet::new(),
+        glue_targets: HashSet::new(),
     };
     lookup.soa_record(zone, zones.soa.ttl)
 }
@@ -718,6 +722,8 @@ pub fn zone_transfer(index: &Index, zones: &Zones, zone: &Name) -> Vec<Record> {
         index,
         zones,
         answer: Answer::refused(),
+        glue: HashSet::new(),
+        glue_targets: HashSet::new(),
     };
     let mut records = vec![lookup.soa_record(zone, zones.soa.ttl)];
     lookup.answer_ns(zone, zone);
