@@ -33,8 +33,8 @@ async fn wait_for(server: SocketAddr, name: &str, want: &str) -> Duration {
     start.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
+/// An etcd holding `nginx.test.org A 10.10.39.200`, and a client of it.
+async fn etcd_with_nginx() -> (Etcd, etcd_client::Client) {
     let etcd = Etcd::start().await.unwrap();
     let mut client = etcd.client().await.unwrap();
     client
@@ -45,6 +45,24 @@ async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
         )
         .await
         .unwrap();
+    (etcd, client)
+}
+
+/// Writes `added.test.org A 10.10.39.205`, the change a secondary must follow.
+async fn add_a_name(client: &mut etcd_client::Client) {
+    client
+        .put(
+            "/skydns/org/test/added/00000001",
+            r#"{"host":"10.10.39.205","targetstrip":1}"#,
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
+    let (etcd, mut client) = etcd_with_nginx().await;
     let knot_port = free_port().unwrap();
     let notify = format!("127.0.0.1:{knot_port}");
     let (mut ours, primary) = start_dns_server(
@@ -64,14 +82,7 @@ async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
         transferred.as_secs_f64() * 1e3
     );
 
-    client
-        .put(
-            "/skydns/org/test/added/00000001",
-            r#"{"host":"10.10.39.205","targetstrip":1}"#,
-            None,
-        )
-        .await
-        .unwrap();
+    add_a_name(&mut client).await;
     let followed = wait_for(knot.addr(), "added.test.org", "10.10.39.205").await;
     println!(
         "change in etcd served by knot after {:.0} ms (NOTIFY + transfer)",
@@ -134,16 +145,7 @@ fn counter(metrics: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn notify_comes_from_the_primary_address_the_secondary_knows_and_a_refusal_is_no_acknowledgement()
  {
-    let etcd = Etcd::start().await.unwrap();
-    let mut client = etcd.client().await.unwrap();
-    client
-        .put(
-            "/skydns/org/test/nginx/1a2b3c4d",
-            r#"{"host":"10.10.39.200","targetstrip":1}"#,
-            None,
-        )
-        .await
-        .unwrap();
+    let (etcd, mut client) = etcd_with_nginx().await;
     let knot_port = free_port().unwrap();
     let notify = format!("127.0.0.1:{knot_port}");
     // The primary listens on 127.0.0.2, which is what Knot knows and takes NOTIFY from. Sent from a socket
@@ -173,14 +175,7 @@ async fn notify_comes_from_the_primary_address_the_secondary_knows_and_a_refusal
     )
     .unwrap();
 
-    client
-        .put(
-            "/skydns/org/test/added/00000001",
-            r#"{"host":"10.10.39.205","targetstrip":1}"#,
-            None,
-        )
-        .await
-        .unwrap();
+    add_a_name(&mut client).await;
     // Knot's refresh interval is two hours: only an accepted NOTIFY makes it follow this soon.
     let followed = wait_for(knot.addr(), "added.test.org", "10.10.39.205").await;
     println!(
