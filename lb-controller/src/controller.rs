@@ -81,6 +81,8 @@ struct Leading {
     ever_connected: BTreeSet<String>,
     /// Stops pointing the speakers' Service at this replica (`--leader-service`) when leadership ends.
     publishing: Option<CancellationToken>,
+    /// Whether the hub takes speakers yet: only once the first pass rebuilt the assignments.
+    hub_active: bool,
 }
 
 impl Drop for Leading {
@@ -288,7 +290,6 @@ pub async fn run(
         let is_leader = *leader.borrow();
         if is_leader && leading.is_none() {
             tracing::info!(identity = %settings.identity, "leading: rebuilding allocations from Service statuses first");
-            hub.set_active(true);
             metrics.leader.set(1);
             let publishing = settings.leader_service.clone().map(|service| {
                 let stop = shutdown.child_token();
@@ -305,6 +306,7 @@ pub async fn run(
                 settle_until: Some(tokio::time::Instant::now() + settle),
                 ever_connected: BTreeSet::new(),
                 publishing,
+                hub_active: false,
             });
             pending.get_or_insert_with(Instant::now);
         } else if !is_leader && leading.is_some() {
@@ -351,6 +353,16 @@ pub async fn run(
         tracing::debug!(?took, urgent, writing = writing.is_some(), "pass");
         urgent = false;
         hub.set_desired(outcome.desired.clone());
+        if !state.hub_active {
+            // Only now, with the assignments rebuilt: active before, the hub told every speaker that
+            // connected to drop what it announces (an empty set), and the addresses went silent for as long
+            // as the first list took (a leader change while the kube-apiserver was down: 6-7 s). Until now
+            // speakers are refused as by a standby and keep what they hold (--controller-loss-hold).
+            hub.set_active(true);
+            state.hub_active = true;
+            state.settle_until = Some(tokio::time::Instant::now() + settle);
+            tracing::info!(identity = %settings.identity, "leading: taking speakers, assignments rebuilt");
+        }
         writer.tell(&outcome, &watchers.services);
         if writing.is_some() || retry_at.is_some() {
             unwritten = Some(unwritten.map_or(first_change, |u| u.min(first_change)));

@@ -12,7 +12,7 @@ use integration_tests::kube::status_addresses;
 use integration_tests::lab::probe;
 use integration_tests::lab::state::StateDir;
 use integration_tests::lab::system::{DNS_NODES, Lab, NODES};
-use integration_tests::process::workspace_binary;
+use integration_tests::process::{Scratch, workspace_binary};
 use integration_tests::wait;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -31,7 +31,8 @@ pub const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
 /// A running lab with its state in a temporary directory, both gone on drop (the lab first).
 pub struct TestLab {
     lab: Lab,
-    _dir: tempfile::TempDir,
+    /// Kept when the test fails: the speakers', dns-servers' and supervisor's logs are in it.
+    _dir: Scratch,
 }
 
 impl Deref for TestLab {
@@ -52,10 +53,7 @@ pub fn start_lab() -> TestLab {
     for daemon in ["lb-controller", "lb-speaker", "dns-sync", "dns-server"] {
         workspace_binary(daemon).unwrap_or_else(|e| panic!("{e} (cargo build --workspace --bins)"));
     }
-    let dir = tempfile::Builder::new()
-        .prefix("groundwork-lab-e2e-")
-        .tempdir()
-        .unwrap();
+    let dir = Scratch::new("lab-e2e").unwrap();
     let started = std::time::Instant::now();
     let lab = Lab::start(StateDir::new(dir.path())).unwrap_or_else(|e| {
         let progress = std::fs::read_to_string(dir.path().join("progress.log")).unwrap_or_default();
