@@ -364,7 +364,6 @@ impl Handler {
             {
                 // RFC 1995 2: a client as new as we are, or asking over UDP, gets one SOA, our current
                 // version (over UDP this tells a client that is behind to come back over TCP).
-                let current = lookup::soa(&index, &self.zones, zone);
                 let client_serial = request.authorities.iter().find_map(|r| match r.data {
                     hickory_proto::rr::RData::SOA(ref soa) => Some(soa.serial),
                     _ => None,
@@ -373,7 +372,7 @@ impl Handler {
                 let up_to_date = client_serial.is_some_and(|theirs| !serial_lt(theirs, ours));
                 if up_to_date || transport == Transport::Udp {
                     response.metadata.authoritative = true;
-                    response.answers = vec![current];
+                    response.answers = vec![lookup::soa(&index, &self.zones, zone)];
                     return Reply::One(response, limit);
                 }
             }

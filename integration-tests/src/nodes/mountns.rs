@@ -92,9 +92,7 @@ impl MountNamespace {
         ns.mount(&["-t", "tmpfs", "-o", "mode=755", "tmpfs", "/run"])?;
         if let Some(cluster_dir) = cluster_dir {
             let path = cluster_dir.display().to_string();
-            run(Command::new("nsenter")
-                .arg(format!("--mount={}", file.display()))
-                .args(["--", "mkdir", "-p", &path]))?;
+            ns.run_inside("mkdir", &["-p", &path])?;
             ns.mount(&["--move", &format!("/var/lib/{PARKING}"), &path])?;
         }
         Ok(ns)
@@ -119,10 +117,15 @@ impl MountNamespace {
     }
 
     fn mount(&self, args: &[&str]) -> Result<()> {
+        self.run_inside("mount", args)
+    }
+
+    /// Runs `program` with `args` inside this mount namespace (and no other).
+    fn run_inside(&self, program: &str, args: &[&str]) -> Result<()> {
         run(Command::new("nsenter")
             .arg(format!("--mount={}", self.file.display()))
             .arg("--")
-            .arg("mount")
+            .arg(program)
             .args(args))
         .map(|_| ())
     }
