@@ -66,6 +66,30 @@ pub struct Config {
     #[arg(long = "notify-source", env = "DNS_NOTIFY_SOURCE")]
     pub notify_source: Option<IpAddr>,
 
+    /// A file of TSIG keys (repeatable): BIND `key` clauses as `tsig-keygen` prints them, or
+    /// `algorithm:name:secret` lines as `dig -y` takes them (hmac-sha256/384/512). Mount a Secret here.
+    #[arg(
+        long = "tsig-key-file",
+        env = "DNS_TSIG_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub tsig_key_files: Vec<std::path::PathBuf>,
+
+    /// A key zone transfers must be signed with (repeatable; BIND's `allow-transfer { key NAME; }`): with
+    /// any given, an AXFR or IXFR from a `--transfer-allow` address also needs a valid TSIG signature by one
+    /// of them. Without, transfers are unsigned unless the secondary signs.
+    #[arg(
+        long = "transfer-key",
+        env = "DNS_TRANSFER_KEYS",
+        value_delimiter = ','
+    )]
+    pub transfer_keys: Vec<String>,
+
+    /// The key NOTIFY messages are signed with (for secondaries that take NOTIFY only signed, such as
+    /// Knot with a keyed `notify` ACL).
+    #[arg(long = "notify-key", env = "DNS_NOTIFY_KEY")]
+    pub notify_key: Option<String>,
+
     /// Forward questions for another zone to upstream servers, as ZONE=IP[:PORT][,IP[:PORT]...]
     /// (repeatable). Only these zones are forwarded; everything else outside the served zones is REFUSED.
     #[arg(long = "forward", env = "DNS_FORWARD", value_delimiter = ';')]
@@ -125,6 +149,9 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A TSIG key file or key name is unusable.
+    #[error(transparent)]
+    Tsig(#[from] crate::tsig::KeyError),
     /// A `--ns` value is malformed.
     #[error("--ns {value:?}: {reason}")]
     NameServer {
@@ -133,6 +160,30 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+/// The TSIG keys the server knows, and what they are for.
+#[derive(Clone, Default)]
+pub struct TsigSettings {
+    /// Every key of the `--tsig-key-file` files: a request signed with one gets a signed answer.
+    pub keys: crate::tsig::Keyring,
+    /// Keys a transfer must be signed with (empty: none required).
+    pub transfer_keys: Vec<Name>,
+    /// The key NOTIFY is signed with.
+    pub notify_key: Option<hickory_proto::rr::TSigner>,
+}
+
+impl std::fmt::Debug for TsigSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigSettings")
+            .field("keys", &self.keys)
+            .field("transfer_keys", &self.transfer_keys)
+            .field(
+                "notify_key",
+                &self.notify_key.as_ref().map(|k| k.signer_name().to_ascii()),
+            )
+            .finish()
+    }
 }
 
 /// Validated settings.
@@ -152,6 +203,8 @@ pub struct Settings {
     pub notify: Vec<SocketAddr>,
     /// Where NOTIFY comes from (`None`: the route's choice).
     pub notify_source: Option<IpAddr>,
+    /// TSIG keys and which of them transfers and NOTIFY use.
+    pub tsig: TsigSettings,
     /// Zones relayed to upstreams.
     pub forward: ForwardZones,
     /// Warnings worth logging once logging is up (e.g. overlapping zones).
@@ -199,6 +252,7 @@ impl Config {
             .map(|value| parse_name_server(value))
             .collect::<Result<_, _>>()?;
         let forward = self.forward_zones(&zones, &mut warnings)?;
+        let tsig = self.tsig()?;
         Ok(Settings {
             zones,
             source: EtcdSource { connection, layout },
@@ -211,7 +265,50 @@ impl Config {
             forward,
             notify: self.notify.clone(),
             notify_source: self.notify_source(),
+            tsig,
             warnings,
+        })
+    }
+
+    /// Reads the key files and checks that every key named by a flag is in them.
+    fn tsig(&self) -> Result<TsigSettings, ConfigError> {
+        use crate::tsig::{KeyError, Keyring, read_key_file};
+        let mut specs = Vec::new();
+        for path in &self.tsig_key_files {
+            specs.extend(read_key_file("--tsig-key-file", path)?);
+        }
+        let keys = Keyring::new(specs).map_err(|reason| KeyError::Invalid {
+            flag: "--tsig-key-file",
+            path: self
+                .tsig_key_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            reason,
+        })?;
+        let known = |flag: &'static str, name: &str| {
+            Name::from_ascii(name)
+                .ok()
+                .and_then(|n| keys.get(&n).cloned())
+                .ok_or_else(|| KeyError::Unknown {
+                    flag,
+                    name: name.to_owned(),
+                })
+        };
+        let mut transfer_keys = Vec::new();
+        for name in &self.transfer_keys {
+            transfer_keys.push(known("--transfer-key", name)?.signer_name().clone());
+        }
+        let notify_key = self
+            .notify_key
+            .as_deref()
+            .map(|name| known("--notify-key", name))
+            .transpose()?;
+        Ok(TsigSettings {
+            keys,
+            transfer_keys,
+            notify_key,
         })
     }
 

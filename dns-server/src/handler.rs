@@ -9,14 +9,18 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::config::TsigSettings;
 use crate::forward::ForwardZones;
+use crate::ixfr::Difference;
 use crate::lookup::{self, Zones};
-use crate::metrics::{QueryLabels, QueryMetrics};
+use crate::metrics::{QueryLabels, QueryMetrics, TransferLabels};
 use crate::store::SharedIndex;
+use crate::store::index::{Index, revision_of_serial};
+use crate::tsig::{self, Verdict};
 
 /// The EDNS payload size we advertise (the DNS Flag Day 2020 value, avoiding IP fragmentation).
 pub const ADVERTISED_PAYLOAD: u16 = 1232;
@@ -50,6 +54,7 @@ pub struct Handler {
     forward: ForwardZones,
     rotation: AtomicUsize,
     metrics: QueryMetrics,
+    tsig: TsigSettings,
 }
 
 /// Bytes of keys and answers a [`ResponseCache`] holds before it starts over (per serving thread): the
@@ -110,8 +115,12 @@ enum Reply {
     One(Message, usize),
     /// A zone transfer of `zone`; the message carries the header and question to repeat.
     Transfer(Message, Name),
+    /// An incremental transfer, to compute from the zone at a past revision.
+    Incremental(Box<IncrementalTransfer>),
     /// A question for a forwarded zone, to relay to these upstreams.
     Forward(Vec<SocketAddr>),
+    /// A signed request whose signature is refused (RFC 8945 5.2): NOTAUTH with the TSIG error.
+    Rejected(Message, tsig::Rejection),
 }
 
 /// What [`Handler::handle`] produced.
@@ -121,6 +130,30 @@ pub enum Outcome {
     Messages(Vec<Vec<u8>>),
     /// Relay the request to these upstreams ([`crate::forward::exchange`]) and send back their reply.
     Forward(Vec<SocketAddr>),
+    /// Read the zone as of [`IncrementalTransfer::revision`] from etcd's history
+    /// ([`crate::store::history`]) and answer with [`Handler::incremental`].
+    Incremental(Box<IncrementalTransfer>),
+}
+
+/// An IXFR from a secondary that is behind, waiting for the zone at its version.
+#[derive(Debug, PartialEq, Eq)]
+pub struct IncrementalTransfer {
+    /// The response's header and question, repeated in every message.
+    template: Message,
+    zone: Name,
+    /// The secondary's serial.
+    serial: u32,
+    /// The etcd revision that serial stands for.
+    revision: i64,
+    /// The request's valid signature: every message of the answer is signed.
+    session: Option<tsig::Session>,
+}
+
+impl IncrementalTransfer {
+    /// The etcd revision of the secondary's version of the zone.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
 }
 
 /// What [`Handler::handle_udp`] produced.
@@ -135,14 +168,15 @@ pub enum UdpOutcome<'c> {
 }
 
 impl Handler {
-    /// A handler serving `zones` from `index`, transferring zones to clients in `transfer_allow`, and
-    /// relaying questions for `forward` zones.
+    /// A handler serving `zones` from `index`, transferring zones to clients in `transfer_allow` (signed
+    /// with one of `tsig`'s transfer keys when it names any), and relaying questions for `forward` zones.
     pub fn new(
         index: SharedIndex,
         zones: Zones,
         transfer_allow: Vec<IpNet>,
         forward: ForwardZones,
         metrics: QueryMetrics,
+        tsig: TsigSettings,
     ) -> Self {
         Self {
             index,
@@ -151,6 +185,7 @@ impl Handler {
             forward,
             rotation: AtomicUsize::new(0),
             metrics,
+            tsig,
         }
     }
 
@@ -211,6 +246,8 @@ impl Handler {
         let mut messages = match outcome {
             Outcome::Messages(messages) => messages,
             Outcome::Forward(upstreams) => return UdpOutcome::Forward(upstreams),
+            // Over UDP an IXFR is answered with one SOA; never reached.
+            Outcome::Incremental(_) => return UdpOutcome::Drop,
         };
         let Some(bytes) = messages.pop() else {
             return UdpOutcome::Drop;
@@ -236,7 +273,9 @@ impl Handler {
         transport: Transport,
         peer: IpAddr,
     ) -> (Outcome, bool, Option<Counter>) {
-        let (labels, messages, cacheable) = match self.respond(request, transport, peer) {
+        let mut session = None;
+        let reply = self.respond(request, transport, peer, &mut session);
+        let (labels, messages, cacheable) = match reply {
             Reply::Drop => {
                 self.metrics.dropped.inc();
                 return (Outcome::Messages(Vec::new()), false, None);
@@ -268,10 +307,29 @@ impl Handler {
             }
             Reply::Transfer(template, zone) => {
                 let labels = labels_of(&template, transport);
+                self.count_transfer("axfr");
                 (labels, self.transfer(&template, &zone), false)
+            }
+            Reply::Rejected(mut template, rejection) => {
+                template.metadata.response_code = ResponseCode::NotAuth;
+                let labels = labels_of(&template, transport);
+                (
+                    labels,
+                    rejection.response(template).into_iter().collect(),
+                    false,
+                )
+            }
+            Reply::Incremental(transfer) => {
+                let labels = labels_of(&transfer.template, transport);
+                let counter = self.metrics.queries.get_or_create(&labels).clone();
+                return (Outcome::Incremental(transfer), false, Some(counter));
             }
         };
         let counter = self.metrics.queries.get_or_create(&labels).clone();
+        let messages = match &session {
+            Some(session) => session.sign(messages, tsig::now()),
+            None => messages,
+        };
         (Outcome::Messages(messages), cacheable, Some(counter))
     }
 
@@ -297,7 +355,16 @@ impl Handler {
         response.to_vec().ok()
     }
 
-    fn respond(&self, request: &[u8], transport: Transport, peer: IpAddr) -> Reply {
+    /// The reply to `request`; `session` is set when the request carries a valid TSIG signature, and every
+    /// message of the reply must then be signed.
+    fn respond(
+        &self,
+        request: &[u8],
+        transport: Transport,
+        peer: IpAddr,
+        session: &mut Option<tsig::Session>,
+    ) -> Reply {
+        let raw = request;
         // 12 bytes of header are needed to address any reply; a set QR bit marks a response.
         if request.len() < 12 || request[2] & 0x80 != 0 {
             return Reply::Drop;
@@ -313,11 +380,25 @@ impl Handler {
         if request.metadata.message_type != MessageType::Query {
             return Reply::Drop;
         }
-        let limit = size_limit(request.edns.as_ref(), transport);
+        let mut limit = size_limit(request.edns.as_ref(), transport);
         let mut response = Message::response(id, request.metadata.op_code);
         response.metadata.recursion_desired = request.metadata.recursion_desired;
         response.metadata.checking_disabled = request.metadata.checking_disabled;
         response.add_queries(request.queries.iter().cloned());
+        match tsig::verify(&self.tsig.keys, raw, &request, tsig::now()) {
+            Verdict::Unsigned => {}
+            Verdict::Signed(signed) => {
+                if transport == Transport::Udp {
+                    // Room for the signature within what the client takes.
+                    limit = limit.saturating_sub(signed.overhead());
+                }
+                *session = Some(signed);
+            }
+            Verdict::Rejected(rejection) => {
+                tracing::info!(peer = %peer, key = %rejection.key, error = rejection.reason, "TSIG signature refused");
+                return Reply::Rejected(response, rejection);
+            }
+        }
         let refuse = |mut response: Message, rcode| {
             response.metadata.response_code = rcode;
             Reply::One(response, limit)
@@ -357,7 +438,7 @@ impl Handler {
                 .zone_of(query.name())
                 .filter(|z| *z == query.name());
             let listed = self.transfer_allow.iter().any(|net| net.contains(&peer));
-            let allowed = listed && transport == Transport::Tcp;
+            let allowed = listed && transport == Transport::Tcp && self.signed_as_required(session);
             if query.query_type() == RecordType::IXFR
                 && listed
                 && let Some(zone) = apex
@@ -371,15 +452,32 @@ impl Handler {
                 let ours = index.serial(&zone.to_ascii());
                 let up_to_date = client_serial.is_some_and(|theirs| !serial_lt(theirs, ours));
                 if up_to_date || transport == Transport::Udp {
+                    self.count_transfer("ixfr_current");
                     response.metadata.authoritative = true;
                     response.answers = vec![lookup::soa(&index, &self.zones, zone)];
                     return Reply::One(response, limit);
+                }
+                if let Some(serial) = client_serial
+                    && allowed
+                {
+                    tracing::info!(zone = %zone, peer = %peer, serial, "incremental zone transfer");
+                    return Reply::Incremental(Box::new(IncrementalTransfer {
+                        template: response,
+                        zone: zone.clone(),
+                        serial,
+                        revision: revision_of_serial(serial, index.revision()),
+                        session: session.take(),
+                    }));
                 }
             }
             return match apex {
                 Some(zone) if allowed => {
                     tracing::info!(zone = %zone, peer = %peer, "zone transfer");
                     Reply::Transfer(response, zone.clone())
+                }
+                Some(_) if listed && transport == Transport::Tcp => {
+                    tracing::info!(peer = %peer, qname = %query.name(), key = ?session.as_ref().map(|s| s.key().to_ascii()), "zone transfer refused: not signed with a --transfer-key");
+                    refuse(response, ResponseCode::Refused)
                 }
                 _ => {
                     tracing::debug!(peer = %peer, qname = %query.name(), "zone transfer refused");
@@ -406,23 +504,84 @@ impl Handler {
 
     /// The zone's records, SOA first and last (RFC 5936), in messages of [`TRANSFER_CHUNK`] records.
     fn transfer(&self, template: &Message, zone: &Name) -> Vec<Vec<u8>> {
-        let mut records = {
+        let records = {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
             lookup::zone_transfer(&index, &self.zones, zone)
         };
-        if let Some(soa) = records.first().cloned() {
-            records.push(soa);
-        }
-        records
-            .chunks(TRANSFER_CHUNK)
-            .filter_map(|chunk| {
-                let mut message = template.clone();
-                message.metadata.authoritative = true;
-                message.answers = chunk.to_vec();
-                message.to_vec().ok()
-            })
-            .collect()
+        transfer_messages(template, whole_zone(records))
     }
+
+    /// The answer to `transfer` given the index as of the secondary's version (`None`: etcd no longer
+    /// has it): the difference to the zone now ([`crate::ixfr`]), or the whole zone when the version is
+    /// gone or the difference would be larger than the zone (RFC 1995 allows either).
+    pub fn incremental(
+        &self,
+        transfer: Box<IncrementalTransfer>,
+        old: Option<Index>,
+    ) -> Vec<Vec<u8>> {
+        let new = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            lookup::zone_transfer(&index, &self.zones, &transfer.zone)
+        };
+        let difference = old.map(|old| {
+            let old = lookup::zone_transfer(&old, &self.zones, &transfer.zone);
+            Difference::between(&old, &new)
+        });
+        let records = match (difference, new.first()) {
+            (Some(difference), Some(current)) if difference.len() < new.len() => {
+                self.count_transfer("ixfr");
+                difference.into_answer(current, transfer.serial)
+            }
+            _ => {
+                self.count_transfer("ixfr_full");
+                whole_zone(new)
+            }
+        };
+        let messages = transfer_messages(&transfer.template, records);
+        match &transfer.session {
+            Some(session) => session.sign(messages, tsig::now()),
+            None => messages,
+        }
+    }
+
+    /// Whether a transfer request's signature satisfies `--transfer-key` (any signature, or none, when no
+    /// transfer key is configured).
+    fn signed_as_required(&self, session: &Option<tsig::Session>) -> bool {
+        self.tsig.transfer_keys.is_empty()
+            || session
+                .as_ref()
+                .is_some_and(|s| self.tsig.transfer_keys.iter().any(|k| k.eq_case(s.key())))
+    }
+
+    fn count_transfer(&self, kind: &'static str) {
+        self.metrics
+            .transfers
+            .get_or_create(&TransferLabels { kind })
+            .inc();
+    }
+}
+
+/// A zone's records as an AXFR (or an IXFR of the whole zone) sends them: with the SOA again at the end
+/// (RFC 5936).
+fn whole_zone(mut records: Vec<Record>) -> Vec<Record> {
+    if let Some(soa) = records.first().cloned() {
+        records.push(soa);
+    }
+    records
+}
+
+/// `records` as the answers of transfer messages of [`TRANSFER_CHUNK`] records each, repeating the header
+/// and question of `template`.
+fn transfer_messages(template: &Message, records: Vec<Record>) -> Vec<Vec<u8>> {
+    records
+        .chunks(TRANSFER_CHUNK)
+        .filter_map(|chunk| {
+            let mut message = template.clone();
+            message.metadata.authoritative = true;
+            message.answers = chunk.to_vec();
+            message.to_vec().ok()
+        })
+        .collect()
 }
 
 fn labels_of(response: &Message, transport: Transport) -> QueryLabels {
@@ -539,6 +698,7 @@ mod tests {
             allow,
             forward,
             metrics.queries,
+            TsigSettings::default(),
         )
     }
 
@@ -596,6 +756,7 @@ mod tests {
         match outcome {
             Outcome::Messages(messages) => messages,
             Outcome::Forward(upstreams) => panic!("forwarded to {upstreams:?}"),
+            Outcome::Incremental(transfer) => panic!("incremental transfer {transfer:?}"),
         }
     }
 
@@ -720,10 +881,15 @@ mod tests {
             assert_eq!(replies[0].answers.len(), 1, "serial {serial}");
             assert_eq!(replies[0].answers[0].record_type(), RecordType::SOA);
         }
-        // Behind: the whole zone over TCP; over UDP our SOA, which sends the client to TCP.
-        let behind = exchange_all(&handler, &ixfr(ours - 1), Transport::Tcp, SECONDARY);
-        let records: Vec<&Record> = behind.iter().flat_map(|m| m.answers.iter()).collect();
-        assert!(records.len() > 2, "{records:?}");
+        // Behind: over TCP the difference from its version, read from etcd's history (see
+        // `an_ixfr_sends_the_difference_from_the_secondarys_version`); over UDP our SOA, which sends the
+        // client to TCP.
+        let request = ixfr(ours - 1).to_vec().unwrap();
+        let Outcome::Incremental(transfer) = handler.handle(&request, Transport::Tcp, SECONDARY)
+        else {
+            panic!("not an incremental transfer");
+        };
+        assert_eq!(transfer.revision(), i64::from(ours - 1));
         let udp = exchange_all(&handler, &ixfr(ours - 1), Transport::Udp, SECONDARY);
         assert_eq!(udp.len(), 1);
         assert_eq!(udp[0].answers.len(), 1);
@@ -731,6 +897,152 @@ mod tests {
         // Not on the allow-list: refused, whatever its serial.
         let stranger = exchange_all(&handler, &ixfr(ours), Transport::Tcp, CLIENT);
         assert_eq!(stranger[0].metadata.response_code, ResponseCode::Refused);
+    }
+
+    fn answers_of(replies: Vec<Vec<u8>>) -> Vec<Record> {
+        replies
+            .iter()
+            .flat_map(|bytes| Message::from_vec(bytes).unwrap().answers)
+            .collect()
+    }
+
+    fn serials_and_names(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match &r.data {
+                hickory_proto::rr::RData::SOA(soa) => format!("SOA {}", soa.serial),
+                data => format!("{} {data}", r.name),
+            })
+            .collect()
+    }
+
+    fn a_record(key: &str, host: &str, revision: i64) -> StoredRecord {
+        StoredRecord::parse(key, format!(r#"{{"host":"{host}"}}"#).as_bytes(), revision).unwrap()
+    }
+
+    #[test]
+    fn an_ixfr_sends_the_difference_from_the_secondarys_version() {
+        // Version 5: a and b. Now (revision 9): a, b changed, c added.
+        let zone = |records: Vec<StoredRecord>, revision| {
+            let mut index = Index::new(KeyLayout::default(), &["test.org".to_owned()]);
+            index.replace_all(records, revision);
+            index
+        };
+        let old = zone(
+            vec![
+                a_record("/skydns/org/test/a", "10.0.0.1", 4),
+                a_record("/skydns/org/test/b", "10.0.0.2", 5),
+            ],
+            5,
+        );
+        let now = zone(
+            vec![
+                a_record("/skydns/org/test/a", "10.0.0.1", 4),
+                a_record("/skydns/org/test/b", "10.0.0.9", 8),
+                a_record("/skydns/org/test/c", "10.0.0.3", 9),
+            ],
+            9,
+        );
+        let handler = handler_with(now);
+        let request = ixfr(5).to_vec().unwrap();
+        let Outcome::Incremental(transfer) = handler.handle(&request, Transport::Tcp, SECONDARY)
+        else {
+            panic!("not an incremental transfer");
+        };
+        assert_eq!(transfer.revision(), 5);
+        let answer = answers_of(handler.incremental(transfer, Some(old)));
+        assert_eq!(
+            serials_and_names(&answer),
+            [
+                "SOA 9",
+                "SOA 5",
+                "b.test.org. 10.0.0.2",
+                "SOA 9",
+                "b.test.org. 10.0.0.9",
+                "c.test.org. 10.0.0.3",
+                "SOA 9",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ixfr_whose_version_etcd_no_longer_has_gets_the_whole_zone() {
+        let handler = handler();
+        let request = ixfr(0).to_vec().unwrap();
+        let Outcome::Incremental(transfer) = handler.handle(&request, Transport::Tcp, SECONDARY)
+        else {
+            panic!("not an incremental transfer");
+        };
+        let answer = answers_of(handler.incremental(transfer, None));
+        let soas = answer
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .count();
+        assert_eq!(soas, 2, "an AXFR-style answer: SOA first and last only");
+        let axfr = query("test.org.", RecordType::AXFR, None);
+        let whole: Vec<Record> = exchange_all(&handler, &axfr, Transport::Tcp, SECONDARY)
+            .into_iter()
+            .flat_map(|m| m.answers)
+            .collect();
+        assert_eq!(answer, whole, "what an AXFR sends");
+    }
+
+    #[test]
+    fn with_a_transfer_key_only_transfers_signed_with_it_are_answered_and_every_message_is_signed()
+    {
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==";
+        let keys = tsig::Keyring::new(
+            tsig::parse_keys(&format!(
+                "hmac-sha256:transfer:{secret}\nhmac-sha256:other:{secret}"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let transfer = keys
+            .get(&Name::from_ascii("transfer.").unwrap())
+            .unwrap()
+            .clone();
+        let other = keys
+            .get(&Name::from_ascii("other.").unwrap())
+            .unwrap()
+            .clone();
+        let mut handler = handler();
+        handler.tsig = TsigSettings {
+            keys,
+            transfer_keys: vec![Name::from_ascii("transfer.").unwrap()],
+            notify_key: None,
+        };
+        let axfr = |key: Option<&hickory_proto::rr::TSigner>| {
+            let mut request = query("test.org.", RecordType::AXFR, None);
+            let verifier = key.and_then(|k| tsig::sign_request(k, &mut request, tsig::now()));
+            let replies =
+                messages(handler.handle(&request.to_vec().unwrap(), Transport::Tcp, SECONDARY));
+            (replies, verifier)
+        };
+
+        let (replies, verifier) = axfr(Some(&transfer));
+        let mut verifier = verifier.unwrap();
+        assert!(!replies.is_empty());
+        for reply in &replies {
+            verifier
+                .verify(reply)
+                .expect("each message signed, in a chain");
+        }
+        let records = answers_of(replies);
+        assert_eq!(records.first().unwrap().record_type(), RecordType::SOA);
+
+        let (unsigned, _) = axfr(None);
+        let unsigned = Message::from_vec(&unsigned[0]).unwrap();
+        assert_eq!(unsigned.metadata.response_code, ResponseCode::Refused);
+        // Signed, validly, but with a key that may not transfer.
+        let (wrong, _) = axfr(Some(&other));
+        let wrong = Message::from_vec(&wrong[0]).unwrap();
+        assert_eq!(wrong.metadata.response_code, ResponseCode::Refused);
+        // A query signed with the key gets a signed answer (a secondary's SOA check).
+        let mut soa = query("test.org.", RecordType::SOA, Some(1232));
+        let mut verifier = tsig::sign_request(&transfer, &mut soa, tsig::now()).unwrap();
+        let reply = messages(handler.handle(&soa.to_vec().unwrap(), Transport::Udp, SECONDARY));
+        verifier.verify(&reply[0]).expect("signed SOA answer");
     }
 
     #[test]

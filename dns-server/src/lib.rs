@@ -9,12 +9,14 @@ pub mod cache_key;
 pub mod config;
 pub mod forward;
 pub mod handler;
+pub mod ixfr;
 pub mod lookup;
 pub mod metrics;
 pub mod notify;
 pub mod server;
 pub mod store;
 pub mod tcp_quota;
+pub mod tsig;
 
 use std::sync::{Arc, RwLock};
 
@@ -66,6 +68,10 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
     tracing::info!(dns_addr = %dns_addr, zones = ?zone_names, "serving DNS");
     context.health.set_not_ready("loading records from etcd");
     let (revisions, revision_updates) = tokio::sync::watch::channel(0);
+    let history = Arc::new(store::history::History::new(
+        settings.source.clone(),
+        zone_names.clone(),
+    ));
     let follower = tokio::spawn(store::follower::follow(
         settings.source,
         index.clone(),
@@ -74,9 +80,13 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         revisions,
         context.shutdown.clone(),
     ));
+    let secondaries = notify::Secondaries {
+        targets: settings.notify,
+        source: settings.notify_source,
+        key: settings.tsig.notify_key.clone(),
+    };
     let notifier = tokio::spawn(notify::run(
-        settings.notify,
-        settings.notify_source,
+        secondaries,
         settings.zones.clone(),
         index.clone(),
         revision_updates,
@@ -89,9 +99,10 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         settings.transfer_allow,
         settings.forward,
         metrics.queries,
+        settings.tsig.clone(),
     ));
     let quota = tcp_quota::TcpQuota::new(settings.tcp_limits);
-    server::serve(listeners, handler, quota, context.shutdown.clone()).await;
+    server::serve(listeners, handler, history, quota, context.shutdown.clone()).await;
     let _ = follower.await;
     let _ = notifier.await;
     Ok(())

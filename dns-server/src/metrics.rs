@@ -46,6 +46,16 @@ pub struct QueryMetrics {
     pub dropped: Counter,
     /// TCP connections closed on accept, over the total or a client's quota.
     pub tcp_refused: Family<TcpRefusedLabels, Counter>,
+    /// Zone transfers sent, by kind.
+    pub transfers: Family<TransferLabels, Counter>,
+}
+
+/// How a zone transfer was answered.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TransferLabels {
+    /// `axfr`; `ixfr` (the difference); `ixfr_full` (the whole zone, the secondary's version no longer
+    /// in etcd's history or the difference larger than the zone); `ixfr_current` (one SOA).
+    pub kind: &'static str,
 }
 
 /// Which TCP quota turned a connection away.
@@ -120,6 +130,7 @@ impl Metrics {
             )),
             dropped: Counter::default(),
             tcp_refused: Family::default(),
+            transfers: Family::default(),
         };
         registry.register("queries", "Answered DNS queries", queries.queries.clone());
         registry.register(
@@ -136,6 +147,11 @@ impl Metrics {
             "tcp_refused",
             "TCP connections closed on accept because a quota was full",
             queries.tcp_refused.clone(),
+        );
+        registry.register(
+            "transfers",
+            "Zone transfers answered, by kind (axfr, ixfr, ixfr_full, ixfr_current)",
+            queries.transfers.clone(),
         );
         let notify = NotifyMetrics::default();
         registry.register(

@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RecordType, TSigner};
 use ops::CancellationToken;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -15,24 +15,40 @@ use tokio::sync::watch;
 use crate::lookup::{self, Zones};
 use crate::metrics::NotifyMetrics;
 use crate::store::SharedIndex;
+use crate::tsig;
 
 /// Changes arriving closer together than this are announced once.
 const SETTLE: Duration = Duration::from_millis(50);
 /// Tries per secondary and serial; the wait doubles from one second (RFC 1996 4.1 suggests retrying).
 const TRIES: u32 = 5;
 
+/// Who to NOTIFY, and how.
+#[derive(Clone)]
+pub struct Secondaries {
+    /// The secondaries' addresses.
+    pub targets: Vec<SocketAddr>,
+    /// Where NOTIFY is sent from (`None`: the route's choice).
+    pub source: Option<IpAddr>,
+    /// The key NOTIFY is signed with.
+    pub key: Option<TSigner>,
+}
+
 /// Sends NOTIFY for every zone whose serial differs from the one last announced, each time `revisions`
 /// moves, until `shutdown`. The first announcement follows the first load, since a secondary may hold data
 /// older than ours after we restarted.
 pub async fn run(
-    targets: Vec<SocketAddr>,
-    source: Option<IpAddr>,
+    secondaries: Secondaries,
     zones: Zones,
     index: SharedIndex,
     mut revisions: watch::Receiver<i64>,
     metrics: NotifyMetrics,
     shutdown: CancellationToken,
 ) {
+    let Secondaries {
+        targets,
+        source,
+        key,
+    } = secondaries;
     if targets.is_empty() {
         return;
     }
@@ -64,11 +80,18 @@ pub async fn run(
             for target in &targets {
                 let metrics = metrics.clone();
                 let (zone, target, soa) = (zone.clone(), *target, soa.clone());
-                let shutdown = shutdown.clone();
+                let (shutdown, key) = (shutdown.clone(), key.clone());
                 tokio::spawn(async move {
+                    let announcement = Announcement {
+                        zone,
+                        serial,
+                        soa,
+                        source,
+                        key,
+                    };
                     tokio::select! {
                         () = shutdown.cancelled() => {}
-                        () = notify_one(zone, serial, target, source, soa, metrics) => {}
+                        () = notify_one(announcement, target, metrics) => {}
                     }
                 });
             }
@@ -76,19 +99,29 @@ pub async fn run(
     }
 }
 
-async fn notify_one(
+/// One zone's new serial, to announce.
+struct Announcement {
     zone: Name,
     serial: u32,
-    target: SocketAddr,
-    source: Option<IpAddr>,
     soa: hickory_proto::rr::Record,
-    metrics: NotifyMetrics,
-) {
+    /// Where NOTIFY is sent from (`None`: the route's choice).
+    source: Option<IpAddr>,
+    /// The key NOTIFY is signed with.
+    key: Option<TSigner>,
+}
+
+async fn notify_one(announcement: Announcement, target: SocketAddr, metrics: NotifyMetrics) {
+    let Announcement {
+        ref zone,
+        serial,
+        source,
+        ..
+    } = announcement;
     let mut wait = Duration::from_secs(1);
     tracing::info!(zone = %zone, serial, target = %target, source = ?source, "sending NOTIFY");
     for attempt in 1..=TRIES {
         let started = tokio::time::Instant::now();
-        match send(&zone, target, source, &soa, wait).await {
+        match send(&announcement, target, wait).await {
             Ok(ResponseCode::NoError) => {
                 metrics.acked.inc();
                 tracing::info!(zone = %zone, serial, target = %target, "secondary acknowledged NOTIFY");
@@ -123,12 +156,17 @@ async fn notify_one(
 /// hint), waiting for the matching reply; returns its response code, which acknowledges only when NOERROR
 /// (RFC 1996 4.7).
 async fn send(
-    zone: &Name,
+    announcement: &Announcement,
     target: SocketAddr,
-    source: Option<IpAddr>,
-    soa: &hickory_proto::rr::Record,
     wait: Duration,
 ) -> std::io::Result<ResponseCode> {
+    let Announcement {
+        zone,
+        soa,
+        source,
+        key,
+        ..
+    } = announcement;
     let unspecified = if target.is_ipv4() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -143,6 +181,9 @@ async fn send(
     message.metadata.authoritative = true;
     message.add_query(Query::query(zone.clone(), RecordType::SOA));
     message.add_answer(soa.clone());
+    let mut verifier = key
+        .as_ref()
+        .and_then(|key| tsig::sign_request(key, &mut message, tsig::now()));
     let bytes = message.to_vec().map_err(std::io::Error::other)?;
     socket.send(&bytes).await?;
     let mut buffer = vec![0u8; 4096];
@@ -152,12 +193,23 @@ async fn send(
             let Ok(reply) = Message::from_vec(&buffer[..len]) else {
                 continue;
             };
-            if reply.metadata.id == message.metadata.id
-                && reply.metadata.message_type == MessageType::Response
-                && reply.metadata.op_code == OpCode::Notify
+            if reply.metadata.id != message.metadata.id
+                || reply.metadata.message_type != MessageType::Response
+                || reply.metadata.op_code != OpCode::Notify
             {
-                return Ok(reply.metadata.response_code);
+                continue;
             }
+            let rcode = reply.metadata.response_code;
+            // A signed NOTIFY is acknowledged only by an answer signed with the same key (an error answer
+            // counts as refused either way: BADKEY and BADSIG answers are unsigned by definition).
+            if rcode == ResponseCode::NoError
+                && let Some(verifier) = verifier.as_mut()
+                && let Err(error) = verifier.verify(&buffer[..len])
+            {
+                tracing::warn!(zone = %zone, target = %target, error = %error, "NOTIFY answer with a bad TSIG signature ignored");
+                continue;
+            }
+            return Ok(rcode);
         }
     })
     .await

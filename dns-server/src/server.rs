@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward;
 use crate::handler::{Handler, Outcome, ResponseCache, Transport, UdpOutcome};
+use crate::store::history::History;
 use crate::tcp_quota::TcpQuota;
 
 /// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds), and one
@@ -69,10 +70,12 @@ fn reuseport(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Resul
     Ok(socket)
 }
 
-/// Serves until `shutdown`: a thread per UDP socket, and a task per TCP connection within `quota`.
+/// Serves until `shutdown`: a thread per UDP socket, and a task per TCP connection within `quota`; IXFR
+/// reads the zone's past versions from `history`.
 pub async fn serve(
     listeners: Listeners,
     handler: Arc<Handler>,
+    history: Arc<History>,
     quota: TcpQuota,
     shutdown: CancellationToken,
 ) {
@@ -90,7 +93,7 @@ pub async fn serve(
             Err(error) => tracing::error!(error = %error, "cannot start a UDP thread"),
         }
     }
-    serve_tcp(listeners.tcp, handler, quota, shutdown).await;
+    serve_tcp(listeners.tcp, handler, history, quota, shutdown).await;
     let _ = tokio::task::spawn_blocking(move || {
         for thread in threads {
             let _ = thread.join();
@@ -153,6 +156,7 @@ fn serve_udp(
 async fn serve_tcp(
     listener: TcpListener,
     handler: Arc<Handler>,
+    history: Arc<History>,
     quota: TcpQuota,
     shutdown: CancellationToken,
 ) {
@@ -185,13 +189,13 @@ async fn serve_tcp(
                 continue;
             }
         };
-        let handler = handler.clone();
+        let (handler, history) = (handler.clone(), history.clone());
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _admission = admission;
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                result = serve_connection(stream, peer, &handler) => {
+                result = serve_connection(stream, peer, &handler, &history) => {
                     if let Err(error) = result {
                         tracing::debug!(peer = %peer, error = %error, "tcp connection ended");
                     }
@@ -206,6 +210,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     handler: &Handler,
+    history: &History,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; usize::from(u16::MAX)];
     loop {
@@ -221,6 +226,16 @@ async fn serve_connection(
         let request = &buffer[..len];
         let responses = match handler.handle(request, Transport::Tcp, peer.ip()) {
             Outcome::Messages(responses) => responses,
+            Outcome::Incremental(transfer) => {
+                let old = history
+                    .index_at(transfer.revision())
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(error = %error, "cannot read the zone's history; sending it whole");
+                        None
+                    });
+                handler.incremental(transfer, old)
+            }
             Outcome::Forward(upstreams) => forward::exchange(request, &upstreams, true)
                 .await
                 .or_else(|| handler.failure(request))

@@ -146,10 +146,20 @@ pub async fn list_prefix(
     client: &mut Client,
     prefix: &str,
 ) -> Result<(Vec<KeyValue>, i64), etcd_client::Error> {
+    list_prefix_at(client, prefix, 0).await
+}
+
+/// [`list_prefix`] as of revision `at` (0: the latest). A compacted revision fails with etcd's
+/// "required revision has been compacted" error.
+pub async fn list_prefix_at(
+    client: &mut Client,
+    prefix: &str,
+    at: i64,
+) -> Result<(Vec<KeyValue>, i64), etcd_client::Error> {
     let range_end = prefix_end(prefix);
     let mut all = Vec::new();
     let mut from = prefix.as_bytes().to_vec();
-    let mut revision = 0;
+    let mut revision = at;
     loop {
         let mut options = GetOptions::new()
             .with_range(range_end.clone())

@@ -41,7 +41,14 @@ static HANDLER: LazyLock<Handler> = LazyLock::new(|| {
         Name::from_ascii("corp.example.").unwrap(),
         vec![([127, 0, 0, 1], 9).into()],
     )]);
-    Handler::new(Arc::new(RwLock::new(index)), zones, allow, forward, metrics.queries)
+    Handler::new(
+        Arc::new(RwLock::new(index)),
+        zones,
+        allow,
+        forward,
+        metrics.queries,
+        dns_server::config::TsigSettings::default(),
+    )
 });
 
 static CACHE: LazyLock<Mutex<ResponseCache>> = LazyLock::new(|| Mutex::new(ResponseCache::default()));

@@ -198,6 +198,18 @@ fn serial_of(revision: i64) -> u32 {
     (revision & 0xffff_ffff) as u32
 }
 
+/// The etcd revision a serial stands for, given the latest revision: the serial's low 32 bits under the
+/// latest revision's high bits, a wrap earlier when that would be in the future (0: none).
+pub fn revision_of_serial(serial: u32, latest: i64) -> i64 {
+    let candidate = (latest & !0xffff_ffff) | i64::from(serial);
+    let revision = if candidate > latest {
+        candidate - (1 << 32)
+    } else {
+        candidate
+    };
+    revision.max(0)
+}
+
 /// Whether `key` is `dir` itself or lies below it.
 pub fn is_at_or_below(key: &str, dir: &str) -> bool {
     key.strip_prefix(dir)
@@ -263,6 +275,16 @@ mod tests {
         assert!(!index.exists("/skydns/org/test/a/b/cc"));
         assert!(!index.exists("/skydns/org/test/b"));
         assert!(hosts(&index, "a.test.org").is_empty());
+    }
+
+    #[test]
+    fn a_serial_maps_back_to_its_revision_across_the_32_bit_wrap() {
+        assert_eq!(revision_of_serial(7, 10), 7);
+        assert_eq!(revision_of_serial(11, 10), 0, "not a revision yet");
+        let latest = (1_i64 << 32) + 5;
+        assert_eq!(revision_of_serial(3, latest), (1 << 32) + 3);
+        assert_eq!(revision_of_serial(u32::MAX, latest), (1 << 32) - 1);
+        assert_eq!(serial_of(revision_of_serial(42, latest)), 42);
     }
 
     #[test]

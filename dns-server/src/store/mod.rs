@@ -2,6 +2,7 @@
 //! [`follower::follow`], which lists once and then follows a watch. Queries read the index only.
 
 pub mod follower;
+pub mod history;
 pub mod index;
 pub mod record;
 pub mod serial;
