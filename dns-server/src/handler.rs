@@ -661,6 +661,7 @@ fn rcode_label(rcode: ResponseCode) -> &'static str {
         ResponseCode::NotImp => "NOTIMP",
         ResponseCode::Refused => "REFUSED",
         ResponseCode::BADVERS => "BADVERS",
+        ResponseCode::NotAuth => "NOTAUTH",
         _ => "other",
     }
 }

@@ -55,13 +55,8 @@ impl Answer {
 
 /// Asks `server` for `name`/`rtype` over UDP (add `+tcp` in `extra` for TCP), without recursion.
 pub fn query(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Result<Answer> {
-    let mut command = Command::new("dig");
+    let mut command = dig(server, name, rtype);
     command
-        .arg(format!("@{}", server.ip()))
-        .arg("-p")
-        .arg(server.port().to_string())
-        .arg(name)
-        .arg(rtype)
         .args(["+norecurse", "+time=2", "+tries=1"])
         .args(extra);
     let output = command
@@ -78,6 +73,94 @@ pub fn query(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Res
         command: format!("{command:?}"),
         stderr: format!("unparseable dig output:\n{raw}"),
     })
+}
+
+/// A zone transfer as `dig` received it.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The records, one per line as dig prints them (`name ttl class type data`, tab-separated).
+    pub records: Vec<String>,
+    /// Messages received.
+    pub messages: usize,
+    /// Bytes received.
+    pub bytes: usize,
+}
+
+impl Transfer {
+    /// The records as `name type data` (lowercased name, TTL and class left out), SOA and TSIG records
+    /// excluded, sorted and deduplicated: what two servers holding the same zone have alike.
+    pub fn content(&self) -> Vec<String> {
+        let mut content: Vec<String> = self
+            .records
+            .iter()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let [name, _ttl, _class, rtype, data @ ..] = fields.as_slice() else {
+                    return None;
+                };
+                (!matches!(*rtype, "SOA" | "TSIG"))
+                    .then(|| format!("{} {rtype} {}", name.to_lowercase(), data.join(" ")))
+            })
+            .collect();
+        content.sort();
+        content.dedup();
+        content
+    }
+}
+
+/// A transfer of `zone` from `server`: `kind` is `AXFR` or `IXFR=<serial>`; `extra` adds dig options
+/// (such as `-y` for a TSIG key). Fails when dig reports the transfer failed.
+pub fn transfer(server: SocketAddr, zone: &str, kind: &str, extra: &[&str]) -> Result<Transfer> {
+    let mut command = dig(server, zone, kind);
+    command.args(["+nocmd", "+time=5", "+tries=1"]).args(extra);
+    let output = command
+        .output()
+        .map_err(io_err("running dig (install bind9-dnsutils)"))?;
+    let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+    let failed = |why: &str| HarnessError::Command {
+        command: format!("{command:?}"),
+        stderr: format!("{why}:\n{raw}{}", String::from_utf8_lossy(&output.stderr)),
+    };
+    if !output.status.success() || raw.contains("Transfer failed") {
+        return Err(failed("transfer failed"));
+    }
+    // ";; XFR size: 7 records (messages 1, bytes 399)"
+    let size = raw
+        .lines()
+        .find_map(|l| l.strip_prefix(";; XFR size: "))
+        .ok_or_else(|| failed("no XFR size line"))?;
+    let number_after = |label: &str| {
+        size.split(label)
+            .nth(1)
+            .and_then(|rest| {
+                rest.trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(Transfer {
+        records: raw
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with(';'))
+            .map(str::to_owned)
+            .collect(),
+        messages: number_after("messages"),
+        bytes: number_after("bytes"),
+    })
+}
+
+/// `dig @server -p port name rtype`.
+fn dig(server: SocketAddr, name: &str, rtype: &str) -> Command {
+    let mut command = Command::new("dig");
+    command
+        .arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg(name)
+        .arg(rtype);
+    command
 }
 
 /// Parses `dig`'s default output.

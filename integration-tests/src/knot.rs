@@ -3,18 +3,15 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
-use crate::process::{Process, Scratch, free_port};
-use crate::{Result, certs, dig, wait};
+use crate::dns_peer::DnsPeer;
+use crate::process::{Scratch, free_port};
+use crate::tsig::TsigKey;
+use crate::{Result, certs};
 
-/// A running knotd on a free loopback port.
+/// A running knotd on a free loopback port (its address, process and directory: [`DnsPeer`]).
 #[derive(Debug)]
-pub struct Knot {
-    process: Process,
-    addr: SocketAddr,
-    scratch: Scratch,
-}
+pub struct Knot(DnsPeer);
 
 impl Knot {
     /// A secondary for `zone` transferring from `primary` and accepting its NOTIFYs. Returns once knotd
@@ -25,14 +22,30 @@ impl Knot {
 
     /// [`Knot::secondary`] on a given loopback port (so the primary can be told where to NOTIFY first).
     pub async fn secondary_on(port: u16, zone: &str, primary: SocketAddr) -> Result<Self> {
+        Self::secondary_with_key(port, zone, primary, None).await
+    }
+
+    /// [`Knot::secondary_on`] signing its requests to the primary with `key`, and taking NOTIFY only when
+    /// signed with it.
+    pub async fn secondary_with_key(
+        port: u16,
+        zone: &str,
+        primary: SocketAddr,
+        key: Option<&TsigKey>,
+    ) -> Result<Self> {
+        let (key_section, key_ref) = match key {
+            Some(key) => (key.knot_section(), format!("\n    key: {}", key.name)),
+            None => (String::new(), String::new()),
+        };
         let remote = format!(
-            "remote:\n  - id: primary\n    address: {}@{}\n\nacl:\n  - id: notify_from_primary\n    address: {}\n    action: notify\n\n",
+            "{key_section}remote:\n  - id: primary\n    address: {}@{}{key_ref}\n\nacl:\n  - id: notify_from_primary\n    address: {}\n    action: notify{key_ref}\n  - id: transfer_to_tests\n    address: 127.0.0.0/8\n    action: transfer\n\n",
             primary.ip(),
             primary.port(),
             primary.ip()
         );
+        // Tests read what the secondary holds by AXFR from it (`transfer_to_tests`).
         let zone = format!(
-            "zone:\n  - domain: {zone}\n    master: primary\n    acl: notify_from_primary\n"
+            "zone:\n  - domain: {zone}\n    master: primary\n    acl: [notify_from_primary, transfer_to_tests]\n"
         );
         Self::start(port, &remote, &zone, None).await
     }
@@ -54,6 +67,10 @@ impl Knot {
         let config = format!(
             "server:\n  rundir: \"{dir}\"\n  listen: 127.0.0.1@{port}\n\nlog:\n  - target: stderr\n    any: info\n\ndatabase:\n  storage: \"{dir}/db\"\n\n{remote}template:\n  - id: default\n    storage: \"{dir}\"\n    zonefile-sync: -1\n\n{zone}"
         );
+        // The journal, where a secondary keeps the changes of each IXFR: knotd does not create its directory
+        // and fails to store them without it ("failed to store changes (not exists)").
+        std::fs::create_dir_all(scratch.join("db"))
+            .map_err(crate::io_err("creating knotd's database directory"))?;
         let config_path = scratch.join("knot.conf");
         certs::write(&config_path, &config)?;
         if let Some((name, contents)) = file {
@@ -61,37 +78,28 @@ impl Knot {
         }
         let mut command = Command::new("knotd");
         command.arg("-c").arg(&config_path);
-        let mut process = Process::spawn("knotd", command, &scratch.join("knotd.log"))?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait::until("knotd to answer", Duration::from_secs(20), || {
-            let running = process.check_running();
-            async move {
-                running.map_err(|e| e.to_string())?;
-                dig::query(addr, "version.server", "TXT", &["+norecurse"])
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await?;
-        Ok(Self {
-            process,
-            addr,
+        let peer = DnsPeer::start(
+            "knotd",
+            command,
             scratch,
-        })
+            addr,
+            ("version.server", &["+norecurse"]),
+        )
+        .await?;
+        Ok(Self(peer))
     }
+}
 
-    /// Where knotd answers DNS.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+impl std::ops::Deref for Knot {
+    type Target = DnsPeer;
+    fn deref(&self) -> &DnsPeer {
+        &self.0
     }
+}
 
-    /// The knotd process (log, signals).
-    pub fn process(&mut self) -> &mut Process {
-        &mut self.process
-    }
-
-    /// Its working directory.
-    pub fn dir(&self) -> &std::path::Path {
-        self.scratch.path()
+impl std::ops::DerefMut for Knot {
+    fn deref_mut(&mut self) -> &mut DnsPeer {
+        &mut self.0
     }
 }

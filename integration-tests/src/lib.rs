@@ -16,9 +16,11 @@
 //!
 //! Nothing here imitates a server: when a real program cannot start, the error says which one and why.
 
+pub mod bind;
 pub mod certs;
 pub mod daemon;
 pub mod dig;
+pub mod dns_peer;
 pub mod etcd;
 pub mod forward;
 pub mod http;
@@ -32,6 +34,7 @@ pub mod nodes;
 pub mod oci;
 pub mod peers;
 pub mod process;
+pub mod tsig;
 pub mod wait;
 
 use std::path::PathBuf;
