@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
+use crate::netlab::Host;
 use crate::{HarnessError, Result, io_err};
 
 /// One resource record as `dig` prints it.
@@ -53,9 +54,30 @@ impl Answer {
     }
 }
 
-/// Asks `server` for `name`/`rtype` over UDP (add `+tcp` in `extra` for TCP), without recursion.
+/// Asks `server` for `name`/`rtype` over UDP (add `+tcp` in `extra` for TCP), without recursion (unless
+/// `extra` has `+recurse`, as for a resolver).
 pub fn query(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Result<Answer> {
-    let mut command = Command::new("dig");
+    ask(Command::new("dig"), server, name, rtype, extra)
+}
+
+/// [`query`] from inside `host`'s network namespace.
+pub fn query_from(
+    host: &Host,
+    server: SocketAddr,
+    name: &str,
+    rtype: &str,
+    extra: &[&str],
+) -> Result<Answer> {
+    ask(host.command("dig"), server, name, rtype, extra)
+}
+
+fn ask(
+    mut command: Command,
+    server: SocketAddr,
+    name: &str,
+    rtype: &str,
+    extra: &[&str],
+) -> Result<Answer> {
     command
         .arg(format!("@{}", server.ip()))
         .arg("-p")
