@@ -150,3 +150,20 @@ pub fn require_program(program: &str, package: &str) -> Result<PathBuf> {
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_fails_naming_its_package_and_install_deps() {
+        let error = require_program("groundwork-no-such-tool", "no-such-package")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("no-such-package") && error.contains("scripts/install-deps"),
+            "{error}"
+        );
+        assert!(require_program("sh", "dash").is_ok());
+    }
+}
