@@ -99,24 +99,24 @@ pub struct Config {
     #[arg(long, env = "DNS_DEFAULT_TTL", default_value_t = 300)]
     pub default_ttl: u32,
 
-    /// TTL of the SOA record.
-    #[arg(long, env = "DNS_SOA_TTL", default_value_t = 30)]
+    /// TTL of the SOA record; negative answers are cached no longer than this either (RFC 2308).
+    #[arg(long, env = "DNS_SOA_TTL", default_value_t = SoaSettings::DEFAULT.ttl)]
     pub soa_ttl: u32,
 
     /// SOA refresh, for secondaries (seconds).
-    #[arg(long, default_value_t = 7200)]
+    #[arg(long, default_value_t = SoaSettings::DEFAULT.refresh)]
     pub soa_refresh: i32,
 
     /// SOA retry, for secondaries (seconds).
-    #[arg(long, default_value_t = 1800)]
+    #[arg(long, default_value_t = SoaSettings::DEFAULT.retry)]
     pub soa_retry: i32,
 
     /// SOA expire, for secondaries (seconds).
-    #[arg(long, default_value_t = 86400)]
+    #[arg(long, default_value_t = SoaSettings::DEFAULT.expire)]
     pub soa_expire: i32,
 
-    /// How long resolvers may cache NXDOMAIN/NODATA (the SOA minimum, RFC 2308).
-    #[arg(long, env = "DNS_NEGATIVE_TTL", default_value_t = 30)]
+    /// The SOA minimum: how long resolvers may cache NXDOMAIN/NODATA (RFC 2308), capped by `--soa-ttl`.
+    #[arg(long, env = "DNS_NEGATIVE_TTL", default_value_t = SoaSettings::DEFAULT.negative_ttl)]
     pub negative_ttl: u32,
 
     /// Logging, ops endpoint (`--metrics-listen`) and drain settings.
@@ -518,6 +518,12 @@ mod tests {
             source(&["--listen", "192.0.2.53:53", "--notify-source", "192.0.2.1"]),
             Some("192.0.2.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn the_soa_flags_default_to_the_zonemaster_clean_timers() {
+        let settings = config(&["--zone", "test.org"]).validate().unwrap();
+        assert_eq!(settings.zones.soa, SoaSettings::DEFAULT);
     }
 
     #[test]

@@ -42,16 +42,24 @@ pub struct SoaSettings {
     pub negative_ttl: u32,
 }
 
+impl SoaSettings {
+    /// The defaults: the lowest timers Zonemaster accepts (ZONE02 refresh ≥ 4 h, ZONE04 retry ≥ 1 h, ZONE05
+    /// expire ≥ 1 week, ZONE06 minimum 5 min–1 day), expire at RFC 1912's two weeks. CoreDNS's
+    /// 7200/1800/86400/30 fail four of them. Refresh can be long because secondaries are sent NOTIFY on
+    /// every change; negative answers still live 30 s in caches, because their TTL is the smaller of the
+    /// SOA's TTL (30) and its minimum (RFC 2308 §5).
+    pub const DEFAULT: Self = Self {
+        ttl: 30,
+        refresh: 14_400,
+        retry: 3_600,
+        expire: 1_209_600,
+        negative_ttl: 300,
+    };
+}
+
 impl Default for SoaSettings {
-    /// CoreDNS's values, so swapping servers changes no timer.
     fn default() -> Self {
-        Self {
-            ttl: 30,
-            refresh: 7200,
-            retry: 1800,
-            expire: 86400,
-            negative_ttl: 30,
-        }
+        Self::DEFAULT
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::forward::Forward;
+use crate::netlab::Host;
 use crate::process::{Process, Scratch};
 use crate::{Result, http, wait};
 
@@ -15,17 +17,28 @@ use crate::{Result, http, wait};
 pub struct Daemon {
     process: Process,
     ops_addr: SocketAddr,
+    /// The namespace it runs in, where its ops endpoint is reached (`None`: the test's own).
+    netns: Option<Host>,
     _scratch: Scratch,
 }
 
 impl Daemon {
     /// Starts `binary` with `args`, and waits (bounded) until it logged the address of its ops endpoint.
     pub fn start(binary: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(None, binary, args)
+    }
+
+    /// [`Daemon::start`] inside `host`'s network namespace (`ip netns exec`).
+    pub fn start_in(host: &Host, binary: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(Some(host), binary, args)
+    }
+
+    fn spawn(netns: Option<&Host>, binary: &str, args: &[&str]) -> Result<Self> {
         let name = std::path::Path::new(binary)
             .file_name()
             .map_or_else(|| binary.to_owned(), |n| n.to_string_lossy().into_owned());
         let scratch = Scratch::new(&name)?;
-        let mut command = Command::new(binary);
+        let mut command = netns.map_or_else(|| Command::new(binary), |host| host.command(binary));
         command
             .args(["--ops-addr", "127.0.0.1:0", "--log-format", "json"])
             .args(["--drain-timeout", "5s"])
@@ -48,6 +61,7 @@ impl Daemon {
         Ok(Self {
             process,
             ops_addr,
+            netns: netns.cloned(),
             _scratch: scratch,
         })
     }
@@ -81,16 +95,17 @@ impl Daemon {
 
     /// GETs `path` from the ops endpoint.
     pub fn get(&self, path: &str) -> std::result::Result<http::Response, String> {
-        http::get(self.ops_addr, path)
+        ops_get(self.netns.as_ref(), self.ops_addr, path)
     }
 
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let addr = self.ops_addr;
+        let netns = self.netns.as_ref();
         let process = &mut self.process;
         wait::until_blocking("/readyz to answer 200", timeout, || {
             process.check_running().map_err(|e| e.to_string())?;
-            let response = http::get(addr, "/readyz")?;
+            let response = ops_get(netns, addr, "/readyz")?;
             if response.status == 200 {
                 Ok(())
             } else {
@@ -105,10 +120,11 @@ impl Daemon {
     /// replica leads, which `/readyz` does not say, a standby being ready too).
     pub fn wait_metric(&mut self, sample: &str, timeout: Duration) -> Result<()> {
         let addr = self.ops_addr;
+        let netns = self.netns.as_ref();
         let process = &mut self.process;
         wait::until_blocking(&format!("/metrics to show {sample}"), timeout, || {
             process.check_running().map_err(|e| e.to_string())?;
-            let response = http::get(addr, "/metrics")?;
+            let response = ops_get(netns, addr, "/metrics")?;
             if response.body.lines().any(|l| l.trim() == sample) {
                 Ok(())
             } else {
@@ -118,10 +134,29 @@ impl Daemon {
     }
 }
 
+/// GETs `path` from an ops endpoint at `addr` in `netns` (`None`: the test's own namespace).
+fn ops_get(
+    netns: Option<&Host>,
+    addr: SocketAddr,
+    path: &str,
+) -> std::result::Result<http::Response, String> {
+    let Some(host) = netns else {
+        return http::get(addr, path);
+    };
+    let path = path.to_owned();
+    host.run(move || http::get(addr, &path))
+        .map_err(|e| e.to_string())?
+}
+
 /// The `--etcd-*` flags (endpoint, and the TLS client files when etcd serves TLS) for a daemon reading
 /// `etcd`.
 pub fn etcd_flags(etcd: &crate::etcd::Etcd) -> Vec<String> {
-    let mut flags = vec!["--etcd-endpoints".to_owned(), etcd.endpoint().to_owned()];
+    etcd_flags_at(etcd, etcd.endpoint())
+}
+
+/// [`etcd_flags`] with `endpoint` in place of etcd's own (a [`Forward`] to it).
+fn etcd_flags_at(etcd: &crate::etcd::Etcd, endpoint: &str) -> Vec<String> {
+    let mut flags = vec!["--etcd-endpoints".to_owned(), endpoint.to_owned()];
     if let Some(tls) = etcd.client_tls() {
         for (flag, path) in [
             ("--etcd-ca-file", &tls.ca),
@@ -142,14 +177,42 @@ pub fn start_dns_server(
     etcd: &crate::etcd::Etcd,
     extra: &[&str],
 ) -> Result<(Daemon, SocketAddr)> {
+    start_dns_server_with(None, binary, etcd_flags(etcd), extra)
+}
+
+/// [`start_dns_server`] inside `host`'s network namespace, reaching `etcd` through `forward` (a
+/// [`Forward`] from that namespace's loopback to etcd's client port).
+pub fn start_dns_server_in(
+    host: &Host,
+    forward: &Forward,
+    binary: &str,
+    etcd: &crate::etcd::Etcd,
+    extra: &[&str],
+) -> Result<(Daemon, SocketAddr)> {
+    let scheme = if etcd.client_tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // etcd's certificate names 127.0.0.1, which the forward listens on inside the namespace.
+    let endpoint = format!("{scheme}://127.0.0.1:{}", forward.local().port());
+    start_dns_server_with(Some(host), binary, etcd_flags_at(etcd, &endpoint), extra)
+}
+
+fn start_dns_server_with(
+    netns: Option<&Host>,
+    binary: &str,
+    etcd_flags: Vec<String>,
+    extra: &[&str],
+) -> Result<(Daemon, SocketAddr)> {
     let mut args: Vec<String> = vec!["--zone".to_owned(), "test.org".to_owned()];
     if !extra.contains(&"--listen") {
         args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
     }
-    args.extend(etcd_flags(etcd));
+    args.extend(etcd_flags);
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut daemon = Daemon::start(binary, &args)?;
+    let mut daemon = Daemon::spawn(netns, binary, &args)?;
     let dns = daemon.logged_addr("dns_addr", Duration::from_secs(10))?;
     daemon.wait_ready(Duration::from_secs(30))?;
     Ok((daemon, dns))

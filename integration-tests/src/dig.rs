@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
+use crate::netlab::Host;
 use crate::{HarnessError, Result, io_err};
 
 /// One resource record as `dig` prints it.
@@ -53,9 +54,31 @@ impl Answer {
     }
 }
 
-/// Asks `server` for `name`/`rtype` over UDP (add `+tcp` in `extra` for TCP), without recursion.
+/// Asks `server` for `name`/`rtype` over UDP (add `+tcp` in `extra` for TCP), without recursion (unless
+/// `extra` has `+recurse`, as for a resolver).
 pub fn query(server: SocketAddr, name: &str, rtype: &str, extra: &[&str]) -> Result<Answer> {
-    let mut command = dig(server, name, rtype);
+    ask(Command::new("dig"), server, name, rtype, extra)
+}
+
+/// [`query`] from inside `host`'s network namespace.
+pub fn query_from(
+    host: &Host,
+    server: SocketAddr,
+    name: &str,
+    rtype: &str,
+    extra: &[&str],
+) -> Result<Answer> {
+    ask(host.command("dig"), server, name, rtype, extra)
+}
+
+fn ask(
+    mut command: Command,
+    server: SocketAddr,
+    name: &str,
+    rtype: &str,
+    extra: &[&str],
+) -> Result<Answer> {
+    addressed(&mut command, server, name, rtype);
     command
         .args(["+norecurse", "+time=2", "+tries=1"])
         .args(extra);
@@ -111,7 +134,8 @@ impl Transfer {
 /// A transfer of `zone` from `server`: `kind` is `AXFR` or `IXFR=<serial>`; `extra` adds dig options
 /// (such as `-y` for a TSIG key). Fails when dig reports the transfer failed.
 pub fn transfer(server: SocketAddr, zone: &str, kind: &str, extra: &[&str]) -> Result<Transfer> {
-    let mut command = dig(server, zone, kind);
+    let mut command = Command::new("dig");
+    addressed(&mut command, server, zone, kind);
     command.args(["+nocmd", "+time=5", "+tries=1"]).args(extra);
     let output = command
         .output()
@@ -151,16 +175,14 @@ pub fn transfer(server: SocketAddr, zone: &str, kind: &str, extra: &[&str]) -> R
     })
 }
 
-/// `dig @server -p port name rtype`.
-fn dig(server: SocketAddr, name: &str, rtype: &str) -> Command {
-    let mut command = Command::new("dig");
+/// Adds `@server -p port name rtype` to a dig command line.
+fn addressed(command: &mut Command, server: SocketAddr, name: &str, rtype: &str) {
     command
         .arg(format!("@{}", server.ip()))
         .arg("-p")
         .arg(server.port().to_string())
         .arg(name)
         .arg(rtype);
-    command
 }
 
 /// Parses `dig`'s default output.

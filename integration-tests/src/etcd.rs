@@ -112,6 +112,17 @@ impl Etcd {
         &self.endpoint
     }
 
+    /// The client port's socket address (to forward into a network namespace).
+    pub fn client_addr(&self) -> Result<std::net::SocketAddr> {
+        let hostport = self
+            .endpoint
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, rest)| rest);
+        hostport
+            .parse()
+            .map_err(|e| HarnessError::Setup(format!("etcd endpoint {}: {e}", self.endpoint)))
+    }
+
     /// CA, client certificate and key for a TLS etcd (as files, for programs such as CoreDNS).
     pub fn client_tls(&self) -> Option<&TlsFiles> {
         self.client_tls.as_ref()

@@ -4,10 +4,13 @@
 //! - [`etcd::Etcd`]: the etcd binary shipped by `etcd-bin-vendored`, optionally with TLS.
 //! - [`kube::KubeCluster`]: etcd + kube-apiserver (+ kube-controller-manager) with an admin kubeconfig and a
 //!   ready `kube::Client`.
-//! - [`netlab::LabNetwork`]: a bridge as the switch, node and client namespaces on it by veth pairs.
+//! - [`netlab::LabNetwork`]: a bridge as the switch, node and client namespaces on it by veth pairs;
+//!   [`netlab::SealedNamespace`]: one namespace with loopback only, for servers with addresses of their own.
 //! - [`nodes`]: a cluster of real nodes (containerd, kubelet, kube-proxy per node namespace) for the chart.
 //! - [`peers`]: the Go peer programs (`scripts/build-peers`) and runners for CoreDNS and external-dns.
 //! - [`knot::Knot`]: Knot DNS as a secondary (zone transfers, NOTIFY) or a zone-file primary.
+//! - [`unbound::Unbound`]: unbound as a resolver with a stub zone served by dns-server.
+//! - [`zonemaster`]: Zonemaster's verdict on a zone, from an undelegated test in a sealed namespace.
 //! - [`metallb::MetalLb`]: MetalLB's controller and layer-2 speakers in a lab, the peer of lb-controller and
 //!   lb-speaker.
 //! - [`images`]: the groundwork image and the lab's pause, etcd, httpd and CoreDNS images.
@@ -35,7 +38,9 @@ pub mod oci;
 pub mod peers;
 pub mod process;
 pub mod tsig;
+pub mod unbound;
 pub mod wait;
+pub mod zonemaster;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -131,5 +136,37 @@ pub fn require_root(why: &'static str) -> Result<()> {
         Ok(())
     } else {
         Err(HarnessError::NeedsRoot(why))
+    }
+}
+
+/// Fails with [`HarnessError::Setup`] unless `program` is on `PATH`; the message names the Debian `package`
+/// and `scripts/install-deps`, which installs it (a missing tool fails a test, never skips it).
+pub fn require_program(program: &str, package: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            HarnessError::Setup(format!(
+                "{program} is not installed (Debian package {package}): run scripts/install-deps"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_fails_naming_its_package_and_install_deps() {
+        let error = require_program("groundwork-no-such-tool", "no-such-package")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("no-such-package") && error.contains("scripts/install-deps"),
+            "{error}"
+        );
+        assert!(require_program("sh", "dash").is_ok());
     }
 }

@@ -1,13 +1,16 @@
 //! Layer-2 networks made of network namespaces: a "switch" namespace holding a Linux bridge, and one
 //! namespace per host (nodes and a client) attached to it by a veth pair, each host's end named `eth0`.
 //!
+//! [`SealedNamespace`] is the smallest case: one namespace with loopback only, holding addresses of its own,
+//! for servers judged by tools that would otherwise reach out (Zonemaster) and resolvers (unbound).
+//!
 //! Safety: hosts get only the on-link routes of their own addresses, no default route, so nothing sent
 //! inside the lab can leave it; the root namespace gets no interface on the bridge and never sends to lab
 //! addresses. Namespaces are named `gwlab-<pid>-<n>-<host>`, removed on drop, and a namespace whose creating
 //! process is gone is swept before the next lab is created (a crashed run leaves nothing behind for long).
 
 use std::fs::File;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -256,6 +259,73 @@ impl Drop for LabNetwork {
             let _ = ip(&["netns", "del", &host.netns]);
         }
         let _ = ip(&["netns", "del", &self.switch]);
+    }
+}
+
+/// A network namespace with loopback only, holding extra addresses on `lo`: servers inside it get addresses
+/// of their own (as name servers on the Internet have) while nothing can leave, there being no other
+/// interface and no route. Named like lab namespaces (`gwlab-<pid>-<n>-<name>`), so
+/// [`sweep_leftovers`] removes it after a crash; deleted on drop.
+#[derive(Debug)]
+pub struct SealedNamespace {
+    host: Host,
+}
+
+impl SealedNamespace {
+    /// Creates the namespace, brings `lo` up and adds `addresses` to it (host routes, no DAD for IPv6).
+    pub fn create(name: &str, addresses: &[IpAddr]) -> Result<Self> {
+        require_root("create a network namespace")?;
+        sweep_leftovers()?;
+        let netns = format!(
+            "{NAMESPACE_PREFIX}{}-{}-{name}",
+            std::process::id(),
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        let first_v4 = addresses.iter().find_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        let first_v6 = addresses.iter().find_map(|a| match a {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        });
+        ip(&["netns", "add", &netns])?;
+        // Constructed before the addresses so that a failure half-way still deletes the namespace.
+        let sealed = Self {
+            host: Host {
+                name: name.to_owned(),
+                netns,
+                ipv4: first_v4.unwrap_or(Ipv4Addr::LOCALHOST),
+                ipv6: first_v6.unwrap_or(Ipv6Addr::LOCALHOST),
+            },
+        };
+        let ns = sealed.host.netns.as_str();
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        for address in addresses {
+            let (family, prefix) = if address.is_ipv4() {
+                ("-4", "32")
+            } else {
+                ("-6", "128")
+            };
+            let cidr = format!("{address}/{prefix}");
+            let mut args = vec!["-n", ns, family, "addr", "add", &cidr, "dev", "lo"];
+            if address.is_ipv6() {
+                args.push("nodad");
+            }
+            ip(&args)?;
+        }
+        Ok(sealed)
+    }
+
+    /// The namespace as a host: [`Host::command`] and [`Host::run`] work inside it.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+}
+
+impl Drop for SealedNamespace {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.host.netns]);
     }
 }
 
