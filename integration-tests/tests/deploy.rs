@@ -314,6 +314,10 @@ fn values_schema_rejects_bad_values_naming_the_field() {
             "certManager.issuerRef.name",
         ),
         (&["--set", "etcd.enabled=false"], "etcd.external.endpoints"),
+        (
+            &["--set", "dnsServer.tsig.notifyKey=transfer.test.org"],
+            "dnsServer.tsig.secretName",
+        ),
     ];
     for (args, field) in cases {
         match render(args) {
@@ -324,6 +328,34 @@ fn values_schema_rejects_bad_values_naming_the_field() {
             ),
         }
     }
+}
+
+#[test]
+fn a_tsig_secret_is_mounted_for_dns_server_and_its_keys_named_in_the_flags() {
+    let rendered = render_ok(&[
+        "--set",
+        "dnsServer.tsig.secretName=dns-tsig",
+        "--set",
+        "dnsServer.tsig.transferKeys={transfer.test.org}",
+        "--set",
+        "dnsServer.tsig.notifyKey=transfer.test.org",
+    ]);
+    for expected in [
+        "- --tsig-key-file=/etc/groundwork/tsig/tsig.key",
+        "- --transfer-key=transfer.test.org",
+        "- --notify-key=transfer.test.org",
+        "- {name: tsig, mountPath: /etc/groundwork/tsig, readOnly: true}",
+        "secretName: dns-tsig",
+    ] {
+        assert!(
+            rendered.contains(expected),
+            "{expected} missing:\n{rendered}"
+        );
+    }
+    assert!(
+        !render_ok(&[]).contains("--tsig-key-file"),
+        "no TSIG unless a Secret is given"
+    );
 }
 
 /// Compares `path` with `expected`, or rewrites it under `GROUNDWORK_WRITE_DEPLOY=1`.
