@@ -20,6 +20,7 @@ pub mod certs;
 pub mod daemon;
 pub mod dig;
 pub mod etcd;
+pub mod flood;
 pub mod forward;
 pub mod http;
 pub mod images;
