@@ -170,6 +170,7 @@ async fn a_flooded_prefix_gets_about_the_limit_plus_truncated_answers_and_anothe
             sent,
             answered,
             truncated,
+            ..
         } = count;
         assert!(
             sent >= u64::from(10 * LIMIT * SECONDS),

@@ -23,6 +23,10 @@ pub struct FloodCount {
     pub answered: u64,
     /// Answers with the TC flag (slipped, or too large for UDP).
     pub truncated: u64,
+    /// Bytes of DNS messages sent.
+    pub sent_bytes: u64,
+    /// Bytes of DNS messages received (whole and truncated).
+    pub received_bytes: u64,
 }
 
 /// A plain DNS query (recursion not desired, no EDNS) for `name` (dotted, no trailing dot needed) and
@@ -64,6 +68,7 @@ pub fn flood_until(
 ) -> Result<FloodCount> {
     let answered = Arc::new(AtomicU64::new(0));
     let truncated = Arc::new(AtomicU64::new(0));
+    let received_bytes = Arc::new(AtomicU64::new(0));
     let sending = Arc::new(AtomicBool::new(true));
     let mut sockets = Vec::new();
     let mut receivers = Vec::new();
@@ -74,16 +79,24 @@ pub fn flood_until(
         receiving
             .set_read_timeout(Some(QUIET))
             .map_err(io_err("setting a read timeout"))?;
-        let (answered, truncated, sending) = (answered.clone(), truncated.clone(), sending.clone());
+        let (answered, truncated, received_bytes, sending) = (
+            answered.clone(),
+            truncated.clone(),
+            received_bytes.clone(),
+            sending.clone(),
+        );
         receivers.push(std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             loop {
                 match receiving.recv(&mut buffer) {
-                    Ok(len) if len >= 12 && buffer[2] & 0x02 != 0 => {
-                        truncated.fetch_add(1, Ordering::Relaxed);
-                    }
                     Ok(len) if len >= 12 => {
-                        answered.fetch_add(1, Ordering::Relaxed);
+                        let kind = if buffer[2] & 0x02 != 0 {
+                            &truncated
+                        } else {
+                            &answered
+                        };
+                        kind.fetch_add(1, Ordering::Relaxed);
+                        received_bytes.fetch_add(len as u64, Ordering::Relaxed);
                     }
                     Ok(_) => {}
                     // Nothing for QUIET: done once the sender is.
@@ -94,7 +107,7 @@ pub fn flood_until(
         }));
         sockets.push(socket);
     }
-    let mut sent = 0u64;
+    let mut sent = (0u64, 0u64);
     let sending_result = send_paced(&sockets, server, rate, duration, stop, &query, &mut sent);
     sending.store(false, Ordering::Relaxed);
     for receiver in receivers {
@@ -102,14 +115,16 @@ pub fn flood_until(
     }
     sending_result?;
     Ok(FloodCount {
-        sent,
+        sent: sent.0,
         answered: answered.load(Ordering::Relaxed),
         truncated: truncated.load(Ordering::Relaxed),
+        sent_bytes: sent.1,
+        received_bytes: received_bytes.load(Ordering::Relaxed),
     })
 }
 
-/// Sends `rate` queries a second for `duration` or until `stop`, round-robin over `sockets`, counting them in
-/// `sent`.
+/// Sends `rate` queries a second for `duration` or until `stop`, round-robin over `sockets`, counting them and
+/// their bytes in `sent`.
 fn send_paced(
     sockets: &[UdpSocket],
     server: SocketAddr,
@@ -117,17 +132,19 @@ fn send_paced(
     duration: Duration,
     stop: &AtomicBool,
     query: &impl Fn(u64) -> Vec<u8>,
-    sent: &mut u64,
+    sent: &mut (u64, u64),
 ) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
         let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
-        while *sent < due {
-            let socket = &sockets[(*sent % sockets.len() as u64) as usize];
+        while sent.0 < due {
+            let socket = &sockets[(sent.0 % sockets.len() as u64) as usize];
+            let message = query(sent.0);
             socket
-                .send_to(&query(*sent), server)
+                .send_to(&message, server)
                 .map_err(io_err("sending a query"))?;
-            *sent += 1;
+            sent.0 += 1;
+            sent.1 += message.len() as u64;
         }
         // The pace of the flood, not a wait for a condition.
         std::thread::sleep(TICK);
