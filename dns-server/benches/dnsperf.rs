@@ -1,7 +1,14 @@
 //! Side-by-side speed of dns-server against its peers, in one run on one machine, with `dnsperf` on
 //! loopback: CoreDNS (etcd plugin, with and without its `cache` plugin) reading the same etcd, and Knot DNS
 //! serving the same names from a zone file. Also measures how fast a change in etcd is answered, and how
-//! long 100,000 records take to load, with the memory they cost.
+//! long 100,000 records take to load, with the memory they cost, and what response rate limiting (RRL) lets
+//! through of a spoofed flood.
+//!
+//! dns-server runs with its defaults, RRL on: dnsperf asks for 10,000 names from one address, so no name is
+//! asked for more often than RRL's limit and every answer pays for the RRL lookup without being limited (the
+//! counters are printed to show it). A second dns-server with RRL off gives the lookup's cost. The poller that
+//! times changes in etcd asks for one name as fast as it is answered; it stands for monitoring, and has its
+//! own address, exempt from RRL.
 //!
 //! Run: `cargo bench -p dns-server --bench dnsperf` (needs the peers from `scripts/build-peers`, and
 //! `dnsperf` and `knot` from `scripts/install-deps`). Figures go to `docs/benchmarks.md` by hand.
@@ -18,6 +25,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use integration_tests::daemon::{Daemon, start_dns_server};
 use integration_tests::etcd::Etcd;
+use integration_tests::flood;
 use integration_tests::knot::Knot;
 use integration_tests::peers::CoreDns;
 use integration_tests::process::Scratch;
@@ -26,6 +34,13 @@ const RECORDS: usize = 10_000;
 const LOAD_RECORDS: usize = 100_000;
 const SECONDS: &str = "10";
 const CHANGES: usize = 200;
+/// The source of the change poller, exempt from RRL (`--rrl-exempt`).
+const POLLER: [u8; 4] = [127, 0, 1, 1];
+const POLLER_NET: &str = "127.0.1.0/24";
+/// The spoofed flood: queries a second, for how long, from how many addresses of 127.1.1.0/24.
+const FLOOD_RATE: u32 = 50_000;
+const FLOOD_SECONDS: u64 = 5;
+const FLOOD_SOURCES: u8 = 8;
 
 fn address(i: usize) -> String {
     format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256)
@@ -50,9 +65,24 @@ async fn load(client: &mut Client, count: usize) {
     }
 }
 
-fn start_ours(etcd: &Etcd) -> (Daemon, SocketAddr) {
-    start_dns_server(env!("CARGO_BIN_EXE_dns-server"), etcd, &[]).unwrap()
+fn start_ours(etcd: &Etcd, extra: &[&str]) -> (Daemon, SocketAddr) {
+    start_dns_server(env!("CARGO_BIN_EXE_dns-server"), etcd, extra).unwrap()
 }
+
+/// The value of `groundwork_dns_rrl_responses_total{action}` on `server`.
+fn rrl_count(server: &Daemon, action: &str) -> u64 {
+    let sample = format!("groundwork_dns_rrl_responses_total{{action=\"{action}\"}} ");
+    server
+        .get("/metrics")
+        .unwrap()
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(&sample)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `n`th query of a flood.
+type QueryFor = fn(u64) -> Vec<u8>;
 
 struct Run {
     qps: f64,
@@ -183,8 +213,9 @@ async fn main() {
     .chain((0..RECORDS).map(|i| format!("host{i} A {}\n", address(i))))
     .collect();
 
-    let (mut ours, ours_addr) = start_ours(&etcd);
+    let (mut ours, ours_addr) = start_ours(&etcd, &["--rrl-exempt", POLLER_NET]);
     ours.wait_ready(Duration::from_secs(30)).unwrap();
+    let (ours_off, ours_off_addr) = start_ours(&etcd, &["--rrl-responses-per-second", "0"]);
     let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
         .await
         .unwrap();
@@ -195,6 +226,7 @@ async fn main() {
 
     let servers = [
         ("dns-server", ours_addr),
+        ("dns-server RRL off", ours_off_addr),
         ("CoreDNS etcd", coredns.addr()),
         ("CoreDNS etcd+cache", coredns_cache.addr()),
         ("Knot (zone file)", knot.addr()),
@@ -219,11 +251,13 @@ async fn main() {
         );
         peaks.push((label, addr, run.qps));
     }
-    let ours_peak = peaks[0].2;
+    let peak_of = |label: &str| peaks.iter().find(|p| p.0 == label).unwrap().2;
+    let ours_peak = peak_of("dns-server");
     println!(
-        "\ndns-server / CoreDNS+cache = {:.2}x (target >= 3x); dns-server / Knot = {:.0}% (target >= 80%)",
-        ours_peak / peaks[2].2,
-        100.0 * ours_peak / peaks[3].2
+        "\ndns-server / CoreDNS+cache = {:.2}x (target >= 3x); dns-server / Knot = {:.0}% (target >= 80%); RRL on / off = {:.1}%",
+        ours_peak / peak_of("CoreDNS etcd+cache"),
+        100.0 * ours_peak / peak_of("Knot (zone file)"),
+        100.0 * ours_peak / peak_of("dns-server RRL off")
     );
 
     println!("\nlatency at half of each server's own peak (every query timed by dnsperf -v):");
@@ -243,8 +277,50 @@ async fn main() {
         );
     }
 
+    println!(
+        "dns-server RRL during the dnsperf runs: sent {}, slipped {}, dropped {} (none should be limited)",
+        rrl_count(&ours, "sent"),
+        rrl_count(&ours, "slipped"),
+        rrl_count(&ours, "dropped")
+    );
+
+    println!(
+        "\na spoofed flood from {FLOOD_SOURCES} addresses of 127.1.1.0/24, {FLOOD_RATE} queries/s for {FLOOD_SECONDS} s; answers received per second:"
+    );
+    println!(
+        "{:<20} {:<24} {:>10} {:>12} {:>12}",
+        "server", "flood", "whole/s", "truncated/s", "bytes out/in"
+    );
+    let sources: Vec<std::net::IpAddr> = (1..=FLOOD_SOURCES)
+        .map(|host| std::net::IpAddr::from([127, 1, 1, host]))
+        .collect();
+    let floods: [(&str, QueryFor); 2] = [
+        ("one name (A)", |n| {
+            flood::query(n as u16, "host42.test.org", 1)
+        }),
+        ("random names (NXDOMAIN)", |n| {
+            flood::query(n as u16, &format!("nx{n}.test.org"), 1)
+        }),
+    ];
+    for (label, addr) in [
+        ("dns-server", ours_addr),
+        ("dns-server RRL off", ours_off_addr),
+    ] {
+        for (what, query) in floods {
+            let window = Duration::from_secs(FLOOD_SECONDS);
+            let count = flood::flood(addr, &sources, FLOOD_RATE, window, query).unwrap();
+            let seconds = FLOOD_SECONDS as f64;
+            println!(
+                "{label:<20} {what:<24} {:>10.0} {:>12.0} {:>12.2}",
+                count.answered as f64 / seconds,
+                count.truncated as f64 / seconds,
+                count.received_bytes as f64 / count.sent_bytes.max(1) as f64
+            );
+        }
+    }
+
     println!("\na change in etcd until dns-server answers it ({CHANGES} puts, polled over UDP):");
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let socket = UdpSocket::bind(SocketAddr::from((POLLER, 0))).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
@@ -273,18 +349,18 @@ async fn main() {
         percentile(&delays, 99.0),
         delays.last().copied().unwrap_or(f64::NAN)
     );
-    drop((ours, coredns, coredns_cache, knot));
+    drop((ours, ours_off, coredns, coredns_cache, knot));
 
     println!("\nloading {LOAD_RECORDS} records at start:");
     let empty_etcd = Etcd::start().await.unwrap();
-    let (mut empty, _) = start_ours(&empty_etcd);
+    let (mut empty, _) = start_ours(&empty_etcd, &[]);
     empty.wait_ready(Duration::from_secs(30)).unwrap();
     let baseline = rss_kib(empty.process().pid());
     drop(empty);
     let big = Etcd::start().await.unwrap();
     load(&mut big.client().await.unwrap(), LOAD_RECORDS).await;
     let started = Instant::now();
-    let (mut loaded, _) = start_ours(&big);
+    let (mut loaded, _) = start_ours(&big, &[]);
     loaded.wait_ready(Duration::from_secs(60)).unwrap();
     let took = started.elapsed();
     let rss = rss_kib(loaded.process().pid());

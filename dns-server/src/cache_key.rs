@@ -29,20 +29,7 @@ fn fill(request: &[u8], key: &mut Vec<u8>) -> Option<()> {
         return None;
     }
     // The question: labels up to the root, then type and class.
-    let mut at = 12;
-    loop {
-        let length = usize::from(*request.get(at)?);
-        if length == 0 {
-            at += 1;
-            break;
-        }
-        if length > 63 {
-            // A compression pointer (or a reserved label type): not a plain question.
-            return None;
-        }
-        at += 1 + length;
-    }
-    let question_end = at + 4;
+    let question_end = question_name_end(request)? + 4;
     key.extend_from_slice(request.get(2..question_end)?);
     if additionals == 1 {
         // Only an OPT record: root name, type 41, then class (payload) and TTL (ext. RCODE, version, flags).
@@ -53,6 +40,23 @@ fn fill(request: &[u8], key: &mut Vec<u8>) -> Option<()> {
         key.extend_from_slice(&opt[3..9]);
     }
     Some(())
+}
+
+/// Where the question's name ends in `message` (the offset after its root label) when it is written out label
+/// by label from byte 12; `None` when the message ends first or the name is compressed (a compression pointer,
+/// or a reserved label type).
+pub fn question_name_end(message: &[u8]) -> Option<usize> {
+    let mut at = 12;
+    loop {
+        let length = usize::from(*message.get(at)?);
+        if length == 0 {
+            return Some(at + 1);
+        }
+        if length > 63 {
+            return None;
+        }
+        at += 1 + length;
+    }
 }
 
 #[cfg(test)]

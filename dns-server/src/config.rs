@@ -10,6 +10,7 @@ use proto::skydns::KeyLayout;
 
 use crate::forward::ForwardZones;
 use crate::lookup::{NameServer, SoaSettings, Zones};
+use crate::rrl;
 use crate::store::follower::EtcdSource;
 
 /// `dns-server`: authoritative DNS for the skydns records in etcd (CoreDNS etcd plugin format).
@@ -36,6 +37,40 @@ pub struct Config {
     /// TCP connections held at once from one client address.
     #[arg(long, env = "DNS_TCP_MAX_PER_CLIENT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub tcp_max_per_client: u32,
+
+    /// Response rate limiting (RRL) of UDP answers: answers a second to one client prefix for one kind of
+    /// answer (a name and type; for NXDOMAIN, NODATA and errors, the zone), with a burst of one second's
+    /// worth. 0 turns RRL off. NSD's default; see docs/dns-compat.md.
+    #[arg(long, env = "DNS_RRL_RESPONSES_PER_SECOND", default_value_t = rrl::DEFAULT_RESPONSES_PER_SECOND,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(rrl::MAX_RESPONSES_PER_SECOND)))]
+    pub rrl_responses_per_second: u32,
+
+    /// Of the answers over the RRL limit, every Nth is sent truncated (TC set, no records) so that a real
+    /// client in a spoofed prefix retries over TCP, and the others are dropped; 0 drops all, 1 truncates all.
+    #[arg(long, env = "DNS_RRL_SLIP", default_value_t = rrl::DEFAULT_SLIP,
+        value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub rrl_slip: u32,
+
+    /// IPv4 clients in one prefix of this length share their RRL limits.
+    #[arg(long, env = "DNS_RRL_IPV4_PREFIX", default_value_t = rrl::DEFAULT_IPV4_PREFIX,
+        value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub rrl_ipv4_prefix: u8,
+
+    /// IPv6 clients in one prefix of this length share their RRL limits (a /56 is one end site, often).
+    #[arg(long, env = "DNS_RRL_IPV6_PREFIX", default_value_t = rrl::DEFAULT_IPV6_PREFIX,
+        value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub rrl_ipv6_prefix: u8,
+
+    /// Slots of the RRL table, 8 bytes each, rounded up to a power of two and allocated at start. When more
+    /// prefixes and answers are active at once than it holds, the ones idle longest are forgotten.
+    #[arg(long, env = "DNS_RRL_TABLE_SIZE", default_value_t = rrl::DEFAULT_TABLE_SIZE,
+        value_parser = clap::value_parser!(u32).range(4..=(1 << 28)))]
+    pub rrl_table_size: u32,
+
+    /// Client networks (CIDR) whose UDP answers are never rate limited, e.g. the monitoring or the
+    /// secondaries (repeatable).
+    #[arg(long = "rrl-exempt", env = "DNS_RRL_EXEMPT", value_delimiter = ',')]
+    pub rrl_exempt: Vec<IpNet>,
 
     /// How to reach etcd.
     #[command(flatten)]
@@ -207,6 +242,8 @@ pub struct Settings {
     pub tsig: TsigSettings,
     /// Zones relayed to upstreams.
     pub forward: ForwardZones,
+    /// Response rate limiting of UDP answers.
+    pub rrl: rrl::RrlSettings,
     /// Warnings worth logging once logging is up (e.g. overlapping zones).
     pub warnings: Vec<String>,
 }
@@ -263,6 +300,14 @@ impl Config {
             },
             transfer_allow: self.transfer_allow.clone(),
             forward,
+            rrl: rrl::RrlSettings {
+                responses_per_second: self.rrl_responses_per_second,
+                slip: self.rrl_slip,
+                ipv4_prefix: self.rrl_ipv4_prefix,
+                ipv6_prefix: self.rrl_ipv6_prefix,
+                table_size: self.rrl_table_size,
+                exempt: self.rrl_exempt.clone(),
+            },
             notify: self.notify.clone(),
             notify_source: self.notify_source(),
             tsig,
@@ -524,6 +569,38 @@ mod tests {
     fn the_soa_flags_default_to_the_zonemaster_clean_timers() {
         let settings = config(&["--zone", "test.org"]).validate().unwrap();
         assert_eq!(settings.zones.soa, SoaSettings::DEFAULT);
+    }
+
+    #[test]
+    fn rrl_is_on_by_default_and_bad_rrl_values_name_their_flag() {
+        let settings = config(&["--zone", "test.org"]).validate().unwrap();
+        assert_eq!(settings.rrl, rrl::RrlSettings::default());
+        assert_eq!(settings.rrl.responses_per_second, 200);
+        let settings = config(&[
+            "--zone",
+            "test.org",
+            "--rrl-responses-per-second",
+            "0",
+            "--rrl-exempt",
+            "10.0.0.0/8,fd00::/8",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(settings.rrl.responses_per_second, 0);
+        assert_eq!(settings.rrl.exempt.len(), 2);
+        for (flag, value) in [
+            ("--rrl-responses-per-second", "2000000"),
+            ("--rrl-slip", "11"),
+            ("--rrl-ipv4-prefix", "33"),
+            ("--rrl-ipv6-prefix", "129"),
+            ("--rrl-table-size", "0"),
+            ("--rrl-exempt", "10.0.0.0/33"),
+        ] {
+            let err = Config::try_parse_from(["dns-server", "--zone", "t.org", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod ixfr;
 pub mod lookup;
 pub mod metrics;
 pub mod notify;
+pub mod rrl;
 pub mod server;
 pub mod store;
 pub mod tcp_quota;
@@ -93,6 +94,14 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         metrics.notify,
         context.shutdown.clone(),
     ));
+    let limiter = rrl::Limiter::new(&settings.rrl, settings.zones.names());
+    tracing::info!(
+        responses_per_second = settings.rrl.responses_per_second,
+        slip = settings.rrl.slip,
+        table_bytes = limiter.table_bytes(),
+        "response rate limiting of UDP answers"
+    );
+    let rrl = server::UdpRateLimit::new(limiter, metrics.rrl);
     let handler = Arc::new(handler::Handler::new(
         index,
         settings.zones,
@@ -102,7 +111,15 @@ pub async fn run(settings: Settings, metrics: Metrics, context: Context) -> Resu
         settings.tsig.clone(),
     ));
     let quota = tcp_quota::TcpQuota::new(settings.tcp_limits);
-    server::serve(listeners, handler, history, quota, context.shutdown.clone()).await;
+    server::serve(
+        listeners,
+        handler,
+        history,
+        quota,
+        rrl,
+        context.shutdown.clone(),
+    )
+    .await;
     let _ = follower.await;
     let _ = notifier.await;
     Ok(())

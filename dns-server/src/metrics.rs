@@ -65,6 +65,74 @@ pub struct TcpRefusedLabels {
     pub quota: &'static str,
 }
 
+/// What response rate limiting did with a UDP answer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RrlLabels {
+    /// `sent` (within the limit, exempt, or RRL off), `slipped` (sent truncated) or `dropped`.
+    pub action: &'static str,
+}
+
+/// Metrics of response rate limiting: a counter per action.
+#[derive(Debug, Clone, Default)]
+pub struct RrlMetrics {
+    /// UDP answers by [`RrlLabels`].
+    pub responses: Family<RrlLabels, Counter>,
+}
+
+impl RrlMetrics {
+    /// A per-thread tally that adds to these counters in batches.
+    pub fn tally(&self) -> RrlTally {
+        let counter = |action| self.responses.get_or_create(&RrlLabels { action }).clone();
+        RrlTally {
+            counters: [counter("sent"), counter("slipped"), counter("dropped")],
+            counts: [0; 3],
+        }
+    }
+
+    /// Counts one answer's action at once (for the rare answers not sent by a UDP serving thread).
+    pub fn count(&self, action: crate::rrl::Action) {
+        let mut tally = self.tally();
+        tally.count(action);
+        tally.flush();
+    }
+}
+
+/// Answers counted by one UDP thread and not yet added to the shared counters: a shared counter is one
+/// atomic add every thread contends for, once per answer otherwise.
+#[derive(Debug)]
+pub struct RrlTally {
+    counters: [Counter; 3],
+    counts: [u64; 3],
+}
+
+/// Answers a tally holds before adding them to the shared counters.
+const TALLY_BATCH: u64 = 256;
+
+impl RrlTally {
+    /// Counts one answer's action.
+    pub fn count(&mut self, action: crate::rrl::Action) {
+        let index = match action {
+            crate::rrl::Action::Send => 0,
+            crate::rrl::Action::Slip { .. } => 1,
+            crate::rrl::Action::Drop => 2,
+        };
+        self.counts[index] += 1;
+        if self.counts[index] >= TALLY_BATCH {
+            self.flush();
+        }
+    }
+
+    /// Adds what was counted to the shared counters (also when the thread is idle, so they do not lag).
+    pub fn flush(&mut self) {
+        for (counter, count) in self.counters.iter().zip(&mut self.counts) {
+            if *count > 0 {
+                counter.inc_by(*count);
+                *count = 0;
+            }
+        }
+    }
+}
+
 /// Metrics of NOTIFY to secondaries.
 #[derive(Debug, Clone, Default)]
 pub struct NotifyMetrics {
@@ -85,6 +153,8 @@ pub struct Metrics {
     pub queries: QueryMetrics,
     /// NOTIFY side.
     pub notify: NotifyMetrics,
+    /// Response rate limiting.
+    pub rrl: RrlMetrics,
 }
 
 impl Metrics {
@@ -169,10 +239,17 @@ impl Metrics {
             "NOTIFY answered with an error by a secondary (e.g. from an address it does not know as primary)",
             notify.refused.clone(),
         );
+        let rrl = RrlMetrics::default();
+        registry.register(
+            "rrl_responses",
+            "UDP answers by what response rate limiting did: sent, slipped (sent truncated) or dropped",
+            rrl.responses.clone(),
+        );
         Self {
             store,
             queries,
             notify,
+            rrl,
         }
     }
 }

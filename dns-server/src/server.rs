@@ -4,10 +4,14 @@
 //! `SO_REUSEPORT`, so the kernel spreads datagrams across them and a query never waits on an async
 //! scheduler. The same option lets a new process bind while the old one still serves, so a restart or
 //! upgrade drops no answers. TCP, where connections are long and few, runs on Tokio.
+//!
+//! Every UDP answer, our own or relayed from a forwarded zone's upstream, passes response rate limiting
+//! ([`crate::rrl`]) on its way to the socket; TCP answers do not (a TCP client cannot spoof its address).
 
+use std::cell::Cell;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ops::CancellationToken;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -16,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward;
 use crate::handler::{Handler, Outcome, ResponseCache, Transport, UdpOutcome};
+use crate::metrics::RrlMetrics;
+use crate::rrl::{self, Action, Limiter, Slip};
 use crate::store::history::History;
 use crate::tcp_quota::TcpQuota;
 
@@ -28,6 +34,41 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often a UDP thread looks at the shutdown token while no query arrives.
 const UDP_POLL: Duration = Duration::from_millis(200);
+
+/// Response rate limiting of UDP answers, with its counters and its clock.
+#[derive(Debug, Clone)]
+pub struct UdpRateLimit {
+    limiter: Arc<Limiter>,
+    metrics: RrlMetrics,
+    /// Times given to the limiter count from here.
+    epoch: Instant,
+}
+
+impl UdpRateLimit {
+    /// Limits with `limiter`, counting in `metrics`.
+    pub fn new(limiter: Limiter, metrics: RrlMetrics) -> Self {
+        Self {
+            limiter: Arc::new(limiter),
+            metrics,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// What to do with `answer` to `peer`; `slip` is the calling thread's.
+    fn decide(&self, peer: SocketAddr, answer: &[u8], slip: &mut Slip) -> Action {
+        if !self.limiter.enabled() {
+            // Off: not even the clock read.
+            return Action::Send;
+        }
+        self.limiter
+            .decide(peer.ip(), answer, self.epoch.elapsed(), slip)
+    }
+}
+
+thread_local! {
+    /// The slip count of relayed answers, per Tokio worker thread.
+    static RELAYED_SLIP: Cell<Slip> = Cell::new(Slip::default());
+}
 
 /// Bound DNS sockets.
 #[derive(Debug)]
@@ -70,13 +111,14 @@ fn reuseport(addr: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Resul
     Ok(socket)
 }
 
-/// Serves until `shutdown`: a thread per UDP socket, and a task per TCP connection within `quota`; IXFR
-/// reads the zone's past versions from `history`.
+/// Serves until `shutdown`: a thread per UDP socket, its answers limited by `rrl`, and a task per TCP
+/// connection within `quota`; IXFR reads the zone's past versions from `history`.
 pub async fn serve(
     listeners: Listeners,
     handler: Arc<Handler>,
     history: Arc<History>,
     quota: TcpQuota,
+    rrl: UdpRateLimit,
     shutdown: CancellationToken,
 ) {
     let mut threads = Vec::new();
@@ -85,9 +127,10 @@ pub async fn serve(
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let runtime = runtime.clone();
+        let rrl = rrl.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dns-udp-{n}"))
-            .spawn(move || serve_udp(&socket, &handler, &runtime, &shutdown));
+            .spawn(move || serve_udp(&socket, &handler, &rrl, &runtime, &shutdown));
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(error) => tracing::error!(error = %error, "cannot start a UDP thread"),
@@ -105,6 +148,7 @@ pub async fn serve(
 fn serve_udp(
     socket: &Arc<UdpSocket>,
     handler: &Arc<Handler>,
+    rrl: &UdpRateLimit,
     runtime: &tokio::runtime::Handle,
     shutdown: &CancellationToken,
 ) {
@@ -114,6 +158,9 @@ fn serve_udp(
     }
     let mut buffer = vec![0u8; usize::from(u16::MAX)];
     let mut cache = ResponseCache::default();
+    let mut slip = Slip::default();
+    let mut tally = rrl.metrics.tally();
+    let mut slipped = Vec::new();
     while !shutdown.is_cancelled() {
         let (len, peer) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
@@ -123,6 +170,7 @@ fn serve_udp(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                tally.flush();
                 continue;
             }
             Err(error) => {
@@ -136,20 +184,45 @@ fn serve_udp(
             UdpOutcome::Answer(response) => response,
             UdpOutcome::Forward(upstreams) => {
                 // Relayed off this thread, so a slow upstream never delays our own answers.
-                let (request, socket, handler) =
-                    (buffer[..len].to_vec(), socket.clone(), handler.clone());
+                let (request, socket, handler, rrl) = (
+                    buffer[..len].to_vec(),
+                    socket.clone(),
+                    handler.clone(),
+                    rrl.clone(),
+                );
                 runtime.spawn(async move {
                     let reply = forward::exchange(&request, &upstreams, false).await;
                     if let Some(reply) = reply.or_else(|| handler.failure(&request)) {
-                        let _ = socket.send_to(&reply, peer);
+                        send_relayed(&socket, &rrl, peer, &reply);
                     }
                 });
                 continue;
             }
         };
+        let action = rrl.decide(peer, response, &mut slip);
+        tally.count(action);
+        let Some(response) = rrl::to_send(response, action, &mut slipped) else {
+            continue;
+        };
         if let Err(error) = socket.send_to(response, peer) {
             tracing::debug!(peer = %peer, error = %error, "udp send failed");
         }
+    }
+    tally.flush();
+}
+
+/// Sends an upstream's `reply` to `peer`, through response rate limiting like our own answers: a forwarded
+/// zone reflects as well as ours.
+fn send_relayed(socket: &UdpSocket, rrl: &UdpRateLimit, peer: SocketAddr, reply: &[u8]) {
+    let action = RELAYED_SLIP.with(|cell| {
+        let mut slip = cell.get();
+        let action = rrl.decide(peer, reply, &mut slip);
+        cell.set(slip);
+        action
+    });
+    rrl.metrics.count(action);
+    if let Some(reply) = rrl::to_send(reply, action, &mut Vec::new()) {
+        let _ = socket.send_to(reply, peer);
     }
 }
 

@@ -1,16 +1,20 @@
 //! What an Internet-facing dns-server does against clients that take more than their share, with a real
-//! etcd and real TCP connections on loopback.
+//! etcd and real TCP connections on loopback: TCP quotas, and response rate limiting against floods from
+//! "spoofed" prefixes (source addresses in 127.0.0.0/8, which is all local, so 127.1.1.x and 127.2.2.x are two
+//! /24s).
 
 // Helpers of this test file panic like assertions do: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use integration_tests::daemon::start_dns_server;
+use integration_tests::daemon::{Daemon, start_dns_server};
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
+use integration_tests::flood::{FloodCount, flood, flood_until, query};
 use integration_tests::wait;
 
 /// Whether the server closed `stream` (a read sees the end) rather than keeping it open.
@@ -46,18 +50,8 @@ fn ask_over(stream: &mut TcpStream) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_client_cannot_hold_more_tcp_connections_than_its_quota_and_others_still_get_in() {
-    let etcd = Etcd::start().await.unwrap();
-    let mut client = etcd.client().await.unwrap();
-    client
-        .put("/skydns/org/test/nginx", r#"{"host":"10.10.39.200"}"#, None)
-        .await
-        .unwrap();
-    let (server, dns) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &["--tcp-max-per-client", "2", "--tcp-max-clients", "3"],
-    )
-    .unwrap();
+    let (_etcd, server, dns) =
+        nginx_server(&["--tcp-max-per-client", "2", "--tcp-max-clients", "3"]).await;
     let connect = |from: [u8; 4]| {
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -107,4 +101,158 @@ async fn one_client_cannot_hold_more_tcp_connections_than_its_quota_and_others_s
             "no {sample} in {metrics}"
         );
     }
+}
+
+const A: u16 = 1;
+
+/// A dns-server with `flags`, serving `nginx.test.org A 10.10.39.200` from a fresh etcd.
+async fn nginx_server(flags: &[&str]) -> (Etcd, Daemon, SocketAddr) {
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    client
+        .put("/skydns/org/test/nginx", r#"{"host":"10.10.39.200"}"#, None)
+        .await
+        .unwrap();
+    let (daemon, dns) = start_dns_server(env!("CARGO_BIN_EXE_dns-server"), &etcd, flags).unwrap();
+    (etcd, daemon, dns)
+}
+
+fn addresses(prefix: [u8; 3], hosts: std::ops::RangeInclusive<u8>) -> Vec<IpAddr> {
+    hosts
+        .map(|host| IpAddr::from([prefix[0], prefix[1], prefix[2], host]))
+        .collect()
+}
+
+/// The value of the sample `name` in a Prometheus text body (0 when absent).
+fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooded_prefix_gets_about_the_limit_plus_truncated_answers_and_another_prefix_is_unaffected()
+ {
+    const LIMIT: u32 = 50;
+    const SECONDS: u32 = 2;
+    let (_etcd, server, dns) = nginx_server(&["--rrl-responses-per-second", "50"]).await;
+    let window = Duration::from_secs(u64::from(SECONDS));
+    let run = |prefix: [u8; 3], hosts, rate, name: fn(u64) -> String| {
+        flood(dns, &addresses(prefix, hosts), rate, window, |n| {
+            query(n as u16, &name(n), A)
+        })
+    };
+    let (flooded, random_names, quiet) = std::thread::scope(|scope| {
+        // 20 times the limit for one name, from eight addresses of one /24.
+        let flooded =
+            scope.spawn(|| run([127, 1, 1], 1..=8, 20 * LIMIT, |_| "nginx.test.org".into()));
+        // 20 times the limit of names that do not exist, each new, from another /24.
+        let random_names = scope.spawn(|| {
+            run([127, 3, 3], 1..=8, 20 * LIMIT, |n| {
+                format!("r{n}x.test.org")
+            })
+        });
+        // Under the limit, the same name, from a third /24.
+        let quiet = scope.spawn(|| run([127, 2, 2], 1..=1, LIMIT / 2, |_| "nginx.test.org".into()));
+        (
+            flooded.join().unwrap().unwrap(),
+            random_names.join().unwrap().unwrap(),
+            quiet.join().unwrap().unwrap(),
+        )
+    });
+    // At most a second's burst plus the rate over the window, with room for a slow machine (the sender may
+    // take longer than the window, which lets more through, never less).
+    let most = u64::from(3 * LIMIT * SECONDS);
+    for (what, count) in [("one name", flooded), ("random names", random_names)] {
+        eprintln!("{what}: {count:?}");
+        let FloodCount {
+            sent,
+            answered,
+            truncated,
+            ..
+        } = count;
+        assert!(
+            sent >= u64::from(10 * LIMIT * SECONDS),
+            "{what}: sent only {sent}"
+        );
+        assert!(
+            (u64::from(LIMIT)..=most).contains(&answered),
+            "{what}: {answered} of {sent} answered whole (limit {LIMIT}/s over {SECONDS} s)"
+        );
+        // Slip 2: about every second answer over the limit comes back truncated.
+        let limited = sent - answered;
+        assert!(
+            (limited / 4..=limited * 3 / 4).contains(&truncated),
+            "{what}: {truncated} truncated of {limited} limited"
+        );
+    }
+    assert_eq!(
+        (quiet.answered, quiet.truncated),
+        (quiet.sent, 0),
+        "a prefix under the limit lost answers"
+    );
+    // Counted in the metric, once the serving threads add up what they tallied.
+    wait::until_blocking("RRL counters", Duration::from_secs(5), || {
+        let metrics = server.get("/metrics")?.body;
+        let counted = |action: &str| {
+            sample(
+                &metrics,
+                &format!("groundwork_dns_rrl_responses_total{{action=\"{action}\"}}"),
+            )
+        };
+        let (sent, slipped, dropped) = (counted("sent"), counted("slipped"), counted("dropped"));
+        let whole = flooded.answered + random_names.answered + quiet.answered;
+        let truncated = flooded.truncated + random_names.truncated;
+        if sent >= whole && slipped >= truncated && dropped > 0 {
+            Ok(())
+        } else {
+            Err(format!("sent {sent}, slipped {slipped}, dropped {dropped}"))
+        }
+    })
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_client_in_a_flooded_prefix_gets_a_truncated_answer_and_resolves_over_tcp() {
+    let (_etcd, _server, dns) = nginx_server(&["--rrl-responses-per-second", "20"]).await;
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let flooding = scope.spawn(|| {
+            flood_until(
+                dns,
+                &addresses([127, 1, 1], 1..=4),
+                1000,
+                Duration::from_secs(30),
+                &stop,
+                |n| query(n as u16, "nginx.test.org", A),
+            )
+        });
+        // From 127.1.1.200, in the flooded /24: a UDP try is answered, dropped (dig times out) or
+        // truncated, and then dig asks again over TCP, which is not limited.
+        let resolved = wait::until_blocking(
+            "dig to get a truncated answer and resolve over TCP",
+            Duration::from_secs(20),
+            || {
+                let answer = dig::query(
+                    dns,
+                    "nginx.test.org",
+                    "A",
+                    &["-b", "127.1.1.200", "+time=1"],
+                )
+                .map_err(|e| e.to_string())?;
+                if answer.raw.contains("Truncated, retrying in TCP mode") {
+                    Ok(answer)
+                } else {
+                    Err(format!("not truncated:\n{}", answer.raw))
+                }
+            },
+        );
+        stop.store(true, Ordering::Relaxed);
+        let flooded = flooding.join().unwrap().unwrap();
+        let answer = resolved.unwrap();
+        assert_eq!(answer.status, "NOERROR", "{}", answer.raw);
+        assert_eq!(answer.data_of("A"), ["10.10.39.200"], "{}", answer.raw);
+        assert!(flooded.truncated > 0, "{flooded:?}");
+    });
 }

@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod dig;
 pub mod dns_peer;
 pub mod etcd;
+pub mod flood;
 pub mod forward;
 pub mod http;
 pub mod images;
