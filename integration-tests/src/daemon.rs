@@ -121,8 +121,17 @@ impl Daemon {
 /// The `--etcd-*` flags (endpoint, and the TLS client files when etcd serves TLS) for a daemon reading
 /// `etcd`.
 pub fn etcd_flags(etcd: &crate::etcd::Etcd) -> Vec<String> {
+    etcd_flags_as(etcd, etcd.client_tls())
+}
+
+/// The `--etcd-*` flags for reaching `etcd` with the client certificate `tls` (e.g. one from
+/// [`crate::etcd::Etcd::issue_client`], whose CN is an etcd user).
+pub fn etcd_flags_as(
+    etcd: &crate::etcd::Etcd,
+    tls: Option<&crate::certs::TlsFiles>,
+) -> Vec<String> {
     let mut flags = vec!["--etcd-endpoints".to_owned(), etcd.endpoint().to_owned()];
-    if let Some(tls) = etcd.client_tls() {
+    if let Some(tls) = tls {
         for (flag, path) in [
             ("--etcd-ca-file", &tls.ca),
             ("--etcd-cert-file", &tls.cert),
