@@ -1298,6 +1298,22 @@ async fn helm_install_and_upgrade_keep_the_generated_certificates() {
         assert_eq!(&first[leaf]["ca.crt"], lb_ca, "{leaf} names another CA");
         assert!(!first[leaf]["tls.key"].is_empty());
     }
+    // etcd's server certificate names 127.0.0.1 as an IP address (a DNS name "127.0.0.1" matches no client
+    // dialling the address), as cert-manager's does: members' local clients (etcd-auth, backups) use it.
+    let server_crt = home.path().join("etcd-server.crt");
+    std::fs::write(
+        &server_crt,
+        &first["groundwork/groundwork-etcd-server-tls"]["tls.crt"],
+    )
+    .unwrap();
+    let sans = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&server_crt)
+        .output()
+        .unwrap();
+    let sans = String::from_utf8_lossy(&sans.stdout);
+    assert!(sans.contains("IP Address:127.0.0.1"), "{sans}");
+    assert!(sans.contains("DNS:localhost"), "{sans}");
     // The IPPool CRD came with the chart (crds/).
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     assert!(
