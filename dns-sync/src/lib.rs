@@ -5,9 +5,13 @@
 //! ownership rules (pure), [`writer`] reads etcd and applies a plan in guarded transactions, and
 //! [`controller`] runs the reflectors, debounce, periodic resync and leader election. `main.rs` only parses
 //! flags and calls [`run`].
+//!
+//! [`etcd_auth`] (the `etcd-auth` binary) gives etcd the least-privilege identities dns-sync and dns-server run
+//! as.
 
 pub mod config;
 pub mod controller;
+pub mod etcd_auth;
 pub mod metrics;
 pub mod plan;
 pub mod source;

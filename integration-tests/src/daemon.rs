@@ -151,13 +151,26 @@ fn ops_get(
 /// The `--etcd-*` flags (endpoint, and the TLS client files when etcd serves TLS) for a daemon reading
 /// `etcd`.
 pub fn etcd_flags(etcd: &crate::etcd::Etcd) -> Vec<String> {
-    etcd_flags_at(etcd, etcd.endpoint())
+    etcd_flags_with(etcd.endpoint(), etcd.client_tls())
 }
 
 /// [`etcd_flags`] with `endpoint` in place of etcd's own (a [`Forward`] to it).
 fn etcd_flags_at(etcd: &crate::etcd::Etcd, endpoint: &str) -> Vec<String> {
+    etcd_flags_with(endpoint, etcd.client_tls())
+}
+
+/// The `--etcd-*` flags for reaching `etcd` with the client certificate `tls` (e.g. one from
+/// [`crate::etcd::Etcd::issue_client`], whose CN is an etcd user).
+pub fn etcd_flags_as(
+    etcd: &crate::etcd::Etcd,
+    tls: Option<&crate::certs::TlsFiles>,
+) -> Vec<String> {
+    etcd_flags_with(etcd.endpoint(), tls)
+}
+
+fn etcd_flags_with(endpoint: &str, tls: Option<&crate::certs::TlsFiles>) -> Vec<String> {
     let mut flags = vec!["--etcd-endpoints".to_owned(), endpoint.to_owned()];
-    if let Some(tls) = etcd.client_tls() {
+    if let Some(tls) = tls {
         for (flag, path) in [
             ("--etcd-ca-file", &tls.ca),
             ("--etcd-cert-file", &tls.cert),

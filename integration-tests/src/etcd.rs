@@ -20,6 +20,7 @@ pub struct Etcd {
     // Fields drop in order: the process stops before its directory is removed.
     process: Process,
     client_tls: Option<TlsFiles>,
+    ca: Option<Ca>,
     endpoint: String,
     peer_url: String,
     started_in: Duration,
@@ -58,7 +59,7 @@ impl Etcd {
         let scheme = if tls { "https" } else { "http" };
         let endpoint = format!("{scheme}://127.0.0.1:{}", free_port()?);
         let peer_url = format!("http://127.0.0.1:{}", free_port()?);
-        let client_tls = if tls {
+        let (client_tls, ca) = if tls {
             let ca = Ca::new("groundwork test etcd CA")?;
             ca.issue_files(
                 scratch.path(),
@@ -67,14 +68,16 @@ impl Etcd {
                 &["localhost", "127.0.0.1"],
                 Usage::ServerAndClient,
             )?;
-            Some(ca.issue_files(scratch.path(), "client", &[], &[], Usage::Client)?)
+            let client = ca.issue_files(scratch.path(), "client", &[], &[], Usage::Client)?;
+            (Some(client), Some(ca))
         } else {
-            None
+            (None, None)
         };
         let process = spawn(&scratch, &endpoint, &peer_url, client_tls.is_some())?;
         let mut etcd = Self {
             process,
             client_tls,
+            ca,
             endpoint,
             peer_url,
             started_in: Duration::ZERO,
@@ -128,6 +131,15 @@ impl Etcd {
         self.client_tls.as_ref()
     }
 
+    /// A TLS etcd's client certificate with common name `cn` (the etcd user it is, once auth is enabled),
+    /// signed by etcd's CA and written into this etcd's directory; `None` for a plain-HTTP etcd.
+    pub fn issue_client(&self, cn: &str) -> Result<Option<TlsFiles>> {
+        self.ca
+            .as_ref()
+            .map(|ca| ca.issue_files(self.scratch.path(), cn, &[], &[], Usage::Client))
+            .transpose()
+    }
+
     /// How long the last start took until etcd answered.
     pub fn started_in(&self) -> Duration {
         self.started_in
@@ -140,17 +152,12 @@ impl Etcd {
 
     /// Options for `etcd_client::Client::connect`, with TLS when etcd serves it.
     pub fn connect_options(&self) -> Result<ConnectOptions> {
-        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-        let Some(files) = &self.client_tls else {
-            return Ok(options);
-        };
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(io_err(format!("reading {}", path.display())))
-        };
-        let tls = TlsOptions::new()
-            .ca_certificate(Certificate::from_pem(read(&files.ca)?))
-            .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
-        Ok(options.with_tls(tls))
+        connect_options(self.client_tls.as_ref())
+    }
+
+    /// A connected client presenting the certificate `files` (e.g. from [`Etcd::issue_client`]).
+    pub async fn client_as(&self, files: &TlsFiles) -> Result<Client> {
+        Ok(Client::connect([self.endpoint.clone()], Some(connect_options(Some(files))?)).await?)
     }
 
     /// A connected client.
@@ -180,6 +187,20 @@ impl Etcd {
         )?;
         self.wait_ready().await
     }
+}
+
+/// Client options: TLS with `files` as CA and identity, or plain HTTP without.
+fn connect_options(files: Option<&TlsFiles>) -> Result<ConnectOptions> {
+    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+    let Some(files) = files else {
+        return Ok(options);
+    };
+    let read =
+        |path: &Path| std::fs::read(path).map_err(io_err(format!("reading {}", path.display())));
+    let tls = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(read(&files.ca)?))
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+    Ok(options.with_tls(tls))
 }
 
 fn spawn(scratch: &Scratch, endpoint: &str, peer_url: &str, tls: bool) -> Result<Process> {

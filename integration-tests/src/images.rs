@@ -1,7 +1,7 @@
 //! The container images groundwork ships and the ones its real-node lab needs, built here from local files with
 //! [`crate::oci`]: no registry is reachable from this machine, so nothing may come from one.
 //!
-//! - [`groundwork`]: the product's image, the four daemons as static binaries (`scripts/image`).
+//! - [`groundwork`]: the product's image, the four daemons and `etcd-auth` as static binaries (`scripts/image`).
 //! - [`pause`]: the Pod sandbox, from Kubernetes' own `pause.c` compiled static with musl.
 //! - [`etcd`]: etcd from the binary the test bed already runs (`etcd-bin-vendored`).
 //! - [`httpd`]: the seed's demo backend, Debian's static busybox `httpd`.
@@ -18,6 +18,9 @@ use crate::{HarnessError, Result, io_err, peers};
 
 /// The four daemons in the groundwork image, under `/usr/local/bin/`.
 pub const DAEMONS: [&str; 4] = ["lb-controller", "lb-speaker", "dns-sync", "dns-server"];
+/// The other programs in the groundwork image: `etcd-auth` (a binary of the dns-sync crate) makes the DNS
+/// components' etcd identities beside each etcd member.
+pub const TOOLS: [&str; 1] = ["etcd-auth"];
 /// The chart's default image repository (`values.yaml`'s `image.repository`).
 pub const GROUNDWORK_REPOSITORY: &str = "ghcr.io/groundwork/groundwork";
 /// The musl target the image's binaries are built for (static, so the image needs no libc).
@@ -66,7 +69,7 @@ pub fn static_binaries_dir(workspace: &Path) -> PathBuf {
     workspace.join("target").join(STATIC_TARGET).join("release")
 }
 
-/// The groundwork image: the four daemons from `binaries` (a directory holding static builds of each) under
+/// The groundwork image: the four daemons and the tools from `binaries` (a directory holding static builds of each) under
 /// `/usr/local/bin`, run as 65532 by default, with OCI labels naming the version.
 pub fn groundwork(binaries: &Path, reference: &str) -> Result<ImageSpec> {
     let mut image = ImageSpec::new(reference)
@@ -82,12 +85,12 @@ pub fn groundwork(binaries: &Path, reference: &str) -> Result<ImageSpec> {
             "org.opencontainers.image.version",
             crate::oci::split_reference(reference).1,
         );
-    for daemon in DAEMONS {
+    for daemon in DAEMONS.iter().chain(&TOOLS) {
         let binary = binaries.join(daemon);
         require_static(
             &binary,
             &format!(
-                "build it with `cargo build --release --target {STATIC_TARGET} -p {daemon}` (scripts/image does)"
+                "build it with `cargo build --release --target {STATIC_TARGET}` of its crate (scripts/image does)"
             ),
         )?;
         image = image.file(&binary, &format!("/usr/local/bin/{daemon}"), 0o755);

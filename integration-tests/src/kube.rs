@@ -349,6 +349,33 @@ pub async fn apply_yaml(client: &Client, manager: &str, yaml: &str) -> Result<()
     Ok(())
 }
 
+/// Creates the LoadBalancer Service `namespace/name` (port 80) with `annotations` and writes `ip` into its
+/// status, as a load-balancer controller would: the input dns-sync and external-dns publish names from.
+pub async fn create_lb_service(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    annotations: &[(&str, &str)],
+    ip: &str,
+) -> Result<()> {
+    let annotations: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+    }))
+    .map_err(|e| HarnessError::Setup(format!("Service {name}: {e}")))?;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    services.create(&Default::default(), &service).await?;
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+    services
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
 /// The `ip` entries of a Service's `status.loadBalancer.ingress`, as written.
 pub fn status_ips(service: &Service) -> Vec<String> {
     service

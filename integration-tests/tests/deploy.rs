@@ -83,13 +83,15 @@ const ALL_OFF: &[&str] = &[
     "etcd.enabled=false",
 ];
 
-/// The DNS components pointed at an etcd outside the release (the bundled one's client Service and Secret names,
-/// so the kustomize bases fit together).
+/// The DNS components pointed at an etcd outside the release (the bundled one's client Service and each
+/// component's own client Secret, so the kustomize bases fit together).
 const EXTERNAL_ETCD: &[&str] = &[
     "--set",
     "etcd.external.endpoints={https://groundwork-etcd-client.groundwork.svc:2379}",
     "--set",
-    "etcd.external.tlsSecretName=groundwork-etcd-client-tls",
+    "dnsSync.etcdTLSSecretName=groundwork-etcd-dns-sync-tls",
+    "--set",
+    "dnsServer.etcdTLSSecretName=groundwork-etcd-dns-server-tls",
 ];
 
 /// Values rendering one component alone.
@@ -215,6 +217,7 @@ fn chart_renders_each_component_alone_and_all_together() {
                 "PodDisruptionBudget groundwork-etcd",
                 "NetworkPolicy groundwork-etcd",
                 "Secret groundwork-etcd-server-tls",
+                "Secret groundwork-etcd-root-tls",
             ],
         ),
     ];
@@ -1266,7 +1269,9 @@ async fn generated_secrets(
         (SPEAKER_NAMESPACE, "groundwork-lb-speaker-tls"),
         (NAMESPACE, "groundwork-etcd-ca"),
         (NAMESPACE, "groundwork-etcd-server-tls"),
-        (NAMESPACE, "groundwork-etcd-client-tls"),
+        (NAMESPACE, "groundwork-etcd-dns-server-tls"),
+        (NAMESPACE, "groundwork-etcd-dns-sync-tls"),
+        (NAMESPACE, "groundwork-etcd-root-tls"),
     ] {
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
         if let Some(secret) = api.get_opt(name).await.unwrap() {
@@ -1308,7 +1313,9 @@ async fn helm_install_and_upgrade_keep_the_generated_certificates() {
         [
             "groundwork-speaker/groundwork-lb-speaker-tls",
             "groundwork/groundwork-etcd-ca",
-            "groundwork/groundwork-etcd-client-tls",
+            "groundwork/groundwork-etcd-dns-server-tls",
+            "groundwork/groundwork-etcd-dns-sync-tls",
+            "groundwork/groundwork-etcd-root-tls",
             "groundwork/groundwork-etcd-server-tls",
             "groundwork/groundwork-lb-ca",
             "groundwork/groundwork-lb-controller-tls",
@@ -1323,6 +1330,22 @@ async fn helm_install_and_upgrade_keep_the_generated_certificates() {
         assert_eq!(&first[leaf]["ca.crt"], lb_ca, "{leaf} names another CA");
         assert!(!first[leaf]["tls.key"].is_empty());
     }
+    // etcd's server certificate names 127.0.0.1 as an IP address (a DNS name "127.0.0.1" matches no client
+    // dialling the address), as cert-manager's does: members' local clients (etcd-auth, backups) use it.
+    let server_crt = home.path().join("etcd-server.crt");
+    std::fs::write(
+        &server_crt,
+        &first["groundwork/groundwork-etcd-server-tls"]["tls.crt"],
+    )
+    .unwrap();
+    let sans = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&server_crt)
+        .output()
+        .unwrap();
+    let sans = String::from_utf8_lossy(&sans.stdout);
+    assert!(sans.contains("IP Address:127.0.0.1"), "{sans}");
+    assert!(sans.contains("DNS:localhost"), "{sans}");
     // The IPPool CRD came with the chart (crds/).
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     assert!(

@@ -236,7 +236,9 @@ async fn tls_secrets(client: &Client) -> BTreeMap<String, BTreeMap<String, Vec<u
         (NAMESPACE, "groundwork-lb-controller-tls"),
         (SPEAKER_NAMESPACE, "groundwork-lb-speaker-tls"),
         (NAMESPACE, "groundwork-etcd-server-tls"),
-        (NAMESPACE, "groundwork-etcd-client-tls"),
+        (NAMESPACE, "groundwork-etcd-dns-server-tls"),
+        (NAMESPACE, "groundwork-etcd-dns-sync-tls"),
+        (NAMESPACE, "groundwork-etcd-root-tls"),
     ] {
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let secret = api
@@ -438,7 +440,9 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
         .collect();
     let expected = [
         "groundwork-speaker/groundwork-lb-speaker-tls",
-        "groundwork/groundwork-etcd-client-tls",
+        "groundwork/groundwork-etcd-dns-server-tls",
+        "groundwork/groundwork-etcd-dns-sync-tls",
+        "groundwork/groundwork-etcd-root-tls",
         "groundwork/groundwork-etcd-server-tls",
         "groundwork/groundwork-lb-controller-tls",
     ];
@@ -522,13 +526,27 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
     }
     let (ok, text) = verifies(&ca, &etcd_server, "sslclient", &[]);
     assert!(ok, "etcd members are each other's clients: {text}");
-    let (ok, text) = verifies(
-        &ca,
-        &file("groundwork-etcd-client-tls.crt"),
-        "sslclient",
-        &[],
-    );
-    assert!(ok, "etcd client certificate: {text}");
+    // One etcd client certificate per identity, its CN the etcd user (etcd.auth).
+    for user in ["dns-server", "dns-sync", "root"] {
+        let cert = file(&format!("groundwork-etcd-{user}-tls.crt"));
+        let (ok, text) = verifies(&ca, &cert, "sslclient", &[]);
+        assert!(ok, "etcd client certificate of {user}: {text}");
+        let (ok, subject) = openssl(&[
+            "x509",
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "multiline",
+            "-in",
+            &cert.display().to_string(),
+        ]);
+        assert!(
+            ok && subject
+                .lines()
+                .any(|l| l.trim() == format!("commonName = {user}")),
+            "the CN of {user}'s etcd certificate: {subject}"
+        );
+    }
 
     // For real: lb-controller serves gRPC with the issued certificate; a speaker's TLS client gets in with its
     // issued certificate and is refused without one.

@@ -9,11 +9,8 @@
 use etcd_client::GetOptions;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
-use integration_tests::kube::KubeCluster;
+use integration_tests::kube::{KubeCluster, create_lb_service};
 use integration_tests::peers::{CoreDns, external_dns_once};
-use k8s_openapi::api::core::v1::Service;
-use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
 use proto::skydns::{KeyLayout, SkydnsRecord, target_suffix};
 
 async fn coredns_serves_a_record_written_in_our_schema(etcd: &Etcd) {
@@ -68,35 +65,21 @@ async fn coredns_serves_an_etcd_record_read_over_tls() {
 async fn external_dns_once_writes_the_record_of_an_annotated_service_into_etcd() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start_tls().await.unwrap();
-    let services: Api<Service> = Api::namespaced(cluster.client(), "default");
-    let service: Service = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": "ingress-nginx",
-            "namespace": "default",
-            "annotations": {
-                "external-dns.alpha.kubernetes.io/hostname": "nginx.test.org",
-                "external-dns.alpha.kubernetes.io/ttl": "120",
-            },
-        },
-        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
-    }))
+    create_lb_service(
+        &cluster.client(),
+        "default",
+        "ingress-nginx",
+        &[
+            (
+                "external-dns.alpha.kubernetes.io/hostname",
+                "nginx.test.org",
+            ),
+            ("external-dns.alpha.kubernetes.io/ttl", "120"),
+        ],
+        "10.10.39.200",
+    )
+    .await
     .unwrap();
-    services
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap();
-    let status =
-        serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.10.39.200"}]}}});
-    services
-        .patch_status(
-            "ingress-nginx",
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await
-        .unwrap();
 
     let run = external_dns_once(
         cluster.kubeconfig(),

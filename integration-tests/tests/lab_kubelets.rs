@@ -52,9 +52,36 @@ fn the_chart_on_real_kubelets_serves_the_seed_survives_a_speaker_pod_deletion_an
     }
     // The seed's numbers: the first address of the pool, as in the walk-through.
     assert_eq!(lab.seed().0, EXPECTED_ADDRESS);
+    every_etcd_member_enforces_the_dns_identities(&lab);
 
     deleting_the_announcing_speaker_pod_moves_the_address_and_the_daemonset_brings_it_back(&lab);
     helm_upgrade_to_a_rebuilt_image_rolls_every_component_without_a_failed_query_or_a_second_answerer(&lab);
+}
+
+/// etcd authorization is on (etcd.auth): each member's `etcd-auth` container is ready only once etcd holds
+/// the DNS identities and enforces them, and the seed just passed with dns-sync and dns-server on their own
+/// certificates (the authorization itself is checked against a real etcd in tests/etcd_auth.rs).
+fn every_etcd_member_enforces_the_dns_identities(lab: &KubeletLab) {
+    let api: Api<Pod> = Api::namespaced(lab.client(), NAMESPACE);
+    let params = ListParams::default().labels("app.kubernetes.io/component=etcd");
+    let pods = lab.block_on(api.list(&params)).unwrap();
+    let ready: Vec<String> = pods
+        .items
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.name == "etcd-auth" && c.ready))
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(
+        ready.len(),
+        3,
+        "etcd members whose etcd-auth is ready (auth enforced): {ready:?}"
+    );
+    println!("etcd auth enforced on {ready:?}");
 }
 
 /// The speaker Pod on `node`: its name and UID.

@@ -87,12 +87,18 @@ https://{{ include "groundwork.fullname" . }}-etcd-client.{{ .Release.Namespace 
 {{- end -}}
 {{- end -}}
 
-{{/* Secret holding the etcd client certificate (ca.crt, tls.crt, tls.key). */}}
+{{/*
+Secret holding a DNS component's etcd client certificate (ca.crt, tls.crt, tls.key). Each component has its
+own, whose CN is its etcd user (etcd.auth): dns-server's may only read. Arguments (dict): root, component
+(dns-sync, dns-server), secret (the component's etcdTLSSecretName value).
+*/}}
 {{- define "groundwork.etcdClientSecret" -}}
-{{- if .Values.etcd.enabled -}}
-{{ include "groundwork.fullname" . }}-etcd-client-tls
+{{- if .secret -}}
+{{ .secret }}
+{{- else if .root.Values.etcd.enabled -}}
+{{ include "groundwork.fullname" .root }}-etcd-{{ .component }}-tls
 {{- else -}}
-{{ .Values.etcd.external.tlsSecretName }}
+{{ .root.Values.etcd.external.tlsSecretName }}
 {{- end -}}
 {{- end -}}
 
@@ -104,7 +110,10 @@ https://{{ include "groundwork.fullname" . }}-etcd-client.{{ .Release.Namespace 
 {{- if and (or .Values.dnsSync.enabled .Values.dnsServer.enabled) (not .Values.etcd.enabled) (not .Values.etcd.external.endpoints) -}}
 {{- fail "etcd.external.endpoints: dnsSync and dnsServer need etcd: set etcd.enabled=true or etcd.external.endpoints" -}}
 {{- end -}}
-{{- if and (or .Values.dnsSync.enabled .Values.dnsServer.enabled) (not .Values.etcd.enabled) (not .Values.etcd.external.tlsSecretName) -}}
-{{- fail "etcd.external.tlsSecretName: name the Secret (ca.crt, tls.crt, tls.key) used to reach the external etcd" -}}
+{{- range $component := list "dnsSync" "dnsServer" }}
+{{- $d := index $.Values $component }}
+{{- if and $d.enabled (not $.Values.etcd.enabled) (not $.Values.etcd.external.tlsSecretName) (not $d.etcdTLSSecretName) -}}
+{{- fail (printf "etcd.external.tlsSecretName: name the Secret (ca.crt, tls.crt, tls.key) used to reach the external etcd (or %s.etcdTLSSecretName)" $component) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
