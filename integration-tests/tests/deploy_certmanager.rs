@@ -543,7 +543,8 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
         assert!(
             ok && subject
                 .lines()
-                .any(|l| l.trim() == format!("commonName = {user}")),
+                .filter_map(|l| l.split_once('='))
+                .any(|(field, value)| field.trim() == "commonName" && value.trim() == user),
             "the CN of {user}'s etcd certificate: {subject}"
         );
     }
