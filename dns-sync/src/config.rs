@@ -63,7 +63,7 @@ pub struct Config {
     pub dry_run: bool,
 
     /// Full reconcile interval, repairing drift such as a record deleted by hand.
-    #[arg(long, env = "INTERVAL", default_value = "60s", value_parser = ops::parse_duration)]
+    #[arg(long, env = "INTERVAL", default_value = "60s", value_parser = ops::parse_period)]
     pub interval: Duration,
 
     /// How long changes are gathered before they are written in one transaction.
@@ -257,6 +257,8 @@ mod tests {
                 &["--owner-id", "gw", "--interval", "soon"][..],
                 "--interval",
             ),
+            // A zero period made the reconcile timer panic at start.
+            (&["--owner-id", "gw", "--interval", "0s"][..], "--interval"),
             (
                 &["--owner-id", "gw", "--etcd-prefix", "x"][..],
                 "--etcd-prefix",

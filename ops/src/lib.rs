@@ -174,9 +174,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// [`parse_duration`] for periods, which cannot be zero (a timer with a zero period would fire without end;
+/// Tokio's panics).
+pub fn parse_period(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("period {:?} must be longer than zero", text.trim()));
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_period_of_zero_is_refused_naming_the_value() {
+        assert_eq!(parse_period("30s"), Ok(Duration::from_secs(30)));
+        for zero in ["0s", "0ms", "0h"] {
+            let err = parse_period(zero).unwrap_err();
+            assert!(err.contains(zero) && err.contains("zero"), "{err}");
+        }
+    }
 
     #[test]
     fn durations_parse_with_kubernetes_style_units() {
