@@ -80,7 +80,27 @@ pub struct Listeners {
 impl Listeners {
     /// Binds `threads` UDP sockets and one TCP listener on `addr`; with port 0 all share the port the
     /// first socket got. Must run inside a Tokio runtime (for the TCP listener).
+    ///
+    /// With port 0 the port the kernel picks for UDP may be taken for TCP by another process; that
+    /// is not the operator's error, so another port is tried (a fixed port is never changed).
     pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<Self> {
+        const EPHEMERAL_ATTEMPTS: usize = 16;
+        let mut attempt = 1;
+        loop {
+            match Self::bind_once(addr, threads) {
+                Err(error)
+                    if addr.port() == 0
+                        && error.kind() == std::io::ErrorKind::AddrInUse
+                        && attempt < EPHEMERAL_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn bind_once(addr: SocketAddr, threads: usize) -> std::io::Result<Self> {
         let first = reuseport(addr, Type::DGRAM, Protocol::UDP)?;
         let local = first.local_addr()?.as_socket().unwrap_or(addr);
         let mut udp = vec![Arc::new(UdpSocket::from(first))];
