@@ -329,7 +329,12 @@ pub async fn run(
     let interval = settings.config.interval;
     let debounce = settings.config.debounce;
     let mut syncer = Syncer {
-        events: ops::kube::EventPublisher::start(client.clone(), reporter, EVENT_CONCURRENCY),
+        events: ops::kube::EventPublisher::start(
+            client.clone(),
+            reporter,
+            EVENT_CONCURRENCY,
+            metrics.events_dropped.clone(),
+        ),
         settings,
         etcd: None,
         metrics: metrics.clone(),

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub last_success: Gauge,
     /// 1 while this replica is the active one.
     pub leader: Gauge,
+    /// Kubernetes Events dropped because the publishing queue was full.
+    pub events_dropped: Counter,
 }
 
 impl Metrics {
@@ -42,6 +44,7 @@ impl Metrics {
             change_to_commit: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             last_success: Gauge::default(),
             leader: Gauge::default(),
+            events_dropped: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("dns_sync");
         r.register(
@@ -84,6 +87,11 @@ impl Metrics {
             "leader",
             "Whether this replica is the active one",
             metrics.leader.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Kubernetes Events dropped because the publishing queue was full",
+            metrics.events_dropped.clone(),
         );
         metrics
     }

@@ -13,6 +13,7 @@
 //! - [`zonemaster`]: Zonemaster's verdict on a zone, from an undelegated test in a sealed namespace.
 //! - [`metallb::MetalLb`]: MetalLB's controller and layer-2 speakers in a lab, the peer of lb-controller and
 //!   lb-speaker.
+//! - [`speaker_identity`]: the speakers' ServiceAccount and per-node tokens, as the kubelet projects them.
 //! - [`images`]: the groundwork image and the lab's pause, etcd, httpd and CoreDNS images.
 //! - [`oci`]: OCI image archives written from local files, loadable by docker, containerd and skopeo.
 //! - [`daemon`]: checks that a groundwork daemon binary behaves like a well-run process.
@@ -38,6 +39,7 @@ pub mod nodes;
 pub mod oci;
 pub mod peers;
 pub mod process;
+pub mod speaker_identity;
 pub mod tsig;
 pub mod unbound;
 pub mod wait;

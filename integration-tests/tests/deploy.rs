@@ -757,6 +757,15 @@ const LB_CONTROLLER_NEEDS: &[Permission] = &[
     // --metallb-configmap metallb-system/config: a watch on that one object.
     ("list", "", "configmaps", "", "metallb-system", "config"),
     ("watch", "", "configmaps", "", "metallb-system", "config"),
+    // Which node a speaker session may speak for: TokenReview of the speaker pod's projected token.
+    (
+        "create",
+        "authentication.k8s.io",
+        "tokenreviews",
+        "",
+        "",
+        "",
+    ),
 ];
 
 const LB_CONTROLLER_MUST_NOT: &[Permission] = &[

@@ -568,6 +568,8 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
             .to_string(),
         "--tls-ca".to_owned(),
         ca.display().to_string(),
+        "--speaker-service-account".to_owned(),
+        "groundwork-speakers/lb-speaker".to_owned(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut controller = Daemon::start(&lb_controller.display().to_string(), &args).unwrap();

@@ -38,6 +38,19 @@ pub struct Config {
     #[arg(long)]
     pub insecure: bool,
 
+    /// The speakers' ServiceAccount, as NAMESPACE/NAME. With TLS, every session must carry a projected
+    /// token of this account from a pod on the node its Hello names (checked by TokenReview).
+    #[arg(long, env = "SPEAKER_SERVICE_ACCOUNT")]
+    pub speaker_service_account: Option<String>,
+
+    /// The audience the speakers' projected tokens are issued for.
+    #[arg(
+        long,
+        env = "SPEAKER_TOKEN_AUDIENCE",
+        default_value = "lb-controller.groundwork.dev"
+    )]
+    pub speaker_token_audience: String,
+
     /// The `spec.loadBalancerClass` this controller serves.
     #[arg(long, env = "LOAD_BALANCER_CLASS", default_value = "groundwork.dev/lb")]
     pub load_balancer_class: String,
@@ -119,6 +132,15 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// TLS without the speakers' ServiceAccount, or a malformed one.
+    #[error(
+        "--speaker-service-account {0:?}: with TLS, give the speakers' ServiceAccount as NAMESPACE/NAME \
+         (each session must prove its node with that account's token)"
+    )]
+    SpeakerAccount(String),
+    /// An empty audience.
+    #[error("--speaker-token-audience must not be empty")]
+    Audience,
     /// `--metallb-configmap` is not NAMESPACE/NAME.
     #[error("--metallb-configmap {0:?}: expected NAMESPACE/NAME")]
     ConfigMap(String),
@@ -147,6 +169,8 @@ pub struct Settings {
     pub filter: ClassFilter,
     /// gRPC TLS (None with `--insecure`).
     pub tls: Option<TlsFiles>,
+    /// What a speaker's token must show (always with TLS; None with `--insecure`).
+    pub speaker_identity: Option<crate::speakers::identity::Expected>,
     /// Speaker leases.
     pub hub: HubConfig,
     /// Legacy ConfigMap as (namespace, name).
@@ -179,6 +203,24 @@ impl Config {
             }
             (None, None, None, true) => None,
             _ => return Err(ConfigError::Tls),
+        };
+        let speaker_identity = match (&tls, &self.speaker_service_account) {
+            (None, _) => None,
+            (Some(_), account) => {
+                let text = account.clone().unwrap_or_default();
+                let (namespace, name) = text
+                    .split_once('/')
+                    .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+                    .ok_or_else(|| ConfigError::SpeakerAccount(text.clone()))?;
+                if self.speaker_token_audience.trim().is_empty() {
+                    return Err(ConfigError::Audience);
+                }
+                Some(crate::speakers::identity::Expected {
+                    audience: self.speaker_token_audience.clone(),
+                    namespace: namespace.to_owned(),
+                    service_account: name.to_owned(),
+                })
+            }
         };
         let metallb_configmap = self
             .metallb_configmap
@@ -217,6 +259,7 @@ impl Config {
                 claim_unclassed: !self.only_own_class,
             },
             tls,
+            speaker_identity,
             hub: HubConfig {
                 lease: self.speaker_lease,
                 grace: self.lease_grace,
@@ -294,6 +337,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.starts_with("--tls-cert /nope/c: "), "{error}");
+    }
+
+    #[test]
+    fn tls_requires_the_speakers_account_to_check_their_nodes() {
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("lb-controller-config-{}", std::process::id()));
+        std::fs::write(&file, "x").unwrap();
+        let path = file.display().to_string();
+        let tls = ["--tls-cert", &path, "--tls-key", &path, "--tls-ca", &path];
+        let error = parse(&tls).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--speaker-service-account \"\": "),
+            "{error}"
+        );
+        let mut args = tls.to_vec();
+        args.extend(["--speaker-service-account", "speakers"]);
+        assert!(matches!(parse(&args), Err(ConfigError::SpeakerAccount(a)) if a == "speakers"));
+        let mut args = tls.to_vec();
+        args.extend([
+            "--speaker-service-account",
+            "groundwork-speakers/lb-speaker",
+        ]);
+        let expected = parse(&args).unwrap().speaker_identity.unwrap();
+        assert_eq!(
+            expected.username(),
+            "system:serviceaccount:groundwork-speakers:lb-speaker"
+        );
+        assert_eq!(expected.audience, "lb-controller.groundwork.dev");
+        assert!(parse(&["--insecure"]).unwrap().speaker_identity.is_none());
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

@@ -103,6 +103,12 @@ pub async fn run(
 ) -> Result<(), Error> {
     let client = ops::kube::client(settings.config.kubeconfig.as_deref()).await?;
 
+    if let Some(expected) = &settings.speaker_identity {
+        hub.require_identity(crate::speakers::identity::TokenReviewer::new(
+            client.clone(),
+            expected.clone(),
+        ));
+    }
     let server = {
         let hub = hub.clone();
         let (listen, tls, shutdown) = (
@@ -185,6 +191,7 @@ pub async fn run(
                 instance: Some(settings.identity.clone()),
             },
             4,
+            metrics.events_dropped.clone(),
         ),
         metrics.clone(),
     );

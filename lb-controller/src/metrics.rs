@@ -44,6 +44,8 @@ pub struct Metrics {
     pub change_to_status_seconds: Histogram,
     /// API writes by kind and result.
     pub writes: Family<WriteLabels, Counter>,
+    /// Kubernetes Events dropped because the publishing queue was full.
+    pub events_dropped: Counter,
 }
 
 impl Metrics {
@@ -63,6 +65,7 @@ impl Metrics {
             reconcile_seconds: buckets(),
             change_to_status_seconds: buckets(),
             writes: Family::default(),
+            events_dropped: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("lb_controller");
         registry.register(
@@ -104,6 +107,11 @@ impl Metrics {
             "api_writes",
             "Writes to the Kubernetes API by kind and result",
             metrics.writes.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events dropped because the publishing queue was full",
+            metrics.events_dropped.clone(),
         );
         metrics
     }

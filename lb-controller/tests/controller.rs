@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use integration_tests::certs::{Ca, Usage};
 use integration_tests::daemon::Daemon;
 use integration_tests::kube::{KubeCluster, status_ips};
-use integration_tests::process::free_port;
+use integration_tests::process::{Scratch, free_port};
+use integration_tests::speaker_identity::{AUDIENCE, SpeakerAccount};
 use integration_tests::wait::until;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -602,4 +604,138 @@ async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
             .contains_key("groundwork.dev/announcing-node"),
         "a Service of another class must not be touched"
     );
+}
+
+/// Starts the controller serving speakers with mutual TLS; every session must prove its node with a
+/// token of `account` (TokenReview against the real API server).
+fn start_controller_tls(
+    cluster: &KubeCluster,
+    dir: &std::path::Path,
+    ca: &Ca,
+    account: &SpeakerAccount,
+) -> (Daemon, SocketAddr) {
+    let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
+    let server = ca
+        .issue_files(dir, "lb-controller", &[], &["127.0.0.1"], Usage::Server)
+        .unwrap();
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let args = [
+        "--kubeconfig".to_owned(),
+        kubeconfig,
+        "--grpc-listen".to_owned(),
+        grpc.to_string(),
+        "--tls-cert".to_owned(),
+        server.cert.display().to_string(),
+        "--tls-key".to_owned(),
+        server.key.display().to_string(),
+        "--tls-ca".to_owned(),
+        server.ca.display().to_string(),
+        "--speaker-service-account".to_owned(),
+        account.flag(),
+        "--speaker-lease".to_owned(),
+        "600ms".to_owned(),
+        "--controller-loss-hold".to_owned(),
+        "1s".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap();
+    daemon.wait_ready(WAIT).unwrap();
+    (daemon, grpc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_speaker_with_one_nodes_identity_cannot_take_another_nodes_addresses() {
+    let (cluster, client) = seed_cluster().await;
+    let scratch = Scratch::new("lb-controller-identity").unwrap();
+    let ca = Ca::new("groundwork test CA").unwrap();
+    let account = SpeakerAccount::default();
+    let (mut controller, grpc) = start_controller_tls(&cluster, scratch.path(), &ca, &account);
+    // Every speaker holds the same client certificate, as the chart gives them: it proves "a speaker
+    // of this cluster", not which node.
+    let leaf = ca.issue("lb-speaker", &[], &[], Usage::Client).unwrap();
+    let channel = || support::tls_channel(grpc, ca.cert_pem(), &leaf.cert_pem, &leaf.key_pem);
+    let token = |node: &'static str| {
+        let (account, client) = (account.clone(), client.clone());
+        async move { account.token(&client, node, AUDIENCE).await.unwrap() }
+    };
+    let (n1_token, n2_token) = (token("n1").await, token("n2").await);
+
+    // n2's own speaker gets its session and the address.
+    let n2 = FakeSpeaker::connect_with_token(channel().await, "n2", 0, &[], Some(&n2_token))
+        .await
+        .unwrap();
+    create_service(&client, "default", "shop", json!({})).await;
+    wait_status(&client, "default", "shop", &["10.10.39.200"]).await;
+    n2.wait_for("10.10.39.200").await;
+    wait_annotation(&client, "default", "shop", Some("n2")).await;
+
+    // Root on n1 has n1's token and the shared certificate, and asks to be n2: refused, naming both.
+    let refused = FakeSpeaker::connect_with_token(channel().await, "n2", 0, &[], Some(&n1_token))
+        .await
+        .err()
+        .expect("a session for n2 with n1's token was accepted");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("the Hello names node n2 but the token is from a pod on n1"),
+        "{refused:?}"
+    );
+    // Without a token, or with another account's token from a pod on n2: refused too.
+    let refused = FakeSpeaker::connect_with_token(channel().await, "n2", 0, &[], None)
+        .await
+        .err()
+        .expect("a session without a token was accepted");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let intruder = SpeakerAccount {
+        name: "intruder".to_owned(),
+        ..account.clone()
+    };
+    let intruder_token = intruder.token(&client, "n2", AUDIENCE).await.unwrap();
+    let refused =
+        FakeSpeaker::connect_with_token(channel().await, "n2", 0, &[], Some(&intruder_token))
+            .await
+            .err()
+            .expect("another account's token was accepted");
+    assert!(
+        refused
+            .message()
+            .contains("not the speakers' ServiceAccount"),
+        "{refused:?}"
+    );
+    // A token for another audience (the API server's default one) proves nothing here.
+    let other_audience = account
+        .token(&client, "n2", "https://kubernetes.default.svc")
+        .await
+        .unwrap();
+    let refused =
+        FakeSpeaker::connect_with_token(channel().await, "n2", 0, &[], Some(&other_audience))
+            .await
+            .err()
+            .expect("a token for another audience was accepted");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    // n2 kept its session and its address; the refusals are counted by reason.
+    assert!(n2.ended().is_none(), "n2's session ended: {:?}", n2.ended());
+    assert_eq!(n2.current(), ["10.10.39.200".parse::<IpAddr>().unwrap()]);
+    wait_annotation(&client, "default", "shop", Some("n2")).await;
+    for reason in ["wrong_node", "no_token", "wrong_account", "invalid_token"] {
+        controller
+            .wait_metric(
+                &format!("groundwork_speaker_sessions_refused_total{{reason=\"{reason}\"}} 1"),
+                WAIT,
+            )
+            .unwrap();
+    }
+    let log = controller.process().log_tail(200);
+    assert!(
+        log.contains("refused a speaker session: it does not prove the node it names"),
+        "{log}"
+    );
+
+    // n1's speaker with n1's token is welcome, as n1.
+    let n1 = FakeSpeaker::connect_with_token(channel().await, "n1", 0, &[], Some(&n1_token))
+        .await
+        .unwrap();
+    assert!(n1.ended().is_none());
 }

@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long, env = "LB_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 
+    /// The speaker pod's projected ServiceAccount token (audience: the controller), which proves to the
+    /// controller which node this speaker runs on. Read again for every session (the kubelet rotates it).
+    #[arg(long, env = "LB_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
     /// Talk to the controller in plaintext (`http://` URLs only). For labs; never in production.
     #[arg(long, env = "LB_INSECURE")]
     pub insecure: bool,
@@ -124,7 +129,7 @@ pub enum ConfigError {
     },
 }
 
-/// PEM material for mutual TLS, read at start-up.
+/// PEM material for mutual TLS.
 #[derive(Clone)]
 pub struct TlsMaterial {
     /// The speaker's certificate chain.
@@ -142,13 +147,61 @@ impl std::fmt::Debug for TlsMaterial {
     }
 }
 
+/// Longest token accepted from `--token-file`.
+const MAX_TOKEN_BYTES: u64 = 16 * 1024;
+
+/// Where the certificates and the token are. They are read at start-up (to fail early, naming the
+/// flag) and again for every session, so a certificate renewed by cert-manager or the chart and a token
+/// rotated by the kubelet are used without a restart.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// `--tls-cert`.
+    pub cert: PathBuf,
+    /// `--tls-key`.
+    pub key: PathBuf,
+    /// `--tls-ca`.
+    pub ca: PathBuf,
+    /// `--token-file`.
+    pub token: PathBuf,
+}
+
+impl Credentials {
+    /// Reads the files now.
+    pub fn load(&self) -> Result<(TlsMaterial, String), ConfigError> {
+        let material = TlsMaterial {
+            cert_pem: read_pem("--tls-cert", &self.cert)?,
+            key_pem: read_pem("--tls-key", &self.key)?,
+            ca_pem: read_pem("--tls-ca", &self.ca)?,
+        };
+        let bad = |reason: String| ConfigError::TlsFile {
+            flag: "--token-file",
+            path: self.token.clone(),
+            reason,
+        };
+        let size = std::fs::metadata(&self.token)
+            .map_err(|e| bad(e.to_string()))?
+            .len();
+        if size > MAX_TOKEN_BYTES {
+            return Err(bad(format!(
+                "{size} bytes is not a token (at most {MAX_TOKEN_BYTES})"
+            )));
+        }
+        let token = std::fs::read_to_string(&self.token).map_err(|e| bad(e.to_string()))?;
+        let token = token.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            return Err(bad("empty, or not one token".to_owned()));
+        }
+        Ok((material, token.to_owned()))
+    }
+}
+
 /// How to reach the controller.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
     /// The URL, validated.
     pub uri: Uri,
     /// `None` with `--insecure`.
-    pub tls: Option<TlsMaterial>,
+    pub tls: Option<Credentials>,
     /// The host part of the URL, which the controller's certificate must name.
     pub domain: String,
 }
@@ -207,11 +260,20 @@ impl Config {
                             .to_owned(),
                     ));
                 };
-                Some(TlsMaterial {
-                    cert_pem: read_pem("--tls-cert", cert)?,
-                    key_pem: read_pem("--tls-key", key)?,
-                    ca_pem: read_pem("--tls-ca", ca)?,
-                })
+                let Some(token) = &self.token_file else {
+                    return Err(ConfigError::Tls(
+                        "an https:// --controller needs --token-file: the projected ServiceAccount token that proves this speaker's node"
+                            .to_owned(),
+                    ));
+                };
+                let credentials = Credentials {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: ca.clone(),
+                    token: token.clone(),
+                };
+                credentials.load()?;
+                Some(credentials)
             }
             Some("http") => {
                 if !self.insecure {
@@ -220,9 +282,9 @@ impl Config {
                             .to_owned(),
                     ));
                 }
-                if tls_flags.iter().any(|f| f.is_some()) {
+                if tls_flags.iter().any(|f| f.is_some()) || self.token_file.is_some() {
                     return Err(ConfigError::Tls(
-                        "--tls-cert/--tls-key/--tls-ca are given but --controller is http:// with --insecure; pick one"
+                        "--tls-cert/--tls-key/--tls-ca/--token-file are given but --controller is http:// with --insecure; pick one"
                             .to_owned(),
                     ));
                 }
@@ -347,8 +409,9 @@ mod tests {
         for name in ["c.pem", "k.pem", "ca.pem"] {
             std::fs::write(dir.path().join(name), pem).unwrap();
         }
+        std::fs::write(dir.path().join("token"), "eyJ.abc.def\n").unwrap();
         let path = |n: &str| dir.path().join(n).display().to_string();
-        let settings = config(&[
+        let args = [
             "--controller",
             "https://lb-controller.kube-system:7472",
             "--tls-cert",
@@ -357,11 +420,22 @@ mod tests {
             &path("k.pem"),
             "--tls-ca",
             &path("ca.pem"),
-        ])
-        .validate()
-        .unwrap();
+        ];
+        let error = config(&args).validate().unwrap_err();
+        assert!(error.to_string().contains("--token-file"), "{error}");
+        let mut with_token = args.to_vec();
+        let token = path("token");
+        with_token.extend(["--token-file", &token]);
+        let settings = config(&with_token).validate().unwrap();
         assert_eq!(settings.controller.domain, "lb-controller.kube-system");
-        assert!(settings.controller.tls.is_some());
+        let credentials = settings.controller.tls.unwrap();
+        assert_eq!(credentials.load().unwrap().1, "eyJ.abc.def");
+        // A rotated token is read at the next session.
+        std::fs::write(dir.path().join("token"), "eyJ.new.tok").unwrap();
+        assert_eq!(credentials.load().unwrap().1, "eyJ.new.tok");
+        std::fs::write(dir.path().join("token"), "").unwrap();
+        let error = credentials.load().unwrap_err().to_string();
+        assert!(error.starts_with("--token-file "), "{error}");
     }
 
     #[test]
@@ -402,6 +476,8 @@ mod tests {
                     "/nonexistent/k",
                     "--tls-ca",
                     "/nonexistent/ca",
+                    "--token-file",
+                    "/nonexistent/token",
                 ],
                 "--tls-cert",
             ),

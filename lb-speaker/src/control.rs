@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::config::ControllerSettings;
+use crate::config::{ControllerSettings, TlsMaterial};
 
 /// How long one dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -56,15 +56,18 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Builds the endpoint; no I/O.
-pub fn endpoint(settings: &ControllerSettings) -> Result<Endpoint, ControlError> {
+/// Builds the endpoint with the TLS material just read; no I/O.
+pub fn endpoint(
+    settings: &ControllerSettings,
+    tls: Option<&TlsMaterial>,
+) -> Result<Endpoint, ControlError> {
     let mut endpoint = Endpoint::from(settings.uri.clone())
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
-    if let Some(tls) = &settings.tls {
+    if let Some(tls) = tls {
         let config = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&tls.ca_pem))
             .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
@@ -77,12 +80,23 @@ pub fn endpoint(settings: &ControllerSettings) -> Result<Endpoint, ControlError>
 }
 
 /// Dials the controller and opens the session with `first` (Hello, Report) queued before the stream
-/// starts, so the controller reads them first.
+/// starts, so the controller reads them first. The certificates and the token are read now, so
+/// renewed ones take effect at the next session.
 pub async fn open(
     settings: &ControllerSettings,
     first: Vec<SpeakerMessage>,
 ) -> Result<Session, ControlError> {
-    let channel = endpoint(settings)?
+    let credentials = settings
+        .tls
+        .as_ref()
+        .map(|files| files.load())
+        .transpose()
+        .map_err(|e| ControlError::Endpoint(e.to_string()))?;
+    let (tls, token) = match &credentials {
+        Some((tls, token)) => (Some(tls), Some(token)),
+        None => (None, None),
+    };
+    let channel = endpoint(settings, tls)?
         .connect()
         .await
         .map_err(|e| ControlError::Connect(chain(&e)))?;
@@ -92,8 +106,15 @@ pub async fn open(
         tx.try_send(message)
             .map_err(|e| ControlError::Session(e.to_string()))?;
     }
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            ControlError::Endpoint("--token-file: not a valid header value".to_owned())
+        })?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let response = AnnouncerClient::new(channel)
-        .session(ReceiverStream::new(rx))
+        .session(request)
         .await
         .map_err(|status| {
             let mut text = chain(&status);

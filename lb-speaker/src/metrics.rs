@@ -32,6 +32,8 @@ pub struct Metrics {
     pub conflicts: Family<ProtocolLabels, Counter>,
     /// Frames that could not be parsed.
     pub malformed_frames: Counter,
+    /// Conflicts counted but not reported to the controller (beyond the bound on reported ones).
+    pub conflicts_unreported: Counter,
     /// Frames that could not be sent.
     pub send_errors: Counter,
     /// Addresses held (whether or not the lease runs).
@@ -78,6 +80,11 @@ impl Metrics {
             "conflicts",
             "Frames from another MAC claiming an address this node holds",
             metrics.conflicts.clone(),
+        );
+        r.register(
+            "conflicts_unreported",
+            "Conflicts beyond the bound on those reported to the controller (a flood of foreign MACs): counted only",
+            metrics.conflicts_unreported.clone(),
         );
         r.register(
             "malformed_frames",

@@ -23,6 +23,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::frames::{self, ArpOp, Frame, FrameError, Mac};
 use crate::metrics::{self, Metrics, ProtocolLabels};
 
+/// Conflicts (address, foreign MAC) one responder reports to the speaker between two assignment
+/// changes; the controller takes at most as many from a report.
+pub const MAX_REPORTED_CONFLICTS: usize = 64;
+
 /// How often a responder thread wakes without traffic to see whether it must stop.
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -399,7 +403,13 @@ impl Receive {
                 foreign_mac,
             } => {
                 self.metrics.conflicts.get_or_create(&protocol).inc();
-                if reported.insert((address, foreign_mac)) {
+                // Anyone on the segment can answer with random MACs: a bounded number of conflicts is
+                // reported per assignment change, the rest only counted.
+                if reported.len() >= MAX_REPORTED_CONFLICTS
+                    && !reported.contains(&(address, foreign_mac))
+                {
+                    self.metrics.conflicts_unreported.inc();
+                } else if reported.insert((address, foreign_mac)) {
                     tracing::warn!(
                         address = %address,
                         interface = %self.name,

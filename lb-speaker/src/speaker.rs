@@ -442,7 +442,11 @@ impl Speaker {
                 foreign_mac,
             } => {
                 if self.announced.contains(&(interface.clone(), address)) {
-                    self.conflicts.insert((address, interface, foreign_mac));
+                    if self.conflicts.len() < crate::responder::MAX_REPORTED_CONFLICTS {
+                        self.conflicts.insert((address, interface, foreign_mac));
+                    } else {
+                        self.metrics.conflicts_unreported.inc();
+                    }
                 }
             }
             Event::Failed { interface, error } => {

@@ -597,3 +597,49 @@ fn losing_the_controller_holds_the_address_past_the_lease_until_a_new_controller
             .contains("holding what this node announces")
     );
 }
+
+#[test]
+fn arp_replies_from_thousands_of_random_macs_make_a_bounded_number_of_reported_conflicts() {
+    let bed = Bed::new("lb-speaker-conflict-flood", &["n1"]);
+    let one = &bed.sessions[0];
+    let (generation, _) = one.assign(&["10.10.39.200"], 60_000);
+    one.wait_ack(generation, SESSION_TIMEOUT);
+    // Anyone on the segment: the client claims the address from 5,000 made-up MACs.
+    let (mut tx, _rx) = raw_channel(bed.host("client"), Duration::from_millis(100));
+    const FLOOD: u32 = 5_000;
+    for n in 0..FLOOD {
+        let b = n.to_be_bytes();
+        let mac = [0x02, 0x66, b[0], b[1], b[2], b[3]];
+        let frame = lb_speaker::frames::gratuitous_arp(mac, VIP, ArpOp::Reply);
+        tx.send_to(&frame, None).unwrap().unwrap();
+    }
+    // The speaker reports conflicts, never more than the bound, however many MACs it heard.
+    let most = one.wait_for("a report with conflicts", SESSION_TIMEOUT, |messages| {
+        messages
+            .iter()
+            .filter_map(|m| match &m.body {
+                Some(SpeakerBody::Report(r)) => Some(r.conflicts.len()),
+                _ => None,
+            })
+            .max()
+            .filter(|most| *most > 0)
+    });
+    assert!(
+        most <= lb_speaker::responder::MAX_REPORTED_CONFLICTS,
+        "a report listed {most} conflicts"
+    );
+    // And it keeps answering for the address it holds.
+    assert_eq!(
+        arping(bed.host("client"), VIP),
+        [bed.host("n1").mac().unwrap()]
+    );
+    let reports_over_bound = one
+        .messages()
+        .iter()
+        .filter(|m| {
+            matches!(&m.body, Some(SpeakerBody::Report(r))
+                if r.conflicts.len() > lb_speaker::responder::MAX_REPORTED_CONFLICTS)
+        })
+        .count();
+    assert_eq!(reports_over_bound, 0);
+}

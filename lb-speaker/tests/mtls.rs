@@ -58,8 +58,13 @@ fn only_speakers_and_controllers_certified_by_the_cluster_ca_talk_to_each_other(
     let foreign = stranger
         .issue_files(&dir("foreign"), "speaker", &[], &[], Usage::Client)
         .unwrap();
+    // The stand-in checks certificates only; tokens are lb-controller's (tests/identity.rs there).
+    let token = scratch.join("token");
+    std::fs::write(&token, "stand-in-token").unwrap();
     let tls_args = |cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path| {
         vec![
+            "--token-file".to_owned(),
+            token.display().to_string(),
             "--tls-cert".to_owned(),
             cert.display().to_string(),
             "--tls-key".to_owned(),

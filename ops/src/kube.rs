@@ -71,23 +71,31 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
 ///
 /// Events are for people: [`EventPublisher::publish`] only queues, and one task publishes `concurrency` at
 /// a time, so a burst (twenty thousand at a controller's start at ten thousand Services) never competes
-/// with the writes users wait for, nor holds up the caller.
+/// with the writes users wait for, nor holds up the caller. The queue holds at most [`EVENT_QUEUE`]
+/// Events: beyond that (a flood) they are dropped and counted, never buffered without end.
 #[derive(Clone)]
 pub struct EventPublisher {
-    queue: mpsc::UnboundedSender<(
+    queue: mpsc::Sender<(
         kube::runtime::events::Event,
         k8s_openapi::api::core::v1::ObjectReference,
     )>,
+    dropped: prometheus_client::metrics::counter::Counter,
 }
 
+/// Events queued for publishing at most; a controller's start at ten thousand Services fills about
+/// twice this, and the API server takes them at a few hundred a second.
+pub const EVENT_QUEUE: usize = 32 * 1024;
+
 impl EventPublisher {
-    /// Starts the publishing task on the current Tokio runtime, reporting as `reporter`.
+    /// Starts the publishing task on the current Tokio runtime, reporting as `reporter`; Events that
+    /// find the queue full are counted in `dropped`.
     pub fn start(
         client: Client,
         reporter: kube::runtime::events::Reporter,
         concurrency: usize,
+        dropped: prometheus_client::metrics::counter::Counter,
     ) -> Self {
-        let (queue, mut queued) = mpsc::unbounded_channel();
+        let (queue, mut queued) = mpsc::channel(EVENT_QUEUE);
         let events = futures::stream::poll_fn(move |cx| queued.poll_recv(cx));
         tokio::spawn(events.for_each_concurrent(
             concurrency,
@@ -104,7 +112,7 @@ impl EventPublisher {
                 }
             },
         ));
-        Self { queue }
+        Self { queue, dropped }
     }
 
     /// Queues `event` about `reference`.
@@ -113,8 +121,11 @@ impl EventPublisher {
         event: kube::runtime::events::Event,
         reference: k8s_openapi::api::core::v1::ObjectReference,
     ) {
-        // The task lives as long as the runtime; a send fails only while it shuts down.
-        let _ = self.queue.send((event, reference));
+        // The task lives as long as the runtime: besides a full queue, a send fails only while it
+        // shuts down.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send((event, reference)) {
+            self.dropped.inc();
+        }
     }
 }
 

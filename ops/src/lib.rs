@@ -36,7 +36,8 @@ pub struct OpsArgs {
         long,
         env = "OPS_ADDR",
         alias = "metrics-listen",
-        default_value = "0.0.0.0:9090"
+        default_value = "0.0.0.0:9090",
+        value_parser = parse_listen
     )]
     pub ops_addr: SocketAddr,
 
@@ -174,6 +175,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// Parses a listen address `IP:PORT`, also with an IPv6 address written without brackets
+/// (`fd00::7:9090`): Kubernetes substitutes `$(NODE_IP):9090` in a Pod's arguments without knowing the
+/// address family, and the port is always last.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let bad = || format!("listen address {text:?} is not IP:PORT");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| bad())?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    Ok(SocketAddr::new(ip, port))
+}
+
 /// [`parse_duration`] for periods, which cannot be zero (a timer with a zero period would fire without end;
 /// Tokio's panics).
 pub fn parse_period(text: &str) -> Result<Duration, String> {
@@ -187,6 +203,26 @@ pub fn parse_period(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_take_ipv6_with_or_without_brackets() {
+        assert_eq!(
+            parse_listen("10.0.0.7:9090").unwrap().to_string(),
+            "10.0.0.7:9090"
+        );
+        assert_eq!(
+            parse_listen("[fd00::7]:9090").unwrap().to_string(),
+            "[fd00::7]:9090"
+        );
+        assert_eq!(
+            parse_listen("fd00::7:9090").unwrap().to_string(),
+            "[fd00::7]:9090"
+        );
+        for bad in ["", "9090", "node:9090", "10.0.0.7", "10.0.0.7:99999"] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains("IP:PORT"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn a_period_of_zero_is_refused_naming_the_value() {

@@ -27,6 +27,7 @@ use crate::forward::Forward;
 use crate::kube::KubeCluster;
 use crate::netlab::{Host, LabNetwork, LabSpec};
 use crate::process::{Process, free_port, run_ok};
+use crate::speaker_identity::SpeakerAccount;
 use crate::{HarnessError, Result, http, io_err, wait};
 
 /// The seed's node names.
@@ -545,6 +546,16 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
     let server = ca.issue_files(&files, "lb-controller", &[], &["127.0.0.1"], Usage::Server)?;
     let speaker = ca.issue_files(&files, "lb-speaker", &[], &[], Usage::Client)?;
 
+    rec.step(
+        "speaker identities: ServiceAccount groundwork-speakers/lb-speaker, a Pod of it bound to each node, its token",
+    )?;
+    let account = SpeakerAccount::default();
+    let mut tokens = std::collections::BTreeMap::new();
+    for node in NODES {
+        let path = runtime.block_on(account.token_file(&client, node, &files))?;
+        tokens.insert(node, path);
+    }
+
     rec.step("lb-controller: two replicas with leader election")?;
     let mut controllers = Vec::new();
     for replica in 0..2 {
@@ -561,6 +572,8 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
             &server.key.display().to_string(),
             "--tls-ca",
             &server.ca.display().to_string(),
+            "--speaker-service-account",
+            &account.flag(),
             "--leader-elect",
             "--pod-name",
             &pod,
@@ -601,6 +614,8 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
             &speaker.key.display().to_string(),
             "--tls-ca",
             &speaker.ca.display().to_string(),
+            "--token-file",
+            &tokens[node].display().to_string(),
         ]);
         let process = Process::spawn(
             &format!("lb-speaker on {node}"),

@@ -969,12 +969,26 @@ fn apply_announcing(node: &mut Node, name: &str, announcing: &BTreeSet<IpAddr>, 
     }
 }
 
+/// Conflicts, and problems, taken from one report: each becomes a Kubernetes Event, and a speaker
+/// hearing ARP replies from random MACs (anyone on the segment can send them) must not turn into an
+/// Event flood. Whole reports are bounded by gRPC's 4 MiB message limit.
+pub(super) const MAX_FINDINGS: usize = 64;
+
 fn report_findings(node: &mut Node, name: &str, report: &pb::Report, out: &mut Vec<Output>) {
     let Some(session) = node.session.as_mut() else {
         return;
     };
+    if report.conflicts.len() > MAX_FINDINGS || report.problems.len() > MAX_FINDINGS {
+        tracing::warn!(
+            node = name,
+            conflicts = report.conflicts.len(),
+            problems = report.problems.len(),
+            limit = MAX_FINDINGS,
+            "a report lists more findings than the limit; the rest are ignored"
+        );
+    }
     let mut conflicts = BTreeSet::new();
-    for conflict in &report.conflicts {
+    for conflict in report.conflicts.iter().take(MAX_FINDINGS) {
         match conflict.address.parse::<IpAddr>() {
             Ok(address) => {
                 conflicts.insert((
@@ -998,7 +1012,7 @@ fn report_findings(node: &mut Node, name: &str, report: &pb::Report, out: &mut V
     }
     session.conflicts = conflicts;
     let mut problems = BTreeSet::new();
-    for problem in &report.problems {
+    for problem in report.problems.iter().take(MAX_FINDINGS) {
         let address = if problem.address.is_empty() {
             None
         } else {

@@ -527,6 +527,38 @@ fn bad_addresses_in_reports_are_ignored() {
     assert!(events(&out).is_empty());
 }
 
+#[test]
+fn a_report_flooded_with_conflicts_from_random_macs_makes_a_bounded_number_of_events() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let mut t = settled_with_x_on_a(&mut fence, Instant::now());
+    let mut total = 0;
+    for round in 0..20u32 {
+        let mut message = report(2, &["10.0.0.1"]);
+        if let Some(pb::speaker_message::Body::Report(r)) = message.body.as_mut() {
+            for n in 0..10_000u32 {
+                let mac = (round * 10_000 + n).to_be_bytes();
+                r.conflicts.push(pb::Conflict {
+                    address: "10.0.0.1".into(),
+                    interface: "eth0".into(),
+                    foreign_mac: vec![2, 0, mac[0], mac[1], mac[2], mac[3]],
+                });
+            }
+        }
+        t += ms(1);
+        let out = fence.message(1, &message, t);
+        let conflicts = events(&out)
+            .into_iter()
+            .filter(|e| matches!(e, HubEvent::Conflict { .. }))
+            .count();
+        assert!(
+            conflicts <= MAX_FINDINGS,
+            "{conflicts} events from one report"
+        );
+        total += conflicts;
+    }
+    assert!(total <= 20 * MAX_FINDINGS);
+}
+
 /// A simulated world: speakers that follow the speaker's half of the protocol over links with a fixed
 /// transit delay, processes that die, partitions that drop messages, reconnects and graceful leaves. The
 /// fence must never let two live speakers announce one address at the same millisecond.

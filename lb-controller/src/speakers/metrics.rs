@@ -24,6 +24,11 @@ struct EndLabels {
     reason: Reason,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
 /// Handles on every metric the hub updates.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -34,6 +39,8 @@ pub(crate) struct Metrics {
     handover_wait: Histogram,
     conflicts: Counter,
     queued: Histogram,
+    refused: Family<RefusedLabels, Counter>,
+    events_dropped: Counter,
 }
 
 impl Metrics {
@@ -53,6 +60,8 @@ impl Metrics {
             queued: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 0.0005, 2.0, 13,
             )),
+            refused: Family::default(),
+            events_dropped: Counter::default(),
         };
         registry.register(
             "speakers_connected",
@@ -90,7 +99,27 @@ impl Metrics {
              (if this nears half a lease, live speakers are taken for silent)",
             metrics.queued.clone(),
         );
+        registry.register(
+            "speaker_sessions_refused",
+            "Sessions refused because the speaker's token does not prove the node its Hello names, by reason",
+            metrics.refused.clone(),
+        );
+        registry.register(
+            "speaker_events_dropped",
+            "Hub observations dropped because the Event queue was full (a flood of reports)",
+            metrics.events_dropped.clone(),
+        );
         metrics
+    }
+
+    /// Counts a refused session.
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// Counts an observation the full Event queue could not take.
+    pub(crate) fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Observes how long a received message waited for the hub.
@@ -168,6 +197,8 @@ mod tests {
         });
         metrics.set_levels(2, 1);
         metrics.observe_queued(Duration::from_micros(300));
+        metrics.refused("wrong_node");
+        metrics.event_dropped();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -178,6 +209,8 @@ mod tests {
             "lb_controller_speakers_connected 2",
             "lb_controller_speaker_assignments_held 1",
             "lb_controller_speaker_message_queued_seconds_count 1",
+            "lb_controller_speaker_sessions_refused_total{reason=\"wrong_node\"} 1",
+            "lb_controller_speaker_events_dropped_total 1",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -6,9 +6,15 @@
 //! ([`SpeakerHub::available`]), states which node should announce what ([`SpeakerHub::set_desired`]), and
 //! reads back what is announced ([`SpeakerHub::announced`]) and what happened ([`SpeakerHub::events`]).
 //! The fencing rules live in `fence` as pure logic; `session` is the tonic service and the timer
-//! driver around it; `tls` loads certificates; `metrics` counts what happens.
+//! driver around it; `identity` decides whether a session may speak for the node it names; `tls` loads
+//! certificates; `metrics` counts what happens.
+//!
+//! Everything a speaker can fill is bounded: the inbox between the sessions and the fence (a full one
+//! makes the readers wait, and HTTP/2 flow control then stops the speaker), the observations queue
+//! (dropped and counted beyond [`EVENT_QUEUE`]), and what one report may list (`fence`).
 
 mod fence;
+pub mod identity;
 mod metrics;
 mod session;
 mod tls;
@@ -25,6 +31,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use session::SpeakerService;
+
+/// Messages received from all sessions that the fence has not taken in yet.
+const INBOX: usize = 4096;
+
+/// Observations waiting for the controller (which turns them into Kubernetes Events).
+pub const EVENT_QUEUE: usize = 1024;
 
 /// Timing of the leases the hub hands out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,13 +249,15 @@ struct Inner {
     wake: Arc<Notify>,
     available: watch::Sender<BTreeMap<String, SpeakerInfo>>,
     announced: watch::Sender<BTreeMap<IpAddr, String>>,
-    events: mpsc::UnboundedSender<HubEvent>,
-    events_rx: Mutex<Option<mpsc::UnboundedReceiver<HubEvent>>>,
+    events: mpsc::Sender<HubEvent>,
+    events_rx: Mutex<Option<mpsc::Receiver<HubEvent>>>,
     metrics: metrics::Metrics,
     driver_started: std::sync::atomic::AtomicBool,
     /// What the sessions' readers received, for the driver to take in (`session::drive`).
-    inbox: mpsc::UnboundedSender<fence::Received>,
-    inbox_rx: Mutex<Option<mpsc::UnboundedReceiver<fence::Received>>>,
+    inbox: mpsc::Sender<fence::Received>,
+    inbox_rx: Mutex<Option<mpsc::Receiver<fence::Received>>>,
+    /// When set, a session must prove the node its Hello names (`identity`).
+    identity: std::sync::OnceLock<identity::TokenReviewer>,
 }
 
 /// The fence plus the streams of the open sessions.
@@ -278,8 +292,11 @@ impl Inner {
                 fence::Output::Event(event) => {
                     log_event(&event);
                     self.metrics.observe(&event);
-                    // Nobody listening is fine: events are observations, not commands.
-                    let _ = self.events.send(event);
+                    // Nobody listening is fine: events are observations, not commands. A full queue
+                    // (a speaker flooding reports) drops them: the log and the metrics above have them.
+                    if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+                        self.metrics.event_dropped();
+                    }
                 }
             }
         }
@@ -302,11 +319,12 @@ impl Inner {
         self.wake.notify_one();
     }
 
-    /// Queues what a session's reader received for the driver, stamped with the time it arrived.
-    fn receive(&self, session: fence::SessionId, what: fence::Inbound) {
+    /// Queues what a session's reader received for the driver, stamped with the time it arrived; waits
+    /// while the inbox is full.
+    async fn receive(&self, session: fence::SessionId, what: fence::Inbound) {
         let at = tokio::time::Instant::now();
         // The driver holds the receiver for as long as the hub lives.
-        let _ = self.inbox.send(fence::Received { session, what, at });
+        let _ = self.inbox.send(fence::Received { session, what, at }).await;
     }
 
     /// Runs `f` on the fence with the current time and carries out its outputs.
@@ -366,8 +384,8 @@ pub struct SpeakerHub {
 impl SpeakerHub {
     /// A hub, inactive until [`SpeakerHub::set_active`], registering its metrics in `registry`.
     pub fn new(config: HubConfig, registry: &mut prometheus_client::registry::Registry) -> Self {
-        let (events, events_rx) = mpsc::unbounded_channel();
-        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (inbox, inbox_rx) = mpsc::channel(INBOX);
         let inner = Inner {
             config,
             state: Mutex::new(State {
@@ -385,9 +403,18 @@ impl SpeakerHub {
             driver_started: std::sync::atomic::AtomicBool::new(false),
             inbox,
             inbox_rx: Mutex::new(Some(inbox_rx)),
+            identity: std::sync::OnceLock::new(),
         };
         Self {
             inner: Arc::new(inner),
+        }
+    }
+
+    /// From now on, a session is accepted only with a token that `reviewer` finds is from the speakers'
+    /// ServiceAccount in a pod on the node the Hello names. Set once, before serving.
+    pub fn require_identity(&self, reviewer: identity::TokenReviewer) {
+        if self.inner.identity.set(reviewer).is_err() {
+            tracing::warn!("speaker identity was already required; keeping the first reviewer");
         }
     }
 
@@ -470,15 +497,15 @@ impl SpeakerHub {
         self.inner.announced.subscribe()
     }
 
-    /// The hub's observations. The first call gets every event since the hub was made (they are buffered
-    /// until then); later calls get a receiver that is already closed.
-    pub fn events(&self) -> mpsc::UnboundedReceiver<HubEvent> {
+    /// The hub's observations. The first call gets every event since the hub was made (up to
+    /// [`EVENT_QUEUE`] are buffered until then); later calls get a receiver that is already closed.
+    pub fn events(&self) -> mpsc::Receiver<HubEvent> {
         let taken = self
             .inner
             .events_rx
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        taken.unwrap_or_else(|| mpsc::unbounded_channel().1)
+        taken.unwrap_or_else(|| mpsc::channel(1).1)
     }
 }

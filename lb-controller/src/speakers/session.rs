@@ -12,8 +12,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Inner;
 use super::fence::{CloseReason, Inbound, Received};
+use super::{Inner, identity};
 
 /// The sending half of one session's response stream.
 #[derive(Debug)]
@@ -64,6 +64,7 @@ impl Announcer for SpeakerService {
         if !self.inner.lock().fence.is_active() {
             return Err(Status::unavailable("not the leader"));
         }
+        let token = identity::bearer(request.metadata()).map(str::to_owned);
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.inner.config.lease, inbound.message())
             .await
@@ -77,6 +78,17 @@ impl Announcer for SpeakerService {
         };
         if hello.node.is_empty() {
             return Err(Status::invalid_argument("hello.node must not be empty"));
+        }
+        if let Some(reviewer) = self.inner.identity.get()
+            && let Err(refusal) = reviewer.verify(token.as_deref(), &hello.node).await
+        {
+            self.inner.metrics.refused(refusal.reason());
+            tracing::warn!(node = %hello.node, reason = refusal.reason(), %refusal,
+                    "refused a speaker session: it does not prove the node it names");
+            return Err(Status::permission_denied(format!(
+                "refused a session for node {}: {refusal}",
+                hello.node
+            )));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = CancellationToken::new();
@@ -97,7 +109,9 @@ impl Announcer for SpeakerService {
             id
         };
         tracing::debug!(node = %hello.node, session = id, "session opened");
-        self.inner.receive(id, Inbound::Hello { hello, sent_at_ms });
+        self.inner
+            .receive(id, Inbound::Hello { hello, sent_at_ms })
+            .await;
         tokio::spawn(read_session(Arc::clone(&self.inner), id, inbound, closed));
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
     }
@@ -116,7 +130,7 @@ async fn read_session(
             next = inbound.message() => next,
         };
         match next {
-            Ok(Some(message)) => inner.receive(id, Inbound::Message(message)),
+            Ok(Some(message)) => inner.receive(id, Inbound::Message(message)).await,
             Ok(None) => {
                 tracing::debug!(session = id, "speaker closed its stream");
                 break;
@@ -127,7 +141,7 @@ async fn read_session(
             }
         }
     }
-    inner.receive(id, Inbound::Ended);
+    inner.receive(id, Inbound::Ended).await;
 }
 
 /// Starts the driver once, if a Tokio runtime is running (it always is by the time a session
@@ -161,7 +175,7 @@ const TICK_GRANULARITY: std::time::Duration = std::time::Duration::from_millis(1
 async fn drive(
     inner: Weak<Inner>,
     wake: Arc<tokio::sync::Notify>,
-    mut inbox: mpsc::UnboundedReceiver<Received>,
+    mut inbox: mpsc::Receiver<Received>,
 ) {
     let mut batch = Vec::new();
     loop {

@@ -40,6 +40,22 @@ pub async fn plain_channel(addr: SocketAddr) -> Channel {
         .unwrap()
 }
 
+/// A mutual-TLS channel with a speaker's client certificate, as the real speaker dials.
+pub async fn tls_channel(addr: SocketAddr, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .domain_name(addr.ip().to_string());
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// How the stand-in speaker behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct Behaviour {
@@ -140,14 +156,29 @@ impl FakeSpeaker {
         held: u64,
         announcing: &[&str],
     ) -> Result<Self, tonic::Status> {
+        Self::connect_with_token(channel, node, held, announcing, None).await
+    }
+
+    /// Like [`FakeSpeaker::connect`], sending `token` as `authorization: Bearer` (what the speaker
+    /// reads from its projected ServiceAccount token).
+    pub async fn connect_with_token(
+        channel: Channel,
+        node: &str,
+        held: u64,
+        announcing: &[&str],
+        token: Option<&str>,
+    ) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(hello(node, held)).unwrap();
         tx.send(report(held, announcing)).unwrap();
         let mut client = AnnouncerClient::new(channel);
-        let mut inbound = client
-            .session(UnboundedReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let mut inbound = client.session(request).await?.into_inner();
         let tx = Arc::new(Mutex::new(Some(tx)));
         let log = Arc::new(Mutex::new(Log {
             applied: held,

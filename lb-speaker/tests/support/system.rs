@@ -16,6 +16,7 @@ use integration_tests::forward::Forward;
 use integration_tests::kube::KubeCluster;
 use integration_tests::netlab::{Host, LabNetwork, LabSpec};
 use integration_tests::process::{Process, Scratch, free_port, workspace_binary};
+use integration_tests::speaker_identity::SpeakerAccount;
 use integration_tests::wait;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -64,6 +65,14 @@ impl System {
         let cluster = runtime.block_on(KubeCluster::start()).unwrap();
         let client = cluster.client();
         runtime.block_on(seed_objects(&cluster));
+        // Each speaker proves its node with a token of the speakers' account from a Pod on that node.
+        let account = SpeakerAccount::default();
+        for node in NODES {
+            runtime
+                .block_on(account.token_file(&client, node, scratch.path()))
+                .unwrap();
+        }
+        let account_flag = account.flag();
 
         let ca = Ca::new("groundwork-test-ca").unwrap();
         let server = ca
@@ -101,6 +110,8 @@ impl System {
                 &key,
                 "--tls-ca",
                 &ca_file,
+                "--speaker-service-account",
+                &account_flag,
                 "--controller-loss-hold",
                 hold,
             ];
@@ -386,6 +397,12 @@ pub fn gap(replies: &[(Instant, u64, Mac)], old: Mac) -> (Option<Instant>, Optio
 
 fn spawn_speaker(host: &Host, scratch: &Scratch, forward: &Forward, flags: &[String]) -> Process {
     let url = format!("https://127.0.0.1:{}", forward.local().port());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let token = scratch
+        .path()
+        .join(format!("token-{}", host.name))
+        .display()
+        .to_string();
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend(["--token-file", &token]);
     start_speaker(SPEAKER, host, scratch, &url, &flags)
 }

@@ -38,6 +38,11 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.lbSpeaker.namespace | default .Release.Namespace }}
 {{- end -}}
 
+{{/* The audience of the speakers' identity tokens: the controller of this release. */}}
+{{- define "groundwork.speakerTokenAudience" -}}
+lb-controller.groundwork.dev
+{{- end -}}
+
 {{/* Pod Security "restricted" for a container: non-root, read-only root, no escalation, no capabilities. */}}
 {{- define "groundwork.restrictedContainer" -}}
 runAsNonRoot: true
