@@ -1,5 +1,6 @@
 //! Command-line configuration, validated into [`Settings`] before any connection is made.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use ops::etcd::{EtcdArgs, EtcdConfigError, EtcdConnection};
 use proto::skydns::KeyLayout;
 
 use crate::plan::Policy;
-use crate::source::{Filters, validate_hostname};
+use crate::publish::{NamePattern, PublishRules};
+use crate::source::{Filters, Limits, validate_hostname};
 
 /// `dns-sync`: keeps DNS records for Services and Ingresses in etcd, in the skydns format that CoreDNS and
 /// external-dns use, changing only the records it owns.
@@ -27,6 +29,43 @@ pub struct Config {
     /// Only names ending in this domain (label boundary) are written (repeatable; none means any).
     #[arg(long = "domain-filter", env = "DOMAIN_FILTER", value_delimiter = ',')]
     pub domain_filters: Vec<String>,
+
+    /// A zone served from this etcd (repeatable; default: each --domain-filter, taken as a zone apex). Nobody
+    /// may publish a zone's apex, `*.<zone>` or anything at or under `dns.<zone>` (dns-server's NS, glue and
+    /// apex keys). Without --domain-filter, the zones are the domain filter too.
+    #[arg(long = "zone", env = "ZONE", value_delimiter = ',')]
+    pub zones: Vec<String>,
+
+    /// A name nobody may publish, or `*.domain` for every name below it (repeatable), e.g. the name servers
+    /// given to dns-server with --ns.
+    #[arg(long = "reserved-name", env = "RESERVED_NAME", value_delimiter = ',')]
+    pub reserved_names: Vec<String>,
+
+    /// NAMESPACE=NAME or NAMESPACE=*.DOMAIN (repeatable): the names a namespace may publish. A namespace with
+    /// entries publishes only inside them, and a name inside them is for the listed namespaces only; other
+    /// names go to the first namespace that claims them.
+    #[arg(
+        long = "namespace-domains",
+        env = "NAMESPACE_DOMAINS",
+        value_delimiter = ','
+    )]
+    pub namespace_domains: Vec<String>,
+
+    /// Namespaces without a --namespace-domains entry publish nothing.
+    #[arg(long, env = "REQUIRE_NAMESPACE_DOMAINS")]
+    pub require_namespace_domains: bool,
+
+    /// Host names one object may ask for; an object with more publishes nothing new.
+    #[arg(long, env = "MAX_NAMES_PER_OBJECT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_names_per_object: u32,
+
+    /// Targets one object may point its names at; an object with more publishes nothing new.
+    #[arg(long, env = "MAX_TARGETS_PER_OBJECT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_targets_per_object: u32,
+
+    /// Distinct targets one name may have (the union over the objects of its namespace).
+    #[arg(long, env = "MAX_TARGETS_PER_NAME", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_targets_per_name: u32,
 
     /// `sync` creates, updates and deletes; `upsert-only` never deletes.
     #[arg(long, env = "POLICY", value_enum, default_value = "sync")]
@@ -123,6 +162,30 @@ pub enum ConfigError {
     /// An annotation filter is not KEY=VALUE.
     #[error("--annotation-filter {0:?}: expected KEY=VALUE")]
     AnnotationFilter(String),
+    /// A zone is not a DNS name.
+    #[error("--zone {value:?}: {reason}")]
+    Zone {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A reserved name is not a DNS name or `*.domain`.
+    #[error("--reserved-name {value:?}: {reason}")]
+    ReservedName {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A namespace allow-list entry is not NAMESPACE=NAME or NAMESPACE=*.DOMAIN.
+    #[error("--namespace-domains {value:?}: {reason}")]
+    NamespaceDomains {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// Adopting our own records makes no sense.
     #[error("--adopt-owner must differ from --owner-id")]
     AdoptSelf,
@@ -143,6 +206,8 @@ pub struct Settings {
     pub policy: Policy,
     /// Object and name filters.
     pub filters: Filters,
+    /// Reserved names, namespaces and per-name limits.
+    pub publish: PublishRules,
     /// Watch Services.
     pub services: bool,
     /// Watch Ingresses.
@@ -171,16 +236,58 @@ impl Config {
                 return Err(ConfigError::OwnerId(adopt.clone()));
             }
         }
-        let domains = self
-            .domain_filters
-            .iter()
-            .map(|d| {
-                validate_hostname(d).map_err(|reason| ConfigError::DomainFilter {
-                    value: d.clone(),
-                    reason,
+        let names = |values: &[String], error: fn(String, String) -> ConfigError| {
+            values
+                .iter()
+                .map(|value| {
+                    validate_hostname(value).map_err(|reason| error(value.clone(), reason))
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut domains = names(&self.domain_filters, |value, reason| {
+            ConfigError::DomainFilter { value, reason }
+        })?;
+        let mut zones = names(&self.zones, |value, reason| ConfigError::Zone {
+            value,
+            reason,
+        })?;
+        if let Some(zone) = zones.iter().find(|z| z.starts_with("*.")) {
+            return Err(ConfigError::Zone {
+                value: zone.clone(),
+                reason: "a zone cannot be a wildcard".to_owned(),
+            });
+        }
+        // Each defaults to the other: the zones are what we may write into, the filter what we read.
+        if zones.is_empty() {
+            zones.clone_from(&domains);
+        } else if domains.is_empty() {
+            domains.clone_from(&zones);
+        }
+        let reserved = names(&self.reserved_names, |value, reason| {
+            ConfigError::ReservedName { value, reason }
+        })?
+        .iter()
+        .map(|name| NamePattern::new(name))
+        .collect();
+        let mut namespace_domains: BTreeMap<String, Vec<NamePattern>> = BTreeMap::new();
+        for entry in &self.namespace_domains {
+            let error = |reason: &str| ConfigError::NamespaceDomains {
+                value: entry.clone(),
+                reason: reason.to_owned(),
+            };
+            let (namespace, pattern) = entry
+                .split_once('=')
+                .ok_or_else(|| error("expected NAMESPACE=NAME or NAMESPACE=*.DOMAIN"))?;
+            let namespace = namespace.trim();
+            if !is_namespace(namespace) {
+                return Err(error("the namespace must be a DNS label (RFC 1123)"));
+            }
+            let pattern = validate_hostname(pattern).map_err(|reason| error(&reason))?;
+            namespace_domains
+                .entry(namespace.to_owned())
+                .or_default()
+                .push(NamePattern::new(&pattern));
+        }
         let annotations = self
             .annotation_filters
             .iter()
@@ -202,12 +309,34 @@ impl Config {
                 domains,
                 ingress_class: self.ingress_class.clone(),
                 annotations,
+                limits: Limits {
+                    names_per_object: self.max_names_per_object as usize,
+                    targets_per_object: self.max_targets_per_object as usize,
+                },
+            },
+            publish: PublishRules {
+                zones,
+                reserved,
+                namespace_domains,
+                require_namespace_domains: self.require_namespace_domains,
+                max_targets_per_name: self.max_targets_per_name as usize,
             },
             services: both || self.sources.contains(&SourceKind::Service),
             ingresses: both || self.sources.contains(&SourceKind::Ingress),
             config: self.clone(),
         })
     }
+}
+
+/// A Kubernetes namespace name: one RFC 1123 label.
+fn is_namespace(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 #[cfg(test)]
@@ -268,5 +397,97 @@ mod tests {
             assert!(err.contains(flag), "{args:?}: {err}");
         }
         assert!(parse(&[]).unwrap_err().contains("--owner-id"));
+        for (args, flag) in [
+            (&["--zone", "*.test.org"][..], "--zone"),
+            (&["--zone", "bad_zone.org"][..], "--zone"),
+            (&["--reserved-name", "a..b"][..], "--reserved-name"),
+            (
+                &["--namespace-domains", "shop.test.org"][..],
+                "--namespace-domains",
+            ),
+            (
+                &["--namespace-domains", "Team_A=shop.test.org"][..],
+                "--namespace-domains",
+            ),
+            (
+                &["--namespace-domains", "a=x.*.test.org"][..],
+                "--namespace-domains",
+            ),
+            (
+                &["--max-names-per-object", "0"][..],
+                "--max-names-per-object",
+            ),
+            (
+                &["--max-targets-per-name", "many"][..],
+                "--max-targets-per-name",
+            ),
+        ] {
+            let mut all = vec!["--owner-id", "gw"];
+            all.extend_from_slice(args);
+            let err = parse(&all).unwrap_err();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn zones_default_to_the_domain_filters_and_the_other_way_round() {
+        let settings = parse(&["--owner-id", "gw", "--domain-filter", "test.org"]).unwrap();
+        assert_eq!(settings.publish.zones, ["test.org"]);
+        let settings = parse(&["--owner-id", "gw", "--zone", "Test.org,lab.example"]).unwrap();
+        assert_eq!(settings.filters.domains, ["test.org", "lab.example"]);
+        let settings = parse(&[
+            "--owner-id",
+            "gw",
+            "--zone",
+            "test.org",
+            "--domain-filter",
+            "apps.test.org",
+        ])
+        .unwrap();
+        assert_eq!(settings.publish.zones, ["test.org"]);
+        assert_eq!(settings.filters.domains, ["apps.test.org"]);
+        assert!(
+            parse(&["--owner-id", "gw"])
+                .unwrap()
+                .publish
+                .zones
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn namespace_domains_and_limits_are_read_into_the_rules() {
+        let settings = parse(&[
+            "--owner-id",
+            "gw",
+            "--namespace-domains",
+            "team-a=shop.test.org,team-a=*.apps.test.org",
+            "--namespace-domains",
+            "b=b.test.org",
+            "--reserved-name",
+            "ns1.test.org",
+            "--max-targets-per-object",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.publish.namespace_domains["team-a"],
+            [
+                NamePattern::Exact("shop.test.org".to_owned()),
+                NamePattern::Below("apps.test.org".to_owned())
+            ]
+        );
+        assert_eq!(
+            settings.publish.namespace_domains["b"],
+            [NamePattern::Exact("b.test.org".to_owned())]
+        );
+        assert_eq!(
+            settings.publish.reserved,
+            [NamePattern::Exact("ns1.test.org".to_owned())]
+        );
+        assert_eq!(settings.filters.limits.targets_per_object, 8);
+        assert_eq!(settings.filters.limits.names_per_object, 100);
+        assert_eq!(settings.publish.max_targets_per_name, 1000);
+        assert!(!settings.publish.require_namespace_domains);
     }
 }

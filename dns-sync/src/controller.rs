@@ -7,6 +7,7 @@
 //! directly, and if that fails too, it upserts and defers every deletion.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -22,7 +23,8 @@ use tokio::sync::mpsc;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::plan::{self, Change, Conflict, Rules};
-use crate::source::{self, Endpoint, ObjectId, Rejection};
+use crate::publish;
+use crate::source::{self, Endpoint, ObjectId, Rejection, RejectionKind, Request};
 use crate::writer::{self, WriteError};
 
 /// Longest wait between retries of a failed sync.
@@ -73,17 +75,34 @@ struct Syncer {
     etcd: Option<etcd_client::Client>,
     metrics: Metrics,
     events: ops::kube::EventPublisher,
-    /// The last event reason+note per object, so an unchanged state is not re-announced.
-    reported: HashMap<ObjectId, String>,
+    /// A hash of the last note per object and Event reason, so an unchanged state is not re-announced.
+    reported: HashMap<(ObjectId, &'static str), u64>,
     services: Option<Watched<Service>>,
     ingresses: Option<Watched<Ingress>>,
 }
 
+/// What the objects ask for, gathered from the reflectors.
+#[derive(Default)]
+struct Asked {
+    requests: Vec<Request>,
+    rejections: Vec<Rejection>,
+    refs: HashMap<ObjectId, ObjectReference>,
+}
+
+impl Asked {
+    fn add(&mut self, found: source::Wanted, object: ObjectId, reference: ObjectReference) {
+        if found.request.is_none() && found.rejections.is_empty() {
+            return;
+        }
+        self.refs.insert(object, reference);
+        self.requests.extend(found.request);
+        self.rejections.extend(found.rejections);
+    }
+}
+
 impl Syncer {
     async fn sync(&mut self) -> Result<Summary, SyncError> {
-        let mut wanted: Vec<Endpoint> = Vec::new();
-        let mut rejections: Vec<Rejection> = Vec::new();
-        let mut refs: HashMap<ObjectId, ObjectReference> = HashMap::new();
+        let mut asked = Asked::default();
         let mut fresh = true;
         if let Some(services) = &self.services {
             let (objects, is_fresh) = services.objects().await;
@@ -93,9 +112,8 @@ impl Syncer {
             fresh &= is_fresh;
             for object in objects {
                 let found = source::from_service(&object, &self.settings.filters);
-                note_refs(&mut refs, &found, object.object_ref(&()));
-                wanted.extend(found.endpoints);
-                rejections.extend(found.rejections);
+                let id = ObjectId::of("service", &object.metadata);
+                asked.add(found, id, object.object_ref(&()));
             }
         }
         if let Some(ingresses) = &self.ingresses {
@@ -106,9 +124,8 @@ impl Syncer {
             fresh &= is_fresh;
             for object in objects {
                 let found = source::from_ingress(&object, &self.settings.filters);
-                note_refs(&mut refs, &found, object.object_ref(&()));
-                wanted.extend(found.endpoints);
-                rejections.extend(found.rejections);
+                let id = ObjectId::of("ingress", &object.metadata);
+                asked.add(found, id, object.object_ref(&()));
             }
         }
         let rules = Rules {
@@ -119,24 +136,31 @@ impl Syncer {
             allow_deletes: fresh,
         };
         let mut attempt = 0;
-        let (plan, written) = loop {
+        let (decision, plan, written) = loop {
             attempt += 1;
             let client = etcd_client(&mut self.etcd, &self.settings.etcd).await?;
             let (existing, _undecodable) =
                 writer::read_state(client, &self.settings.layout).await?;
-            let plan = plan::plan(&wanted, &existing, &rules);
+            let decision = publish::decide(
+                &asked.requests,
+                &existing,
+                &self.settings.layout,
+                &self.settings.owner,
+                &self.settings.publish,
+            );
+            let plan = plan::plan(&decision.endpoints, &existing, &rules);
             if self.settings.config.dry_run {
                 for change in &plan.changes {
                     log_change(change, true);
                 }
-                break (plan, 0);
+                break (decision, plan, 0);
             }
             match writer::apply(client, &plan.changes).await {
                 Ok(written) => {
                     for change in &plan.changes {
                         log_change(change, false);
                     }
-                    break (plan, written);
+                    break (decision, plan, written);
                 }
                 Err(WriteError::Raced) if attempt < RACE_RETRIES => continue,
                 Err(error) => {
@@ -148,14 +172,25 @@ impl Syncer {
                 }
             }
         };
+        asked.rejections.extend(decision.refusals);
         self.metrics.etcd_writes.inc_by(written as u64);
         self.metrics.records_managed.set(plan.managed as i64);
-        self.metrics.rejected.set(rejections.len() as i64);
+        let mut refused: HashMap<RejectionKind, i64> = HashMap::new();
+        for rejection in &asked.rejections {
+            *refused.entry(rejection.kind).or_default() += 1;
+        }
+        for kind in RejectionKind::ALL {
+            let count = refused.get(&kind).copied().unwrap_or(0);
+            self.metrics.refused(kind).set(count);
+        }
+        self.metrics
+            .rejected
+            .set(refused.get(&RejectionKind::Invalid).copied().unwrap_or(0));
         self.metrics.conflicts.set(plan.conflicts.len() as i64);
         self.metrics
             .deferred_deletes
             .set(plan.deferred_deletes as i64);
-        self.report(&wanted, &rejections, &plan.conflicts, &refs)
+        self.report(&decision.endpoints, &asked, &plan.conflicts)
             .await;
         Ok(Summary {
             managed: plan.managed,
@@ -164,65 +199,52 @@ impl Syncer {
         })
     }
 
-    /// Kubernetes Events on the objects whose outcome changed: Published, Rejected, Conflict.
-    async fn report(
-        &mut self,
-        wanted: &[Endpoint],
-        rejections: &[Rejection],
-        conflicts: &[Conflict],
-        refs: &HashMap<ObjectId, ObjectReference>,
-    ) {
-        let mut outcomes: HashMap<&ObjectId, (EventType, &'static str, Vec<String>)> =
+    /// Kubernetes Events on the objects whose outcome changed: `Published`, and the Warnings `Rejected`,
+    /// `Conflict` and `LimitExceeded`, one Event per reason.
+    async fn report(&mut self, published: &[Endpoint], asked: &Asked, conflicts: &[Conflict]) {
+        let mut outcomes: HashMap<(&ObjectId, &'static str), (EventType, Vec<String>)> =
             HashMap::new();
-        for endpoint in wanted {
-            let entry = outcomes.entry(&endpoint.object).or_insert((
-                EventType::Normal,
-                "Published",
-                Vec::new(),
-            ));
-            entry
-                .2
+        for endpoint in published {
+            outcomes
+                .entry((&endpoint.object, "Published"))
+                .or_insert((EventType::Normal, Vec::new()))
+                .1
                 .push(format!("{} -> {}", endpoint.name, endpoint.target));
         }
-        for rejection in rejections {
-            tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason, "name skipped");
-            let entry = outcomes.entry(&rejection.object).or_insert((
-                EventType::Warning,
-                "Rejected",
-                Vec::new(),
-            ));
-            *entry = (EventType::Warning, "Rejected", {
-                let mut notes = std::mem::take(&mut entry.2);
-                notes.push(format!("{}: {}", rejection.field, rejection.reason));
-                notes
-            });
+        for rejection in &asked.rejections {
+            tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason, kind = rejection.kind.label(), "name refused");
+            outcomes
+                .entry((&rejection.object, rejection.kind.event_reason()))
+                .or_insert((EventType::Warning, Vec::new()))
+                .1
+                .push(format!("{}: {}", rejection.field, rejection.reason));
         }
         for conflict in conflicts {
             tracing::warn!(object = %conflict.object, name = %conflict.name, key = %conflict.key, owner = %conflict.owner, "record owned by someone else");
-            let entry = outcomes.entry(&conflict.object).or_insert((
-                EventType::Warning,
-                "Conflict",
-                Vec::new(),
-            ));
-            entry.0 = EventType::Warning;
-            entry.1 = "Conflict";
-            entry.2.push(format!(
-                "{} is held by owner {:?} at {}",
-                conflict.name, conflict.owner, conflict.key
-            ));
+            outcomes
+                .entry((&conflict.object, "Conflict"))
+                .or_insert((EventType::Warning, Vec::new()))
+                .1
+                .push(format!(
+                    "{} is held by owner {:?} at {}",
+                    conflict.name, conflict.owner, conflict.key
+                ));
         }
-        for (object, (kind, reason, mut notes)) in outcomes {
+        let mut reported = HashMap::with_capacity(outcomes.len());
+        for ((object, reason), (kind, mut notes)) in outcomes {
             notes.sort();
             notes.dedup();
             let note = notes.join("; ");
-            let summary = format!("{reason}: {note}");
-            if self.reported.get(object) == Some(&summary) {
+            let digest = digest(&note);
+            let key = (object.clone(), reason);
+            let unchanged = self.reported.get(&key) == Some(&digest);
+            reported.insert(key, digest);
+            if unchanged {
                 continue;
             }
-            let Some(reference) = refs.get(object) else {
+            let Some(reference) = asked.refs.get(object) else {
                 continue;
             };
-            self.reported.insert(object.clone(), summary);
             let event = KubeEvent {
                 type_: kind,
                 reason: reason.to_owned(),
@@ -232,7 +254,15 @@ impl Syncer {
             };
             self.events.publish(event, reference.clone());
         }
+        // Outcomes that ended are forgotten, so they are announced again if they come back.
+        self.reported = reported;
     }
+}
+
+fn digest(note: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    note.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The etcd client, connected on first use and again after a failure dropped it.
@@ -245,21 +275,6 @@ async fn etcd_client<'a>(
     }
     // Filled just above when it was empty.
     slot.as_mut().ok_or(WriteError::Raced)
-}
-
-fn note_refs(
-    refs: &mut HashMap<ObjectId, ObjectReference>,
-    found: &source::Wanted,
-    reference: ObjectReference,
-) {
-    let object = found
-        .endpoints
-        .first()
-        .map(|e| &e.object)
-        .or_else(|| found.rejections.first().map(|r| &r.object));
-    if let Some(object) = object {
-        refs.insert(object.clone(), reference);
-    }
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -297,6 +312,11 @@ pub async fn run(
 ) -> Result<(), Error> {
     for warning in &settings.etcd.warnings {
         tracing::warn!("{warning}");
+    }
+    if settings.publish.zones.is_empty() {
+        tracing::warn!(
+            "no --zone and no --domain-filter: any name can be published, zone apexes and NS names included"
+        );
     }
     let client = ops::kube::client(settings.config.kubeconfig.as_deref()).await?;
     let identity = settings

@@ -1,10 +1,10 @@
 //! `dns-sync`: watches Services and Ingresses and keeps their DNS records in etcd, in the skydns format that
 //! CoreDNS and external-dns use (`proto::skydns`), changing only the records it owns.
 //!
-//! Layers: [`source`] turns objects into wanted records (pure), [`plan`] diffs them against etcd under the
-//! ownership rules (pure), [`writer`] reads etcd and applies a plan in guarded transactions, and
-//! [`controller`] runs the reflectors, debounce, periodic resync and leader election. `main.rs` only parses
-//! flags and calls [`run`].
+//! Layers: [`source`] turns objects into wanted records (pure), [`publish`] decides which of them may be
+//! published and for which namespace (pure), [`plan`] diffs them against etcd under the ownership rules
+//! (pure), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
+//! reflectors, debounce, periodic resync and leader election. `main.rs` only parses flags and calls [`run`].
 //!
 //! [`etcd_auth`] (the `etcd-auth` binary) gives etcd the least-privilege identities dns-sync and dns-server run
 //! as.
@@ -14,6 +14,7 @@ pub mod controller;
 pub mod etcd_auth;
 pub mod metrics;
 pub mod plan;
+pub mod publish;
 pub mod source;
 pub mod writer;
 

@@ -1,9 +1,12 @@
 //! dns-sync's Prometheus metrics.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::source::RejectionKind;
 
 /// Everything dns-sync exports (names under `groundwork_dns_sync_`).
 #[derive(Debug, Clone)]
@@ -16,6 +19,8 @@ pub struct Metrics {
     pub errors: Counter,
     /// Names skipped for bad input.
     pub rejected: Gauge,
+    /// Names refused in the last sync, by rule (`reason` label).
+    pub refused: Family<Vec<(&'static str, &'static str)>, Gauge>,
     /// Wanted records blocked by another owner's key.
     pub conflicts: Gauge,
     /// Deletions held back while the view of the cluster was not fresh.
@@ -38,6 +43,7 @@ impl Metrics {
             etcd_writes: Counter::default(),
             errors: Counter::default(),
             rejected: Gauge::default(),
+            refused: Family::default(),
             conflicts: Gauge::default(),
             deferred_deletes: Gauge::default(),
             // 1 ms .. ~16 s.
@@ -62,6 +68,11 @@ impl Metrics {
             "rejected_names",
             "Names skipped for bad input",
             metrics.rejected.clone(),
+        );
+        r.register(
+            "refusals",
+            "Names refused in the last sync, by reason: invalid, reserved, not_allowed, conflict, limit",
+            metrics.refused.clone(),
         );
         r.register(
             "conflicts",
@@ -94,5 +105,12 @@ impl Metrics {
             metrics.events_dropped.clone(),
         );
         metrics
+    }
+
+    /// The `refusals` gauge of one reason.
+    pub fn refused(&self, kind: RejectionKind) -> Gauge {
+        self.refused
+            .get_or_create(&vec![("reason", kind.label())])
+            .clone()
     }
 }

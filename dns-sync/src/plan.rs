@@ -7,9 +7,9 @@
 //!   deterministic, so every replica and every run computes the same one (no churn).
 //! - Only keys whose `owner` is ours are updated or deleted. A key of another owner is never touched: if it
 //!   sits where ours would go, that is a reported conflict.
-//! - Several objects asking for the same name: the union of their targets. One (name, target) asked by
-//!   several objects is one key, attributed to the first object in `kind/namespace/name` order, so the
-//!   attribution never flaps.
+//! - Several objects asking for the same name (all of one namespace: [`crate::publish`] decided that before):
+//!   the union of their targets. One (name, target) asked by several objects is one key, attributed to the
+//!   first object in `kind/namespace/name` order, so the attribution never flaps.
 //! - Adoption: a key owned by the `--adopt-owner` id that already holds a wanted (name, target) is rewritten
 //!   in place with our owner (no delete and re-create, so no gap in answers). Keys of that owner that we do
 //!   not want are left alone. An empty adopt id means keys without an owner (external-dns up to v0.20
@@ -231,7 +231,7 @@ fn own_key(layout: &KeyLayout, name: &str, target: &str) -> String {
 }
 
 /// The name a key is served under: its path with `targetstrip` leftmost labels removed.
-fn served_name(layout: &KeyLayout, existing: &Existing) -> Option<String> {
+pub(crate) fn served_name(layout: &KeyLayout, existing: &Existing) -> Option<String> {
     let full = layout.name_of(&existing.key)?;
     let strip = usize::try_from(existing.record.target_strip).ok()?;
     let labels: Vec<&str> = full.split('.').collect();

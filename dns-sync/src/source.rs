@@ -1,6 +1,10 @@
 //! What DNS records the cluster asks for: Services of type LoadBalancer and Ingresses turned into
-//! [`Endpoint`]s (a name and one target), with every unusable input turned into a [`Rejection`] that names the
-//! object and the field. Pure: the controller feeds it objects from its reflectors.
+//! [`Request`]s (names and targets of one object), with every unusable input turned into a [`Rejection`] that
+//! names the object and the field. Pure: the controller feeds it objects from its reflectors.
+//!
+//! The per-object [`Limits`] are checked here, on the raw lists, before anything is validated or paired: a
+//! 256 KiB annotation is counted, never multiplied out. Whether a request may be published at all (reserved
+//! names, namespaces, per-name limits) is [`crate::publish`]'s business.
 //!
 //! The annotations are external-dns's, so objects annotated for external-dns need no change.
 
@@ -9,6 +13,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Hostname annotations, in order of precedence (external-dns reads both).
 pub const HOSTNAME_ANNOTATIONS: [&str; 2] = [
@@ -39,6 +44,34 @@ pub struct ObjectId {
     pub name: String,
 }
 
+impl ObjectId {
+    /// The id of a `kind` object with this metadata.
+    pub fn of(kind: &'static str, meta: &ObjectMeta) -> Self {
+        Self {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Parses the `kind/namespace/name` form written into a record's `resource` field.
+    pub fn parse(resource: &str) -> Option<Self> {
+        let mut parts = resource.splitn(3, '/');
+        let kind = match parts.next()? {
+            "service" => "service",
+            "ingress" => "ingress",
+            _ => return None,
+        };
+        let namespace = parts.next()?.to_owned();
+        let name = parts.next()?.to_owned();
+        Some(Self {
+            kind,
+            namespace,
+            name,
+        })
+    }
+}
+
 impl std::fmt::Display for ObjectId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
@@ -58,6 +91,52 @@ pub struct Endpoint {
     pub object: ObjectId,
 }
 
+/// Why a name (or a whole object) is not published: the metric label and the Event reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectionKind {
+    /// Bad input: not a host name, outside the domain filter, a bad TTL or target, no address yet.
+    Invalid,
+    /// A name nobody may publish: a zone apex, `dns.<zone>` and below, `--reserved-name`.
+    Reserved,
+    /// The namespace may not publish this name (`--namespace-domains`).
+    NotAllowed,
+    /// Another namespace holds the name.
+    Conflict,
+    /// Over a limit (names or targets per object, targets per name).
+    Limit,
+}
+
+impl RejectionKind {
+    /// Every kind, for metrics that show zeros too.
+    pub const ALL: [Self; 5] = [
+        Self::Invalid,
+        Self::Reserved,
+        Self::NotAllowed,
+        Self::Conflict,
+        Self::Limit,
+    ];
+
+    /// The `reason` label of `groundwork_dns_sync_refusals`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Reserved => "reserved",
+            Self::NotAllowed => "not_allowed",
+            Self::Conflict => "conflict",
+            Self::Limit => "limit",
+        }
+    }
+
+    /// The reason of the Warning Event on the object.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Self::Invalid | Self::Reserved | Self::NotAllowed => "Rejected",
+            Self::Conflict => "Conflict",
+            Self::Limit => "LimitExceeded",
+        }
+    }
+}
+
 /// A name (or a whole object) that cannot be published, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -67,6 +146,27 @@ pub struct Rejection {
     pub field: String,
     /// What is wrong.
     pub reason: String,
+    /// Which rule refused it.
+    pub kind: RejectionKind,
+}
+
+/// How much one object may ask for. Checked on the raw lists, before validation and before names and targets
+/// are paired, so the records an object can cause are bounded by `names_per_object * targets_per_object`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct host name entries of one object (`--max-names-per-object`).
+    pub names_per_object: usize,
+    /// Distinct target entries of one object (`--max-targets-per-object`).
+    pub targets_per_object: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            names_per_object: 100,
+            targets_per_object: 100,
+        }
+    }
 }
 
 /// Which objects and names are in scope.
@@ -78,6 +178,8 @@ pub struct Filters {
     pub ingress_class: Option<String>,
     /// Only objects with these annotation values.
     pub annotations: Vec<(String, String)>,
+    /// Per-object limits.
+    pub limits: Limits,
 }
 
 impl Filters {
@@ -100,11 +202,60 @@ impl Filters {
     }
 }
 
+/// A name one object asks for, and the field it came from (for Events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRequest {
+    /// Lower-case, validated, inside the domain filter.
+    pub name: String,
+    /// The annotation or field it was read from.
+    pub field: &'static str,
+}
+
+/// What one object asks to publish: every name at every target, kept apart until the publishing rules have
+/// allowed it (so the cross product is never built for an object they refuse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The object.
+    pub object: ObjectId,
+    /// Its `metadata.creationTimestamp` in Unix seconds (who claimed a name first).
+    pub created: Option<i64>,
+    /// TTL from the annotation, if any.
+    pub ttl: Option<u32>,
+    /// Names, sorted and distinct.
+    pub names: Vec<NameRequest>,
+    /// Targets, sorted and distinct.
+    pub targets: Vec<String>,
+    /// The object went over a [`Limits`] entry: it publishes nothing new and keeps the records it already had
+    /// (`names` and `targets` are empty).
+    pub keep_published: bool,
+}
+
+impl Request {
+    /// Every (name, target) pair as an endpoint.
+    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        self.names.iter().flat_map(move |name| {
+            self.targets
+                .iter()
+                .map(move |target| self.endpoint(&name.name, target))
+        })
+    }
+
+    /// One endpoint of this object.
+    pub fn endpoint(&self, name: &str, target: &str) -> Endpoint {
+        Endpoint {
+            name: name.to_owned(),
+            target: target.to_owned(),
+            ttl: self.ttl,
+            object: self.object.clone(),
+        }
+    }
+}
+
 /// What one object asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Wanted {
-    /// Records to publish.
-    pub endpoints: Vec<Endpoint>,
+    /// What to publish, if anything.
+    pub request: Option<Request>,
     /// Inputs that were skipped.
     pub rejections: Vec<Rejection>,
 }
@@ -112,11 +263,6 @@ pub struct Wanted {
 /// The records a Service asks for: only type LoadBalancer with a hostname annotation.
 pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
     let meta = &service.metadata;
-    let object = ObjectId {
-        kind: "service",
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-    };
     let is_load_balancer = service
         .spec
         .as_ref()
@@ -125,22 +271,22 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
     if !is_load_balancer || !filters.annotations_match(meta.annotations.as_ref()) {
         return Wanted::default();
     }
-    let status: Vec<Target> = service
+    let Some((hostname_key, hostnames)) =
+        annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS)
+    else {
+        return Wanted::default();
+    };
+    let status: Vec<&str> = service
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .map(|ingress| ingress.iter().filter_map(service_target).collect())
         .unwrap_or_default();
-    let hostnames = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS)
-        .map(|(key, value)| (key, split_list(value)));
-    let Some((hostname_key, hostnames)) = hostnames else {
-        return Wanted::default();
-    };
+    let hostnames = split_list(hostnames).map(|h| (h, hostname_key)).collect();
     collect(
-        object,
-        meta.annotations.as_ref(),
-        hostname_key,
+        ObjectId::of("service", meta),
+        meta,
         hostnames,
         status,
         "status.loadBalancer.ingress",
@@ -152,11 +298,6 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
 /// the addresses in its status.
 pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
     let meta = &ingress.metadata;
-    let object = ObjectId {
-        kind: "ingress",
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-    };
     if !filters.annotations_match(meta.annotations.as_ref()) {
         return Wanted::default();
     }
@@ -164,29 +305,35 @@ pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
         let own = ingress
             .spec
             .as_ref()
-            .and_then(|s| s.ingress_class_name.clone())
+            .and_then(|s| s.ingress_class_name.as_deref())
             .or_else(|| {
                 meta.annotations
                     .as_ref()
-                    .and_then(|a| a.get(INGRESS_CLASS_ANNOTATION).cloned())
+                    .and_then(|a| a.get(INGRESS_CLASS_ANNOTATION).map(String::as_str))
             });
-        if own.as_deref() != Some(class.as_str()) {
+        if own != Some(class.as_str()) {
             return Wanted::default();
         }
     }
-    let mut hostnames: Vec<String> = ingress
+    let mut hostnames: Vec<(&str, &'static str)> = ingress
         .spec
         .as_ref()
         .and_then(|s| s.rules.as_ref())
-        .map(|rules| rules.iter().filter_map(|r| r.host.clone()).collect())
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| r.host.as_deref())
+                .map(|h| (h.trim(), "spec.rules[].host"))
+                .collect()
+        })
         .unwrap_or_default();
-    if let Some((_, extra)) = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS) {
-        hostnames.extend(split_list(extra));
+    if let Some((key, extra)) = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS) {
+        hostnames.extend(split_list(extra).map(|h| (h, key)));
     }
     if hostnames.is_empty() {
         return Wanted::default();
     }
-    let status: Vec<Target> = ingress
+    let status: Vec<&str> = ingress
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
@@ -194,9 +341,8 @@ pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
         .map(|ingress| ingress.iter().filter_map(ingress_target).collect())
         .unwrap_or_default();
     collect(
-        object,
-        meta.annotations.as_ref(),
-        "spec.rules[].host",
+        ObjectId::of("ingress", meta),
+        meta,
         hostnames,
         status,
         "status.loadBalancer.ingress",
@@ -204,32 +350,32 @@ pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
     )
 }
 
-type Target = String;
-
-fn service_target(ingress: &LoadBalancerIngress) -> Option<Target> {
-    ingress.ip.clone().or_else(|| ingress.hostname.clone())
+fn service_target(ingress: &LoadBalancerIngress) -> Option<&str> {
+    ingress.ip.as_deref().or(ingress.hostname.as_deref())
 }
 
-fn ingress_target(ingress: &IngressLoadBalancerIngress) -> Option<Target> {
-    ingress.ip.clone().or_else(|| ingress.hostname.clone())
+fn ingress_target(ingress: &IngressLoadBalancerIngress) -> Option<&str> {
+    ingress.ip.as_deref().or(ingress.hostname.as_deref())
 }
 
-/// Validates names, TTL and targets of one object and pairs every good name with every target.
+/// Checks the limits on the raw lists, then validates names, TTL and targets of one object. Names and targets
+/// stay two lists: pairing them is left to whoever publishes.
 fn collect(
     object: ObjectId,
-    annotations: Option<&BTreeMap<String, String>>,
-    hostname_field: &str,
-    hostnames: Vec<String>,
-    status: Vec<Target>,
-    status_field: &str,
+    meta: &ObjectMeta,
+    mut hostnames: Vec<(&str, &'static str)>,
+    status: Vec<&str>,
+    status_field: &'static str,
     filters: &Filters,
 ) -> Wanted {
+    let annotations = meta.annotations.as_ref();
     let mut wanted = Wanted::default();
-    let reject = |wanted: &mut Wanted, field: &str, reason: String| {
+    let reject = |wanted: &mut Wanted, field: &str, kind: RejectionKind, reason: String| {
         wanted.rejections.push(Rejection {
             object: object.clone(),
             field: field.to_owned(),
             reason,
+            kind,
         });
     };
     let ttl = match annotation(annotations, &TTL_ANNOTATIONS) {
@@ -237,61 +383,117 @@ fn collect(
         Some((key, value)) => match parse_ttl(value) {
             Ok(ttl) => Some(ttl),
             Err(reason) => {
-                reject(&mut wanted, key, reason);
+                reject(&mut wanted, key, RejectionKind::Invalid, reason);
                 return wanted;
             }
         },
     };
-    let (targets, target_field) = match annotation(annotations, &TARGET_ANNOTATIONS) {
-        Some((key, value)) => (split_list(value), key.to_owned()),
-        None => (status, status_field.to_owned()),
-    };
+    let (mut targets, target_field): (Vec<&str>, &str) =
+        match annotation(annotations, &TARGET_ANNOTATIONS) {
+            Some((key, value)) => (split_list(value).collect(), key),
+            None => (status, status_field),
+        };
+    targets.sort_unstable();
+    targets.dedup();
+    hostnames.sort_unstable();
+    hostnames.dedup_by(|a, b| a.0 == b.0);
+    // Limits first, on the raw entries: nothing of an oversized object is validated, paired or published.
+    let mut over = false;
+    if targets.len() > filters.limits.targets_per_object {
+        over = true;
+        let reason = format!(
+            "{} targets, more than the limit of {} (--max-targets-per-object); nothing new is published for this object",
+            targets.len(),
+            filters.limits.targets_per_object
+        );
+        reject(&mut wanted, target_field, RejectionKind::Limit, reason);
+    }
+    if hostnames.len() > filters.limits.names_per_object {
+        over = true;
+        let mut fields: Vec<&str> = hostnames.iter().map(|(_, field)| *field).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        let reason = format!(
+            "{} host names, more than the limit of {} (--max-names-per-object); nothing new is published for this object",
+            hostnames.len(),
+            filters.limits.names_per_object
+        );
+        reject(
+            &mut wanted,
+            &fields.join(", "),
+            RejectionKind::Limit,
+            reason,
+        );
+    }
+    if over {
+        wanted.request = Some(Request {
+            object,
+            created: created(meta),
+            ttl,
+            names: Vec::new(),
+            targets: Vec::new(),
+            keep_published: true,
+        });
+        return wanted;
+    }
     let mut good_targets = Vec::new();
     for target in targets {
-        match validate_target(&target) {
+        match validate_target(target) {
             Ok(target) => good_targets.push(target),
-            Err(reason) => reject(&mut wanted, &target_field, format!("{target:?}: {reason}")),
+            Err(reason) => reject(
+                &mut wanted,
+                target_field,
+                RejectionKind::Invalid,
+                format!("{target:?}: {reason}"),
+            ),
         }
     }
     if good_targets.is_empty() {
         reject(
             &mut wanted,
-            &target_field,
+            target_field,
+            RejectionKind::Invalid,
             "no address to publish yet".to_owned(),
         );
         return wanted;
     }
     good_targets.sort();
     good_targets.dedup();
-    let mut names: Vec<String> = Vec::new();
-    for hostname in hostnames {
-        match validate_hostname(&hostname) {
+    let mut names: Vec<NameRequest> = Vec::new();
+    for (hostname, field) in hostnames {
+        match validate_hostname(hostname) {
             Err(reason) => reject(
                 &mut wanted,
-                hostname_field,
+                field,
+                RejectionKind::Invalid,
                 format!("{hostname:?}: {reason}"),
             ),
             Ok(name) if !filters.in_domain(&name) => reject(
                 &mut wanted,
-                hostname_field,
+                field,
+                RejectionKind::Invalid,
                 format!("{name:?} is outside --domain-filter {:?}", filters.domains),
             ),
-            Ok(name) => names.push(name),
+            Ok(name) => names.push(NameRequest { name, field }),
         }
     }
-    names.sort();
-    names.dedup();
-    for name in names {
-        for target in &good_targets {
-            wanted.endpoints.push(Endpoint {
-                name: name.clone(),
-                target: target.clone(),
-                ttl,
-                object: object.clone(),
-            });
-        }
+    names.sort_by(|a, b| a.name.cmp(&b.name));
+    names.dedup_by(|a, b| a.name == b.name);
+    if !names.is_empty() {
+        wanted.request = Some(Request {
+            object,
+            created: created(meta),
+            ttl,
+            names,
+            targets: good_targets,
+            keep_published: false,
+        });
     }
     wanted
+}
+
+fn created(meta: &ObjectMeta) -> Option<i64> {
+    meta.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
 
 fn annotation<'a>(
@@ -303,13 +505,8 @@ fn annotation<'a>(
         .find_map(|key| annotations.get(*key).map(|v| (*key, v.as_str())))
 }
 
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// Seconds as an integer, or a duration (`90s`, `5m`, `1h`) as external-dns accepts.

@@ -44,8 +44,9 @@ fn ingress(hosts: &[&str], class: Option<&str>, status: &[&str]) -> Ingress {
 
 fn names(wanted: &Wanted) -> Vec<String> {
     wanted
-        .endpoints
+        .request
         .iter()
+        .flat_map(Request::endpoints)
         .map(|e| format!("{} {} {:?}", e.name, e.target, e.ttl))
         .collect()
 }
@@ -81,7 +82,10 @@ fn a_load_balancer_service_publishes_each_hostname_at_each_status_address() {
             "b.test.org fd10::200 Some(120)",
         ]
     );
-    assert_eq!(wanted.endpoints[0].object.to_string(), "service/shop/web");
+    assert_eq!(
+        wanted.request.unwrap().object.to_string(),
+        "service/shop/web"
+    );
 }
 
 #[test]
@@ -131,7 +135,13 @@ fn bad_input_is_rejected_naming_object_and_field_and_good_names_still_publish() 
         assert_eq!(rejection.object.to_string(), "service/shop/web");
         assert_eq!(rejection.field, "external-dns.alpha.kubernetes.io/hostname");
     }
-    assert!(wanted.rejections[1].reason.contains("--domain-filter"));
+    assert!(
+        wanted.rejections.iter().any(|r| r
+            .reason
+            .contains("\"outside.example.com\" is outside --domain-filter")),
+        "{:?}",
+        wanted.rejections
+    );
 
     let long = format!("{}.test.org", "a".repeat(64));
     let too_long = service(
@@ -157,7 +167,7 @@ fn a_ttl_that_is_not_a_number_skips_the_object_with_the_annotation_named() {
         "LoadBalancer",
     );
     let wanted = from_service(&svc, &filters());
-    assert!(wanted.endpoints.is_empty());
+    assert!(wanted.request.is_none());
     assert_eq!(
         wanted.rejections[0].field,
         "external-dns.alpha.kubernetes.io/ttl"
@@ -184,7 +194,7 @@ fn ingresses_publish_their_rule_hosts_at_their_status_addresses_including_wildca
 #[test]
 fn an_ingress_without_status_is_rejected_and_classes_filter() {
     let pending = from_ingress(&ingress(&["nginx.test.org"], None, &[]), &filters());
-    assert!(pending.endpoints.is_empty());
+    assert!(pending.request.is_none());
     assert_eq!(pending.rejections[0].field, "status.loadBalancer.ingress");
     assert_eq!(
         pending.rejections[0].object.to_string(),
@@ -198,7 +208,7 @@ fn an_ingress_without_status_is_rejected_and_classes_filter() {
     let other = ingress(&["x.test.org"], Some("traefik"), &["10.0.0.1"]);
     assert_eq!(from_ingress(&other, &only_nginx), Wanted::default());
     let mine = ingress(&["x.test.org"], Some("nginx"), &["10.0.0.1"]);
-    assert_eq!(from_ingress(&mine, &only_nginx).endpoints.len(), 1);
+    assert_eq!(names(&from_ingress(&mine, &only_nginx)).len(), 1);
 }
 
 #[test]
@@ -213,4 +223,103 @@ fn targets_must_be_addresses_or_host_names() {
     assert!(validate_target("10.0.0.300").is_err());
     assert!(validate_target("*.example.com").is_err());
     assert_eq!(validate_target("LB.Example.com").unwrap(), "lb.example.com");
+}
+
+#[test]
+fn an_object_over_the_per_object_limits_asks_for_nothing_new_and_names_field_and_limit() {
+    let hostnames: Vec<String> = (0..1000).map(|i| format!("h{i}.test.org")).collect();
+    let targets: Vec<String> = (0..1000)
+        .map(|i| format!("10.1.{}.{}", i / 250, i % 250))
+        .collect();
+    let svc = service(
+        &[
+            (
+                "external-dns.alpha.kubernetes.io/hostname",
+                &hostnames.join(","),
+            ),
+            (
+                "external-dns.alpha.kubernetes.io/target",
+                &targets.join(","),
+            ),
+        ],
+        &[],
+        "LoadBalancer",
+    );
+    let wanted = from_service(&svc, &filters());
+    let request = wanted.request.as_ref().unwrap();
+    assert!(request.keep_published);
+    assert!(request.names.is_empty() && request.targets.is_empty());
+    assert_eq!(names(&wanted), Vec::<String>::new());
+    let fields: Vec<(&str, RejectionKind)> = wanted
+        .rejections
+        .iter()
+        .map(|r| (r.field.as_str(), r.kind))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (
+                "external-dns.alpha.kubernetes.io/target",
+                RejectionKind::Limit
+            ),
+            (
+                "external-dns.alpha.kubernetes.io/hostname",
+                RejectionKind::Limit
+            ),
+        ]
+    );
+    assert!(
+        wanted.rejections[0]
+            .reason
+            .contains("1000 targets, more than the limit of 100 (--max-targets-per-object)"),
+        "{:?}",
+        wanted.rejections
+    );
+    assert!(
+        wanted.rejections[1]
+            .reason
+            .contains("1000 host names, more than the limit of 100 (--max-names-per-object)")
+    );
+}
+
+#[test]
+fn limits_count_distinct_entries_so_repeated_rule_hosts_stay_within() {
+    let hosts = vec!["a.test.org"; 150];
+    let tight = Filters {
+        limits: Limits {
+            names_per_object: 1,
+            targets_per_object: 1,
+        },
+        ..filters()
+    };
+    let wanted = from_ingress(&ingress(&hosts, None, &["10.0.0.1"]), &tight);
+    assert_eq!(names(&wanted), ["a.test.org 10.0.0.1 None"]);
+    let two = from_ingress(
+        &ingress(&["a.test.org", "b.test.org"], None, &["10.0.0.1"]),
+        &tight,
+    );
+    assert_eq!(two.rejections[0].kind, RejectionKind::Limit);
+    assert_eq!(two.rejections[0].field, "spec.rules[].host");
+}
+
+#[test]
+fn requests_carry_the_creation_time_and_the_field_of_each_name() {
+    let mut svc = service(
+        &[("external-dns.kubernetes.io/hostname", "a.test.org")],
+        &["10.0.0.1"],
+        "LoadBalancer",
+    );
+    svc.metadata.creation_timestamp =
+        Some(serde_json::from_value(serde_json::json!("2024-01-02T03:04:05Z")).unwrap());
+    let request = from_service(&svc, &filters()).request.unwrap();
+    assert_eq!(request.created, Some(1_704_164_645));
+    assert_eq!(
+        request.names[0].field,
+        "external-dns.kubernetes.io/hostname"
+    );
+    assert_eq!(
+        ObjectId::parse(&request.object.to_string()),
+        Some(request.object.clone())
+    );
+    assert_eq!(ObjectId::parse("pod/x/y"), None);
 }

@@ -7,126 +7,23 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::GetOptions;
-use integration_tests::daemon::{Daemon, etcd_flags};
+use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
 use integration_tests::peers::{CoreDns, external_dns_once};
 use integration_tests::{dig, wait};
-use k8s_openapi::api::core::v1::{Event, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use proto::skydns::{KeyLayout, SkydnsRecord};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use proto::skydns::KeyLayout;
 
-const OWNER: &str = "gw";
+mod support;
 
-fn start_sync(cluster: &KubeCluster, etcd: &Etcd, extra: &[&str]) -> Daemon {
-    let mut args: Vec<String> = [
-        "--owner-id",
-        OWNER,
-        "--domain-filter",
-        "test.org",
-        "--kubeconfig",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.push(cluster.kubeconfig().display().to_string());
-    args.extend(etcd_flags(etcd));
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &args).unwrap()
-}
-
-fn service(name: &str, hostnames: &str) -> Service {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "annotations": {"external-dns.alpha.kubernetes.io/hostname": hostnames},
-        },
-        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
-    }))
-    .unwrap()
-}
-
-async fn create_service(cluster: &KubeCluster, name: &str, hostnames: &str, ip: &str) {
-    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
-    api.create(&PostParams::default(), &service(name, hostnames))
-        .await
-        .unwrap();
-    set_service_ip(cluster, name, ip).await;
-}
-
-async fn set_service_ip(cluster: &KubeCluster, name: &str, ip: &str) {
-    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
-    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
-/// Every record stored for `name` (keys directly below its directory), as (key, record, create revision).
-async fn records_of(etcd: &Etcd, name: &str) -> Vec<(String, SkydnsRecord, i64)> {
-    let dir = format!("{}/", KeyLayout::default().directory_of(name).unwrap());
-    let response = etcd
-        .client()
-        .await
-        .unwrap()
-        .get(dir.clone(), Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    response
-        .kvs()
-        .iter()
-        .filter(|kv| {
-            !kv.key_str()
-                .unwrap()
-                .strip_prefix(&dir)
-                .unwrap()
-                .contains('/')
-        })
-        .map(|kv| {
-            let key = kv.key_str().unwrap().to_owned();
-            let record = SkydnsRecord::from_etcd(&key, kv.value()).unwrap();
-            (key, record, kv.create_revision())
-        })
-        .collect()
-}
-
-/// Waits until the hosts of `owner`'s records for `name` are exactly `hosts`; returns how long it took.
-async fn wait_hosts(etcd: &Etcd, name: &str, owner: &str, hosts: &[&str]) -> Duration {
-    let start = Instant::now();
-    let mut want: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
-    want.sort();
-    wait::until(
-        &format!("{name} to hold {want:?} for {owner:?}"),
-        Duration::from_secs(20),
-        || {
-            let want = want.clone();
-            async move {
-                let mut got: Vec<String> = records_of(etcd, name)
-                    .await
-                    .into_iter()
-                    .filter(|(_, r, _)| r.owner == owner)
-                    .map(|(_, r, _)| r.host)
-                    .collect();
-                got.sort();
-                if got == want {
-                    Ok(())
-                } else {
-                    Err(format!("{got:?}"))
-                }
-            }
-        },
-    )
-    .await
-    .unwrap();
-    start.elapsed()
-}
+use support::{
+    OWNER, create_service, events_for, records_of, service, set_service_ip, start_sync, wait_hosts,
+    wait_rejected,
+};
 
 /// One pass of external-dns over the Services of `test.org`, with `owner` (a `--txt-owner-id=` flag).
 async fn run_external_dns(cluster: &KubeCluster, etcd: &Etcd, owner: &str) {
@@ -134,38 +31,6 @@ async fn run_external_dns(cluster: &KubeCluster, etcd: &Etcd, owner: &str) {
         cluster.kubeconfig(),
         etcd,
         &["--source=service", "--domain-filter=test.org", owner],
-    )
-    .await
-    .unwrap();
-}
-
-async fn events_for(cluster: &KubeCluster, name: &str) -> Vec<(String, String)> {
-    let api: Api<Event> = Api::namespaced(cluster.client(), "default");
-    let selector = format!("involvedObject.name={name}");
-    api.list(&ListParams::default().fields(&selector))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
-}
-
-/// Waits for a `Rejected` Event on Service `name` whose note contains every one of `words`.
-async fn wait_rejected(cluster: &KubeCluster, name: &str, words: &[&str]) {
-    wait::until(
-        &format!("a Rejected event on {name} saying {words:?}"),
-        Duration::from_secs(10),
-        || async {
-            let events = events_for(cluster, name).await;
-            events
-                .iter()
-                .find(|(reason, note)| {
-                    reason == "Rejected" && words.iter().all(|w| note.contains(w))
-                })
-                .map(|_| ())
-                .ok_or_else(|| format!("{events:?}"))
-        },
     )
     .await
     .unwrap();
