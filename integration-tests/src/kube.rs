@@ -376,6 +376,9 @@ pub async fn create_lb_service(
     Ok(())
 }
 
+/// The node(s) lb-controller names as announcing the Service's addresses (its status condition).
+pub use proto::service_status::announcing_node;
+
 /// The `ip` entries of a Service's `status.loadBalancer.ingress`, as written.
 pub fn status_ips(service: &Service) -> Vec<String> {
     service

@@ -700,7 +700,6 @@ type Permission = (
 const LB_CONTROLLER_NEEDS: &[Permission] = &[
     ("list", "", "services", "", "", ""),
     ("watch", "", "services", "", "", ""),
-    ("patch", "", "services", "", "demo", "nginx-ingress"),
     ("patch", "", "services", "status", "demo", "nginx-ingress"),
     ("list", "groundwork.dev", "ippools", "", "", ""),
     ("watch", "groundwork.dev", "ippools", "", "", ""),
@@ -769,6 +768,8 @@ const LB_CONTROLLER_NEEDS: &[Permission] = &[
 ];
 
 const LB_CONTROLLER_MUST_NOT: &[Permission] = &[
+    // Not even patch: a Service's spec (its selector) is not the controller's to change.
+    ("patch", "", "services", "", "demo", "nginx-ingress"),
     ("delete", "", "services", "", "demo", "nginx-ingress"),
     ("update", "", "services", "", "demo", "nginx-ingress"),
     ("create", "", "services", "", "demo", ""),

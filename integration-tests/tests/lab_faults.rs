@@ -74,9 +74,9 @@ fn an_apiserver_restart_keeps_the_address_answering_and_a_later_service_gets_an_
         },
     )
     .unwrap();
-    // The annotation names the node that answers (it once stayed empty: a reconnected speaker's
+    // The status names the node that answers (it once stayed empty: a reconnected speaker's
     // acknowledgements were ignored when the new session's generation met its held one).
-    wait::until_blocking("the announcing-node annotation", WAIT, || {
+    wait::until_blocking("the announcing node in the status", WAIT, || {
         let annotation = lab.announcing("after");
         (annotation.as_deref() == Some(answering.as_str()))
             .then_some(())

@@ -19,7 +19,7 @@ use integration_tests::images;
 use integration_tests::kube::status_ips;
 use integration_tests::lab::kubelets::{KubeletLab, NAMESPACE, RELEASE, SPEAKER_NAMESPACE};
 use integration_tests::lab::probe::{ArpProbe, dig_at, mac_text};
-use integration_tests::lab::seed::{ANNOUNCING_NODE, INGRESS_NAMESPACE, INGRESS_SERVICE};
+use integration_tests::lab::seed::{INGRESS_NAMESPACE, INGRESS_SERVICE};
 use integration_tests::lab::state::StateDir;
 use integration_tests::lab::system::{EXPECTED_ADDRESS, HOSTNAME};
 use integration_tests::process::Scratch;
@@ -110,13 +110,7 @@ fn speaker_pod(lab: &KubeletLab, node: &str) -> Option<(String, String)> {
 fn seed_service(lab: &KubeletLab) -> (Vec<String>, Option<String>) {
     let api: Api<Service> = Api::namespaced(lab.client(), INGRESS_NAMESPACE);
     let service = lab.block_on(api.get(INGRESS_SERVICE)).unwrap();
-    let node = service
-        .metadata
-        .annotations
-        .clone()
-        .unwrap_or_default()
-        .get(ANNOUNCING_NODE)
-        .cloned();
+    let node = integration_tests::kube::announcing_node(&service);
     (status_ips(&service), node)
 }
 

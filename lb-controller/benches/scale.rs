@@ -72,7 +72,6 @@ static LATE_BEATS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 static BEATS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// API creates in flight at once while setting up.
 const CREATE_CONCURRENCY: usize = 32;
-const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
 /// How often in-memory conditions (fed by watches and gRPC streams) are re-checked.
 const CHECK_EVERY: Duration = Duration::from_millis(5);
 
@@ -120,13 +119,8 @@ fn watch_services(client: Client) -> Arc<Mutex<ServiceView>> {
                     if !ips.is_empty() {
                         view.first_ip.entry(key.clone()).or_insert(now);
                     }
-                    match svc
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(ANNOUNCING_NODE))
-                    {
-                        Some(node) => view.announcer.insert(key.clone(), node.clone()),
+                    match lb_controller::request::announcing_node(&svc) {
+                        Some(node) => view.announcer.insert(key.clone(), node),
                         None => view.announcer.remove(&key),
                     };
                     view.ips.insert(key, ips);
@@ -814,7 +808,7 @@ async fn main() {
     .await;
     let all_held = controller.started.elapsed();
     wait_for(
-        "every announcing-node annotation",
+        "every announcing node in the status",
         Duration::from_secs(600),
         || {
             let view = view.lock().unwrap();
@@ -850,7 +844,7 @@ async fn main() {
         format!("{:.2} s", all_held.as_secs_f64()),
     ));
     table.push((
-        "controller start -> all announcing-node annotations".to_owned(),
+        "controller start -> all announcing nodes".to_owned(),
         format!("{:.2} s", all_annotated.as_secs_f64()),
     ));
     let rss = controller.rss_mib();

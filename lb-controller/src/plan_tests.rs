@@ -175,7 +175,7 @@ fn a_restarted_controller_keeps_every_address_and_announcer() {
 }
 
 /// While an address waits for its new node's acknowledgement (speakers reconnecting after a start, a
-/// handover), the pass says nothing about the announcing-node annotation, so it keeps its value instead
+/// handover), the pass says nothing about the announcing-node condition, so it keeps its value instead
 /// of being cleared and written again; it is cleared only when nobody will announce.
 #[test]
 fn the_annotation_waits_for_acknowledgements_and_clears_only_when_nobody_will_announce() {

@@ -16,8 +16,9 @@ use crate::ranges::Family;
 pub const PREFIX: &str = "groundwork.dev/";
 /// Annotation prefixes read for requests, in precedence order.
 const PREFIXES: [&str; 3] = [PREFIX, "metallb.io/", "metallb.universe.tf/"];
-/// Annotation naming the node that announces the Service's addresses (written by the controller).
-pub const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
+// Earlier versions wrote the `groundwork.dev/announcing-node` annotation; the announcing node is now a
+// status condition (`proto::service_status`).
+pub use proto::service_status::{ANNOUNCING_CONDITION, announcing_node};
 
 /// `namespace/name` of a Service.
 pub type ServiceKey = String;

@@ -1,4 +1,4 @@
-//! The controller's writes to the Kubernetes API: Service statuses, the announcing-node annotation, IPPool
+//! The controller's writes to the Kubernetes API: Service statuses, the announcing-node condition, IPPool
 //! statuses and Events, each written only where it differs from what the API shows (and each note told
 //! once, not per pass).
 //!
@@ -26,7 +26,7 @@ use crate::legacy;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::plan::{Note, Outcome, Planner, PoolReport};
 use crate::pool::{IPPool, IPPoolStatus};
-use crate::request::{self, ANNOUNCING_NODE, join_addresses, status_addresses};
+use crate::request::{self, ANNOUNCING_CONDITION, join_addresses, status_addresses};
 use crate::speakers::HubEvent;
 
 /// API writes in flight at once.
@@ -39,8 +39,8 @@ pub(crate) struct Writer {
     metrics: Metrics,
     /// Status written per Service, until the reflector shows it.
     written_status: HashMap<String, Vec<IpAddr>>,
-    /// Annotation written per Service, until the reflector shows it.
-    written_annotation: HashMap<String, Option<String>>,
+    /// Announcing node written per Service, until the reflector shows it.
+    written_announcing: HashMap<String, Option<String>>,
     /// Note last published per Service.
     told: HashMap<String, Note>,
     /// Legacy ConfigMap problems last published.
@@ -51,7 +51,7 @@ pub(crate) struct Writer {
 pub(crate) struct Batch {
     client: Client,
     statuses: Vec<(Arc<Service>, Vec<IpAddr>)>,
-    annotations: Vec<(Arc<Service>, Option<String>)>,
+    announcing: Vec<(Arc<Service>, Option<String>)>,
     pools: Vec<(String, IPPoolStatus)>,
     /// When the first change this batch carries was seen.
     first_change: Instant,
@@ -63,7 +63,7 @@ type WriteResult = Result<(), kube::Error>;
 /// A batch carried out: each write with its result.
 pub(crate) struct Written {
     statuses: Vec<(Arc<Service>, Vec<IpAddr>, WriteResult)>,
-    annotations: Vec<(String, Option<String>, WriteResult)>,
+    announcing: Vec<(String, Option<String>, WriteResult)>,
     pools: Vec<(String, WriteResult)>,
     /// When the first change the batch carried was seen.
     pub(crate) first_change: Instant,
@@ -72,10 +72,10 @@ pub(crate) struct Written {
 impl Batch {
     /// Whether there is nothing to write.
     pub(crate) fn is_empty(&self) -> bool {
-        self.statuses.is_empty() && self.annotations.is_empty() && self.pools.is_empty()
+        self.statuses.is_empty() && self.announcing.is_empty() && self.pools.is_empty()
     }
 
-    /// Carries out every write: statuses first (what users wait for), then annotations, then pools.
+    /// Carries out every write: statuses first (what users wait for), then announcing nodes, then pools.
     pub(crate) async fn run(self) -> Written {
         let client = &self.client;
         let statuses = futures::stream::iter(self.statuses)
@@ -86,9 +86,9 @@ impl Batch {
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
-        let annotations = futures::stream::iter(self.annotations)
+        let announcing = futures::stream::iter(self.announcing)
             .map(|(service, desired)| async move {
-                let result = patch_annotation(client, &service, desired.as_deref()).await;
+                let result = patch_announcing(client, &service, desired.as_deref()).await;
                 (request::key_of(&service), desired, result)
             })
             .buffer_unordered(WRITE_CONCURRENCY)
@@ -109,7 +109,7 @@ impl Batch {
         }
         Written {
             statuses,
-            annotations,
+            announcing,
             pools,
             first_change: self.first_change,
         }
@@ -123,7 +123,7 @@ impl Writer {
             events,
             metrics,
             written_status: HashMap::new(),
-            written_annotation: HashMap::new(),
+            written_announcing: HashMap::new(),
             told: HashMap::new(),
             told_legacy: Vec::new(),
         }
@@ -170,7 +170,7 @@ impl Writer {
         let mut batch = Batch {
             client: self.client.clone(),
             statuses: Vec::new(),
-            annotations: Vec::new(),
+            announcing: Vec::new(),
             pools: Vec::new(),
             first_change,
         };
@@ -192,22 +192,15 @@ impl Writer {
             let Some(service) = services.get(key) else {
                 continue;
             };
-            let current = service
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ANNOUNCING_NODE))
-                .cloned();
+            let current = request::announcing_node(service);
             if &current == desired {
-                self.written_annotation.remove(key);
+                self.written_announcing.remove(key);
                 continue;
             }
-            if self.written_annotation.get(key) == Some(desired) {
+            if self.written_announcing.get(key) == Some(desired) {
                 continue;
             }
-            batch
-                .annotations
-                .push(((*service).clone(), desired.clone()));
+            batch.announcing.push(((*service).clone(), desired.clone()));
         }
         for pool in pools {
             let Some(name) = pool.metadata.name.clone() else {
@@ -268,22 +261,22 @@ impl Writer {
                 }
             }
         }
-        let ok = written.annotations.iter().filter(|w| w.2.is_ok()).count();
+        let ok = written.announcing.iter().filter(|w| w.2.is_ok()).count();
         if ok > 0 {
-            tracing::info!(written = ok, "announcing-node annotations written");
+            tracing::info!(written = ok, "announcing nodes written");
         }
-        for (key, desired, result) in written.annotations {
-            self.metrics.wrote("annotation", result.is_ok());
+        for (key, desired, result) in written.announcing {
+            self.metrics.wrote("announcing_node", result.is_ok());
             match result {
                 Ok(()) => {
-                    self.written_annotation.insert(key, desired);
+                    self.written_announcing.insert(key, desired);
                 }
                 Err(error) => {
                     // A Service deleted meanwhile is not a failure worth retrying.
                     if !is_not_found(&error) {
                         failures += 1;
                     }
-                    tracing::warn!(service = %key, error = %error, "cannot write the announcing-node annotation");
+                    tracing::warn!(service = %key, error = %error, "cannot write the announcing node");
                 }
             }
         }
@@ -460,7 +453,9 @@ async fn patch_status(
     .map(|_| ())
 }
 
-async fn patch_annotation(
+/// Sets (or removes) the Service's announcing-node condition. A strategic merge patch on the status
+/// subresource merges conditions by `type`, so other controllers' conditions stay.
+async fn patch_announcing(
     client: &Client,
     service: &Service,
     node: Option<&str>,
@@ -469,10 +464,20 @@ async fn patch_annotation(
         client.clone(),
         service.metadata.namespace.as_deref().unwrap_or_default(),
     );
-    api.patch(
+    let condition = match node {
+        Some(node) => json!({
+            "type": ANNOUNCING_CONDITION,
+            "status": "True",
+            "reason": "Layer2",
+            "message": node,
+            "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
+        }),
+        None => json!({"type": ANNOUNCING_CONDITION, "$patch": "delete"}),
+    };
+    api.patch_status(
         service.metadata.name.as_deref().unwrap_or_default(),
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {ANNOUNCING_NODE: node}}})),
+        &Patch::Strategic(json!({"status": {"conditions": [condition]}})),
     )
     .await
     .map(|_| ())

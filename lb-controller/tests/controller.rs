@@ -143,22 +143,17 @@ async fn wait_status(client: &Client, ns: &str, name: &str, want: &[&str]) {
     .unwrap();
 }
 
-async fn wait_annotation(client: &Client, ns: &str, name: &str, want: Option<&str>) {
+async fn wait_announcing(client: &Client, ns: &str, name: &str, want: Option<&str>) {
     until(
         &format!("{ns}/{name} announcing-node {want:?}"),
         WAIT,
         || async {
             let svc = service(client, ns, name).await;
-            let have = svc
-                .metadata
-                .annotations
-                .unwrap_or_default()
-                .get("groundwork.dev/announcing-node")
-                .cloned();
+            let have = lb_controller::request::announcing_node(&svc);
             if have.as_deref() == want {
                 Ok(())
             } else {
-                Err(format!("annotation is {have:?}"))
+                Err(format!("announcing node is {have:?}"))
             }
         },
     )
@@ -393,7 +388,7 @@ async fn the_acknowledging_speaker_is_named_and_a_reset_moves_the_address_at_onc
     wait_status(&client, "default", "web", &["10.10.39.200"]).await;
     // Only n1 has a speaker once the settle window (hold + grace) is over: it must announce.
     n1.wait_for("10.10.39.200").await;
-    wait_annotation(&client, "default", "web", Some("n1")).await;
+    wait_announcing(&client, "default", "web", Some("n1")).await;
 
     let n2 = speaker(grpc, "n2").await;
     let m1 = speaker(grpc, "m1").await;
@@ -408,29 +403,29 @@ async fn the_acknowledging_speaker_is_named_and_a_reset_moves_the_address_at_onc
     })
     .await
     .unwrap();
-    wait_annotation(&client, "default", "web", Some(node)).await;
+    wait_announcing(&client, "default", "web", Some(node)).await;
     let note = wait_event(&client, "default", "web", "AnnouncerChanged").await;
     assert!(note.contains("10.10.39.200 is announced by node"), "{note}");
 }
 
-/// How many announcing-node annotation writes the controller made, from its metrics.
-fn annotation_writes(controller: &Daemon) -> u64 {
+/// How many announcing-node writes the controller made, from its metrics.
+fn announcing_writes(controller: &Daemon) -> u64 {
     let metrics = controller.get("/metrics").unwrap().body;
     metrics
         .lines()
         .filter(|l| {
             l.starts_with("groundwork_lb_controller_api_writes_total{")
-                && l.contains("kind=\"annotation\"")
+                && l.contains("kind=\"announcing_node\"")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
 
 /// A restarted controller learns who announces what from the reconnecting speakers: it must not clear
-/// the announcing-node annotations while they reconnect and write them back (at 10,000 Services that
-/// was 20,000 writes and every annotation gone for seconds).
+/// the announcing nodes while they reconnect and write them back (at 10,000 Services that
+/// was 20,000 writes and every announcing node gone for seconds).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_restart_rewrites_no_announcing_node_annotation() {
+async fn a_restart_rewrites_no_announcing_node() {
     let (cluster, client) = seed_cluster().await;
     let (mut controller, grpc) = start_controller(&cluster, &[]);
     let n1 = speaker(grpc, "n1").await;
@@ -455,7 +450,7 @@ async fn a_restart_rewrites_no_announcing_node_annotation() {
         } else {
             "n2"
         };
-        wait_annotation(&client, "default", &name, Some(node)).await;
+        wait_announcing(&client, "default", &name, Some(node)).await;
         before.insert(name, node);
     }
 
@@ -482,26 +477,21 @@ async fn a_restart_rewrites_no_announcing_node_annotation() {
     };
     let _n1 = reconnect("n1", held1).await;
     let _n2 = reconnect("n2", held2).await;
-    // A new Service's annotation is written only after the passes that followed the reconnections.
+    // A new Service's announcing node is written only after the passes that followed the reconnections.
     create_service(&client, "default", "late", json!({})).await;
-    until("the late Service's annotation", WAIT, || async {
+    until("the late Service's announcing node", WAIT, || async {
         let svc = service(&client, "default", "late").await;
-        svc.metadata
-            .annotations
-            .unwrap_or_default()
-            .get("groundwork.dev/announcing-node")
-            .cloned()
-            .ok_or_else(|| "not yet".to_owned())
+        lb_controller::request::announcing_node(&svc).ok_or_else(|| "not yet".to_owned())
     })
     .await
     .unwrap();
     for (name, node) in before {
-        wait_annotation(&client, "default", &name, Some(node)).await;
+        wait_announcing(&client, "default", &name, Some(node)).await;
     }
     assert_eq!(
-        annotation_writes(&controller),
+        announcing_writes(&controller),
         1,
-        "only the new Service's annotation is written"
+        "only the new Service's announcing node is written"
     );
 }
 
@@ -597,11 +587,7 @@ async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
     assert!(status_ips(&service(&client, "default", "theirs").await).is_empty());
     let theirs = service(&client, "default", "theirs").await;
     assert!(
-        !theirs
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .contains_key("groundwork.dev/announcing-node"),
+        lb_controller::request::announcing_node(&theirs).is_none(),
         "a Service of another class must not be touched"
     );
 }
@@ -667,7 +653,7 @@ async fn a_speaker_with_one_nodes_identity_cannot_take_another_nodes_addresses()
     create_service(&client, "default", "shop", json!({})).await;
     wait_status(&client, "default", "shop", &["10.10.39.200"]).await;
     n2.wait_for("10.10.39.200").await;
-    wait_annotation(&client, "default", "shop", Some("n2")).await;
+    wait_announcing(&client, "default", "shop", Some("n2")).await;
 
     // Root on n1 has n1's token and the shared certificate, and asks to be n2: refused, naming both.
     let refused = FakeSpeaker::connect_with_token(channel().await, "n2", 0, &[], Some(&n1_token))
@@ -718,7 +704,7 @@ async fn a_speaker_with_one_nodes_identity_cannot_take_another_nodes_addresses()
     // n2 kept its session and its address; the refusals are counted by reason.
     assert!(n2.ended().is_none(), "n2's session ended: {:?}", n2.ended());
     assert_eq!(n2.current(), ["10.10.39.200".parse::<IpAddr>().unwrap()]);
-    wait_annotation(&client, "default", "shop", Some("n2")).await;
+    wait_announcing(&client, "default", "shop", Some("n2")).await;
     for reason in ["wrong_node", "no_token", "wrong_account", "invalid_token"] {
         controller
             .wait_metric(

@@ -5,7 +5,9 @@
 //!   `proto/groundwork/announce/v1/announce.proto`).
 //! - [`skydns`]: the etcd record schema shared by `dns-sync` (writer) and `dns-server` (reader), which is the
 //!   format CoreDNS's etcd plugin reads and external-dns's CoreDNS provider writes.
+//! - [`service_status`]: what `lb-controller` writes into a Service's status for users (and tests) to read.
 
+pub mod service_status;
 pub mod skydns;
 
 /// The controller<->speaker gRPC service, version 1.

@@ -27,8 +27,6 @@ use crate::{HarnessError, Result, wait};
 pub const INGRESS_NAMESPACE: &str = "ingress-nginx";
 /// The ingress controller's LoadBalancer Service.
 pub const INGRESS_SERVICE: &str = "ingress-nginx-controller";
-/// The annotation naming the announcing node.
-pub const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value).map_err(|e| HarnessError::Setup(format!("seed object: {e}")))
@@ -221,12 +219,7 @@ pub async fn wait_announced(
                     .iter()
                     .filter_map(|ip| ip.parse().ok())
                     .collect();
-                let node = service
-                    .metadata
-                    .annotations
-                    .unwrap_or_default()
-                    .get(ANNOUNCING_NODE)
-                    .cloned();
+                let node = crate::kube::announcing_node(&service);
                 match (ips.as_slice(), node) {
                     ([ip], Some(node)) => Ok((*ip, node)),
                     (ips, node) => Err(format!("addresses {ips:?}, announcing node {node:?}")),

@@ -25,8 +25,6 @@ use serde_json::{Value, json};
 pub const WAIT: Duration = Duration::from_secs(60);
 /// The annotation dns-sync reads a Service's names from (external-dns's).
 pub const HOSTNAME_ANNOTATION: &str = "external-dns.alpha.kubernetes.io/hostname";
-/// The annotation naming the node(s) announcing a Service's addresses.
-pub const ANNOUNCING_NODE: &str = "groundwork.dev/announcing-node";
 
 /// A running lab with its state in a temporary directory, both gone on drop (the lab first).
 pub struct TestLab {
@@ -123,15 +121,10 @@ impl TestLab {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// The Service's announcing-node annotation, now.
+    /// The node the Service's status names as announcing it, now.
     pub fn announcing(&self, name: &str) -> Option<String> {
         let service = self.block_on(self.services("default").get(name)).unwrap();
-        service
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .get(ANNOUNCING_NODE)
-            .cloned()
+        integration_tests::kube::announcing_node(&service)
     }
 
     /// Waits until ARP for `address` from the client is answered by exactly one MAC; returns its node.
@@ -157,7 +150,7 @@ impl TestLab {
         self.wait_announced_by(name, count, |_| true)
     }
 
-    /// Waits until the Service has `count` addresses and its announcing-node annotation satisfies `ok`.
+    /// Waits until the Service has `count` addresses and its announcing node satisfies `ok`.
     pub fn wait_announced_by(
         &self,
         name: &str,
@@ -168,12 +161,7 @@ impl TestLab {
         wait::until_blocking(&format!("Service {name} to be announced"), WAIT, || {
             let service = self.block_on(api.get(name)).map_err(|e| e.to_string())?;
             let ips = status_addresses(&service);
-            let node = service
-                .metadata
-                .annotations
-                .unwrap_or_default()
-                .get(ANNOUNCING_NODE)
-                .cloned();
+            let node = integration_tests::kube::announcing_node(&service);
             match node {
                 Some(node) if ips.len() == count && ok(&node) => Ok((ips, node)),
                 other => Err(format!("addresses {ips:?}, announcing node {other:?}")),

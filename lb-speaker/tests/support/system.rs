@@ -204,12 +204,7 @@ impl System {
         wait::until_blocking(&format!("{name} announced at {address}"), WAIT, || {
             let service = self.service(name);
             let ips = integration_tests::kube::status_ips(&service);
-            let node = service
-                .metadata
-                .annotations
-                .unwrap_or_default()
-                .get("groundwork.dev/announcing-node")
-                .cloned();
+            let node = integration_tests::kube::announcing_node(&service);
             match node {
                 Some(node) if ips == [address] && Some(node.as_str()) != not => Ok(node),
                 other => Err(format!("status {ips:?}, announcing node {other:?}")),
