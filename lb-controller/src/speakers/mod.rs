@@ -9,6 +9,8 @@
 //! driver around it; `tls` loads certificates; `metrics` counts what happens.
 
 mod fence;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod metrics;
 mod session;
 mod tls;
