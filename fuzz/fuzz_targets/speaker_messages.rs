@@ -15,6 +15,9 @@
 //! leaving one), generations that rise within a session, renewals of the latest generation, and leases of
 //! the configured length; and once things settle, an address desired on one healthy honest node only is
 //! announced by it.
+//!
+//! Replaying a finding with `FUZZ_TRACE=1` in the environment prints the decoded input, every delivery
+//! to the fence and every output.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -148,6 +151,8 @@ struct SessionView {
 }
 
 struct World {
+    /// `FUZZ_TRACE` set: print the input, every delivery and every output (replaying a finding).
+    trace: bool,
     t0: Instant,
     delay: u64,
     take_every: u64,
@@ -242,6 +247,9 @@ impl World {
 
     fn carry_out(&mut self, now: u64, outputs: Vec<Output>) {
         for output in outputs {
+            if self.trace {
+                eprintln!("{now} ms: {output:?}");
+            }
             match output {
                 Output::Send { session, message } => {
                     self.check_send(session, &message);
@@ -495,6 +503,9 @@ impl World {
 
     fn run_ms(&mut self, now: u64) {
         let mut batch = Vec::new();
+        // Sessions whose stream end is in this batch: closed once the fence has taken the batch in, as
+        // it takes it in order (a Hello before the end in the same batch may still be answered).
+        let mut ended = Vec::new();
         if now.is_multiple_of(self.take_every) {
             while self.upbox.front().is_some_and(|(at, _, _)| *at <= now) {
                 let Some((at, session, up)) = self.upbox.pop_front() else {
@@ -523,18 +534,24 @@ impl World {
                         Inbound::Message(message)
                     }
                     Up::Closed => {
-                        if let Some(view) = self.sessions.get_mut(&session) {
-                            view.open = false;
-                        }
+                        ended.push(session);
                         Inbound::Ended
                     }
                 };
+                if self.trace {
+                    eprintln!("{now} ms: session {session} <- {what:?}");
+                }
                 batch.push((session, what, self.at(at)));
             }
         }
         if !batch.is_empty() || self.fence.next_wake().is_some_and(|w| w <= self.at(now)) {
             let out = self.fence.receive(batch, self.at(now));
             self.carry_out(now, out);
+        }
+        for session in ended {
+            if let Some(view) = self.sessions.get_mut(&session) {
+                view.open = false;
+            }
         }
         for n in 0..HONEST {
             self.speaker_ms(now, n);
@@ -612,8 +629,13 @@ impl World {
 }
 
 fuzz_target!(|input: Input| {
+    let trace = std::env::var_os("FUZZ_TRACE").is_some();
+    if trace {
+        eprintln!("{input:#?}");
+    }
     let t0 = Instant::now();
     let mut world = World {
+        trace,
         t0,
         delay: u64::from(input.delay % 41),
         take_every: u64::from(input.take_every % 60) + 1,
