@@ -241,7 +241,9 @@ fn exchange(world: &World, control: u8, warm: &[u8], request: &[u8]) {
                 response.metadata.recursion_desired,
                 request.metadata.recursion_desired
             );
-            if response.metadata.response_code != ResponseCode::FormErr {
+            // A header alone (TC set) is what is left when even the echoed questions do not fit.
+            let header_only = response.metadata.truncation && response.queries.is_empty();
+            if response.metadata.response_code != ResponseCode::FormErr && !header_only {
                 assert_eq!(response.queries, request.queries, "the question is echoed");
             }
         } else {
