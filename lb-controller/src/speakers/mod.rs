@@ -14,6 +14,8 @@
 //! (dropped and counted beyond [`EVENT_QUEUE`]), and what one report may list (`fence`).
 
 mod fence;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod identity;
 mod metrics;
 mod session;
