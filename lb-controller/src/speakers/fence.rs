@@ -1002,7 +1002,17 @@ fn report_findings(node: &mut Node, name: &str, report: &pb::Report, out: &mut V
             }
         }
     }
-    for (address, interface, foreign_mac) in conflicts.difference(&session.conflicts) {
+    // News is a contested (address, interface) this session had not reported: a flood of replies from
+    // random MACs for one address is one Event, not one per MAC.
+    let mut known: BTreeSet<(IpAddr, &str)> = session
+        .conflicts
+        .iter()
+        .map(|(address, interface, _)| (*address, interface.as_str()))
+        .collect();
+    for (address, interface, foreign_mac) in &conflicts {
+        if !known.insert((*address, interface.as_str())) {
+            continue;
+        }
         out.push(Output::Event(HubEvent::Conflict {
             node: name.to_owned(),
             address: *address,

@@ -556,7 +556,8 @@ fn a_report_flooded_with_conflicts_from_random_macs_makes_a_bounded_number_of_ev
         );
         total += conflicts;
     }
-    assert!(total <= 20 * MAX_FINDINGS);
+    // One contested address on one interface is one observation for the session, whatever the MACs.
+    assert_eq!(total, 1);
 }
 
 /// A simulated world: speakers that follow the speaker's half of the protocol over links with a fixed
