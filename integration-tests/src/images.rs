@@ -64,9 +64,14 @@ pub fn groundwork_archive() -> Result<PathBuf> {
     Ok(archive)
 }
 
-/// Where `cargo build --release --target x86_64-unknown-linux-musl` leaves the daemons.
+/// Where `cargo build --release --target x86_64-unknown-linux-musl` leaves the daemons: under
+/// `CARGO_TARGET_DIR` when it is set (as `scripts/image` builds them), else the workspace's `target/`.
 pub fn static_binaries_dir(workspace: &Path) -> PathBuf {
-    workspace.join("target").join(STATIC_TARGET).join("release")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| workspace.join("target"), PathBuf::from)
+        .join(STATIC_TARGET)
+        .join("release")
 }
 
 /// The groundwork image: the four daemons and the tools from `binaries` (a directory holding static builds of each) under
