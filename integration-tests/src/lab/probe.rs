@@ -453,18 +453,58 @@ impl ArpProbe {
         macs
     }
 
-    /// The requests that more than one MAC answered.
+    /// The requests that more than one node answered as holders at once: see [`double_answers`].
     pub fn double_answers(&self) -> Vec<ArpExchange> {
-        self.exchanges()
-            .into_iter()
-            .filter(|e| {
-                let mut macs: Vec<&String> = e.replies.iter().map(|(_, m)| m).collect();
-                macs.sort();
-                macs.dedup();
-                macs.len() > 1
-            })
-            .collect()
+        double_answers(&self.exchanges(), HANDOVER_QUIET)
     }
+}
+
+/// After a handover inside one request's window, how long the old holder must stay silent for the
+/// exchange to count as a handover rather than two answerers.
+const HANDOVER_QUIET: Duration = Duration::from_secs(1);
+
+/// The exchanges that more than one MAC answered, except a clean handover: the old holder's replies all
+/// came before the new holder's first one, and the old holder answered nothing in the `quiet` after. A
+/// new holder may answer requests that waited in its socket from before it took over (a responder thread
+/// the machine did not schedule for a few tens of milliseconds answers them when it runs, by then as the
+/// holder); that is one answerer at a time. Two nodes answering as holders at once shows as replies that
+/// interleave, or the old holder answering again.
+fn double_answers(exchanges: &[ArpExchange], quiet: Duration) -> Vec<ArpExchange> {
+    exchanges
+        .iter()
+        .enumerate()
+        .filter(|(i, exchange)| {
+            let mut macs: Vec<&String> = Vec::new();
+            for (_, mac) in &exchange.replies {
+                if !macs.contains(&mac) {
+                    macs.push(mac);
+                }
+            }
+            let [old, new] = macs.as_slice() else {
+                return macs.len() > 1;
+            };
+            let old_last = exchange
+                .replies
+                .iter()
+                .filter(|(_, m)| m == *old)
+                .map(|(t, _)| *t)
+                .max();
+            let new_first = exchange
+                .replies
+                .iter()
+                .filter(|(_, m)| m == *new)
+                .map(|(t, _)| *t)
+                .min();
+            let handed_over = old_last <= new_first;
+            let until = exchange.sent + quiet;
+            let old_again = exchanges[i + 1..]
+                .iter()
+                .take_while(|later| later.sent <= until)
+                .any(|later| later.replies.iter().any(|(_, m)| m == *old));
+            !handed_over || old_again
+        })
+        .map(|(_, exchange)| exchange.clone())
+        .collect()
 }
 
 impl Drop for ArpProbe {
@@ -528,6 +568,46 @@ impl Drop for ArpWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_answerers_are_told_from_a_handover_within_one_request() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let exchange = |sent: u64, replies: &[(u64, &str)]| ArpExchange {
+            sent: ms(sent),
+            replies: replies
+                .iter()
+                .map(|(t, m)| (ms(*t), (*m).to_owned()))
+                .collect(),
+        };
+        // The old holder answers, then the new one answers requests queued before it took over.
+        let handover = vec![
+            exchange(0, &[(0, "a")]),
+            exchange(20, &[(20, "a"), (27, "b"), (27, "b")]),
+            exchange(40, &[(40, "b")]),
+            exchange(60, &[(60, "b")]),
+        ];
+        assert!(double_answers(&handover, Duration::from_secs(1)).is_empty());
+        // Both answer the next request too: two holders.
+        let mut both = handover.clone();
+        both[2] = exchange(40, &[(40, "b"), (41, "a")]);
+        assert_eq!(double_answers(&both, Duration::from_secs(1)).len(), 2);
+        // Interleaved within one request.
+        let interleaved = vec![exchange(0, &[(0, "a"), (1, "b"), (2, "a")])];
+        assert_eq!(
+            double_answers(&interleaved, Duration::from_secs(1)).len(),
+            1
+        );
+        // The old holder answering again within the quiet time makes the first one a double too.
+        let back = vec![
+            exchange(0, &[(0, "a"), (5, "b")]),
+            exchange(20, &[(20, "a")]),
+        ];
+        assert_eq!(double_answers(&back, Duration::from_secs(1)).len(), 1);
+        // Three MACs for one request is never a handover.
+        let three = vec![exchange(0, &[(0, "a"), (1, "b"), (2, "c")])];
+        assert_eq!(double_answers(&three, Duration::from_secs(1)).len(), 1);
+    }
 
     #[test]
     fn a_request_is_a_broadcast_arp_asking_for_the_address_and_its_reply_is_recognised() {
