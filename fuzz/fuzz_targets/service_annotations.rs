@@ -222,13 +222,28 @@ fuzz_target!(|input: Input| {
         domains: input.domains.iter().map(Text::text).collect(),
         ingress_class: opt(&input.ingress_class),
         annotations: Vec::new(),
+        // Small, so the fuzzer reaches them: an object over a limit asks for nothing new.
+        limits: source::Limits {
+            names_per_object: 8,
+            targets_per_object: 8,
+        },
     };
     for wanted in [
         source::from_service(&service, &filters),
         source::from_ingress(&ingress, &filters),
     ] {
+        if let Some(request) = &wanted.request {
+            assert!(request.names.len() <= filters.limits.names_per_object);
+            assert!(request.targets.len() <= filters.limits.targets_per_object);
+            assert!(!request.keep_published || (request.names.is_empty() && request.targets.is_empty()));
+        }
+        let endpoints: Vec<source::Endpoint> = wanted
+            .request
+            .iter()
+            .flat_map(source::Request::endpoints)
+            .collect();
         let mut pairs = std::collections::BTreeSet::new();
-        for endpoint in &wanted.endpoints {
+        for endpoint in &endpoints {
             let name = &endpoint.name;
             assert_eq!(
                 source::validate_hostname(name).as_ref(),
