@@ -82,8 +82,8 @@ pub struct EventPublisher {
     dropped: prometheus_client::metrics::counter::Counter,
 }
 
-/// Events queued for publishing at most; a controller's start at ten thousand Services fills about
-/// twice this, and the API server takes them at a few hundred a second.
+/// Events queued for publishing at most. A controller's start at ten thousand Services queues about
+/// 20,000, which fit; the API server takes them at a few hundred a second.
 pub const EVENT_QUEUE: usize = 32 * 1024;
 
 impl EventPublisher {
