@@ -253,22 +253,22 @@ async fn serve_tcp(
     quota: TcpQuota,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = ops::backoff::Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
+                    backoff.reset();
                     accepted
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error, retry_in = ?backoff, "tcp accept failed");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %error, retry_in = ?delay, "tcp accept failed");
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },

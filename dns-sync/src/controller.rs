@@ -329,7 +329,7 @@ pub async fn run(
         watch_kind(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
-            trigger.clone(),
+            ops::kube::send_time(trigger.clone()),
             shutdown.clone(),
         )
     });
@@ -337,7 +337,7 @@ pub async fn run(
         watch_kind(
             Api::<Ingress>::all(client.clone()),
             watcher::Config::default(),
-            trigger.clone(),
+            ops::kube::send_time(trigger.clone()),
             shutdown.clone(),
         )
     });
@@ -407,7 +407,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Option<Instant> = None;
-    let mut retry_in = Duration::from_secs(1);
+    let mut backoff = ops::backoff::Backoff::new(Duration::from_secs(1), RETRY_MAX);
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -442,7 +442,7 @@ pub async fn run(
         };
         match syncer.sync().await {
             Ok(summary) => {
-                retry_in = Duration::from_secs(1);
+                backoff.reset();
                 if summary.written > 0 {
                     metrics
                         .change_to_commit
@@ -464,10 +464,10 @@ pub async fn run(
             }
             Err(error) => {
                 metrics.errors.inc();
+                let retry_in = backoff.next_delay();
                 tracing::warn!(error = %error, retry_in = ?retry_in, "sync failed; keeping the desired state and retrying");
                 pending = Some(first_change);
                 retry_at = Some(tokio::time::Instant::now() + retry_in);
-                retry_in = (retry_in * 2).min(RETRY_MAX);
             }
         }
     }

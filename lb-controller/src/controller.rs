@@ -11,28 +11,30 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use kube::{Api, Client};
 use ops::CancellationToken;
 use ops::endpoint::Health;
-use ops::kube::{Watched, watch_kind};
+use ops::kube::{Seen, Watched, watch_kind};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::legacy;
 use crate::metrics::Metrics;
-use crate::plan::{Inputs, Outcome, Planner};
+use crate::plan::{Inputs, Outcome, Planner, Scope};
 use crate::pool::IPPool;
+use crate::request::{self, ServiceKey};
+use crate::schedule::{Change, Order, Schedule};
 use crate::speakers::SpeakerHub;
 use crate::writer::{Writer, Written};
-
-/// Longest wait between retries of failed writes.
-const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Errors that stop the controller.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,62 @@ struct Watchers {
 }
 
 impl Watchers {
+    /// Starts a reflector per kind; each change is sent on `changes` as what it calls for.
+    fn start(
+        client: &Client,
+        settings: &Settings,
+        changes: &mpsc::UnboundedSender<(Change, Instant)>,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let all = watcher::Config::default;
+        Self {
+            services: watch_kind(
+                Api::all(client.clone()),
+                all(),
+                on_change(changes, |service: &Service| Some(request::key_of(service))),
+                shutdown.clone(),
+            ),
+            pools: watch_kind(
+                Api::all(client.clone()),
+                all(),
+                on_change(changes, |_: &IPPool| None),
+                shutdown.clone(),
+            ),
+            nodes: watch_kind(
+                Api::all(client.clone()),
+                all(),
+                on_change(changes, |_: &Node| None),
+                shutdown.clone(),
+            ),
+            slices: watch_kind(
+                Api::all(client.clone()),
+                all(),
+                // A slice matters only to its Service (`externalTrafficPolicy: Local`).
+                on_change(changes, |slice: &EndpointSlice| {
+                    let namespace = slice.metadata.namespace.as_deref()?;
+                    let labels = slice.metadata.labels.as_ref()?;
+                    let service = labels.get("kubernetes.io/service-name")?;
+                    Some(format!("{namespace}/{service}"))
+                }),
+                shutdown.clone(),
+            ),
+            namespaces: watch_kind(
+                Api::all(client.clone()),
+                all(),
+                on_change(changes, |_: &Namespace| None),
+                shutdown.clone(),
+            ),
+            configmap: settings.metallb_configmap.as_ref().map(|(ns, name)| {
+                watch_kind(
+                    Api::namespaced(client.clone(), ns),
+                    all().fields(&format!("metadata.name={name}")),
+                    on_change(changes, |_: &ConfigMap| None),
+                    shutdown.clone(),
+                )
+            }),
+        }
+    }
+
     fn listed(&self) -> bool {
         self.services.is_fresh()
             && self.pools.is_fresh()
@@ -71,12 +129,30 @@ impl Watchers {
     }
 }
 
+/// A watch's `on_change`: a change of one object calls for a pass over the Service `service_of` names,
+/// or for a full pass where it names none; a (re)list always calls for a full pass.
+fn on_change<K>(
+    changes: &mpsc::UnboundedSender<(Change, Instant)>,
+    service_of: impl Fn(&K) -> Option<ServiceKey> + Send + 'static,
+) -> impl Fn(Seen<'_, K>) + Send + 'static {
+    let changes = changes.clone();
+    move |seen| {
+        let change = match seen {
+            Seen::Listed => Change::Everything,
+            Seen::Applied(object) | Seen::Deleted(object) => {
+                service_of(object).map_or(Change::Everything, Change::Service)
+            }
+        };
+        let _ = changes.send((change, Instant::now()));
+    }
+}
+
 /// What the leader remembers between passes.
 struct Leading {
     planner: Planner,
     /// Until then, Ready nodes whose speaker has not reconnected still count as candidates; `None`
     /// once that window is over.
-    settle_until: Option<tokio::time::Instant>,
+    settle_until: Option<Instant>,
     /// Nodes whose speaker connected since this replica leads.
     ever_connected: BTreeSet<String>,
     /// Stops pointing the speakers' Service at this replica (`--leader-service`) when leadership ends.
@@ -93,6 +169,9 @@ impl Drop for Leading {
     }
 }
 
+/// How often the leader runs a full pass that nothing asked for, as a consistency check.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs the controller until `shutdown`.
 pub async fn run(
     settings: Settings,
@@ -102,84 +181,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let client = ops::kube::client(settings.config.kubeconfig.as_deref()).await?;
-
     if let Some(expected) = &settings.speaker_identity {
         hub.require_identity(crate::speakers::identity::TokenReviewer::new(
             client.clone(),
             expected.clone(),
         ));
     }
-    let server = {
-        let hub = hub.clone();
-        let (listen, tls, shutdown) = (
-            settings.config.grpc_listen,
-            settings.tls.clone(),
-            shutdown.clone(),
-        );
-        // The speakers' sessions get their own thread and runtime: reconciling ten thousand Services is
-        // CPU work, and heartbeats read late would look like silent nodes and move their addresses.
-        let (done, result) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("speakers".to_owned())
-            .spawn(move || {
-                let outcome = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::Runtime(e.to_string()))
-                    .and_then(|runtime| {
-                        runtime
-                            .block_on(hub.serve(listen, tls, shutdown))
-                            .map_err(Error::from)
-                    });
-                let _ = done.send(outcome);
-            })
-            .map_err(|e| Error::Runtime(e.to_string()))?;
-        result
-    };
-
-    let (trigger, mut triggers) = mpsc::unbounded_channel::<Instant>();
-    let all = watcher::Config::default;
-    let watchers = Watchers {
-        services: watch_kind(
-            Api::all(client.clone()),
-            all(),
-            trigger.clone(),
-            shutdown.clone(),
-        ),
-        pools: watch_kind(
-            Api::all(client.clone()),
-            all(),
-            trigger.clone(),
-            shutdown.clone(),
-        ),
-        nodes: watch_kind(
-            Api::all(client.clone()),
-            all(),
-            trigger.clone(),
-            shutdown.clone(),
-        ),
-        slices: watch_kind(
-            Api::all(client.clone()),
-            all(),
-            trigger.clone(),
-            shutdown.clone(),
-        ),
-        namespaces: watch_kind(
-            Api::all(client.clone()),
-            all(),
-            trigger.clone(),
-            shutdown.clone(),
-        ),
-        configmap: settings.metallb_configmap.as_ref().map(|(ns, name)| {
-            watch_kind(
-                Api::namespaced(client.clone(), ns),
-                all().fields(&format!("metadata.name={name}")),
-                trigger.clone(),
-                shutdown.clone(),
-            )
-        }),
-    };
-
+    let server = serve_speakers(&settings, &hub, &shutdown)?;
+    let (changes, mut changed) = mpsc::unbounded_channel::<(Change, Instant)>();
+    let watchers = Watchers::start(&client, &settings, &changes, &shutdown);
     let mut writer = Writer::new(
         client.clone(),
         // A start at ten thousand Services makes twenty thousand Events: a few at a time, beside the
@@ -195,7 +205,6 @@ pub async fn run(
         ),
         metrics.clone(),
     );
-
     let election = settings.config.leader_elect.then(|| ops::kube::Election {
         name: settings.config.lease_name.clone(),
         namespace: settings.config.lease_namespace.clone(),
@@ -211,17 +220,10 @@ pub async fn run(
     let mut announced = hub.announced();
     let mut hub_events = hub.events();
     let mut leading: Option<Leading> = None;
-    let mut pending: Option<Instant> = None;
+    let mut schedule = Schedule::new(CHECK_EVERY);
     // The API writes of a pass run beside the loop, one batch at a time: passes (and so the speakers'
-    // assignments) never wait for them. `unwritten` is the first change a pass saw while a batch was
-    // in flight or writes were backing off: once they are done, a pass writes it.
+    // assignments) never wait for them.
     let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
-    let mut unwritten: Option<Instant> = None;
-    // A pass that moves addresses between speakers (one came or went) runs even while a batch is in
-    // flight; one that only follows API objects (mostly the echoes of our own writes) waits for it.
-    let mut urgent = false;
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut retry_in = Duration::from_millis(500);
     let settle = settings.config.controller_loss_hold + settings.hub.grace;
     let mut first = true;
     health.set_not_ready("waiting for leadership");
@@ -241,20 +243,17 @@ pub async fn run(
                         Err(_) => Err(Error::Runtime("the speaker server thread ended".to_owned())),
                     };
                 }
-                Some(at) = triggers.recv() => { pending.get_or_insert(at); }
+                Some((change, at)) = changed.recv() => schedule.change(change, at),
                 changed = leader.changed() => {
                     if changed.is_err() {
                         return Err(Error::Lease("the lease manager stopped".to_owned()));
                     }
                 }
-                Ok(()) = available.changed() => {
-                    pending.get_or_insert_with(Instant::now);
-                    urgent = true;
-                }
-                Ok(()) = announced.changed() => { pending.get_or_insert_with(Instant::now); }
+                Ok(()) = available.changed() => schedule.change(Change::Speakers, Instant::now()),
+                Ok(()) = announced.changed() => schedule.change(Change::Announced, Instant::now()),
                 Some(event) = hub_events.recv() => {
                     if let Some(leading) = &leading {
-                        writer.tell_hub_event(&event, &leading.planner, &watchers.services);
+                        writer.tell_hub_event(&event, &leading.planner, watchers.services.store());
                     }
                 }
                 () = sleep_until(settle_at) => {
@@ -262,34 +261,19 @@ pub async fn run(
                         // Past the settle window: from now on only connected speakers count.
                         leading.settle_until = None;
                     }
-                    pending.get_or_insert_with(Instant::now);
-                    urgent = true;
+                    schedule.change(Change::Speakers, Instant::now());
                 }
-                () = sleep_until(retry_at) => {
-                    retry_at = None;
-                    if let Some(at) = unwritten.take() {
-                        pending.get_or_insert(at);
-                    }
-                }
+                () = sleep_until(schedule.wake_at()) => schedule.tick(Instant::now()),
                 written = finished(&mut writing) => {
                     writing = None;
                     // An error is a batch aborted when leadership was lost: nothing to take in.
                     if let Ok(written) = written {
                         let first_change = written.first_change;
-                        let failures = writer.finish(written);
-                        if failures > 0 {
-                            tracing::warn!(failures, retry_in = ?retry_in, "some writes failed; retrying");
-                            retry_at = Some(tokio::time::Instant::now() + retry_in);
-                            retry_in = (retry_in * 2).min(RETRY_MAX);
-                            unwritten = Some(unwritten.map_or(first_change, |u| u.min(first_change)));
-                        } else {
-                            retry_in = Duration::from_millis(500);
+                        let failed = writer.finish(written);
+                        let count = failed.services.len() + failed.pools;
+                        if let Some(retry_in) = schedule.written(failed.services, failed.pools > 0, first_change, Instant::now()) {
+                            tracing::warn!(failures = count, ?retry_in, "some writes failed; retrying");
                         }
-                    }
-                    if retry_at.is_none()
-                        && let Some(at) = unwritten.take()
-                    {
-                        pending.get_or_insert(at);
                     }
                 }
             }
@@ -310,24 +294,24 @@ pub async fn run(
             });
             leading = Some(Leading {
                 planner: Planner::new(settings.filter.clone()),
-                settle_until: Some(tokio::time::Instant::now() + settle),
+                settle_until: Some(Instant::now() + settle),
                 ever_connected: BTreeSet::new(),
                 publishing,
                 hub_active: false,
             });
-            pending.get_or_insert_with(Instant::now);
+            schedule.start_leading(Instant::now());
         } else if !is_leader && leading.is_some() {
             tracing::info!(identity = %settings.identity, "lost leadership; standing by");
             // The new leader writes from now on; a write of ours landing after one of its would undo it.
             if let Some(batch) = writing.take() {
                 batch.abort();
             }
-            unwritten = None;
+            schedule.stop_leading();
             hub.set_active(false);
             metrics.leader.set(0);
             leading = None;
         }
-        if !is_leader {
+        let Some(state) = &mut leading else {
             // Ready once it could take over (its caches listed): a Deployment's rollout waits for every
             // replica to be ready. Speakers reach only the leader (--leader-service).
             if watchers.listed() {
@@ -338,28 +322,42 @@ pub async fn run(
                 );
             }
             continue;
-        }
-        let Some(state) = &mut leading else { continue };
-        if pending.is_none() || (writing.is_some() && !urgent) {
-            continue;
-        }
+        };
         if !watchers.listed() {
             health.set_not_ready("waiting for the first list of Services, pools and nodes");
             continue;
         }
-        let Some(first_change) = pending.take() else {
+        let Some(order) = schedule.next_pass() else {
             continue;
         };
-        let started = Instant::now();
-        // A pass is CPU work proportional to the cluster: let the runtime move other tasks off this
+        let started = std::time::Instant::now();
+        // A full pass is CPU work proportional to the cluster: let the runtime move other tasks off this
         // worker meanwhile.
-        let outcome =
-            tokio::task::block_in_place(|| pass(state, &watchers, &hub, &mut writer, &announced));
+        let outcome = tokio::task::block_in_place(|| {
+            pass(
+                state,
+                &watchers,
+                &hub,
+                &mut writer,
+                &announced,
+                &order.order,
+            )
+        });
         let took = started.elapsed();
         metrics.reconcile_seconds.observe(took.as_secs_f64());
-        tracing::debug!(?took, urgent, writing = writing.is_some(), "pass");
-        urgent = false;
-        hub.set_desired(outcome.desired.clone());
+        tracing::debug!(?took, order = ?order.order, writing = writing.is_some(), "pass");
+        if order.order == (Order::Full { check: true }) && outcome.changed > 0 {
+            metrics.check_changes.inc_by(outcome.changed as u64);
+            tracing::warn!(
+                changed = outcome.changed,
+                "the periodic full pass changed what earlier passes had decided"
+            );
+        }
+        if outcome.desired_complete {
+            hub.set_desired(outcome.desired.clone());
+        } else if !outcome.desired.is_empty() {
+            hub.update_desired(outcome.desired.clone());
+        }
         if !state.hub_active {
             // Only now, with the assignments rebuilt: active before, the hub told every speaker that
             // connected to drop what it announces (an empty set), and the addresses went silent for as long
@@ -367,24 +365,23 @@ pub async fn run(
             // speakers are refused as by a standby and keep what they hold (--controller-loss-hold).
             hub.set_active(true);
             state.hub_active = true;
-            state.settle_until = Some(tokio::time::Instant::now() + settle);
+            state.settle_until = Some(Instant::now() + settle);
             tracing::info!(identity = %settings.identity, "leading: taking speakers, assignments rebuilt");
         }
-        writer.tell(&outcome, &watchers.services);
-        if writing.is_some() || retry_at.is_some() {
-            unwritten = Some(unwritten.map_or(first_change, |u| u.min(first_change)));
-        } else {
+        writer.tell(&outcome, watchers.services.store());
+        if schedule.may_write() {
             let batch = writer.prepare(
                 &outcome,
-                &watchers.services.store().state(),
+                watchers.services.store(),
                 &watchers.pools.store().state(),
-                unwritten
-                    .take()
-                    .map_or(first_change, |u| u.min(first_change)),
+                order.first_change,
             );
             if !batch.is_empty() {
                 writing = Some(tokio::spawn(batch.run()));
+                schedule.writing_started();
             }
+        } else {
+            schedule.defer(&outcome.coverage, order.first_change);
         }
         health.set_ready(format!(
             "leading: {} addresses assigned, {} Services pending",
@@ -394,12 +391,46 @@ pub async fn run(
     }
 }
 
+/// Starts the speakers' gRPC server on a thread of its own; the receiver says how it ended.
+fn serve_speakers(
+    settings: &Settings,
+    hub: &SpeakerHub,
+    shutdown: &CancellationToken,
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), Error>>, Error> {
+    let hub = hub.clone();
+    let (listen, tls, shutdown) = (
+        settings.config.grpc_listen,
+        settings.tls.clone(),
+        shutdown.clone(),
+    );
+    // The speakers' sessions get their own thread and runtime: reconciling ten thousand Services is
+    // CPU work, and heartbeats read late would look like silent nodes and move their addresses.
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("speakers".to_owned())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Runtime(e.to_string()))
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(hub.serve(listen, tls, shutdown))
+                        .map_err(Error::from)
+                });
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    Ok(result)
+}
+
 fn pass(
     state: &mut Leading,
     watchers: &Watchers,
     hub: &SpeakerHub,
     writer: &mut Writer,
     announced: &tokio::sync::watch::Receiver<BTreeMap<IpAddr, String>>,
+    order: &Order,
 ) -> Outcome {
     let services = watchers.services.store().state();
     let pools = watchers.pools.store().state();
@@ -423,18 +454,37 @@ fn pass(
     let speakers = hub.available().borrow().clone();
     state.ever_connected.extend(speakers.keys().cloned());
     let announced = announced.borrow().clone();
-    state.planner.pass(&Inputs {
-        services: &services,
-        pools: &pools,
-        legacy_pools: &legacy_pools,
-        nodes: &nodes,
-        slices: &slices,
-        namespaces: &namespaces,
-        speakers: &speakers,
-        include_unconnected: state.settle_until.is_some(),
-        ever_connected: &state.ever_connected,
-        announced: &announced,
-    })
+    let changed: BTreeMap<ServiceKey, Option<Arc<Service>>>;
+    let scope = match order {
+        Order::Full { .. } => Scope::Everything,
+        Order::Services(keys) => {
+            let store = watchers.services.store();
+            changed = keys
+                .iter()
+                .map(|key| {
+                    let (namespace, name) = key.split_once('/').unwrap_or_default();
+                    let service = store.get(&ObjectRef::new(name).within(namespace));
+                    (key.clone(), service)
+                })
+                .collect();
+            Scope::Services(&changed)
+        }
+    };
+    state.planner.pass(
+        &Inputs {
+            services: &services,
+            pools: &pools,
+            legacy_pools: &legacy_pools,
+            nodes: &nodes,
+            slices: &slices,
+            namespaces: &namespaces,
+            speakers: &speakers,
+            include_unconnected: state.settle_until.is_some(),
+            ever_connected: &state.ever_connected,
+            announced: &announced,
+        },
+        scope,
+    )
 }
 
 /// The batch of writes in flight, once it is done (never, if there is none).
@@ -447,7 +497,7 @@ async fn finished(
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

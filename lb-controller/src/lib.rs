@@ -19,6 +19,7 @@ pub mod plan;
 pub mod pool;
 pub mod ranges;
 pub mod request;
+mod schedule;
 pub mod speakers;
 mod writer;
 

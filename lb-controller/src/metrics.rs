@@ -46,6 +46,8 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     /// Kubernetes Events dropped because the publishing queue was full.
     pub events_dropped: Counter,
+    /// Changes the periodic full pass made: what incremental passes missed (should stay 0).
+    pub check_changes: Counter,
 }
 
 impl Metrics {
@@ -66,6 +68,7 @@ impl Metrics {
             change_to_status_seconds: buckets(),
             writes: Family::default(),
             events_dropped: Counter::default(),
+            check_changes: Counter::default(),
         };
         let registry = registry.sub_registry_with_prefix("lb_controller");
         registry.register(
@@ -112,6 +115,11 @@ impl Metrics {
             "events_dropped",
             "Kubernetes Events dropped because the publishing queue was full",
             metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "consistency_check_changes",
+            "Service addresses and announcers the periodic full pass changed (incremental passes missed them; should stay 0)",
+            metrics.check_changes.clone(),
         );
         metrics
     }

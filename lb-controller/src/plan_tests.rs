@@ -94,18 +94,25 @@ impl World {
     }
 
     fn pass(&self, planner: &mut Planner) -> Outcome {
-        planner.pass(&Inputs {
-            services: &self.services,
-            pools: &self.pools,
-            legacy_pools: &[],
-            nodes: &self.nodes,
-            slices: &self.slices,
-            namespaces: &[],
-            speakers: &self.speakers,
-            include_unconnected: false,
-            ever_connected: &BTreeSet::new(),
-            announced: &self.announced,
-        })
+        self.pass_over(planner, Scope::Everything)
+    }
+
+    fn pass_over(&self, planner: &mut Planner, scope: Scope<'_>) -> Outcome {
+        planner.pass(
+            &Inputs {
+                services: &self.services,
+                pools: &self.pools,
+                legacy_pools: &[],
+                nodes: &self.nodes,
+                slices: &self.slices,
+                namespaces: &[],
+                speakers: &self.speakers,
+                include_unconnected: false,
+                ever_connected: &BTreeSet::new(),
+                announced: &self.announced,
+            },
+            scope,
+        )
     }
 
     /// Writes the outcome's statuses back into the Services, as the API would after our patches.
@@ -295,7 +302,7 @@ fn a_pending_service_gets_an_address_when_the_pool_grows() {
     assert_eq!(first.statuses["b/late"], Vec::<IpAddr>::new());
     assert_eq!(first.pending, 1);
     let note = &first.notes["b/late"];
-    assert_eq!(note.reason, "AllocationFailed");
+    assert_eq!(note.reason, Reason::AllocationFailed);
     assert!(
         note.message
             .contains("no free IPv4 address left in pools seed"),
@@ -351,7 +358,7 @@ fn local_traffic_is_announced_only_from_nodes_with_a_ready_endpoint() {
     let mut planner = Planner::new(filter());
     let none = world.pass(&mut planner);
     assert!(none.desired.is_empty());
-    assert_eq!(none.notes["web/local"].reason, "NoAnnouncer");
+    assert_eq!(none.notes["web/local"].reason, Reason::NoAnnouncer);
     world.slices = vec![Arc::new(serde_json::from_value(json!({
         "metadata": {"namespace": "web", "name": "local-abc", "labels": {"kubernetes.io/service-name": "local"}},
         "addressType": "IPv4",
@@ -406,7 +413,7 @@ fn of_two_services_claiming_one_address_the_older_keeps_it() {
     assert_eq!(outcome.statuses["a/older"], vec![ip("10.10.39.205")]);
     assert_eq!(outcome.statuses["a/newer"], vec![ip("10.10.39.200")]);
     let note = &outcome.notes["a/newer"];
-    assert_eq!(note.reason, "AllocationConflict");
+    assert_eq!(note.reason, Reason::AllocationConflict);
     assert!(
         note.message.contains("a/older") && note.message.contains("given 10.10.39.200"),
         "{}",
@@ -422,18 +429,21 @@ fn legacy_pools_serve_unless_an_ippool_has_the_name() {
         "address-pools:\n- name: default\n  protocol: layer2\n  addresses: [10.10.39.200-10.10.39.220]\n",
     ));
     assert!(errors.is_empty());
-    let outcome = Planner::new(filter()).pass(&Inputs {
-        services: &world.services,
-        pools: &world.pools,
-        legacy_pools: &legacy,
-        nodes: &world.nodes,
-        slices: &[],
-        namespaces: &[],
-        speakers: &world.speakers,
-        include_unconnected: false,
-        ever_connected: &BTreeSet::new(),
-        announced: &BTreeMap::new(),
-    });
+    let outcome = Planner::new(filter()).pass(
+        &Inputs {
+            services: &world.services,
+            pools: &world.pools,
+            legacy_pools: &legacy,
+            nodes: &world.nodes,
+            slices: &[],
+            namespaces: &[],
+            speakers: &world.speakers,
+            include_unconnected: false,
+            ever_connected: &BTreeSet::new(),
+            announced: &BTreeMap::new(),
+        },
+        Scope::Everything,
+    );
     assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
     assert!(
         outcome.pools.is_empty(),
@@ -446,18 +456,21 @@ fn while_settling_late_speakers_count_but_departed_ones_do_not() {
     let world = World::seed();
     let inputs = |speakers: &BTreeMap<String, SpeakerInfo>, ever: &BTreeSet<String>| {
         Planner::new(filter())
-            .pass(&Inputs {
-                services: &world.services,
-                pools: &world.pools,
-                legacy_pools: &[],
-                nodes: &world.nodes,
-                slices: &[],
-                namespaces: &[],
-                speakers,
-                include_unconnected: true,
-                ever_connected: ever,
-                announced: &BTreeMap::new(),
-            })
+            .pass(
+                &Inputs {
+                    services: &world.services,
+                    pools: &world.pools,
+                    legacy_pools: &[],
+                    nodes: &world.nodes,
+                    slices: &[],
+                    namespaces: &[],
+                    speakers,
+                    include_unconnected: true,
+                    ever_connected: ever,
+                    announced: &BTreeMap::new(),
+                },
+                Scope::Everything,
+            )
             .desired
     };
     // Nobody has reconnected yet: the answer is the same as with everyone connected.
@@ -539,4 +552,262 @@ fn reused_results_agree_with_a_fresh_planner() {
     world.services[3] = changed;
     let outcome = world.pass(&mut planner);
     assert_eq!(outcome.statuses["web/s3"], vec![ip("10.20.0.200")]);
+}
+
+/// One change to the cluster in [`incremental_passes_agree_with_full_passes`].
+#[derive(Debug, Clone)]
+enum Op {
+    /// Creates (or replaces) Service `i`: minute of creation, requested address (index into the
+    /// pool), shared (with the key `k` and a port of its own), `externalTrafficPolicy: Local`.
+    Put(usize, u8, Option<u8>, bool, bool),
+    /// Deletes Service `i`.
+    Delete(usize),
+    /// Makes Service `i` a ClusterIP one (or a LoadBalancer again).
+    Retype(usize),
+    /// Sets Service `i`'s ready endpoints to the nodes in the bit mask.
+    Endpoints(usize, u8),
+    /// Speakers acknowledge the addresses placed on them whose bit in the mask is set.
+    Acknowledge(u16),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..12usize, 0..4u8, proptest::option::of(0..8u8), any::<bool>(), any::<bool>())
+            .prop_map(|(i, m, r, s, l)| Op::Put(i, m, r, s, l)),
+        2 => (0..12usize).prop_map(Op::Delete),
+        1 => (0..12usize).prop_map(Op::Retype),
+        1 => (0..12usize, 0..16u8).prop_map(|(i, n)| Op::Endpoints(i, n)),
+        2 => any::<u16>().prop_map(Op::Acknowledge),
+    ]
+}
+
+/// The cluster of [`incremental_passes_agree_with_full_passes`]: 12 possible Services over 8 addresses,
+/// so pools run out and addresses are freed and shared; 4 nodes.
+struct Churn {
+    world: World,
+    version: u64,
+}
+
+const CHURN_NODES: [&str; 4] = ["w0", "w1", "w2", "w3"];
+
+impl Churn {
+    fn new() -> Self {
+        let mut world = World::seed();
+        world.services.clear();
+        world.pools = vec![pool("small", json!({"addresses": ["10.30.0.0/29"]}))];
+        world.nodes = CHURN_NODES.iter().map(|n| node(n, json!({}))).collect();
+        world.speakers = speakers(&CHURN_NODES);
+        Self { world, version: 0 }
+    }
+
+    fn key(i: usize) -> ServiceKey {
+        format!("web/s{i}")
+    }
+
+    fn position(&self, i: usize) -> Option<usize> {
+        let key = Self::key(i);
+        self.world
+            .services
+            .iter()
+            .position(|s| request::key_of(s) == key)
+    }
+
+    /// Replaces (or adds) a Service with a new resourceVersion.
+    fn store(&mut self, mut value: serde_json::Value) {
+        self.version += 1;
+        value["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        let service: Arc<Service> = Arc::new(serde_json::from_value(value).unwrap());
+        let key = request::key_of(&service);
+        match self
+            .world
+            .services
+            .iter()
+            .position(|s| request::key_of(s) == key)
+        {
+            Some(at) => self.world.services[at] = service,
+            None => self.world.services.push(service),
+        }
+    }
+
+    /// Applies `op`; returns the Service it changed, if any.
+    fn apply(&mut self, op: &Op, placed: &BTreeMap<IpAddr, String>) -> Option<ServiceKey> {
+        match *op {
+            Op::Put(i, minute, requested, shared, local) => {
+                let mut annotations = serde_json::Map::new();
+                if let Some(r) = requested {
+                    annotations.insert(
+                        "groundwork.dev/loadBalancerIPs".into(),
+                        json!(format!("10.30.0.{r}")),
+                    );
+                }
+                if shared {
+                    annotations.insert("groundwork.dev/allow-shared-ip".into(), json!("k"));
+                }
+                let status = self.position(i).map(|at| {
+                    serde_json::to_value(&*self.world.services[at]).unwrap()["status"].clone()
+                });
+                let mut value = json!({
+                    "metadata": {"namespace": "web", "name": format!("s{i}"),
+                                 "creationTimestamp": format!("2026-01-01T00:{minute:02}:00Z"),
+                                 "annotations": annotations},
+                    "spec": {"type": "LoadBalancer", "ports": [{"port": 8000 + i}],
+                             "externalTrafficPolicy": if local { "Local" } else { "Cluster" }}
+                });
+                if let Some(status) = status {
+                    value["status"] = status;
+                }
+                self.store(value);
+                Some(Self::key(i))
+            }
+            Op::Delete(i) => {
+                let at = self.position(i)?;
+                self.world.services.remove(at);
+                Some(Self::key(i))
+            }
+            Op::Retype(i) => {
+                let at = self.position(i)?;
+                let mut value = serde_json::to_value(&*self.world.services[at]).unwrap();
+                let retyped = if value["spec"]["type"] == "LoadBalancer" {
+                    "ClusterIP"
+                } else {
+                    "LoadBalancer"
+                };
+                value["spec"]["type"] = json!(retyped);
+                self.store(value);
+                Some(Self::key(i))
+            }
+            Op::Endpoints(i, mask) => {
+                let name = format!("s{i}");
+                self.world.slices.retain(|s| {
+                    s.metadata.labels.as_ref().unwrap()["kubernetes.io/service-name"] != name
+                });
+                let endpoints: Vec<_> = CHURN_NODES
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| mask & (1 << bit) != 0)
+                    .map(|(_, node)| json!({"addresses": ["10.244.0.1"], "nodeName": node}))
+                    .collect();
+                self.world.slices.push(Arc::new(
+                    serde_json::from_value(json!({
+                        "metadata": {"namespace": "web", "name": format!("{name}-x"),
+                                     "labels": {"kubernetes.io/service-name": name}},
+                        "addressType": "IPv4",
+                        "endpoints": endpoints
+                    }))
+                    .unwrap(),
+                ));
+                Some(Self::key(i))
+            }
+            Op::Acknowledge(mask) => {
+                self.world.announced = placed
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| mask & (1 << (bit % 16)) != 0)
+                    .map(|(_, (address, node))| (*address, node.clone()))
+                    .collect();
+                None
+            }
+        }
+    }
+
+    /// Writes statuses back as the API would; returns the Services whose status changed (their echo).
+    fn write_back(&mut self, outcome: &Outcome) -> Vec<ServiceKey> {
+        let mut echoed = Vec::new();
+        for (key, addresses) in &outcome.statuses {
+            let Some(at) = self
+                .world
+                .services
+                .iter()
+                .position(|s| &request::key_of(s) == key)
+            else {
+                continue;
+            };
+            if &request::status_addresses(&self.world.services[at]) == addresses {
+                continue;
+            }
+            let mut value = serde_json::to_value(&*self.world.services[at]).unwrap();
+            value["status"] = json!({"loadBalancer": {"ingress":
+                addresses.iter().map(|a| json!({"ip": a.to_string()})).collect::<Vec<_>>()}});
+            self.store(value);
+            echoed.push(key.clone());
+        }
+        echoed
+    }
+
+    fn pass(&self, planner: &mut Planner, scope: Scope<'_>) -> Outcome {
+        self.world.pass_over(planner, scope)
+    }
+
+    fn changed(&self, keys: &BTreeSet<ServiceKey>) -> BTreeMap<ServiceKey, Option<Arc<Service>>> {
+        keys.iter()
+            .map(|key| {
+                let found = self
+                    .world
+                    .services
+                    .iter()
+                    .find(|s| &request::key_of(s) == key);
+                (key.clone(), found.cloned())
+            })
+            .collect()
+    }
+}
+
+/// Where each address is placed, from a full `desired`.
+fn placement_of(desired: &BTreeMap<String, Vec<DesiredAssignment>>) -> BTreeMap<IpAddr, String> {
+    desired
+        .iter()
+        .flat_map(|(node, list)| list.iter().map(move |a| (a.address, node.clone())))
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// An incremental pass, given only the Services that changed (and the echoes of its own status
+    /// writes), leaves nothing for a full pass to change, says of each Service it covers what that full
+    /// pass says, and hands the speakers the same sets. (A full pass from another history may settle a
+    /// contested address differently, on the oldest waiting claim rather than on whichever Service came
+    /// first in its order, so each step is checked against a full pass over the same planner.)
+    #[test]
+    fn incremental_passes_agree_with_full_passes(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut churn = Churn::new();
+        let mut planner = Planner::new(filter());
+        let first = churn.pass(&mut planner, Scope::Everything);
+        let mut desired = first.desired;
+        let mut dirty: BTreeSet<ServiceKey> = BTreeSet::new();
+        for (step, op) in ops.iter().enumerate() {
+            let placed = placement_of(&desired);
+            dirty.extend(churn.apply(op, &placed));
+            let changed = churn.changed(&dirty);
+            let some = churn.pass(&mut planner, Scope::Services(&changed));
+            let all = churn.pass(&mut planner, Scope::Everything);
+            proptest::prop_assert_eq!(all.changed, 0, "step {} {:?}: the full pass found work", step, op);
+            proptest::prop_assert!(!some.desired_complete);
+            for (node, list) in &some.desired {
+                if list.is_empty() {
+                    desired.remove(node);
+                } else {
+                    desired.insert(node.clone(), list.clone());
+                }
+            }
+            proptest::prop_assert_eq!(&desired, &all.desired, "step {} {:?}: the speakers' sets", step, op);
+            proptest::prop_assert_eq!(some.pending, all.pending, "step {} {:?}: pending", step, op);
+            proptest::prop_assert_eq!(&some.pools, &all.pools, "step {} {:?}: pools", step, op);
+            for key in churn.world.services.iter().map(|s| request::key_of(s)) {
+                if !some.coverage.covers(&key) {
+                    continue;
+                }
+                // A Service we stopped serving gets its status cleared once, by the pass that released it.
+                let released = some.statuses.get(&key).is_some_and(Vec::is_empty) && !all.statuses.contains_key(&key);
+                if !released {
+                    proptest::prop_assert_eq!(some.statuses.get(&key), all.statuses.get(&key), "step {} {:?}: status of {}", step, op, key);
+                }
+                proptest::prop_assert_eq!(some.notes.get(&key), all.notes.get(&key), "step {} {:?}: note of {}", step, op, key);
+                proptest::prop_assert_eq!(some.announcing.get(&key), all.announcing.get(&key), "step {} {:?}: announcing of {}", step, op, key);
+            }
+            // The writes' echoes are the next pass's changes.
+            dirty = churn.write_back(&all).into_iter().collect();
+        }
+    }
 }

@@ -6,27 +6,26 @@
 //! owns everything it needs, so the event loop can go on with passes (and the speakers with their
 //! assignments) while ten thousand writes are in flight, then taken back in ([`Writer::finish`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use ops::kube::EventPublisher;
-use ops::kube::Watched;
 use serde_json::json;
 
 use crate::legacy;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::plan::{Note, Outcome, Planner, PoolReport};
 use crate::pool::{IPPool, IPPoolStatus};
-use crate::request::{self, ANNOUNCING_CONDITION, join_addresses, status_addresses};
+use crate::request::{self, ANNOUNCING_CONDITION, ServiceKey, join_addresses, status_addresses};
 use crate::speakers::HubEvent;
 
 /// API writes in flight at once.
@@ -130,24 +129,23 @@ impl Writer {
     }
 
     /// What a pass tells without writing objects: each note as an Event once, and the metrics.
-    pub(crate) fn tell(&mut self, outcome: &Outcome, services: &Watched<Service>) {
-        self.told.retain(|key, _| outcome.notes.contains_key(key));
+    pub(crate) fn tell(&mut self, outcome: &Outcome, services: &Store<Service>) {
+        self.told
+            .retain(|key, _| !outcome.coverage.covers(key) || outcome.notes.contains_key(key));
         let mut events = Vec::new();
         for (key, note) in &outcome.notes {
             if self.told.get(key) == Some(note) {
                 continue;
             }
-            let Some((ns, name)) = key.split_once('/') else {
+            let Some(service) = find(services, key) else {
                 continue;
             };
-            let Some(service) = services.store().get(&ObjectRef::new(name).within(ns)) else {
-                continue;
-            };
-            tracing::warn!(service = %key, reason = note.reason, "{}", note.message);
+            let reason = note.reason.as_str();
+            tracing::warn!(service = %key, reason, "{}", note.message);
             events.push((
                 service.object_ref(&()),
                 EventType::Warning,
-                note.reason,
+                reason,
                 note.message.clone(),
             ));
             self.told.insert(key.clone(), note.clone());
@@ -161,12 +159,10 @@ impl Writer {
     pub(crate) fn prepare(
         &mut self,
         outcome: &Outcome,
-        services: &[Arc<Service>],
+        services: &Store<Service>,
         pools: &[Arc<IPPool>],
         first_change: Instant,
     ) -> Batch {
-        let services: HashMap<String, &Arc<Service>> =
-            services.iter().map(|s| (request::key_of(s), s)).collect();
         let mut batch = Batch {
             client: self.client.clone(),
             statuses: Vec::new(),
@@ -175,10 +171,10 @@ impl Writer {
             first_change,
         };
         for (key, desired) in &outcome.statuses {
-            let Some(service) = services.get(key) else {
+            let Some(service) = find(services, key) else {
                 continue;
             };
-            if &status_addresses(service) == desired {
+            if &status_addresses(&service) == desired {
                 // Shown: forget the write, so a later change by someone else is written over again.
                 self.written_status.remove(key);
                 continue;
@@ -186,13 +182,13 @@ impl Writer {
             if self.written_status.get(key) == Some(desired) {
                 continue;
             }
-            batch.statuses.push(((*service).clone(), desired.clone()));
+            batch.statuses.push((service, desired.clone()));
         }
         for (key, desired) in &outcome.announcing {
-            let Some(service) = services.get(key) else {
+            let Some(service) = find(services, key) else {
                 continue;
             };
-            let current = request::announcing_node(service);
+            let current = request::announcing_node(&service);
             if &current == desired {
                 self.written_announcing.remove(key);
                 continue;
@@ -200,7 +196,7 @@ impl Writer {
             if self.written_announcing.get(key) == Some(desired) {
                 continue;
             }
-            batch.announcing.push(((*service).clone(), desired.clone()));
+            batch.announcing.push((service, desired.clone()));
         }
         for pool in pools {
             let Some(name) = pool.metadata.name.clone() else {
@@ -228,9 +224,9 @@ impl Writer {
         batch
     }
 
-    /// Takes in what a batch did; returns how many writes failed (and will be prepared again).
-    pub(crate) fn finish(&mut self, written: Written) -> usize {
-        let mut failures = 0;
+    /// Takes in what a batch did; returns what failed (to be passed and prepared again).
+    pub(crate) fn finish(&mut self, written: Written) -> Failed {
+        let mut failed = Failed::default();
         let mut events = Vec::new();
         let ok = written.statuses.iter().filter(|w| w.2.is_ok()).count();
         if ok > 0 {
@@ -256,8 +252,8 @@ impl Writer {
                     self.written_status.insert(key, desired);
                 }
                 Err(error) => {
-                    failures += 1;
                     tracing::warn!(service = %key, error = %error, "cannot write status");
+                    failed.services.insert(key);
                 }
             }
         }
@@ -272,11 +268,11 @@ impl Writer {
                     self.written_announcing.insert(key, desired);
                 }
                 Err(error) => {
+                    tracing::warn!(service = %key, error = %error, "cannot write the announcing node");
                     // A Service deleted meanwhile is not a failure worth retrying.
                     if !is_not_found(&error) {
-                        failures += 1;
+                        failed.services.insert(key);
                     }
-                    tracing::warn!(service = %key, error = %error, "cannot write the announcing node");
                 }
             }
         }
@@ -284,13 +280,13 @@ impl Writer {
             self.metrics.wrote("pool_status", result.is_ok());
             if let Err(error) = result {
                 if !is_not_found(&error) {
-                    failures += 1;
+                    failed.pools += 1;
                 }
                 tracing::warn!(pool = %name, error = %error, "cannot write the pool status");
             }
         }
         self.publish(events);
-        failures
+        failed
     }
 
     fn update_metrics(&self, outcome: &Outcome) {
@@ -348,7 +344,7 @@ impl Writer {
         &self,
         event: &HubEvent,
         planner: &Planner,
-        services: &Watched<Service>,
+        services: &Store<Service>,
     ) {
         let (address, kind, reason, message) = match event {
             HubEvent::HandedOver {
@@ -399,10 +395,7 @@ impl Writer {
         let references: Vec<_> = planner
             .allocator()
             .holders_of(address)
-            .filter_map(|key| {
-                let (ns, name) = key.split_once('/')?;
-                services.store().get(&ObjectRef::new(name).within(ns))
-            })
+            .filter_map(|key| find(services, key))
             .map(|s| (s.object_ref(&()), kind, reason, message.clone()))
             .collect();
         self.publish(references);
@@ -421,6 +414,21 @@ impl Writer {
             self.events.publish(event, reference);
         }
     }
+}
+
+/// What a batch could not write.
+#[derive(Debug, Default)]
+pub(crate) struct Failed {
+    /// Services whose status or announcing-node condition was not written.
+    pub(crate) services: BTreeSet<ServiceKey>,
+    /// Pool statuses not written.
+    pub(crate) pools: usize,
+}
+
+/// The Service `namespace/name` as the reflector shows it.
+fn find(services: &Store<Service>, key: &str) -> Option<Arc<Service>> {
+    let (namespace, name) = key.split_once('/')?;
+    services.get(&ObjectRef::new(name).within(namespace))
 }
 
 /// An Event to publish: about what, its type, reason and note.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub use ops::backoff::Backoff;
 use proto::announce::v1::announcer_client::AnnouncerClient;
 use proto::announce::v1::{ControllerMessage, SpeakerMessage};
 use tokio::sync::mpsc;
@@ -142,40 +143,8 @@ pub async fn open(
 
 /// Exponential reconnect backoff (announce.proto rule 7): 50 ms doubling to 1 s, reset after a session
 /// opened.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new(Duration::from_millis(50), Duration::from_secs(1))
-    }
-}
-
-impl Backoff {
-    /// From `min` doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            next: min,
-            min,
-            max,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    /// Back to the shortest delay.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
+pub fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 #[cfg(test)]
@@ -183,12 +152,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut b = Backoff::default();
+    fn reconnects_back_off_from_50_ms_to_1_s() {
+        let mut b = reconnect_backoff();
         let delays: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(50));
     }
 
     #[test]

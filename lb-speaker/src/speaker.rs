@@ -104,7 +104,7 @@ impl Speaker {
             last_report: None,
             connected_once: false,
             lease_was_valid: false,
-            backoff: Backoff::default(),
+            backoff: control::reconnect_backoff(),
             next_attempt: now,
             next_heartbeat: now,
         };

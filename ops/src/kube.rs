@@ -130,7 +130,7 @@ impl EventPublisher {
 }
 
 /// One watched kind: its reflector store and whether that store is fresh (listed, and its watch has not
-/// failed since). Every change sends the time it was seen on the trigger channel.
+/// failed since).
 pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     fresh: Arc<AtomicBool>,
@@ -157,11 +157,33 @@ fn retry_backoff() -> impl kube::runtime::utils::Backoff {
     )
 }
 
-/// Starts a reflector over `api` (filtered by `config`) that runs until `shutdown`.
+/// What a reflector saw, told to the `on_change` callback of [`watch_kind`] after its store took it in.
+#[derive(Debug)]
+pub enum Seen<'a, K> {
+    /// A complete (re)list: anything may have changed.
+    Listed,
+    /// One object was created or changed.
+    Applied(&'a K),
+    /// One object went away.
+    Deleted(&'a K),
+}
+
+/// An `on_change` for [`watch_kind`] that only sends the time of each change, for loops that redo
+/// everything on any change.
+pub fn send_time<K>(
+    trigger: mpsc::UnboundedSender<Instant>,
+) -> impl Fn(Seen<'_, K>) + Send + 'static {
+    move |_| {
+        let _ = trigger.send(Instant::now());
+    }
+}
+
+/// Starts a reflector over `api` (filtered by `config`) that runs until `shutdown`, calling `on_change`
+/// with every change once the store shows it.
 pub fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
-    trigger: mpsc::UnboundedSender<Instant>,
+    on_change: impl Fn(Seen<'_, K>) + Send + 'static,
     shutdown: CancellationToken,
 ) -> Watched<K>
 where
@@ -202,12 +224,17 @@ where
                     );
                     flag.store(true, Ordering::SeqCst);
                     ever.store(true, Ordering::SeqCst);
-                    let _ = trigger.send(Instant::now());
+                    on_change(Seen::Listed);
                 }
-                Some(Ok(Event::Apply(_) | Event::Delete(_))) => {
+                Some(Ok(Event::Apply(object))) => {
                     flag.store(true, Ordering::SeqCst);
                     ever.store(true, Ordering::SeqCst);
-                    let _ = trigger.send(Instant::now());
+                    on_change(Seen::Applied(&object));
+                }
+                Some(Ok(Event::Delete(object))) => {
+                    flag.store(true, Ordering::SeqCst);
+                    ever.store(true, Ordering::SeqCst);
+                    on_change(Seen::Deleted(&object));
                 }
                 Some(Err(error)) => {
                     flag.store(false, Ordering::SeqCst);

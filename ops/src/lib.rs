@@ -3,10 +3,12 @@
 //! - [`OpsArgs`]: the flags every daemon has (log format and filter, the ops listen address, drain time).
 //! - [`logging`]: `tracing` output as text or JSON.
 //! - [`shutdown`]: SIGTERM/SIGINT turned into a [`CancellationToken`] handed down, and a bounded drain.
+//! - [`backoff`]: the one exponential backoff every retry loop uses.
 //! - [`endpoint`]: one HTTP listener serving `/metrics` (Prometheus), `/healthz` and `/readyz`.
 //!
 //! Component logic never lives here; only the plumbing around it.
 
+pub mod backoff;
 pub mod endpoint;
 pub mod etcd;
 #[cfg(feature = "kube")]

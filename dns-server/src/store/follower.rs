@@ -50,7 +50,7 @@ pub async fn follow(
     revisions: watch::Sender<i64>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = ops::backoff::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -70,12 +70,12 @@ pub async fn follow(
         } else {
             health.set_not_ready(format!("no data loaded yet; etcd: {error}"));
         }
-        tracing::warn!(error = %error, retry_in = ?backoff, endpoints = ?source.connection.endpoints, "etcd sync interrupted");
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %error, retry_in = ?delay, endpoints = ?source.connection.endpoints, "etcd sync interrupted");
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -154,7 +154,7 @@ async fn sync(
     health: &Health,
     metrics: &StoreMetrics,
     revisions: &watch::Sender<i64>,
-    backoff: &mut Duration,
+    backoff: &mut ops::backoff::Backoff,
 ) -> Result<std::convert::Infallible, SyncError> {
     let mut client = source.connection.connect().await?;
     let prefix = source.layout.range_prefix();
@@ -190,7 +190,7 @@ async fn sync(
     health.set_ready(format!(
         "serving {count} records from etcd revision {revision}"
     ));
-    *backoff = BACKOFF_MIN;
+    backoff.reset();
 
     let options = WatchOptions::new()
         .with_prefix()

@@ -594,6 +594,28 @@ impl Fence {
         out
     }
 
+    /// Replaces the desired assignments of the nodes in `changes` only (an empty list: none); the other
+    /// nodes' stay as they are. What an incremental pass of the planner hands over.
+    pub(crate) fn update_desired(
+        &mut self,
+        changes: BTreeMap<String, Vec<DesiredAssignment>>,
+        now: Instant,
+    ) -> Vec<Output> {
+        for (node, assignments) in changes {
+            if assignments.is_empty() {
+                self.desired.remove(&node);
+            } else {
+                let set = assignments.into_iter().map(|a| (a.address, a)).collect();
+                self.desired.insert(node, set);
+            }
+        }
+        self.views_changed = true;
+        self.assignments_stale = true;
+        let mut out = Vec::new();
+        self.step(now, &mut out);
+        out
+    }
+
     /// [`Fence::receive`] of nothing: time passed.
     #[cfg(test)]
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Output> {

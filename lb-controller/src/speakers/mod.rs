@@ -494,6 +494,13 @@ impl SpeakerHub {
             .with_fence(|fence, now| fence.set_desired(desired, now));
     }
 
+    /// Replaces the desired assignments of the nodes in `changes` only (an empty list: none), as
+    /// [`SpeakerHub::set_desired`] does for all of them.
+    pub fn update_desired(&self, changes: BTreeMap<String, Vec<DesiredAssignment>>) {
+        self.inner
+            .with_fence(|fence, now| fence.update_desired(changes, now));
+    }
+
     /// What each address is announced by right now: the node that acknowledged holding it.
     pub fn announced(&self) -> watch::Receiver<BTreeMap<IpAddr, String>> {
         self.inner.announced.subscribe()
