@@ -159,6 +159,11 @@ impl Allocator {
             .flat_map(BTreeMap::keys)
     }
 
+    /// How many addresses Services hold.
+    pub fn held_count(&self) -> usize {
+        self.holders.len()
+    }
+
     /// Whether any Service holds `address`.
     pub fn is_held(&self, address: IpAddr) -> bool {
         self.holders.contains_key(&address)

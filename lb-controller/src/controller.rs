@@ -19,7 +19,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use ops::CancellationToken;
 use ops::endpoint::Health;
 use ops::kube::{Seen, Watched, watch_kind};
@@ -75,26 +75,34 @@ impl Watchers {
             services: watch_kind(
                 Api::all(client.clone()),
                 all(),
-                on_change(changes, |service: &Service| Some(request::key_of(service))),
+                on_service_change(changes, |service: &Service| Some(request::key_of(service))),
                 shutdown.clone(),
             ),
             pools: watch_kind(
                 Api::all(client.clone()),
                 all(),
-                on_change(changes, |_: &IPPool| None),
+                on_world_change(changes, |pool: &IPPool| {
+                    serde_json::to_string(&pool.spec).ok()
+                }),
                 shutdown.clone(),
             ),
             nodes: watch_kind(
                 Api::all(client.clone()),
                 all(),
-                on_change(changes, |_: &Node| None),
+                on_world_change(changes, |node: &Node| {
+                    (
+                        node.metadata.labels.clone(),
+                        node.spec.as_ref().and_then(|s| s.unschedulable),
+                        crate::plan::node_ready(node),
+                    )
+                }),
                 shutdown.clone(),
             ),
             slices: watch_kind(
                 Api::all(client.clone()),
                 all(),
                 // A slice matters only to its Service (`externalTrafficPolicy: Local`).
-                on_change(changes, |slice: &EndpointSlice| {
+                on_service_change(changes, |slice: &EndpointSlice| {
                     let namespace = slice.metadata.namespace.as_deref()?;
                     let labels = slice.metadata.labels.as_ref()?;
                     let service = labels.get("kubernetes.io/service-name")?;
@@ -105,14 +113,16 @@ impl Watchers {
             namespaces: watch_kind(
                 Api::all(client.clone()),
                 all(),
-                on_change(changes, |_: &Namespace| None),
+                on_world_change(changes, |namespace: &Namespace| {
+                    namespace.metadata.labels.clone()
+                }),
                 shutdown.clone(),
             ),
             configmap: settings.metallb_configmap.as_ref().map(|(ns, name)| {
                 watch_kind(
                     Api::namespaced(client.clone(), ns),
                     all().fields(&format!("metadata.name={name}")),
-                    on_change(changes, |_: &ConfigMap| None),
+                    on_world_change(changes, |map: &ConfigMap| map.data.clone()),
                     shutdown.clone(),
                 )
             }),
@@ -129,22 +139,68 @@ impl Watchers {
     }
 }
 
-/// A watch's `on_change`: a change of one object calls for a pass over the Service `service_of` names,
-/// or for a full pass where it names none; a (re)list always calls for a full pass.
-fn on_change<K>(
+/// A watch's `on_change` for what belongs to one Service (the Service itself, its EndpointSlices): a
+/// change calls for a pass over the Service `service_of` names; a (re)list calls for a full pass.
+fn on_service_change<K>(
     changes: &mpsc::UnboundedSender<(Change, Instant)>,
     service_of: impl Fn(&K) -> Option<ServiceKey> + Send + 'static,
 ) -> impl Fn(Seen<'_, K>) + Send + 'static {
     let changes = changes.clone();
     move |seen| {
         let change = match seen {
-            Seen::Listed => Change::Everything,
+            Seen::Listed => Some(Change::Everything),
             Seen::Applied(object) | Seen::Deleted(object) => {
-                service_of(object).map_or(Change::Everything, Change::Service)
+                service_of(object).map(Change::Service)
             }
         };
-        let _ = changes.send((change, Instant::now()));
+        if let Some(change) = change {
+            let _ = changes.send((change, Instant::now()));
+        }
     }
+}
+
+/// A watch's `on_change` for what only a full pass takes in (pools, Nodes, Namespaces, the legacy
+/// ConfigMap): a full pass, but only when what the pass reads of the object changed, as `read` sums it
+/// up. Our own pool status writes, and a kubelet's status updates that leave a Node Ready, change nothing
+/// a pass reads; a full pass for each would put ~100 ms at 10,000 Services in front of every new one.
+fn on_world_change<K: Resource<DynamicType = ()>, R: std::hash::Hash>(
+    changes: &mpsc::UnboundedSender<(Change, Instant)>,
+    read: impl Fn(&K) -> R + Send + 'static,
+) -> impl Fn(Seen<'_, K>) + Send + 'static {
+    use std::hash::{BuildHasher, RandomState};
+    let changes = changes.clone();
+    let hasher = RandomState::new();
+    // One entry per object the watch holds, so bounded as its store is.
+    let seen_before = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
+    move |seen| {
+        let mut known = seen_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let matters = match seen {
+            Seen::Listed => true,
+            Seen::Applied(object) => {
+                let summary = hasher.hash_one(read(object));
+                known.insert(name_of(object), summary) != Some(summary)
+            }
+            Seen::Deleted(object) => {
+                known.remove(&name_of(object));
+                true
+            }
+        };
+        if matters {
+            let _ = changes.send((Change::Everything, Instant::now()));
+        }
+    }
+}
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn name_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    let meta = object.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// What the leader remembers between passes.
@@ -243,7 +299,10 @@ pub async fn run(
                         Err(_) => Err(Error::Runtime("the speaker server thread ended".to_owned())),
                     };
                 }
-                Some((change, at)) = changed.recv() => schedule.change(change, at),
+                Some((change, at)) = changed.recv() => {
+                    tracing::trace!(?change, "change seen");
+                    schedule.change(change, at);
+                }
                 changed = leader.changed() => {
                     if changed.is_err() {
                         return Err(Error::Lease("the lease manager stopped".to_owned()));
@@ -345,7 +404,6 @@ pub async fn run(
         });
         let took = started.elapsed();
         metrics.reconcile_seconds.observe(took.as_secs_f64());
-        tracing::debug!(?took, order = ?order.order, writing = writing.is_some(), "pass");
         if order.order == (Order::Full { check: true }) && outcome.changed > 0 {
             metrics.check_changes.inc_by(outcome.changed as u64);
             tracing::warn!(
@@ -376,6 +434,9 @@ pub async fn run(
                 &watchers.pools.store().state(),
                 order.first_change,
             );
+            if batch.leftover {
+                schedule.defer(&outcome.coverage, order.first_change);
+            }
             if !batch.is_empty() {
                 writing = Some(tokio::spawn(batch.run()));
                 schedule.writing_started();
@@ -385,9 +446,10 @@ pub async fn run(
         }
         health.set_ready(format!(
             "leading: {} addresses assigned, {} Services pending",
-            state.planner.allocator().holdings().count(),
+            state.planner.allocator().held_count(),
             outcome.pending
         ));
+        tracing::debug!(?took, total = ?started.elapsed(), since_change = ?order.first_change.elapsed(), order = ?order.order, writing = writing.is_some(), "pass");
     }
 }
 
@@ -432,10 +494,52 @@ fn pass(
     announced: &tokio::sync::watch::Receiver<BTreeMap<IpAddr, String>>,
     order: &Order,
 ) -> Outcome {
+    let slices = watchers.slices.store().state();
+    let Order::Services(keys) = order else {
+        return full_pass(state, watchers, hub, writer, &slices, announced);
+    };
+    let store = watchers.services.store();
+    let changed: BTreeMap<ServiceKey, Option<Arc<Service>>> = keys
+        .iter()
+        .map(|key| {
+            let (namespace, name) = key.split_once('/').unwrap_or_default();
+            let service = store.get(&ObjectRef::new(name).within(namespace));
+            (key.clone(), service)
+        })
+        .collect();
+    // Borrowed, not copied: an incremental pass takes a millisecond, and the hub waits that long at most to
+    // publish the next acknowledgement.
+    let announced = announced.borrow();
+    let nothing = BTreeMap::new();
+    let nobody = BTreeSet::new();
+    state.planner.pass(
+        &Inputs {
+            services: &[],
+            pools: &[],
+            legacy_pools: &[],
+            nodes: &[],
+            slices: &slices,
+            namespaces: &[],
+            speakers: &nothing,
+            include_unconnected: false,
+            ever_connected: &nobody,
+            announced: &announced,
+        },
+        Scope::Services(&changed),
+    )
+}
+
+fn full_pass(
+    state: &mut Leading,
+    watchers: &Watchers,
+    hub: &SpeakerHub,
+    writer: &mut Writer,
+    slices: &[Arc<EndpointSlice>],
+    announced: &tokio::sync::watch::Receiver<BTreeMap<IpAddr, String>>,
+) -> Outcome {
     let services = watchers.services.store().state();
     let pools = watchers.pools.store().state();
     let nodes = watchers.nodes.store().state();
-    let slices = watchers.slices.store().state();
     let namespaces = watchers.namespaces.store().state();
     let legacy_pools = match &watchers.configmap {
         Some(configmap) => {
@@ -453,37 +557,22 @@ fn pass(
     };
     let speakers = hub.available().borrow().clone();
     state.ever_connected.extend(speakers.keys().cloned());
+    // Copied: a full pass takes tens of milliseconds, too long to hold the hub up.
     let announced = announced.borrow().clone();
-    let changed: BTreeMap<ServiceKey, Option<Arc<Service>>>;
-    let scope = match order {
-        Order::Full { .. } => Scope::Everything,
-        Order::Services(keys) => {
-            let store = watchers.services.store();
-            changed = keys
-                .iter()
-                .map(|key| {
-                    let (namespace, name) = key.split_once('/').unwrap_or_default();
-                    let service = store.get(&ObjectRef::new(name).within(namespace));
-                    (key.clone(), service)
-                })
-                .collect();
-            Scope::Services(&changed)
-        }
-    };
     state.planner.pass(
         &Inputs {
             services: &services,
             pools: &pools,
             legacy_pools: &legacy_pools,
             nodes: &nodes,
-            slices: &slices,
+            slices,
             namespaces: &namespaces,
             speakers: &speakers,
             include_unconnected: state.settle_until.is_some(),
             ever_connected: &state.ever_connected,
             announced: &announced,
         },
-        scope,
+        Scope::Everything,
     )
 }
 

@@ -40,7 +40,8 @@ const ROUNDS: usize = 4;
 /// Label that keeps a node out of load balancing (the upstream convention, honoured by MetalLB too).
 const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// What the pass reads.
+/// What the pass reads. An incremental pass ([`Scope::Services`]) reads only `slices` and `announced`;
+/// the rest may be left empty for it.
 pub struct Inputs<'a> {
     /// Every Service.
     pub services: &'a [Arc<Service>],
@@ -267,20 +268,7 @@ impl Planner {
                 self.allocate_changed(inputs, changed, &mut touched, &mut outcome);
                 // The unserved among them still get an entry, so that what was said of them is forgotten.
                 touched.keys.extend(changed.keys().cloned());
-                for (address, node) in &self.announced {
-                    if inputs.announced.get(address) != Some(node) {
-                        touched
-                            .keys
-                            .extend(self.allocator.holders_of(*address).cloned());
-                    }
-                }
-                for (address, node) in inputs.announced {
-                    if self.announced.get(address) != Some(node) {
-                        touched
-                            .keys
-                            .extend(self.allocator.holders_of(*address).cloned());
-                    }
-                }
+                self.take_acknowledgements(inputs.announced, &mut touched);
             }
             _ => {
                 self.refresh_world(inputs, &mut outcome);
@@ -290,6 +278,7 @@ impl Planner {
                 touched
                     .addresses
                     .extend(self.allocator.holdings().map(|(a, _)| a));
+                self.announced.clone_from(inputs.announced);
             }
         }
         let complete = matches!(outcome.coverage, Coverage::All);
@@ -301,12 +290,36 @@ impl Planner {
             self.announcers
                 .end_pass(|address| allocator.is_held(*address));
         }
-        self.announced.clone_from(inputs.announced);
         for key in &touched.keys {
             self.describe(key, &mut outcome);
         }
         self.finish(complete, touched, &mut outcome);
         outcome
+    }
+
+    /// Takes in which addresses speakers acknowledge; the Services holding one that changed are touched.
+    /// Compared in place: copying ten thousand entries per pass would cost more than the pass.
+    fn take_acknowledgements(&mut self, now: &BTreeMap<IpAddr, String>, touched: &mut Touched) {
+        let gone: Vec<IpAddr> = self
+            .announced
+            .keys()
+            .filter(|address| !now.contains_key(address))
+            .copied()
+            .collect();
+        for address in gone {
+            self.announced.remove(&address);
+            touched
+                .keys
+                .extend(self.allocator.holders_of(address).cloned());
+        }
+        for (address, node) in now {
+            if self.announced.get(address) != Some(node) {
+                self.announced.insert(*address, node.clone());
+                touched
+                    .keys
+                    .extend(self.allocator.holders_of(*address).cloned());
+            }
+        }
     }
 
     /// Pools and what a full pass derives from Nodes, Namespaces and speakers.
@@ -901,7 +914,8 @@ fn overlaps(defs: &[PoolDef]) -> BTreeMap<String, Vec<String>> {
     found
 }
 
-fn node_ready(node: &Node) -> bool {
+/// Whether `node` may announce: Ready, and not cordoned.
+pub(crate) fn node_ready(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
