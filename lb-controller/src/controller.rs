@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::plan::{Inputs, Outcome, Planner, Scope};
 use crate::pool::IPPool;
 use crate::request::{self, ServiceKey};
-use crate::schedule::{Change, Order, Schedule};
+use crate::schedule::{Change, Order, Pass, Schedule};
 use crate::speakers::SpeakerHub;
 use crate::writer::{Writer, Written};
 
@@ -244,9 +244,9 @@ pub async fn run(
         ));
     }
     let server = serve_speakers(&settings, &hub, &shutdown)?;
-    let (changes, mut changed) = mpsc::unbounded_channel::<(Change, Instant)>();
+    let (changes, changed) = mpsc::unbounded_channel::<(Change, Instant)>();
     let watchers = Watchers::start(&client, &settings, &changes, &shutdown);
-    let mut writer = Writer::new(
+    let writer = Writer::new(
         client.clone(),
         // A start at ten thousand Services makes twenty thousand Events: a few at a time, beside the
         // status writes.
@@ -268,188 +268,255 @@ pub async fn run(
         duration_secs: settings.config.leader_lease.as_secs().max(2),
         grace_secs: (settings.config.leader_lease.as_secs() / 2).max(1),
     });
-    let (_election, mut leader) = ops::kube::leadership(&client, election.as_ref())
+    let (_election, leader) = ops::kube::leadership(&client, election.as_ref())
         .await
         .map_err(Error::Lease)?;
-
-    let mut available = hub.available();
-    let mut announced = hub.announced();
-    let mut hub_events = hub.events();
-    let mut leading: Option<Leading> = None;
-    let mut schedule = Schedule::new(CHECK_EVERY);
-    // The API writes of a pass run beside the loop, one batch at a time: passes (and so the speakers'
-    // assignments) never wait for them.
-    let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
-    let settle = settings.config.controller_loss_hold + settings.hub.grace;
-    let mut first = true;
     health.set_not_ready("waiting for leadership");
-    tokio::pin!(server);
+    let settle = settings.config.controller_loss_hold + settings.hub.grace;
+    let looping = Loop {
+        available: hub.available(),
+        announced: hub.announced(),
+        hub_events: hub.events(),
+        settings,
+        metrics,
+        hub,
+        health,
+        client,
+        watchers,
+        writer,
+        leader,
+        changed,
+        leading: None,
+        schedule: Schedule::new(CHECK_EVERY),
+        writing: None,
+        settle,
+    };
+    looping.run(server, shutdown).await
+}
 
-    loop {
-        let settle_at = leading.as_ref().and_then(|l| l.settle_until);
-        if first {
-            // Act on the election's first answer before waiting for anything.
+/// The event loop's I/O: what it listens to, and what it acts with. What it decides is in
+/// [`Schedule`] (when to pass, over what, when to write) and [`Planner`] (the pass).
+struct Loop {
+    settings: Settings,
+    metrics: Metrics,
+    hub: SpeakerHub,
+    health: Health,
+    client: Client,
+    watchers: Watchers,
+    writer: Writer,
+    leader: tokio::sync::watch::Receiver<bool>,
+    changed: mpsc::UnboundedReceiver<(Change, Instant)>,
+    available: tokio::sync::watch::Receiver<BTreeMap<String, crate::speakers::SpeakerInfo>>,
+    announced: tokio::sync::watch::Receiver<BTreeMap<IpAddr, String>>,
+    hub_events: mpsc::Receiver<crate::speakers::HubEvent>,
+    leading: Option<Leading>,
+    schedule: Schedule,
+    /// The API writes of a pass run beside the loop, one batch at a time: passes (and so the speakers'
+    /// assignments) never wait for them.
+    writing: Option<tokio::task::JoinHandle<Written>>,
+    /// How long after a start Ready nodes without a speaker still count (they may be reconnecting).
+    settle: Duration,
+}
+
+/// Why the loop ended.
+type Ended = Result<(), Error>;
+
+impl Loop {
+    async fn run(
+        mut self,
+        server: tokio::sync::oneshot::Receiver<Result<(), Error>>,
+        shutdown: CancellationToken,
+    ) -> Ended {
+        tokio::pin!(server);
+        // Act on the election's first answer before waiting for anything.
+        let mut first = true;
+        loop {
+            if !first && let Some(ended) = self.wait(&mut server, &shutdown).await {
+                return ended;
+            }
             first = false;
-        } else {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                result = &mut server => {
-                    return match result {
-                        Ok(outcome) => outcome,
-                        Err(_) => Err(Error::Runtime("the speaker server thread ended".to_owned())),
-                    };
+            self.follow_leadership(&shutdown);
+            if self.leading.is_none() {
+                // Ready once it could take over (its caches listed): a Deployment's rollout waits for
+                // every replica to be ready. Speakers reach only the leader (--leader-service).
+                if self.watchers.listed() {
+                    self.health.set_ready("standing by (not leader)");
+                } else {
+                    self.health.set_not_ready(
+                        "standing by (not leader); waiting for the first list of Services, pools and nodes",
+                    );
                 }
-                Some((change, at)) = changed.recv() => {
-                    tracing::trace!(?change, "change seen");
-                    schedule.change(change, at);
+            } else if !self.watchers.listed() {
+                self.health
+                    .set_not_ready("waiting for the first list of Services, pools and nodes");
+            } else if let Some(pass) = self.schedule.next_pass() {
+                self.pass_and_write(&pass);
+            }
+        }
+    }
+
+    /// Waits for the next thing to take in, and takes it in; `Some` when the loop must end.
+    async fn wait(
+        &mut self,
+        server: &mut std::pin::Pin<&mut tokio::sync::oneshot::Receiver<Result<(), Error>>>,
+        shutdown: &CancellationToken,
+    ) -> Option<Ended> {
+        let settle_at = self.leading.as_ref().and_then(|l| l.settle_until);
+        tokio::select! {
+            () = shutdown.cancelled() => return Some(Ok(())),
+            result = server => {
+                return Some(match result {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Error::Runtime("the speaker server thread ended".to_owned())),
+                });
+            }
+            Some((change, at)) = self.changed.recv() => {
+                tracing::trace!(?change, "change seen");
+                self.schedule.change(change, at);
+            }
+            changed = self.leader.changed() => {
+                if changed.is_err() {
+                    return Some(Err(Error::Lease("the lease manager stopped".to_owned())));
                 }
-                changed = leader.changed() => {
-                    if changed.is_err() {
-                        return Err(Error::Lease("the lease manager stopped".to_owned()));
-                    }
+            }
+            Ok(()) = self.available.changed() => self.schedule.change(Change::Speakers, Instant::now()),
+            Ok(()) = self.announced.changed() => self.schedule.change(Change::Announced, Instant::now()),
+            Some(event) = self.hub_events.recv() => {
+                if let Some(leading) = &self.leading {
+                    self.writer.tell_hub_event(&event, &leading.planner, self.watchers.services.store());
                 }
-                Ok(()) = available.changed() => schedule.change(Change::Speakers, Instant::now()),
-                Ok(()) = announced.changed() => schedule.change(Change::Announced, Instant::now()),
-                Some(event) = hub_events.recv() => {
-                    if let Some(leading) = &leading {
-                        writer.tell_hub_event(&event, &leading.planner, watchers.services.store());
-                    }
+            }
+            () = sleep_until(settle_at) => {
+                if let Some(leading) = &mut self.leading {
+                    // Past the settle window: from now on only connected speakers count.
+                    leading.settle_until = None;
                 }
-                () = sleep_until(settle_at) => {
-                    if let Some(leading) = &mut leading {
-                        // Past the settle window: from now on only connected speakers count.
-                        leading.settle_until = None;
-                    }
-                    schedule.change(Change::Speakers, Instant::now());
-                }
-                () = sleep_until(schedule.wake_at()) => schedule.tick(Instant::now()),
-                written = finished(&mut writing) => {
-                    writing = None;
-                    // An error is a batch aborted when leadership was lost: nothing to take in.
-                    if let Ok(written) = written {
-                        let first_change = written.first_change;
-                        let failed = writer.finish(written);
-                        let count = failed.services.len() + failed.pools;
-                        if let Some(retry_in) = schedule.written(failed.services, failed.pools > 0, first_change, Instant::now()) {
-                            tracing::warn!(failures = count, ?retry_in, "some writes failed; retrying");
-                        }
+                self.schedule.change(Change::Speakers, Instant::now());
+            }
+            () = sleep_until(self.schedule.wake_at()) => self.schedule.tick(Instant::now()),
+            written = finished(&mut self.writing) => {
+                self.writing = None;
+                // An error is a batch aborted when leadership was lost: nothing to take in.
+                if let Ok(written) = written {
+                    let first_change = written.first_change;
+                    let failed = self.writer.finish(written);
+                    let count = failed.services.len() + failed.pools;
+                    let retry = self.schedule.written(failed.services, failed.pools > 0, first_change, Instant::now());
+                    if let Some(retry_in) = retry {
+                        tracing::warn!(failures = count, ?retry_in, "some writes failed; retrying");
                     }
                 }
             }
         }
-        let is_leader = *leader.borrow();
-        if is_leader && leading.is_none() {
-            tracing::info!(identity = %settings.identity, "leading: rebuilding allocations from Service statuses first");
-            metrics.leader.set(1);
-            let publishing = settings.leader_service.clone().map(|service| {
+        None
+    }
+
+    /// Starts leading, or stops, as the election says.
+    fn follow_leadership(&mut self, shutdown: &CancellationToken) {
+        let is_leader = *self.leader.borrow();
+        let identity = &self.settings.identity;
+        if is_leader && self.leading.is_none() {
+            tracing::info!(%identity, "leading: rebuilding allocations from Service statuses first");
+            self.metrics.leader.set(1);
+            let publishing = self.settings.leader_service.clone().map(|service| {
                 let stop = shutdown.child_token();
                 tokio::spawn(crate::leader_service::publish(
-                    client.clone(),
-                    watchers.services.store().clone(),
+                    self.client.clone(),
+                    self.watchers.services.store().clone(),
                     service,
                     stop.clone(),
                 ));
                 stop
             });
-            leading = Some(Leading {
-                planner: Planner::new(settings.filter.clone()),
-                settle_until: Some(Instant::now() + settle),
+            self.leading = Some(Leading {
+                planner: Planner::new(self.settings.filter.clone()),
+                settle_until: Some(Instant::now() + self.settle),
                 ever_connected: BTreeSet::new(),
                 publishing,
                 hub_active: false,
             });
-            schedule.start_leading(Instant::now());
-        } else if !is_leader && leading.is_some() {
-            tracing::info!(identity = %settings.identity, "lost leadership; standing by");
+            self.schedule.start_leading(Instant::now());
+        } else if !is_leader && self.leading.is_some() {
+            tracing::info!(%identity, "lost leadership; standing by");
             // The new leader writes from now on; a write of ours landing after one of its would undo it.
-            if let Some(batch) = writing.take() {
+            if let Some(batch) = self.writing.take() {
                 batch.abort();
             }
-            schedule.stop_leading();
-            hub.set_active(false);
-            metrics.leader.set(0);
-            leading = None;
+            self.schedule.stop_leading();
+            self.hub.set_active(false);
+            self.metrics.leader.set(0);
+            self.leading = None;
         }
-        let Some(state) = &mut leading else {
-            // Ready once it could take over (its caches listed): a Deployment's rollout waits for every
-            // replica to be ready. Speakers reach only the leader (--leader-service).
-            if watchers.listed() {
-                health.set_ready("standing by (not leader)");
-            } else {
-                health.set_not_ready(
-                    "standing by (not leader); waiting for the first list of Services, pools and nodes",
-                );
-            }
-            continue;
-        };
-        if !watchers.listed() {
-            health.set_not_ready("waiting for the first list of Services, pools and nodes");
-            continue;
-        }
-        let Some(order) = schedule.next_pass() else {
-            continue;
+    }
+
+    /// Runs `pass`, hands the speakers their sets, tells people, and starts the writes if they may.
+    fn pass_and_write(&mut self, pass: &Pass) {
+        let Some(state) = &mut self.leading else {
+            return;
         };
         let started = std::time::Instant::now();
         // A full pass is CPU work proportional to the cluster: let the runtime move other tasks off this
         // worker meanwhile.
         let outcome = tokio::task::block_in_place(|| {
-            pass(
+            plan(
                 state,
-                &watchers,
-                &hub,
-                &mut writer,
-                &announced,
-                &order.order,
+                &self.watchers,
+                &self.hub,
+                &mut self.writer,
+                &self.announced,
+                &pass.order,
             )
         });
         let took = started.elapsed();
-        metrics.reconcile_seconds.observe(took.as_secs_f64());
-        if order.order == (Order::Full { check: true }) && outcome.changed > 0 {
-            metrics.check_changes.inc_by(outcome.changed as u64);
+        self.metrics.reconcile_seconds.observe(took.as_secs_f64());
+        if pass.order == (Order::Full { check: true }) && outcome.changed > 0 {
+            self.metrics.check_changes.inc_by(outcome.changed as u64);
             tracing::warn!(
                 changed = outcome.changed,
                 "the periodic full pass changed what earlier passes had decided"
             );
         }
         if outcome.desired_complete {
-            hub.set_desired(outcome.desired.clone());
+            self.hub.set_desired(outcome.desired.clone());
         } else if !outcome.desired.is_empty() {
-            hub.update_desired(outcome.desired.clone());
+            self.hub.update_desired(outcome.desired.clone());
         }
         if !state.hub_active {
             // Only now, with the assignments rebuilt: active before, the hub told every speaker that
-            // connected to drop what it announces (an empty set), and the addresses went silent for as long
-            // as the first list took (a leader change while the kube-apiserver was down: 6-7 s). Until now
-            // speakers are refused as by a standby and keep what they hold (--controller-loss-hold).
-            hub.set_active(true);
+            // connected to drop what it announces (an empty set), and the addresses went silent for as
+            // long as the first list took (a leader change while the kube-apiserver was down: 6-7 s).
+            // Until now speakers are refused as by a standby and keep what they hold
+            // (--controller-loss-hold).
+            self.hub.set_active(true);
             state.hub_active = true;
-            state.settle_until = Some(Instant::now() + settle);
-            tracing::info!(identity = %settings.identity, "leading: taking speakers, assignments rebuilt");
+            state.settle_until = Some(Instant::now() + self.settle);
+            tracing::info!(identity = %self.settings.identity, "leading: taking speakers, assignments rebuilt");
         }
-        writer.tell(&outcome, watchers.services.store());
-        if schedule.may_write() {
-            let batch = writer.prepare(
+        self.writer.tell(&outcome, self.watchers.services.store());
+        if self.schedule.may_write() {
+            let batch = self.writer.prepare(
                 &outcome,
-                watchers.services.store(),
-                &watchers.pools.store().state(),
-                order.first_change,
+                self.watchers.services.store(),
+                &self.watchers.pools.store().state(),
+                pass.first_change,
             );
             if batch.leftover {
-                schedule.defer(&outcome.coverage, order.first_change);
+                self.schedule.defer(&outcome.coverage, pass.first_change);
             }
             if !batch.is_empty() {
-                writing = Some(tokio::spawn(batch.run()));
-                schedule.writing_started();
+                self.writing = Some(tokio::spawn(batch.run()));
+                self.schedule.writing_started();
             }
         } else {
-            schedule.defer(&outcome.coverage, order.first_change);
+            self.schedule.defer(&outcome.coverage, pass.first_change);
         }
-        health.set_ready(format!(
+        self.health.set_ready(format!(
             "leading: {} addresses assigned, {} Services pending",
             state.planner.allocator().held_count(),
             outcome.pending
         ));
-        tracing::debug!(?took, total = ?started.elapsed(), since_change = ?order.first_change.elapsed(), order = ?order.order, writing = writing.is_some(), "pass");
+        tracing::debug!(?took, total = ?started.elapsed(), since_change = ?pass.first_change.elapsed(),
+            order = ?pass.order, writing = self.writing.is_some(), "pass");
     }
 }
 
@@ -486,7 +553,8 @@ fn serve_speakers(
     Ok(result)
 }
 
-fn pass(
+/// Runs the planner over what `order` asks for.
+fn plan(
     state: &mut Leading,
     watchers: &Watchers,
     hub: &SpeakerHub,
