@@ -24,11 +24,10 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::plan::{self, Change, Conflict, Rules};
 use crate::publish;
+use crate::schedule::Schedule;
 use crate::source::{self, Endpoint, ObjectId, Rejection, RejectionKind, Request};
 use crate::writer::{self, WriteError};
 
-/// Longest wait between retries of a failed sync.
-const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Events published at once.
 const EVENT_CONCURRENCY: usize = 8;
 /// Syncs retried after a guard failure before giving up until the next trigger.
@@ -324,7 +323,7 @@ pub async fn run(
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("dns-sync-{}", std::process::id()));
-    let (trigger, mut triggers) = mpsc::unbounded_channel::<Instant>();
+    let (trigger, triggers) = mpsc::unbounded_channel::<Instant>();
     let services = settings.services.then(|| {
         watch_kind(
             Api::<Service>::all(client.clone()),
@@ -346,8 +345,6 @@ pub async fn run(
         instance: Some(identity.clone()),
     };
     let once = settings.config.once;
-    let interval = settings.config.interval;
-    let debounce = settings.config.debounce;
     let mut syncer = Syncer {
         events: ops::kube::EventPublisher::start(
             client.clone(),
@@ -364,26 +361,8 @@ pub async fn run(
     };
 
     if once {
-        let limit = Duration::from_secs(30);
-        if let Some(services) = &syncer.services
-            && !services.wait_listed(limit).await
-        {
-            return Err(SyncError::NotReady("services").into());
-        }
-        if let Some(ingresses) = &syncer.ingresses
-            && !ingresses.wait_listed(limit).await
-        {
-            return Err(SyncError::NotReady("ingresses").into());
-        }
-        let summary = syncer.sync().await?;
-        tracing::info!(
-            managed = summary.managed,
-            written = summary.written,
-            "one pass done"
-        );
-        return Ok(());
+        return run_once(&mut syncer).await;
     }
-
     let election = syncer
         .settings
         .config
@@ -395,9 +374,49 @@ pub async fn run(
             duration_secs: 15,
             grace_secs: 5,
         });
-    let (_lease_guard, mut leader) = ops::kube::leadership(&client, election.as_ref())
+    let (_lease_guard, leader) = ops::kube::leadership(&client, election.as_ref())
         .await
         .map_err(Error::Lease)?;
+    follow(syncer, triggers, leader, &health, &identity, &shutdown).await
+}
+
+/// `--once`: waits for the first lists, syncs, and returns.
+async fn run_once(syncer: &mut Syncer) -> Result<(), Error> {
+    let limit = Duration::from_secs(30);
+    if let Some(services) = &syncer.services
+        && !services.wait_listed(limit).await
+    {
+        return Err(SyncError::NotReady("services").into());
+    }
+    if let Some(ingresses) = &syncer.ingresses
+        && !ingresses.wait_listed(limit).await
+    {
+        return Err(SyncError::NotReady("ingresses").into());
+    }
+    let summary = syncer.sync().await?;
+    tracing::info!(
+        managed = summary.managed,
+        written = summary.written,
+        "one pass done"
+    );
+    Ok(())
+}
+
+/// Syncs whenever [`Schedule`] says so, until `shutdown`.
+async fn follow(
+    mut syncer: Syncer,
+    mut triggers: mpsc::UnboundedReceiver<Instant>,
+    mut leader: tokio::sync::watch::Receiver<bool>,
+    health: &Health,
+    identity: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let metrics = syncer.metrics.clone();
+    let (interval, debounce) = (
+        syncer.settings.config.interval,
+        syncer.settings.config.debounce,
+    );
+    let mut schedule = Schedule::new(*leader.borrow());
     if *leader.borrow() {
         metrics.leader.set(1);
         health.set_not_ready("waiting for the first sync");
@@ -406,14 +425,11 @@ pub async fn run(
     }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Option<Instant> = None;
-    let mut backoff = ops::backoff::Backoff::new(Duration::from_secs(1), RETRY_MAX);
-    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            Some(at) = triggers.recv() => { pending.get_or_insert(at); }
-            _ = ticker.tick() => { pending.get_or_insert_with(Instant::now); }
+            Some(at) = triggers.recv() => schedule.changed(at.into()),
+            _ = ticker.tick() => schedule.changed(tokio::time::Instant::now()),
             changed = leader.changed() => {
                 if changed.is_err() {
                     return Err(Error::Lease("the lease manager stopped".to_owned()));
@@ -421,28 +437,27 @@ pub async fn run(
                 let is_leader = *leader.borrow();
                 metrics.leader.set(i64::from(is_leader));
                 tracing::info!(leader = is_leader, identity = %identity, "leadership changed");
-                if is_leader {
-                    pending.get_or_insert_with(Instant::now);
-                } else {
+                schedule.leading(is_leader, tokio::time::Instant::now());
+                if !is_leader {
                     health.set_ready("standing by (not leader)");
                 }
             }
-            () = sleep_until(retry_at) => { retry_at = None; }
+            () = sleep_until(schedule.wake_at()) => schedule.tick(tokio::time::Instant::now()),
         }
-        if pending.is_none() || retry_at.is_some() || !*leader.borrow() {
+        if !schedule.due() {
             continue;
         }
         // Gather whatever else arrives within the debounce window into the same transaction.
         tokio::time::sleep(debounce).await;
         while let Ok(at) = triggers.try_recv() {
-            pending = pending.map(|p| p.min(at));
+            schedule.changed(at.into());
         }
-        let Some(first_change) = pending.take() else {
+        let Some(first_change) = schedule.start() else {
             continue;
         };
         match syncer.sync().await {
             Ok(summary) => {
-                backoff.reset();
+                schedule.succeeded();
                 if summary.written > 0 {
                     metrics
                         .change_to_commit
@@ -464,10 +479,8 @@ pub async fn run(
             }
             Err(error) => {
                 metrics.errors.inc();
-                let retry_in = backoff.next_delay();
+                let retry_in = schedule.failed(first_change, tokio::time::Instant::now());
                 tracing::warn!(error = %error, retry_in = ?retry_in, "sync failed; keeping the desired state and retrying");
-                pending = Some(first_change);
-                retry_at = Some(tokio::time::Instant::now() + retry_in);
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod etcd_auth;
 pub mod metrics;
 pub mod plan;
 pub mod publish;
+mod schedule;
 pub mod source;
 pub mod writer;
 

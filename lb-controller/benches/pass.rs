@@ -112,6 +112,7 @@ impl Cluster {
                 include_unconnected: false,
                 ever_connected: &BTreeSet::new(),
                 announced: &BTreeMap::new(),
+                announced_changed: true,
             },
             scope,
         );

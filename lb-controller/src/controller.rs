@@ -464,7 +464,7 @@ impl Loop {
                 &self.hub,
                 &mut self.writer,
                 &self.announced,
-                &pass.order,
+                pass,
             )
         });
         let took = started.elapsed();
@@ -560,10 +560,10 @@ fn plan(
     hub: &SpeakerHub,
     writer: &mut Writer,
     announced: &tokio::sync::watch::Receiver<BTreeMap<IpAddr, String>>,
-    order: &Order,
+    pass: &Pass,
 ) -> Outcome {
     let slices = watchers.slices.store().state();
-    let Order::Services(keys) = order else {
+    let Order::Services(keys) = &pass.order else {
         return full_pass(state, watchers, hub, writer, &slices, announced);
     };
     let store = watchers.services.store();
@@ -592,6 +592,7 @@ fn plan(
             include_unconnected: false,
             ever_connected: &nobody,
             announced: &announced,
+            announced_changed: pass.acknowledgements,
         },
         Scope::Services(&changed),
     )
@@ -639,6 +640,7 @@ fn full_pass(
             include_unconnected: state.settle_until.is_some(),
             ever_connected: &state.ever_connected,
             announced: &announced,
+            announced_changed: true,
         },
         Scope::Everything,
     )

@@ -40,8 +40,8 @@ const ROUNDS: usize = 4;
 /// Label that keeps a node out of load balancing (the upstream convention, honoured by MetalLB too).
 const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// What the pass reads. An incremental pass ([`Scope::Services`]) reads only `slices` and `announced`;
-/// the rest may be left empty for it.
+/// What the pass reads. An incremental pass ([`Scope::Services`]) reads only `slices`, `announced` and
+/// `announced_changed`; the rest may be left empty for it.
 pub struct Inputs<'a> {
     /// Every Service.
     pub services: &'a [Arc<Service>],
@@ -64,6 +64,9 @@ pub struct Inputs<'a> {
     pub ever_connected: &'a BTreeSet<String>,
     /// Where each address is announced now (from the speakers' acknowledgements).
     pub announced: &'a BTreeMap<IpAddr, String>,
+    /// Whether `announced` may differ from what the last pass saw: an incremental pass compares the
+    /// two (O(addresses)) only then.
+    pub announced_changed: bool,
 }
 
 /// How much a pass looks at.
@@ -268,7 +271,9 @@ impl Planner {
                 self.allocate_changed(inputs, changed, &mut touched, &mut outcome);
                 // The unserved among them still get an entry, so that what was said of them is forgotten.
                 touched.keys.extend(changed.keys().cloned());
-                self.take_acknowledgements(inputs.announced, &mut touched);
+                if inputs.announced_changed {
+                    self.take_acknowledgements(inputs.announced, &mut touched);
+                }
             }
             _ => {
                 self.refresh_world(inputs, &mut outcome);

@@ -110,6 +110,7 @@ impl World {
                 include_unconnected: false,
                 ever_connected: &BTreeSet::new(),
                 announced: &self.announced,
+                announced_changed: true,
             },
             scope,
         )
@@ -441,6 +442,7 @@ fn legacy_pools_serve_unless_an_ippool_has_the_name() {
             include_unconnected: false,
             ever_connected: &BTreeSet::new(),
             announced: &BTreeMap::new(),
+            announced_changed: true,
         },
         Scope::Everything,
     );
@@ -468,6 +470,7 @@ fn while_settling_late_speakers_count_but_departed_ones_do_not() {
                     include_unconnected: true,
                     ever_connected: ever,
                     announced: &BTreeMap::new(),
+                    announced_changed: true,
                 },
                 Scope::Everything,
             )

@@ -55,6 +55,8 @@ pub(crate) struct Pass {
     pub(crate) order: Order,
     /// When the first change it takes in was seen (for the change-to-status metric).
     pub(crate) first_change: Instant,
+    /// Whether speakers acknowledged something since the last pass.
+    pub(crate) acknowledgements: bool,
 }
 
 /// Changes not yet taken in by a pass.
@@ -63,6 +65,7 @@ struct Dirty {
     since: Option<Instant>,
     everything: bool,
     services: BTreeSet<ServiceKey>,
+    acknowledgements: bool,
 }
 
 impl Dirty {
@@ -76,6 +79,7 @@ impl Dirty {
         }
         self.everything |= other.everything;
         self.services.extend(other.services);
+        self.acknowledgements |= other.acknowledgements;
     }
 }
 
@@ -133,7 +137,7 @@ impl Schedule {
             Change::Service(key) => {
                 self.dirty.services.insert(key);
             }
-            Change::Announced => {}
+            Change::Announced => self.dirty.acknowledgements = true,
             Change::Everything => self.dirty.everything = true,
             Change::Speakers => {
                 self.dirty.everything = true;
@@ -153,6 +157,7 @@ impl Schedule {
             return Some(Pass {
                 order: Order::Full { check: true },
                 first_change: since,
+                acknowledgements: true,
             });
         }
         let dirty = std::mem::take(&mut self.dirty);
@@ -168,6 +173,7 @@ impl Schedule {
         Some(Pass {
             order,
             first_change,
+            acknowledgements: dirty.acknowledgements,
         })
     }
 

@@ -29,11 +29,16 @@ fn changed_services_are_passed_alone_and_announcements_with_an_empty_set() {
     let pass = schedule.next_pass().unwrap();
     assert_eq!(pass.order, Order::Services(keys(&["a", "b"])));
     assert_eq!(pass.first_change, t0 + Duration::from_millis(5));
+    assert!(!pass.acknowledgements);
 
     schedule.change(Change::Announced, t0 + Duration::from_millis(20));
-    assert_eq!(
-        schedule.next_pass().unwrap().order,
-        Order::Services(BTreeSet::new())
+    let pass = schedule.next_pass().unwrap();
+    assert_eq!(pass.order, Order::Services(BTreeSet::new()));
+    assert!(pass.acknowledgements);
+    schedule.change(Change::Service(key("a")), t0 + Duration::from_millis(30));
+    assert!(
+        !schedule.next_pass().unwrap().acknowledgements,
+        "acknowledgements are compared only when they changed"
     );
 }
 

@@ -31,11 +31,11 @@ use crate::speakers::HubEvent;
 /// API writes in flight at once.
 const WRITE_CONCURRENCY: usize = 32;
 
-/// Service writes in one batch, at most: the rest wait for the next pass, which by then knows which
-/// speakers acknowledged their addresses and so writes status and condition in one patch. (A start at
-/// 10,000 Services writes about 1,000 statuses alone, instead of 10,000 statuses and then 10,000
-/// conditions.)
-const MAX_BATCH: usize = 1_000;
+/// Status writes without their announcing-node condition (not acknowledged yet) in one batch, at most:
+/// the rest wait for the next pass, which by then knows which speakers acknowledged their addresses and
+/// so writes status and condition in one patch. A start at 10,000 Services writes about 500 statuses
+/// alone and then 9,500 with their condition, instead of 10,000 statuses and then 10,000 conditions.
+const MAX_WITHOUT_CONDITION: usize = 500;
 
 /// The writer side: remembers what it wrote and what it told people, so nothing is repeated.
 pub(crate) struct Writer {
@@ -59,7 +59,7 @@ pub(crate) struct Batch {
     pools: Vec<(String, IPPoolStatus)>,
     /// When the first change this batch carries was seen.
     first_change: Instant,
-    /// Whether some Services' writes did not fit in the batch ([`MAX_BATCH`]).
+    /// Whether some Services' writes were left for a later batch ([`MAX_WITHOUT_CONDITION`]).
     pub(crate) leftover: bool,
 }
 
@@ -216,12 +216,19 @@ impl Writer {
                 })
                 .announcing = Some(desired.clone());
         }
-        batch.leftover = writes.len() > MAX_BATCH;
-        let mut writes: Vec<ServiceWrite> = writes.into_values().collect();
+        let mut without_condition = 0;
+        for write in writes.into_values() {
+            if write.announcing.is_none() {
+                without_condition += 1;
+                if without_condition > MAX_WITHOUT_CONDITION {
+                    batch.leftover = true;
+                    continue;
+                }
+            }
+            batch.services.push(write);
+        }
         // Addresses first: what users wait for.
-        writes.sort_by_key(|w| w.status.is_none());
-        writes.truncate(MAX_BATCH);
-        batch.services = writes;
+        batch.services.sort_by_key(|w| w.status.is_none());
         for pool in pools {
             let Some(name) = pool.metadata.name.clone() else {
                 continue;

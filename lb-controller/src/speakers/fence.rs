@@ -609,7 +609,8 @@ impl Fence {
                 self.desired.insert(node, set);
             }
         }
-        self.views_changed = true;
+        // The views (who is available, who announces what) do not follow from desired sets; rebuilding
+        // them (O(cluster)) is left to what changes them.
         self.assignments_stale = true;
         let mut out = Vec::new();
         self.step(now, &mut out);
