@@ -481,6 +481,7 @@ impl Loop {
         } else if !outcome.desired.is_empty() {
             self.hub.update_desired(outcome.desired.clone());
         }
+        let handed = started.elapsed();
         if !state.hub_active {
             // Only now, with the assignments rebuilt: active before, the hub told every speaker that
             // connected to drop what it announces (an empty set), and the addresses went silent for as
@@ -515,7 +516,7 @@ impl Loop {
             state.planner.allocator().held_count(),
             outcome.pending
         ));
-        tracing::debug!(?took, total = ?started.elapsed(), since_change = ?pass.first_change.elapsed(),
+        tracing::debug!(?took, ?handed, total = ?started.elapsed(), since_change = ?pass.first_change.elapsed(),
             order = ?pass.order, writing = self.writing.is_some(), "pass");
     }
 }

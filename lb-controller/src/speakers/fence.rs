@@ -714,10 +714,14 @@ impl Fence {
         let before = out.len();
         self.expire(now, out);
         self.send_assignments(now, out);
-        if out[before..]
-            .iter()
-            .any(|o| matches!(o, Output::Event(_) | Output::Close { .. }))
-        {
+        // A session closed or gone silent changes who is available; a hand-over is only sent yet.
+        if out[before..].iter().any(|o| {
+            matches!(
+                o,
+                Output::Close { .. }
+                    | Output::Event(HubEvent::Disconnected { .. } | HubEvent::Connected { .. })
+            )
+        }) {
             self.views_changed = true;
         }
         self.renew(now, out);
@@ -800,7 +804,7 @@ impl Fence {
             self.pending_since.clear();
             return;
         }
-        self.views_changed = true;
+        // Sending changes no view: what is announced follows acknowledgements, not what was sent.
         let mut holders = self.holders_of(&wanted);
         let mut pending = BTreeSet::new();
         let valid_for_ms = self.lease_ms();
