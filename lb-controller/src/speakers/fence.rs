@@ -609,8 +609,7 @@ impl Fence {
                 self.desired.insert(node, set);
             }
         }
-        // The views (who is available, who announces what) do not follow from desired sets; rebuilding
-        // them (O(cluster)) is left to what changes them.
+        self.views_changed = true;
         self.assignments_stale = true;
         let mut out = Vec::new();
         self.step(now, &mut out);
@@ -714,14 +713,10 @@ impl Fence {
         let before = out.len();
         self.expire(now, out);
         self.send_assignments(now, out);
-        // A session closed or gone silent changes who is available; a hand-over is only sent yet.
-        if out[before..].iter().any(|o| {
-            matches!(
-                o,
-                Output::Close { .. }
-                    | Output::Event(HubEvent::Disconnected { .. } | HubEvent::Connected { .. })
-            )
-        }) {
+        if out[before..]
+            .iter()
+            .any(|o| matches!(o, Output::Event(_) | Output::Close { .. }))
+        {
             self.views_changed = true;
         }
         self.renew(now, out);
@@ -804,7 +799,7 @@ impl Fence {
             self.pending_since.clear();
             return;
         }
-        // Sending changes no view: what is announced follows acknowledgements, not what was sent.
+        self.views_changed = true;
         let mut holders = self.holders_of(&wanted);
         let mut pending = BTreeSet::new();
         let valid_for_ms = self.lease_ms();
