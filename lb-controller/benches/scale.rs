@@ -467,21 +467,38 @@ async fn create_nodes(client: &Client, nodes: std::ops::Range<usize>) {
         .await;
 }
 
-async fn create_services(client: &Client, prefix: &str, count: usize) {
+/// Runs `call` for the Services `prefix-00000`... `prefix-{count - 1}`, `in_flight` at a time.
+async fn on_each_service<F, Fut>(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+    in_flight: usize,
+    call: F,
+) where
+    F: Fn(Api<Service>, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
     futures::stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
-            let name = format!("{prefix}-{i:05}");
-            async move {
-                api.create(&PostParams::default(), &service(&name))
-                    .await
-                    .unwrap();
-            }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
+        .map(|i| call(api.clone(), format!("{prefix}-{i:05}")))
+        .buffer_unordered(in_flight)
         .collect::<Vec<()>>()
         .await;
+}
+
+async fn create_services(client: &Client, prefix: &str, count: usize) {
+    on_each_service(
+        client,
+        prefix,
+        count,
+        CREATE_CONCURRENCY,
+        |api, name| async move {
+            api.create(&PostParams::default(), &service(&name))
+                .await
+                .unwrap();
+        },
+    )
+    .await;
 }
 
 /// The apiserver's own write rate, the limit every figure of writes at scale is measured against: one
@@ -511,24 +528,16 @@ async fn patch_conditions(
     in_flight: usize,
     condition: &serde_json::Value,
 ) {
-    let api: Api<Service> = Api::namespaced(client.clone(), "default");
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
-            let name = format!("{prefix}-{i:05}");
-            async move {
-                api.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Strategic(json!({"status": {"conditions": [condition]}})),
-                )
-                .await
-                .unwrap();
-            }
-        })
-        .buffer_unordered(in_flight)
-        .collect::<Vec<()>>()
-        .await;
+    on_each_service(client, prefix, count, in_flight, |api, name| async move {
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [condition]}})),
+        )
+        .await
+        .unwrap();
+    })
+    .await;
 }
 
 // ---- the controller process ----

@@ -17,7 +17,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use ops::CancellationToken;
@@ -170,14 +169,19 @@ fn on_world_change<K: Resource<DynamicType = ()>, R: std::hash::Hash>(
     use std::hash::{BuildHasher, RandomState};
     let changes = changes.clone();
     let hasher = RandomState::new();
-    // One entry per object the watch holds, so bounded as its store is.
+    // One entry per object the watch has shown since its last list.
     let seen_before = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
     move |seen| {
         let mut known = seen_before
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let matters = match seen {
-            Seen::Listed => true,
+            // Objects deleted while the watch was down never get a Deleted: start over, so the map holds
+            // no more than the store does.
+            Seen::Listed => {
+                known.clear();
+                true
+            }
             Seen::Applied(object) => {
                 let summary = hasher.hash_one(read(object));
                 known.insert(name_of(object), summary) != Some(summary)
@@ -570,11 +574,7 @@ fn plan(
     let store = watchers.services.store();
     let changed: BTreeMap<ServiceKey, Option<Arc<Service>>> = keys
         .iter()
-        .map(|key| {
-            let (namespace, name) = key.split_once('/').unwrap_or_default();
-            let service = store.get(&ObjectRef::new(name).within(namespace));
-            (key.clone(), service)
-        })
+        .map(|key| (key.clone(), request::find(store, key)))
         .collect();
     // Borrowed, not copied: an incremental pass takes a millisecond, and the hub waits that long at most to
     // publish the next acknowledgement.

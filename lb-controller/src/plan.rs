@@ -268,6 +268,7 @@ impl Planner {
         let mut touched = Touched::default();
         match scope {
             Scope::Services(changed) if self.restored => {
+                outcome.coverage = Coverage::Only(BTreeSet::new());
                 self.allocate_changed(inputs, changed, &mut touched, &mut outcome);
                 // The unserved among them still get an entry, so that what was said of them is forgotten.
                 touched.keys.extend(changed.keys().cloned());
@@ -276,7 +277,7 @@ impl Planner {
                 }
             }
             _ => {
-                self.refresh_world(inputs, &mut outcome);
+                self.refresh_world(inputs);
                 self.announcers.begin_pass();
                 self.allocate_all(inputs, &mut touched, &mut outcome);
                 touched.addresses.extend(self.placed.keys().copied());
@@ -328,7 +329,7 @@ impl Planner {
     }
 
     /// Pools and what a full pass derives from Nodes, Namespaces and speakers.
-    fn refresh_world(&mut self, inputs: &Inputs<'_>, outcome: &mut Outcome) {
+    fn refresh_world(&mut self, inputs: &Inputs<'_>) {
         let mut world = World::default();
         // Pools: the CRD ones that check out, then legacy ones whose name is free.
         let mut defs = Vec::new();
@@ -389,7 +390,6 @@ impl Planner {
             })
             .collect();
         self.world = world;
-        outcome.coverage = Coverage::All;
     }
 
     /// Every Service: release what those we no longer serve hold, restore from statuses on the first
@@ -440,7 +440,6 @@ impl Planner {
         touched: &mut Touched,
         outcome: &mut Outcome,
     ) {
-        outcome.coverage = Coverage::Only(BTreeSet::new());
         let mut requests = Vec::new();
         for (key, service) in changed {
             if let Some((_, previous)) = self.requests.get(key) {

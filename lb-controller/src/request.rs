@@ -234,6 +234,15 @@ pub fn key_of(service: &Service) -> ServiceKey {
     )
 }
 
+/// The Service `key` (`namespace/name`) as the reflector `services` shows it.
+pub(crate) fn find(
+    services: &kube::runtime::reflector::Store<Service>,
+    key: &str,
+) -> Option<std::sync::Arc<Service>> {
+    let (namespace, name) = key.split_once('/')?;
+    services.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+}
+
 /// The addresses a Service's status lists (entries that do not parse are left out).
 pub(crate) fn status_addresses(service: &Service) -> Vec<IpAddr> {
     service

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 use ops::kube::EventPublisher;
 use serde_json::json;
@@ -141,7 +141,7 @@ impl Writer {
             if self.told.get(key) == Some(note) {
                 continue;
             }
-            let Some(service) = find(services, key) else {
+            let Some(service) = request::find(services, key) else {
                 continue;
             };
             let reason = note.reason.as_str();
@@ -176,7 +176,7 @@ impl Writer {
         };
         let mut writes: BTreeMap<&str, ServiceWrite> = BTreeMap::new();
         for (key, desired) in &outcome.statuses {
-            let Some(service) = find(services, key) else {
+            let Some(service) = request::find(services, key) else {
                 continue;
             };
             if &status_addresses(&service) == desired {
@@ -197,7 +197,7 @@ impl Writer {
             );
         }
         for (key, desired) in &outcome.announcing {
-            let Some(service) = find(services, key) else {
+            let Some(service) = request::find(services, key) else {
                 continue;
             };
             if &request::announcing_node(&service) == desired {
@@ -430,7 +430,7 @@ impl Writer {
         let references: Vec<_> = planner
             .allocator()
             .holders_of(address)
-            .filter_map(|key| find(services, key))
+            .filter_map(|key| request::find(services, key))
             .map(|s| (s.object_ref(&()), kind, reason, message.clone()))
             .collect();
         self.publish(references);
@@ -458,12 +458,6 @@ pub(crate) struct Failed {
     pub(crate) services: BTreeSet<ServiceKey>,
     /// Pool statuses not written.
     pub(crate) pools: usize,
-}
-
-/// The Service `namespace/name` as the reflector shows it.
-fn find(services: &Store<Service>, key: &str) -> Option<Arc<Service>> {
-    let (namespace, name) = key.split_once('/')?;
-    services.get(&ObjectRef::new(name).within(namespace))
 }
 
 /// An Event to publish: about what, its type, reason and note.

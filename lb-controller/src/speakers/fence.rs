@@ -580,18 +580,8 @@ impl Fence {
                 }
             }
         }
-        self.views_changed = true;
-        self.assignments_stale = true;
-        self.desired = desired
-            .into_iter()
-            .map(|(node, assignments)| {
-                let set = assignments.into_iter().map(|a| (a.address, a)).collect();
-                (node, set)
-            })
-            .collect();
-        let mut out = Vec::new();
-        self.step(now, &mut out);
-        out
+        self.desired.clear();
+        self.update_desired(desired, now)
     }
 
     /// Replaces the desired assignments of the nodes in `changes` only (an empty list: none); the other

@@ -334,13 +334,9 @@ impl Inner {
         &self,
         f: impl FnOnce(&mut fence::Fence, tokio::time::Instant) -> Vec<fence::Output>,
     ) {
-        let asked = std::time::Instant::now();
         let mut state = self.lock();
-        let locked = asked.elapsed();
         let outputs = f(&mut state.fence, tokio::time::Instant::now());
-        let stepped = asked.elapsed();
         self.apply(&mut state, outputs);
-        tracing::trace!(?locked, ?stepped, applied = ?asked.elapsed(), "fence called");
     }
 }
 
