@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use lb_controller::plan::{Inputs, Outcome, Planner, Scope};
 use lb_controller::pool::IPPool;
-use lb_controller::request::ClassFilter;
+use lb_controller::request::{ClassFilter, ServiceKey};
 use lb_controller::speakers::SpeakerInfo;
 use serde_json::json;
 
@@ -182,7 +182,10 @@ fn main() {
 
     cluster.services.push(service(services, None, false));
     let (added, took) = cluster.pass(&mut planner);
-    let key = format!("ns-{}/svc-{services:05}", services % 50);
+    let key = ServiceKey::new(
+        &format!("ns-{}", services % 50),
+        &format!("svc-{services:05}"),
+    );
     assert_eq!(added.statuses.get(&key).map(Vec::len), Some(1));
     println!("pass after one Service added:        {took:>10.2?}");
 
@@ -190,7 +193,10 @@ fn main() {
     let mut changed_one = Vec::new();
     for extra in 1..=5 {
         let service = service(services + extra, None, false);
-        let key = format!("ns-{}/svc-{:05}", (services + extra) % 50, services + extra);
+        let key = ServiceKey::new(
+            &format!("ns-{}", (services + extra) % 50),
+            &format!("svc-{:05}", services + extra),
+        );
         cluster.services.push(service.clone());
         let changed = BTreeMap::from([(key.clone(), Some(service))]);
         let (added, took) = cluster.pass_over(&mut planner, Scope::Services(&changed));

@@ -142,7 +142,7 @@ impl Allocator {
     }
 
     /// What `service` holds.
-    pub fn assigned(&self, service: &str) -> &[IpAddr] {
+    pub fn assigned(&self, service: &ServiceKey) -> &[IpAddr] {
         self.by_service.get(service).map_or(&[], Vec::as_slice)
     }
 
@@ -243,7 +243,7 @@ impl Allocator {
     }
 
     /// Frees whatever `service` holds.
-    pub fn release(&mut self, service: &str) {
+    pub fn release(&mut self, service: &ServiceKey) {
         let Some(addresses) = self.by_service.remove(service) else {
             return;
         };
@@ -377,11 +377,16 @@ impl Allocator {
         None
     }
 
-    fn check_share(&self, address: IpAddr, key: &str, share: &Share) -> Result<(), AllocError> {
+    fn check_share(
+        &self,
+        address: IpAddr,
+        key: &ServiceKey,
+        share: &Share,
+    ) -> Result<(), AllocError> {
         let Some(holders) = self.holders.get(&address) else {
             return Ok(());
         };
-        for (holder, other) in holders.iter().filter(|(k, _)| k.as_str() != key) {
+        for (holder, other) in holders.iter().filter(|(k, _)| *k != key) {
             if let Some(reason) = share.clash(other) {
                 return Err(AllocError::Taken {
                     address,
@@ -394,7 +399,7 @@ impl Allocator {
     }
 
     /// Makes `addresses` exactly what `service` holds.
-    fn take(&mut self, service: &str, addresses: &[IpAddr], share: &Share) {
+    fn take(&mut self, service: &ServiceKey, addresses: &[IpAddr], share: &Share) {
         // The common case in a pass: a Service keeps exactly what it holds, on the same terms.
         let unchanged = self
             .by_service
@@ -423,7 +428,7 @@ impl Allocator {
         }
     }
 
-    fn drop_holder(&mut self, address: IpAddr, service: &str) {
+    fn drop_holder(&mut self, address: IpAddr, service: &ServiceKey) {
         if let Some(holders) = self.holders.get_mut(&address) {
             holders.remove(service);
             if holders.is_empty() {

@@ -22,7 +22,7 @@ fn ip(s: &str) -> IpAddr {
 
 fn request(key: &str) -> Request {
     Request {
-        key: key.to_owned(),
+        key: key.into(),
         namespace: key.split('/').next().unwrap_or_default().to_owned(),
         labels: BTreeMap::new(),
         families: vec![Family::V4],
@@ -69,7 +69,7 @@ fn a_freed_address_is_reused_first() {
         allocator.assign(&request("a/4"), all),
         Err(AllocError::Exhausted { .. })
     ));
-    allocator.release("a/2");
+    allocator.release(&"a/2".into());
     assert_eq!(
         allocator.assign(&request("a/4"), all).unwrap(),
         vec![ip("10.0.0.2")]
@@ -125,7 +125,7 @@ fn a_failed_request_keeps_the_old_address() {
     let mut impossible = request("a/1");
     impossible.requested = vec![ip("192.168.0.1")];
     assert!(allocator.assign(&impossible, all).is_err());
-    assert_eq!(allocator.assigned("a/1"), &[ip("10.0.0.0")]);
+    assert_eq!(allocator.assigned(&"a/1".into()), &[ip("10.0.0.0")]);
 }
 
 #[test]
@@ -151,12 +151,12 @@ fn sharing_needs_the_same_key_and_distinct_ports() {
     assert_ne!(allocator.assign(&clash, all).unwrap(), first);
 
     // The address stays until the last sharer leaves.
-    allocator.release("a/tcp");
-    assert_eq!(allocator.assigned("a/udp"), first.as_slice());
+    allocator.release(&"a/tcp".into());
+    assert_eq!(allocator.assigned(&"a/udp".into()), first.as_slice());
     let mut other = request("a/other");
     other.requested = first.clone();
     assert!(allocator.assign(&other, all).is_err());
-    allocator.release("a/udp");
+    allocator.release(&"a/udp".into());
     assert_eq!(allocator.assign(&other, all).unwrap(), first);
 }
 
@@ -251,7 +251,7 @@ fn an_address_removed_from_its_pool_stays_and_is_reported() {
     );
     assert_eq!(
         allocator.outside_pools(),
-        vec![(ip("10.0.0.0"), vec!["a/1".to_owned()])]
+        vec![(ip("10.0.0.0"), vec!["a/1".into()])]
     );
 }
 
@@ -287,12 +287,12 @@ proptest! {
     fn no_double_assignment_and_restart_is_stable(ops in proptest::collection::vec(op(), 1..60)) {
         let pools = vec![pool("p", &["10.0.0.0-10.0.0.7"])];
         let mut allocator = Allocator::new(pools.clone());
-        let mut requests: BTreeMap<String, Request> = BTreeMap::new();
+        let mut requests: BTreeMap<ServiceKey, Request> = BTreeMap::new();
         for (step, op) in ops.into_iter().enumerate() {
             match op {
                 Op::Assign(service, wants) => {
-                    let key = format!("n/{service}");
-                    let mut r = request(&key);
+                    let key = ServiceKey::new("n", &service.to_string());
+                    let mut r = request(key.as_str());
                     r.created = i64::try_from(step).unwrap();
                     r.requested = wants.map(|w| IpAddr::from([10, 0, 0, w])).into_iter().collect();
                     let before = allocator.assigned(&key).to_vec();
@@ -305,7 +305,7 @@ proptest! {
                     }
                 }
                 Op::Release(service) => {
-                    let key = format!("n/{service}");
+                    let key = ServiceKey::new("n", &service.to_string());
                     allocator.release(&key);
                     requests.remove(&key);
                 }

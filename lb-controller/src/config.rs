@@ -186,7 +186,46 @@ pub struct Settings {
 impl Config {
     /// Checks every flag; touches no network.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca, self.insecure) {
+        let tls = self.tls_files()?;
+        let speaker_identity = self.speaker_identity(tls.is_some())?;
+        let metallb_configmap = self
+            .metallb_configmap
+            .as_ref()
+            .map(|text| {
+                namespaced(text)
+                    .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+                    .ok_or_else(|| ConfigError::ConfigMap(text.clone()))
+            })
+            .transpose()?;
+        self.check_durations()?;
+        if self.load_balancer_class.trim().is_empty() {
+            return Err(ConfigError::Class);
+        }
+        Ok(Settings {
+            filter: ClassFilter {
+                class: self.load_balancer_class.clone(),
+                claim_unclassed: !self.only_own_class,
+            },
+            tls,
+            speaker_identity,
+            hub: HubConfig {
+                lease: self.speaker_lease,
+                grace: self.lease_grace,
+                activation_hold: self.controller_loss_hold,
+            },
+            metallb_configmap,
+            leader_service: self.leader_service()?,
+            identity: self
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| format!("lb-controller-{}", std::process::id())),
+            config: self.clone(),
+        })
+    }
+
+    /// The gRPC server's files, all three present, or none with an explicit `--insecure`.
+    fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca, self.insecure) {
             (Some(cert), Some(key), Some(ca), false) => {
                 for (flag, path) in [("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)] {
                     std::fs::metadata(path).map_err(|source| ConfigError::File {
@@ -195,43 +234,39 @@ impl Config {
                         source,
                     })?;
                 }
-                Some(TlsFiles {
+                Ok(Some(TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
                     ca: ca.clone(),
-                })
+                }))
             }
-            (None, None, None, true) => None,
-            _ => return Err(ConfigError::Tls),
-        };
-        let speaker_identity = match (&tls, &self.speaker_service_account) {
-            (None, _) => None,
-            (Some(_), account) => {
-                let text = account.clone().unwrap_or_default();
-                let (namespace, name) = text
-                    .split_once('/')
-                    .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-                    .ok_or_else(|| ConfigError::SpeakerAccount(text.clone()))?;
-                if self.speaker_token_audience.trim().is_empty() {
-                    return Err(ConfigError::Audience);
-                }
-                Some(crate::speakers::identity::Expected {
-                    audience: self.speaker_token_audience.clone(),
-                    namespace: namespace.to_owned(),
-                    service_account: name.to_owned(),
-                })
-            }
-        };
-        let metallb_configmap = self
-            .metallb_configmap
-            .as_ref()
-            .map(|text| {
-                text.split_once('/')
-                    .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-                    .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
-                    .ok_or_else(|| ConfigError::ConfigMap(text.clone()))
-            })
-            .transpose()?;
+            (None, None, None, true) => Ok(None),
+            _ => Err(ConfigError::Tls),
+        }
+    }
+
+    /// Who a speaker must prove to be: only with TLS, where its ServiceAccount token is reviewed.
+    fn speaker_identity(
+        &self,
+        tls: bool,
+    ) -> Result<Option<crate::speakers::identity::Expected>, ConfigError> {
+        if !tls {
+            return Ok(None);
+        }
+        let text = self.speaker_service_account.clone().unwrap_or_default();
+        let (namespace, name) =
+            namespaced(&text).ok_or_else(|| ConfigError::SpeakerAccount(text.clone()))?;
+        if self.speaker_token_audience.trim().is_empty() {
+            return Err(ConfigError::Audience);
+        }
+        Ok(Some(crate::speakers::identity::Expected {
+            audience: self.speaker_token_audience.clone(),
+            namespace: namespace.to_owned(),
+            service_account: name.to_owned(),
+        }))
+    }
+
+    fn check_durations(&self) -> Result<(), ConfigError> {
         if self.speaker_lease < Duration::from_millis(100) {
             return Err(ConfigError::Duration {
                 flag: "--speaker-lease",
@@ -250,42 +285,31 @@ impl Config {
                 reason: "must be at least 2s",
             });
         }
-        if self.load_balancer_class.trim().is_empty() {
-            return Err(ConfigError::Class);
-        }
-        Ok(Settings {
-            filter: ClassFilter {
-                class: self.load_balancer_class.clone(),
-                claim_unclassed: !self.only_own_class,
-            },
-            tls,
-            speaker_identity,
-            hub: HubConfig {
-                lease: self.speaker_lease,
-                grace: self.lease_grace,
-                activation_hold: self.controller_loss_hold,
-            },
-            metallb_configmap,
-            leader_service: match (&self.leader_service, &self.pod_name, self.pod_ip) {
-                (None, _, _) => None,
-                (Some(service), Some(pod), Some(ip)) if !service.is_empty() => {
-                    Some(crate::leader_service::LeaderService::new(
-                        &self.lease_namespace,
-                        service,
-                        pod,
-                        ip,
-                        self.grpc_listen,
-                    ))
-                }
-                (Some(service), _, _) => return Err(ConfigError::LeaderService(service.clone())),
-            },
-            identity: self
-                .pod_name
-                .clone()
-                .unwrap_or_else(|| format!("lb-controller-{}", std::process::id())),
-            config: self.clone(),
-        })
+        Ok(())
     }
+
+    /// The Service that points at the leader: it needs the Pod's name and IP.
+    fn leader_service(&self) -> Result<Option<crate::leader_service::LeaderService>, ConfigError> {
+        match (&self.leader_service, &self.pod_name, self.pod_ip) {
+            (None, _, _) => Ok(None),
+            (Some(service), Some(pod), Some(ip)) if !service.is_empty() => {
+                Ok(Some(crate::leader_service::LeaderService::new(
+                    &self.lease_namespace,
+                    service,
+                    pod,
+                    ip,
+                    self.grpc_listen,
+                )))
+            }
+            (Some(service), _, _) => Err(ConfigError::LeaderService(service.clone())),
+        }
+    }
+}
+
+/// `namespace/name`, both parts non-empty.
+fn namespaced(text: &str) -> Option<(&str, &str)> {
+    text.split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
 }
 
 #[cfg(test)]

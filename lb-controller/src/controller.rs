@@ -74,7 +74,7 @@ impl Watchers {
             services: watch_kind(
                 Api::all(client.clone()),
                 all(),
-                on_service_change(changes, |service: &Service| Some(request::key_of(service))),
+                on_service_change(changes, |service: &Service| Some(ServiceKey::of(service))),
                 shutdown.clone(),
             ),
             pools: watch_kind(
@@ -105,7 +105,7 @@ impl Watchers {
                     let namespace = slice.metadata.namespace.as_deref()?;
                     let labels = slice.metadata.labels.as_ref()?;
                     let service = labels.get("kubernetes.io/service-name")?;
-                    Some(format!("{namespace}/{service}"))
+                    Some(ServiceKey::new(namespace, service))
                 }),
                 shutdown.clone(),
             ),

@@ -137,7 +137,7 @@ pub enum Coverage {
 
 impl Coverage {
     /// Whether the outcome speaks for `key`.
-    pub fn covers(&self, key: &str) -> bool {
+    pub fn covers(&self, key: &ServiceKey) -> bool {
         match self {
             Self::All => true,
             Self::Only(keys) => keys.contains(key),
@@ -399,7 +399,7 @@ impl Planner {
             .services
             .iter()
             .filter(|s| self.serves(s))
-            .map(|s| (request::key_of(s), s))
+            .map(|s| (ServiceKey::of(s), s))
             .collect();
         let unserved: Vec<ServiceKey> = self
             .allocator
@@ -410,7 +410,7 @@ impl Planner {
             .into_iter()
             .collect();
         for key in unserved {
-            let still_there = inputs.services.iter().find(|s| request::key_of(s) == key);
+            let still_there = inputs.services.iter().find(|s| ServiceKey::of(s) == key);
             self.release(&key, still_there.map(|s| &**s), touched, outcome);
         }
         self.requests.retain(|key, _| served.contains_key(key));
@@ -525,7 +525,7 @@ impl Planner {
     }
 
     /// `service`'s request, re-read only when its `resourceVersion` changed since the last pass.
-    fn read(&mut self, key: &str, service: &Service) -> Arc<ReadRequest> {
+    fn read(&mut self, key: &ServiceKey, service: &Service) -> Arc<ReadRequest> {
         let version = service.metadata.resource_version.as_deref();
         if let Some((Some(seen), read)) = self.requests.get(key)
             && Some(seen.as_str()) == version
@@ -534,7 +534,7 @@ impl Planner {
         }
         let read = Arc::new(request::read(service));
         self.requests
-            .insert(key.to_owned(), (version.map(str::to_owned), read.clone()));
+            .insert(key.clone(), (version.map(str::to_owned), read.clone()));
         read
     }
 
@@ -542,7 +542,7 @@ impl Planner {
     /// addresses, its status is cleared (other implementations' statuses are left alone).
     fn release(
         &mut self,
-        key: &str,
+        key: &ServiceKey,
         service: Option<&Service>,
         touched: &mut Touched,
         outcome: &mut Outcome,
@@ -729,7 +729,7 @@ impl Planner {
             interfaces: pool
                 .map(|p| p.announce.interfaces.clone())
                 .unwrap_or_default(),
-            services: holders.clone(),
+            services: holders.iter().map(ToString::to_string).collect(),
             fresh: !self.inherited.contains(&address),
         };
         if old != chosen {
@@ -969,7 +969,7 @@ impl<'a> SliceIndex<'a> {
 
     /// Nodes with a ready endpoint of the Service.
     fn ready_nodes(&self, request: &Request) -> BTreeSet<String> {
-        let name = request.key.split_once('/').map_or("", |(_, n)| n);
+        let name = request.key.name();
         self.index()
             .get(&(request.namespace.as_str(), name))
             .into_iter()

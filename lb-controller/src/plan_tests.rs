@@ -119,7 +119,7 @@ impl World {
     /// Writes the outcome's statuses back into the Services, as the API would after our patches.
     fn apply(&mut self, outcome: &Outcome) {
         for service in &mut self.services {
-            if let Some(addresses) = outcome.statuses.get(&request::key_of(service)) {
+            if let Some(addresses) = outcome.statuses.get(&ServiceKey::of(service)) {
                 let mut value = serde_json::to_value(&**service).unwrap();
                 value["status"] = json!({"loadBalancer": {"ingress":
                     addresses.iter().map(|a| json!({"ip": a.to_string()})).collect::<Vec<_>>()}});
@@ -267,7 +267,7 @@ fn other_classes_are_left_alone_and_ours_is_served() {
     ));
     let outcome = world.pass(&mut Planner::new(filter()));
     let keys: Vec<_> = outcome.statuses.keys().cloned().collect();
-    assert_eq!(keys, vec!["a/ours".to_owned(), "ingress/nginx".to_owned()]);
+    assert_eq!(keys, vec!["a/ours", "ingress/nginx"]);
 }
 
 #[test]
@@ -605,7 +605,7 @@ impl Churn {
     }
 
     fn key(i: usize) -> ServiceKey {
-        format!("web/s{i}")
+        ServiceKey::new("web", &format!("s{i}"))
     }
 
     fn position(&self, i: usize) -> Option<usize> {
@@ -613,7 +613,7 @@ impl Churn {
         self.world
             .services
             .iter()
-            .position(|s| request::key_of(s) == key)
+            .position(|s| ServiceKey::of(s) == key)
     }
 
     /// Replaces (or adds) a Service with a new resourceVersion.
@@ -621,12 +621,12 @@ impl Churn {
         self.version += 1;
         value["metadata"]["resourceVersion"] = json!(self.version.to_string());
         let service: Arc<Service> = Arc::new(serde_json::from_value(value).unwrap());
-        let key = request::key_of(&service);
+        let key = ServiceKey::of(&service);
         match self
             .world
             .services
             .iter()
-            .position(|s| request::key_of(s) == key)
+            .position(|s| ServiceKey::of(s) == key)
         {
             Some(at) => self.world.services[at] = service,
             None => self.world.services.push(service),
@@ -722,7 +722,7 @@ impl Churn {
                 .world
                 .services
                 .iter()
-                .position(|s| &request::key_of(s) == key)
+                .position(|s| &ServiceKey::of(s) == key)
             else {
                 continue;
             };
@@ -749,7 +749,7 @@ impl Churn {
                     .world
                     .services
                     .iter()
-                    .find(|s| &request::key_of(s) == key);
+                    .find(|s| &ServiceKey::of(s) == key);
                 (key.clone(), found.cloned())
             })
             .collect()
@@ -797,7 +797,7 @@ proptest::proptest! {
             proptest::prop_assert_eq!(&desired, &all.desired, "step {} {:?}: the speakers' sets", step, op);
             proptest::prop_assert_eq!(some.pending, all.pending, "step {} {:?}: pending", step, op);
             proptest::prop_assert_eq!(&some.pools, &all.pools, "step {} {:?}: pools", step, op);
-            for key in churn.world.services.iter().map(|s| request::key_of(s)) {
+            for key in churn.world.services.iter().map(|s| ServiceKey::of(s)) {
                 if !some.coverage.covers(&key) {
                     continue;
                 }

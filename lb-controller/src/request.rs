@@ -20,8 +20,87 @@ const PREFIXES: [&str; 3] = [PREFIX, "metallb.io/", "metallb.universe.tf/"];
 // status condition (`proto::service_status`).
 pub use proto::service_status::{ANNOUNCING_CONDITION, announcing_node};
 
-/// `namespace/name` of a Service.
-pub type ServiceKey = String;
+/// A Service's `namespace/name`: how the controller names one in its maps, logs and Events. One string
+/// inside, so keys order exactly as their text does (the tie-break between Services created in the same
+/// second).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey(String);
+
+impl ServiceKey {
+    /// The key of the Service `name` in `namespace`.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self(format!("{namespace}/{name}"))
+    }
+
+    /// The key of `service`.
+    pub fn of(service: &Service) -> Self {
+        Self::new(
+            service.metadata.namespace.as_deref().unwrap_or_default(),
+            service.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// The Service's namespace.
+    pub fn namespace(&self) -> &str {
+        self.0
+            .split_once('/')
+            .map_or("", |(namespace, _)| namespace)
+    }
+
+    /// The Service's name.
+    pub fn name(&self) -> &str {
+        self.0
+            .split_once('/')
+            .map_or(self.0.as_str(), |(_, name)| name)
+    }
+
+    /// `namespace/name`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps keyed by Service can be read with the key's text: it orders, hashes and compares as the key does.
+impl std::borrow::Borrow<str> for ServiceKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Tests name Services as `"namespace/name"`.
+#[cfg(test)]
+impl From<&str> for ServiceKey {
+    fn from(key: &str) -> Self {
+        Self(key.to_owned())
+    }
+}
+
+#[cfg(test)]
+impl PartialEq<&str> for ServiceKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+#[cfg(test)]
+impl PartialEq<str> for ServiceKey {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+/// As its text, so logs of key sets read `{"web/a", "web/b"}`.
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Whether a Service's traffic may go to any node (Cluster) or only to nodes with a ready endpoint (Local).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,81 +209,17 @@ pub fn read(service: &Service) -> Result<Request, RequestError> {
     let default_spec = ServiceSpec::default();
     let spec = service.spec.as_ref().unwrap_or(&default_spec);
 
-    let annotation = |suffix: &str| {
-        PREFIXES.iter().find_map(|prefix| {
-            let key = format!("{prefix}{suffix}");
-            annotations
-                .get(&key)
-                .map(|v| (key, v.trim().to_owned()))
-                .filter(|(_, v)| !v.is_empty())
-        })
-    };
-
-    let mut requested = Vec::new();
-    let requested_from = annotation("loadBalancerIPs").or_else(|| {
-        spec.load_balancer_ip
-            .clone()
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| ("spec.loadBalancerIP".to_owned(), v))
-    });
-    if let Some((field, value)) = requested_from {
-        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let address: IpAddr = part.parse().map_err(|_| RequestError::BadAddress {
-                field: field.clone(),
-                value: part.to_owned(),
-            })?;
-            if requested
-                .iter()
-                .any(|r: &IpAddr| Family::of(*r) == Family::of(address))
-            {
-                return Err(RequestError::DuplicateFamily {
-                    field,
-                    family: Family::of(address),
-                });
-            }
-            requested.push(address);
-        }
-    }
-
-    let mut families: Vec<Family> = spec
-        .ip_families
-        .iter()
-        .flatten()
-        .filter_map(|f| match f.as_str() {
-            "IPv4" => Some(Family::V4),
-            "IPv6" => Some(Family::V6),
-            _ => None,
-        })
-        .collect();
-    let mut family_policy = match spec.ip_family_policy.as_deref() {
-        Some("PreferDualStack") => FamilyPolicy::PreferDual,
-        Some("RequireDualStack") => FamilyPolicy::RequireDual,
-        _ => FamilyPolicy::Single,
-    };
-    if !requested.is_empty() {
-        // Asking for addresses decides the families: exactly those.
-        families = requested.iter().map(|a| Family::of(*a)).collect();
-        family_policy = if families.len() == 2 {
-            FamilyPolicy::RequireDual
-        } else {
-            FamilyPolicy::Single
-        };
-    }
-    if families.is_empty() {
-        families.push(Family::V4);
-    }
-
-    let current = status_addresses(service);
-
+    let requested = requested_addresses(annotations, spec)?;
+    let (families, family_policy) = families(spec, &requested);
     Ok(Request {
-        key: format!("{namespace}/{name}"),
+        key: ServiceKey::new(&namespace, &name),
         namespace,
         labels: meta.labels.clone().unwrap_or_default(),
         families,
         family_policy,
         requested,
-        pool: annotation("address-pool").map(|(_, v)| v),
-        sharing_key: annotation("allow-shared-ip").map(|(_, v)| v),
+        pool: annotation(annotations, "address-pool").map(|(_, v)| v),
+        sharing_key: annotation(annotations, "allow-shared-ip").map(|(_, v)| v),
         ports: spec
             .ports
             .iter()
@@ -217,7 +232,7 @@ pub fn read(service: &Service) -> Result<Request, RequestError> {
             TrafficPolicy::Cluster
         },
         selector: spec.selector.clone().unwrap_or_default(),
-        current,
+        current: status_addresses(service),
         created: meta
             .creation_timestamp
             .as_ref()
@@ -225,22 +240,90 @@ pub fn read(service: &Service) -> Result<Request, RequestError> {
     })
 }
 
-/// The `namespace/name` key of a Service.
-pub fn key_of(service: &Service) -> ServiceKey {
-    format!(
-        "{}/{}",
-        service.metadata.namespace.as_deref().unwrap_or_default(),
-        service.metadata.name.as_deref().unwrap_or_default()
-    )
+/// The first non-empty annotation `<prefix><suffix>` over the accepted prefixes, with its full key.
+fn annotation(annotations: &BTreeMap<String, String>, suffix: &str) -> Option<(String, String)> {
+    PREFIXES.iter().find_map(|prefix| {
+        let key = format!("{prefix}{suffix}");
+        annotations
+            .get(&key)
+            .map(|v| (key, v.trim().to_owned()))
+            .filter(|(_, v)| !v.is_empty())
+    })
 }
 
-/// The Service `key` (`namespace/name`) as the reflector `services` shows it.
+/// The addresses asked for, by annotation or else `spec.loadBalancerIP`: at most one per family.
+fn requested_addresses(
+    annotations: &BTreeMap<String, String>,
+    spec: &ServiceSpec,
+) -> Result<Vec<IpAddr>, RequestError> {
+    let mut requested = Vec::new();
+    let requested_from = annotation(annotations, "loadBalancerIPs").or_else(|| {
+        spec.load_balancer_ip
+            .clone()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| ("spec.loadBalancerIP".to_owned(), v))
+    });
+    let Some((field, value)) = requested_from else {
+        return Ok(requested);
+    };
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let address: IpAddr = part.parse().map_err(|_| RequestError::BadAddress {
+            field: field.clone(),
+            value: part.to_owned(),
+        })?;
+        if requested
+            .iter()
+            .any(|r: &IpAddr| Family::of(*r) == Family::of(address))
+        {
+            return Err(RequestError::DuplicateFamily {
+                field,
+                family: Family::of(address),
+            });
+        }
+        requested.push(address);
+    }
+    Ok(requested)
+}
+
+/// The families to allocate and how strictly: from the spec, unless addresses were asked for, which decide
+/// them (exactly those).
+fn families(spec: &ServiceSpec, requested: &[IpAddr]) -> (Vec<Family>, FamilyPolicy) {
+    if !requested.is_empty() {
+        let families: Vec<Family> = requested.iter().map(|a| Family::of(*a)).collect();
+        let policy = if families.len() == 2 {
+            FamilyPolicy::RequireDual
+        } else {
+            FamilyPolicy::Single
+        };
+        return (families, policy);
+    }
+    let mut families: Vec<Family> = spec
+        .ip_families
+        .iter()
+        .flatten()
+        .filter_map(|f| match f.as_str() {
+            "IPv4" => Some(Family::V4),
+            "IPv6" => Some(Family::V6),
+            _ => None,
+        })
+        .collect();
+    if families.is_empty() {
+        families.push(Family::V4);
+    }
+    let policy = match spec.ip_family_policy.as_deref() {
+        Some("PreferDualStack") => FamilyPolicy::PreferDual,
+        Some("RequireDualStack") => FamilyPolicy::RequireDual,
+        _ => FamilyPolicy::Single,
+    };
+    (families, policy)
+}
+
+/// The Service `key` as the reflector `services` shows it.
 pub(crate) fn find(
     services: &kube::runtime::reflector::Store<Service>,
-    key: &str,
+    key: &ServiceKey,
 ) -> Option<std::sync::Arc<Service>> {
-    let (namespace, name) = key.split_once('/')?;
-    services.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    services.get(&kube::runtime::reflector::ObjectRef::new(key.name()).within(key.namespace()))
 }
 
 /// The addresses a Service's status lists (entries that do not parse are left out).

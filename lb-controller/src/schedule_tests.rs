@@ -3,7 +3,7 @@ use super::*;
 const CHECK: Duration = Duration::from_secs(60);
 
 fn key(name: &str) -> ServiceKey {
-    format!("web/{name}")
+    ServiceKey::new("web", name)
 }
 
 fn keys(names: &[&str]) -> BTreeSet<ServiceKey> {

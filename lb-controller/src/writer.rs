@@ -43,11 +43,11 @@ pub(crate) struct Writer {
     events: EventPublisher,
     metrics: Metrics,
     /// Status written per Service, until the reflector shows it.
-    written_status: HashMap<String, Vec<IpAddr>>,
+    written_status: HashMap<ServiceKey, Vec<IpAddr>>,
     /// Announcing node written per Service, until the reflector shows it.
-    written_announcing: HashMap<String, Option<String>>,
+    written_announcing: HashMap<ServiceKey, Option<String>>,
     /// Note last published per Service.
-    told: HashMap<String, Note>,
+    told: HashMap<ServiceKey, Note>,
     /// Legacy ConfigMap problems last published.
     told_legacy: Vec<String>,
 }
@@ -174,7 +174,7 @@ impl Writer {
             first_change,
             leftover: false,
         };
-        let mut writes: BTreeMap<&str, ServiceWrite> = BTreeMap::new();
+        let mut writes: BTreeMap<&ServiceKey, ServiceWrite> = BTreeMap::new();
         for (key, desired) in &outcome.statuses {
             let Some(service) = request::find(services, key) else {
                 continue;
@@ -274,7 +274,7 @@ impl Writer {
             tracing::info!(written = announcing, "announcing nodes written");
         }
         for (write, result) in written.services {
-            let key = request::key_of(&write.service);
+            let key = ServiceKey::of(&write.service);
             if write.status.is_some() {
                 self.metrics.wrote("status", result.is_ok());
             }

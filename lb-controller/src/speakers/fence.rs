@@ -599,7 +599,7 @@ impl Fence {
                 self.desired.insert(node, set);
             }
         }
-        self.views_changed = true;
+        // Desired sets are no view: what is announced follows acknowledgements.
         self.assignments_stale = true;
         let mut out = Vec::new();
         self.step(now, &mut out);
@@ -703,10 +703,14 @@ impl Fence {
         let before = out.len();
         self.expire(now, out);
         self.send_assignments(now, out);
-        if out[before..]
-            .iter()
-            .any(|o| matches!(o, Output::Event(_) | Output::Close { .. }))
-        {
+        // A session closed or gone silent changes who is available; a hand-over is only sent yet.
+        if out[before..].iter().any(|o| {
+            matches!(
+                o,
+                Output::Close { .. }
+                    | Output::Event(HubEvent::Disconnected { .. } | HubEvent::Connected { .. })
+            )
+        }) {
             self.views_changed = true;
         }
         self.renew(now, out);
@@ -766,9 +770,45 @@ impl Fence {
         if !std::mem::take(&mut self.assignments_stale) {
             return;
         }
-        // The sessions whose latest set is not their desired one, and the addresses they still lack. This
-        // compares sets without allocating; the rest is only for those sessions and those addresses, so an
-        // acknowledgement that releases one address costs a scan of the claims, not a rebuild of them.
+        let (work, wanted) = self.sessions_behind();
+        if work.is_empty() {
+            self.pending_since.clear();
+            return;
+        }
+        // Sending changes no view: what is announced follows acknowledgements, not what was sent.
+        let mut holders = self.holders_of(&wanted);
+        let mut pending = BTreeSet::new();
+        let valid_for_ms = self.lease_ms();
+        for name in work {
+            let Some(session) = self.nodes.get_mut(&name).and_then(|n| n.session.as_mut()) else {
+                continue;
+            };
+            let desired = desired_for(&self.desired, &name, session);
+            let claims = Claims {
+                holders: &holders,
+                unknown_window: self.unknown_until.is_some(),
+                reported: &self.reported,
+            };
+            let target = claims.sendable(&name, desired, &session.sent, &mut pending);
+            let Some(added) = send_set(session, target, now, valid_for_ms, out) else {
+                continue;
+            };
+            for address in added {
+                holders.entry(address).or_default().insert(name.clone());
+                out.extend(self.handed_over(&name, address, now).map(Output::Event));
+            }
+        }
+        self.pending_since.retain(|key, _| pending.contains(key));
+        for key in pending {
+            self.pending_since.entry(key).or_insert(now);
+        }
+    }
+
+    /// The sessions whose latest set is not their desired one, and the addresses they still lack. This
+    /// compares sets without allocating; the rest of [`Fence::send_assignments`] is only for those sessions
+    /// and those addresses, so an acknowledgement that releases one address costs a scan of the claims, not
+    /// a rebuild of them.
+    fn sessions_behind(&self) -> (Vec<String>, BTreeSet<IpAddr>) {
         let mut work = Vec::new();
         let mut wanted = BTreeSet::new();
         for (name, node) in &self.nodes {
@@ -785,94 +825,26 @@ impl Fence {
             wanted.extend(desired.keys().filter(|a| !session.sent.contains_key(a)));
             work.push(name.clone());
         }
-        if work.is_empty() {
-            self.pending_since.clear();
-            return;
+        (work, wanted)
+    }
+
+    /// Records that `address` was just sent to `name`: the hand-over event, unless it goes back to the
+    /// node that announced it last (a new session, a lapsed lease renewed).
+    fn handed_over(&mut self, name: &str, address: IpAddr, now: Instant) -> Option<HubEvent> {
+        let waited = self
+            .pending_since
+            .remove(&(name.to_owned(), address))
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        let from = self.last_holder.insert(address, name.to_owned());
+        if from.as_deref() == Some(name) {
+            return None;
         }
-        self.views_changed = true;
-        let mut holders = self.holders_of(&wanted);
-        let mut pending = BTreeSet::new();
-        let valid_for_ms = self.lease_ms();
-        for name in work {
-            let Some(node) = self.nodes.get_mut(&name) else {
-                continue;
-            };
-            let Some(session) = node.session.as_mut() else {
-                continue;
-            };
-            let desired = desired_for(&self.desired, &name, session);
-            let mut target = BTreeMap::new();
-            for (address, assignment) in desired {
-                let free = || {
-                    let others = holders
-                        .get(address)
-                        .is_some_and(|h| h.iter().any(|holder| holder != &name));
-                    let unknown = self.unknown_until.is_some()
-                        && !assignment.fresh
-                        && !self.reported.contains(address)
-                        && !holders.get(address).is_some_and(|h| h.contains(&name));
-                    !(others || unknown)
-                };
-                if session.sent.contains_key(address) || free() {
-                    target.insert(*address, assignment.clone());
-                } else {
-                    pending.insert((name.clone(), *address));
-                }
-            }
-            if target == session.sent && !session.needs_snapshot {
-                continue;
-            }
-            session.generation += 1;
-            session.needs_snapshot = false;
-            session.renewed_at = Some(now);
-            session.last_lease = session.echo.map(|(_, at)| at).or(session.last_lease);
-            let echo_ms = session.echo.map_or(0, |(sent, _)| sent);
-            session
-                .history
-                .insert(session.generation, target.keys().copied().collect());
-            let added: Vec<IpAddr> = target
-                .keys()
-                .filter(|a| !session.sent.contains_key(a))
-                .copied()
-                .collect();
-            out.push(Output::Send {
-                session: session.id,
-                message: pb::ControllerMessage {
-                    body: Some(pb::controller_message::Body::Snapshot(pb::AssignmentSet {
-                        generation: session.generation,
-                        assignments: target.values().map(DesiredAssignment::to_proto).collect(),
-                        lease: Some(pb::Lease {
-                            valid_for_ms,
-                            echo_ms,
-                        }),
-                    })),
-                },
-            });
-            session.sent = target;
-            for address in added {
-                holders.entry(address).or_default().insert(name.clone());
-                let waited = self
-                    .pending_since
-                    .remove(&(name.clone(), address))
-                    .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
-                let from = self.last_holder.insert(address, name.clone());
-                if from.as_ref() == Some(&name) {
-                    // Back to the node that announced it last (a new session, a lapsed lease renewed):
-                    // not a hand-over.
-                    continue;
-                }
-                out.push(Output::Event(HubEvent::HandedOver {
-                    address,
-                    from,
-                    to: name.clone(),
-                    waited,
-                }));
-            }
-        }
-        self.pending_since.retain(|key, _| pending.contains(key));
-        for key in pending {
-            self.pending_since.entry(key).or_insert(now);
-        }
+        Some(HubEvent::HandedOver {
+            address,
+            from,
+            to: name.to_owned(),
+            waited,
+        })
     }
 
     fn renew(&mut self, now: Instant, out: &mut Vec<Output>) {
@@ -916,6 +888,88 @@ fn desired_for<'a>(
         return &EMPTY;
     }
     desired.get(name).unwrap_or(&EMPTY)
+}
+
+/// Who may hold which address right now, as [`Fence::send_assignments`] decides what may be sent.
+struct Claims<'a> {
+    holders: &'a BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The window after activation in which holders the hub has not heard from may still announce.
+    unknown_window: bool,
+    /// Addresses some speaker reported holding since activation.
+    reported: &'a BTreeSet<IpAddr>,
+}
+
+impl Claims<'_> {
+    /// What `name` may be sent of `desired`: what it already has, and what nobody else may hold (rule 5;
+    /// in the window after activation, rule 8). The rest waits in `pending`.
+    fn sendable(
+        &self,
+        name: &str,
+        desired: &BTreeMap<IpAddr, DesiredAssignment>,
+        sent: &BTreeMap<IpAddr, DesiredAssignment>,
+        pending: &mut BTreeSet<(String, IpAddr)>,
+    ) -> BTreeMap<IpAddr, DesiredAssignment> {
+        let mut target = BTreeMap::new();
+        for (address, assignment) in desired {
+            let holders = self.holders.get(address);
+            let free = || {
+                let others = holders.is_some_and(|h| h.iter().any(|holder| holder != name));
+                let unknown = self.unknown_window
+                    && !assignment.fresh
+                    && !self.reported.contains(address)
+                    && !holders.is_some_and(|h| h.contains(name));
+                !(others || unknown)
+            };
+            if sent.contains_key(address) || free() {
+                target.insert(*address, assignment.clone());
+            } else {
+                pending.insert((name.to_owned(), *address));
+            }
+        }
+        target
+    }
+}
+
+/// Sends `target` as the session's next generation, unless it is what the session already has; returns the
+/// addresses it adds.
+fn send_set(
+    session: &mut Session,
+    target: BTreeMap<IpAddr, DesiredAssignment>,
+    now: Instant,
+    valid_for_ms: u32,
+    out: &mut Vec<Output>,
+) -> Option<Vec<IpAddr>> {
+    if target == session.sent && !session.needs_snapshot {
+        return None;
+    }
+    session.generation += 1;
+    session.needs_snapshot = false;
+    session.renewed_at = Some(now);
+    session.last_lease = session.echo.map(|(_, at)| at).or(session.last_lease);
+    let echo_ms = session.echo.map_or(0, |(sent, _)| sent);
+    session
+        .history
+        .insert(session.generation, target.keys().copied().collect());
+    let added = target
+        .keys()
+        .filter(|a| !session.sent.contains_key(a))
+        .copied()
+        .collect();
+    out.push(Output::Send {
+        session: session.id,
+        message: pb::ControllerMessage {
+            body: Some(pb::controller_message::Body::Snapshot(pb::AssignmentSet {
+                generation: session.generation,
+                assignments: target.values().map(DesiredAssignment::to_proto).collect(),
+                lease: Some(pb::Lease {
+                    valid_for_ms,
+                    echo_ms,
+                }),
+            })),
+        },
+    });
+    session.sent = target;
+    Some(added)
 }
 
 /// Takes an acknowledgement of `generation` (rule 4) into account.

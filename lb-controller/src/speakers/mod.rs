@@ -247,7 +247,7 @@ pub enum Error {
 struct Inner {
     config: HubConfig,
     state: Mutex<State>,
-    /// Wakes the timer driver when the fence's next wake-up may have moved.
+    /// Wakes the timer driver when a call from outside it moved the fence's next wake-up.
     wake: Arc<Notify>,
     available: watch::Sender<BTreeMap<String, SpeakerInfo>>,
     announced: watch::Sender<BTreeMap<IpAddr, String>>,
@@ -318,7 +318,6 @@ impl Inner {
             *current = announced;
             changed
         });
-        self.wake.notify_one();
     }
 
     /// Queues what a session's reader received for the driver, stamped with the time it arrived; waits
@@ -335,8 +334,14 @@ impl Inner {
         f: impl FnOnce(&mut fence::Fence, tokio::time::Instant) -> Vec<fence::Output>,
     ) {
         let mut state = self.lock();
+        let wake_before = state.fence.next_wake();
         let outputs = f(&mut state.fence, tokio::time::Instant::now());
         self.apply(&mut state, outputs);
+        // The driver sleeps until the wake-up it last read: tell it when a call from outside moved it
+        // (a hand-over sent by a new plan starts a settle timer without changing any view).
+        if state.fence.next_wake() != wake_before {
+            self.wake.notify_one();
+        }
     }
 }
 
