@@ -1,6 +1,8 @@
 //! The speaker's control loop: one task that owns the holdings, the interface scan and the responders, and
 //! drives the session with the controller through the steps of `announce.proto` (Hello and Report, apply
 //! and acknowledge, heartbeats every lease/5, reports on change, graceful Leaving, reconnect with backoff).
+//! When to dial, heartbeat, leave and stop is decided by the link state machine (`crate::link`): the loop
+//! waits on the stream, the dial and the timers, feeds it, and carries out what it answers.
 //! Every event ends in [`Speaker::refresh`], which recomputes what to answer for now, updates the responders'
 //! table *before* anything is acknowledged, and sends the gratuitous announcements for what was taken over.
 
