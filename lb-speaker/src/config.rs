@@ -226,86 +226,129 @@ pub struct Settings {
 }
 
 impl Config {
-    /// Checks every flag and reads the TLS files; touches no network.
+    /// Checks every flag and reads the TLS files; touches no network. Flags are checked in the order
+    /// below, so the first unusable one is the one named.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let bad_url = |reason: &str| ConfigError::Controller {
+        let controller = self.controller_settings()?;
+        let node_name = self.node_name()?;
+        let filter = Filter {
+            include: compile("--interfaces", self.interfaces.as_deref())?,
+            exclude: compile("--exclude-interfaces", self.exclude_interfaces.as_deref())?,
+        };
+        self.check_periodic_gratuitous()?;
+        let leave_timeout = self.leave_timeout()?;
+        self.check_controller_loss_hold()?;
+        Ok(Settings {
+            controller,
+            node_name,
+            filter,
+            gratuitous_repeat: self.gratuitous_repeat,
+            periodic_gratuitous: self.periodic_gratuitous,
+            leave_timeout,
+            controller_loss_hold: self.controller_loss_hold,
+        })
+    }
+
+    /// `--controller` is unusable for `reason`.
+    fn bad_url(&self, reason: &str) -> ConfigError {
+        ConfigError::Controller {
             url: self.controller.clone(),
             reason: reason.to_owned(),
-        };
+        }
+    }
+
+    /// `--controller` with the TLS flags that go with its scheme: a host, a port, and https with every
+    /// TLS file or http with `--insecure`.
+    fn controller_settings(&self) -> Result<ControllerSettings, ConfigError> {
         let uri: Uri = self
             .controller
             .parse()
-            .map_err(|e: tonic::codegen::http::uri::InvalidUri| bad_url(&e.to_string()))?;
+            .map_err(|e: tonic::codegen::http::uri::InvalidUri| self.bad_url(&e.to_string()))?;
         let domain = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad_url("needs a host, e.g. https://lb-controller:7472"))?
+            .ok_or_else(|| self.bad_url("needs a host, e.g. https://lb-controller:7472"))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let tls_flags = [&self.tls_cert, &self.tls_key, &self.tls_ca];
         let tls = match uri.scheme_str() {
-            Some("https") => {
-                if self.insecure {
-                    return Err(ConfigError::Tls(
-                        "--insecure cannot be used with an https:// --controller URL; use http:// for plaintext or drop --insecure"
-                            .to_owned(),
-                    ));
-                }
-                let (Some(cert), Some(key), Some(ca)) =
-                    (&self.tls_cert, &self.tls_key, &self.tls_ca)
-                else {
-                    return Err(ConfigError::Tls(
-                        "an https:// --controller needs --tls-cert, --tls-key and --tls-ca (or use http:// with --insecure)"
-                            .to_owned(),
-                    ));
-                };
-                let Some(token) = &self.token_file else {
-                    return Err(ConfigError::Tls(
-                        "an https:// --controller needs --token-file: the projected ServiceAccount token that proves this speaker's node"
-                            .to_owned(),
-                    ));
-                };
-                let credentials = Credentials {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    ca: ca.clone(),
-                    token: token.clone(),
-                };
-                credentials.load()?;
-                Some(credentials)
-            }
+            Some("https") => Some(self.tls_credentials()?),
             Some("http") => {
-                if !self.insecure {
-                    return Err(ConfigError::Tls(
-                        "an http:// --controller is plaintext and needs --insecure (or use https:// with --tls-cert, --tls-key and --tls-ca)"
-                            .to_owned(),
-                    ));
-                }
-                if tls_flags.iter().any(|f| f.is_some()) || self.token_file.is_some() {
-                    return Err(ConfigError::Tls(
-                        "--tls-cert/--tls-key/--tls-ca/--token-file are given but --controller is http:// with --insecure; pick one"
-                            .to_owned(),
-                    ));
-                }
+                self.check_plaintext()?;
                 None
             }
-            _ => return Err(bad_url("the scheme must be https:// or http://")),
+            _ => return Err(self.bad_url("the scheme must be https:// or http://")),
         };
         if uri.port_u16().is_none() {
-            return Err(bad_url("needs a port, e.g. https://lb-controller:7472"));
+            return Err(self.bad_url("needs a port, e.g. https://lb-controller:7472"));
         }
-        let node_name = self
+        Ok(ControllerSettings { uri, tls, domain })
+    }
+
+    /// For an https:// controller: every TLS file and the token, read once now so a bad one is named
+    /// before anything starts.
+    fn tls_credentials(&self) -> Result<Credentials, ConfigError> {
+        if self.insecure {
+            return Err(ConfigError::Tls(
+                "--insecure cannot be used with an https:// --controller URL; use http:// for plaintext or drop --insecure"
+                    .to_owned(),
+            ));
+        }
+        let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.tls_ca)
+        else {
+            return Err(ConfigError::Tls(
+                "an https:// --controller needs --tls-cert, --tls-key and --tls-ca (or use http:// with --insecure)"
+                    .to_owned(),
+            ));
+        };
+        let Some(token) = &self.token_file else {
+            return Err(ConfigError::Tls(
+                "an https:// --controller needs --token-file: the projected ServiceAccount token that proves this speaker's node"
+                    .to_owned(),
+            ));
+        };
+        let credentials = Credentials {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            token: token.clone(),
+        };
+        credentials.load()?;
+        Ok(credentials)
+    }
+
+    /// For an http:// controller: plaintext must be asked for with `--insecure`, and no TLS flag may
+    /// suggest otherwise.
+    fn check_plaintext(&self) -> Result<(), ConfigError> {
+        if !self.insecure {
+            return Err(ConfigError::Tls(
+                "an http:// --controller is plaintext and needs --insecure (or use https:// with --tls-cert, --tls-key and --tls-ca)"
+                    .to_owned(),
+            ));
+        }
+        let tls_flags = [&self.tls_cert, &self.tls_key, &self.tls_ca];
+        if tls_flags.iter().any(|f| f.is_some()) || self.token_file.is_some() {
+            return Err(ConfigError::Tls(
+                "--tls-cert/--tls-key/--tls-ca/--token-file are given but --controller is http:// with --insecure; pick one"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `--node-name`, trimmed and not empty.
+    fn node_name(&self) -> Result<String, ConfigError> {
+        Ok(self
             .node_name
             .as_deref()
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .ok_or(ConfigError::NodeName)?
-            .to_owned();
-        let filter = Filter {
-            include: compile("--interfaces", self.interfaces.as_deref())?,
-            exclude: compile("--exclude-interfaces", self.exclude_interfaces.as_deref())?,
-        };
+            .to_owned())
+    }
+
+    /// `--periodic-gratuitous`, if given, is at least 1 s.
+    fn check_periodic_gratuitous(&self) -> Result<(), ConfigError> {
         if let Some(period) = self.periodic_gratuitous
             && period < Duration::from_secs(1)
         {
@@ -316,19 +359,26 @@ impl Config {
                 ),
             });
         }
-        let leave_timeout = match self.leave_timeout {
-            Some(leave) if leave >= self.ops.drain_timeout => {
-                return Err(ConfigError::Duration {
-                    flag: "--leave-timeout",
-                    reason: format!(
-                        "{leave:?} must be shorter than --drain-timeout ({:?}), or the drain cuts the leave short",
-                        self.ops.drain_timeout
-                    ),
-                });
-            }
-            Some(leave) => leave,
-            None => (self.ops.drain_timeout * 3 / 4).min(Duration::from_secs(5)),
-        };
+        Ok(())
+    }
+
+    /// `--leave-timeout`, shorter than `--drain-timeout`; by default 3/4 of the drain, at most 5 s.
+    fn leave_timeout(&self) -> Result<Duration, ConfigError> {
+        match self.leave_timeout {
+            Some(leave) if leave >= self.ops.drain_timeout => Err(ConfigError::Duration {
+                flag: "--leave-timeout",
+                reason: format!(
+                    "{leave:?} must be shorter than --drain-timeout ({:?}), or the drain cuts the leave short",
+                    self.ops.drain_timeout
+                ),
+            }),
+            Some(leave) => Ok(leave),
+            None => Ok((self.ops.drain_timeout * 3 / 4).min(Duration::from_secs(5))),
+        }
+    }
+
+    /// `--controller-loss-hold` is longer than zero.
+    fn check_controller_loss_hold(&self) -> Result<(), ConfigError> {
         if self.controller_loss_hold.is_zero() {
             return Err(ConfigError::Duration {
                 flag: "--controller-loss-hold",
@@ -337,15 +387,7 @@ impl Config {
                         .to_owned(),
             });
         }
-        Ok(Settings {
-            controller: ControllerSettings { uri, tls, domain },
-            node_name,
-            filter,
-            gratuitous_repeat: self.gratuitous_repeat,
-            periodic_gratuitous: self.periodic_gratuitous,
-            leave_timeout,
-            controller_loss_hold: self.controller_loss_hold,
-        })
+        Ok(())
     }
 }
 

@@ -3,14 +3,16 @@
 //!
 //! Pure logic and I/O are kept apart: [`frames`] (ARP/NDP bytes), [`holdings`] (the assignment set, its
 //! generation and lease, per `announce.proto`) and [`interfaces`] (which links may announce) have no I/O;
-//! [`responder`] owns the raw sockets, [`control`] the connection to the controller, and [`speaker`] the
-//! loop that ties them together. `main.rs` only parses flags and calls [`run`].
+//! neither has `link` (when to dial, heartbeat, leave and stop). [`responder`] owns the raw sockets,
+//! [`control`] the connection to the controller, and [`speaker`] the loop that ties them together.
+//! `main.rs` only parses flags and calls [`run`].
 
 pub mod config;
 pub mod control;
 pub mod frames;
 pub mod holdings;
 pub mod interfaces;
+mod link;
 pub mod metrics;
 pub mod responder;
 pub mod speaker;

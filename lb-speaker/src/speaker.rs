@@ -1,6 +1,8 @@
 //! The speaker's control loop: one task that owns the holdings, the interface scan and the responders, and
 //! drives the session with the controller through the steps of `announce.proto` (Hello and Report, apply
 //! and acknowledge, heartbeats every lease/5, reports on change, graceful Leaving, reconnect with backoff).
+//! When to dial, heartbeat, leave and stop is decided by the link state machine (`crate::link`): the loop
+//! waits on the stream, the dial and the timers, feeds it, and carries out what it answers.
 //! Every event ends in [`Speaker::refresh`], which recomputes what to answer for now, updates the responders'
 //! table *before* anything is acknowledged, and sends the gratuitous announcements for what was taken over.
 
@@ -22,10 +24,11 @@ use proto::announce::v1::{
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::config::Settings;
-use crate::control::{self, Backoff, ControlError, Session};
+use crate::control::{self, ControlError, Session};
 use crate::frames::Mac;
 use crate::holdings::{Applied, Holdings, LeaseOutcome, Loss};
 use crate::interfaces::{self, InterfaceSet};
+use crate::link::{Action, Ending, Input, Link, Note};
 use crate::metrics::Metrics;
 use crate::responder::{AnswerTable, Event, Responder, SharedTable};
 
@@ -34,8 +37,6 @@ const RESCAN_EVERY: Duration = Duration::from_secs(2);
 /// Spacing of gratuitous repeats: past Linux's default 1 s `locktime`, within which a neighbour entry
 /// ignores updates.
 const REPEAT_SPACING: Duration = Duration::from_millis(1100);
-/// Heartbeat period before any lease told us better.
-const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// After the final acknowledgement, how long to wait for the controller to close its half.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -67,9 +68,15 @@ pub struct Speaker {
     last_report: Option<Report>,
     connected_once: bool,
     lease_was_valid: bool,
-    backoff: Backoff,
-    next_attempt: tokio::time::Instant,
-    next_heartbeat: tokio::time::Instant,
+    /// When to dial, heartbeat, leave and stop: the loop below only carries its actions out.
+    link: Link,
+    /// The open session, if any.
+    session: Option<Session>,
+    /// The dial under way, if any.
+    connecting: Option<Connecting>,
+    /// A session the link closed, whose controller is given [`CLOSE_GRACE`] to close its half before
+    /// the speaker stops.
+    closing: Option<Session>,
 }
 
 impl Speaker {
@@ -80,7 +87,7 @@ impl Speaker {
         health: Health,
     ) -> (Self, UnboundedReceiver<Event>) {
         let (events, events_rx) = mpsc::unbounded_channel();
-        let now = tokio::time::Instant::now();
+        let link = Link::new(settings.leave_timeout, tokio::time::Instant::now());
         // The speaker's clock for `sent_at_ms` (announce.proto step 3): 1 ms before the control loop
         // exists, so every stamp is >= 1.
         let started = Instant::now();
@@ -104,20 +111,21 @@ impl Speaker {
             last_report: None,
             connected_once: false,
             lease_was_valid: false,
-            backoff: control::reconnect_backoff(),
-            next_attempt: now,
-            next_heartbeat: now,
+            link,
+            session: None,
+            connecting: None,
+            closing: None,
         };
         (speaker, events_rx)
     }
 
-    /// Runs until `shutdown` is cancelled and the graceful leave is over.
+    /// Runs until `shutdown` is cancelled and the graceful leave is over. The loop waits on the session,
+    /// the dial, the timers and the responders; what it takes in feeds the holdings and the [`Link`],
+    /// and every turn ends with a refresh of what to answer for.
     pub async fn run(mut self, mut events: UnboundedReceiver<Event>, shutdown: CancellationToken) {
         self.rescan();
         self.refresh(Instant::now());
-        let mut session: Option<Session> = None;
-        let mut connecting: Option<Connecting> = None;
-        let mut leave_deadline: Option<tokio::time::Instant> = None;
+        self.refreshed();
         let mut rescan = tokio::time::interval(RESCAN_EVERY);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let periodic_every = self.settings.periodic_gratuitous.unwrap_or(Duration::MAX);
@@ -125,88 +133,23 @@ impl Speaker {
             tokio::time::Instant::now() + periodic_every.min(Duration::from_secs(86_400 * 365)),
             periodic_every.min(Duration::from_secs(86_400 * 365)),
         );
-        loop {
+        while !self.link.is_stopped() {
             let now = Instant::now();
             let lease_deadline = self
                 .holdings
                 .deadline()
                 .filter(|_| self.holdings.lease_valid(now));
             let next_repeat = self.repeats.iter().map(|r| r.due).min();
-            // While leaving, only to hand over what this node still announces.
-            let may_connect = session.is_none()
-                && connecting.is_none()
-                && (leave_deadline.is_none() || !self.announced.is_empty());
+            let leave_deadline = self.link.leave_deadline();
+            let link_wake = self.link.next_wake();
             tokio::select! {
                 biased;
-                () = shutdown.cancelled(), if leave_deadline.is_none() => {
-                    if session.is_none() && self.announced.is_empty() {
-                        tracing::info!("stopping; no session with the controller, and nothing announced to hand over");
-                        break;
-                    }
-                    leave_deadline = Some(tokio::time::Instant::now() + self.settings.leave_timeout);
-                    if session.is_some() {
-                        tracing::info!(leave_timeout = ?self.settings.leave_timeout, "stopping: telling the controller this node is leaving");
-                        self.emit(&mut session, SpeakerBody::Leaving(Leaving {}));
-                    } else {
-                        // The session is down (a controller leader change, say) while this node still answers for
-                        // addresses: stopping now would leave them unanswered until the controller sees the node
-                        // gone and its lease run out. Reconnect and leave properly instead, announcing meanwhile.
-                        tracing::info!(leave_timeout = ?self.settings.leave_timeout, announced = self.announced.len(), "stopping: reconnecting to the controller to hand this node's addresses over; announcing meanwhile");
-                    }
-                }
-                () = sleep_until(leave_deadline) => {
-                    tracing::warn!("the controller did not move this node's addresses within --leave-timeout; stopping anyway");
-                    break;
-                }
-                message = next_message(&mut session) => {
-                    match message {
-                        Ok(Some(message)) => {
-                            let emptied = self.handle(message, &mut session);
-                            if emptied && leave_deadline.is_some() {
-                                tracing::info!("the controller moved every address away; leaving");
-                                close(&mut session).await;
-                                break;
-                            }
-                        }
-                        Ok(None) => {
-                            self.session_lost(&mut session, "the controller closed the session", true);
-                            if leave_deadline.is_some() && self.announced.is_empty() {
-                                break;
-                            }
-                        }
-                        Err(status) => {
-                            self.session_lost(&mut session, &format!("the session broke: {}", control::chain(&status)), true);
-                            if leave_deadline.is_some() && self.announced.is_empty() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                result = poll_connecting(&mut connecting) => {
-                    connecting = None;
-                    match result {
-                        Ok(opened) => {
-                            session = Some(opened);
-                            self.session_opened();
-                            if leave_deadline.is_some() {
-                                tracing::info!("reconnected while stopping: telling the controller this node is leaving");
-                                self.emit(&mut session, SpeakerBody::Leaving(Leaving {}));
-                            }
-                        }
-                        Err(e) => {
-                            self.metrics.controller_errors.inc();
-                            let delay = self.backoff.next_delay();
-                            self.next_attempt = tokio::time::Instant::now() + delay;
-                            tracing::warn!(controller = %self.settings.controller.uri, error = %e, retry_in = ?delay, "cannot open a session with the controller");
-                        }
-                    }
-                }
-                () = tokio::time::sleep_until(self.next_attempt), if may_connect => {
-                    connecting = Some(self.connect());
-                }
-                () = tokio::time::sleep_until(self.next_heartbeat), if session.is_some() => {
-                    self.heartbeat(&mut session);
-                }
+                () = shutdown.cancelled(), if !self.link.is_leaving() => self.feed(Input::Shutdown),
+                // Once the leave deadline passed, nothing else is taken in first.
+                () = sleep_until(leave_deadline) => self.feed(Input::Tick),
+                message = next_message(&mut self.session) => self.received(message),
+                result = poll_connecting(&mut self.connecting) => self.dialed(result),
+                () = sleep_until(link_wake) => self.feed(Input::Tick),
                 () = sleep_until_std(lease_deadline) => {
                     // Refreshed below: the plan is empty now.
                 }
@@ -225,14 +168,100 @@ impl Speaker {
                     self.event(event);
                 }
             }
-            self.refresh(Instant::now());
-            self.report_if_changed(&mut session);
-            if leave_deadline.is_some() && session.is_none() && self.announced.is_empty() {
-                tracing::info!("stopping: nothing left to hand over");
+            if self.link.is_stopped() {
                 break;
             }
+            self.refresh(Instant::now());
+            self.report_if_changed();
+            self.refreshed();
         }
+        self.close().await;
         self.stop();
+    }
+
+    /// Feeds the link and carries out what it answers.
+    fn feed(&mut self, input: Input) {
+        for action in self.link.feed(input, tokio::time::Instant::now()) {
+            match action {
+                Action::Connect => self.connecting = Some(self.connect()),
+                Action::SendLeaving => self.emit(SpeakerBody::Leaving(Leaving {})),
+                Action::SendHeartbeat => self.heartbeat(),
+                Action::Close => {
+                    // Our half closes now; the controller's is waited for once the loop is over.
+                    self.closing = self.session.take().map(|mut open| {
+                        open.outbound = None;
+                        open
+                    });
+                }
+                Action::Lost { ending, retry_in } => self.session_lost(&ending, retry_in),
+                Action::Note(note) => self.note(note),
+            }
+        }
+    }
+
+    /// Tells the link what the last refresh left announced.
+    fn refreshed(&mut self) {
+        let announcing = !self.announced.is_empty();
+        self.feed(Input::Refreshed { announcing });
+    }
+
+    /// Takes in what the session's stream gave.
+    fn received(&mut self, message: Result<Option<ControllerMessage>, tonic::Status>) {
+        let input = match message {
+            Ok(Some(message)) => self.handle(message),
+            Ok(None) => Input::Ended(Ending::Closed),
+            Err(status) => Input::Ended(Ending::Broke(control::chain(&status))),
+        };
+        self.feed(input);
+    }
+
+    /// Takes in the end of a dial.
+    fn dialed(&mut self, result: Result<Session, ControlError>) {
+        self.connecting = None;
+        match result {
+            Ok(opened) => {
+                self.session = Some(opened);
+                self.session_opened();
+                self.feed(Input::Opened);
+            }
+            Err(e) => self.feed(Input::DialFailed(e.to_string())),
+        }
+    }
+
+    /// Logs (and counts) what the link noted.
+    fn note(&self, note: Note) {
+        let leave_timeout = self.settings.leave_timeout;
+        match note {
+            Note::Leaving => {
+                tracing::info!(leave_timeout = ?leave_timeout, "stopping: telling the controller this node is leaving");
+            }
+            Note::HandingOver => {
+                tracing::info!(leave_timeout = ?leave_timeout, announced = self.announced.len(), "stopping: reconnecting to the controller to hand this node's addresses over; announcing meanwhile");
+            }
+            Note::ReconnectedWhileLeaving => {
+                tracing::info!(
+                    "reconnected while stopping: telling the controller this node is leaving"
+                );
+            }
+            Note::DialFailed { error, retry_in } => {
+                self.metrics.controller_errors.inc();
+                tracing::warn!(controller = %self.settings.controller.uri, error = %error, retry_in = ?retry_in, "cannot open a session with the controller");
+            }
+            Note::NothingToHandOver => {
+                tracing::info!(
+                    "stopping; no session with the controller, and nothing announced to hand over"
+                );
+            }
+            Note::MovedAway => {
+                tracing::info!("the controller moved every address away; leaving");
+            }
+            Note::NothingLeft => tracing::info!("stopping: nothing left to hand over"),
+            Note::LeaveTimedOut => {
+                tracing::warn!(
+                    "the controller did not move this node's addresses within --leave-timeout; stopping anyway"
+                );
+            }
+        }
     }
 
     fn connect(&mut self) -> Connecting {
@@ -267,60 +296,47 @@ impl Speaker {
     }
 
     fn session_opened(&mut self) {
-        self.backoff.reset();
         self.connected_once = true;
         self.metrics.controller_connected.set(1);
         self.metrics.controller_sessions.inc();
-        self.next_heartbeat = tokio::time::Instant::now() + self.heartbeat_period();
         tracing::info!(controller = %self.settings.controller.uri, node = %self.settings.node_name, "session with the controller open");
     }
 
-    /// The session ended. `by_controller`: the controller's side closed or reset the stream (end of
-    /// stream, an error status, a reset connection), as opposed to an ending of our own making (our queue
-    /// to it stuck). Rule 7: a healthy session lost to the controller's side holds what we announce for
-    /// `--controller-loss-hold`; anything else keeps only the lease.
-    fn session_lost(&mut self, session: &mut Option<Session>, why: &str, by_controller: bool) {
-        *session = None;
+    /// The session ended (see [`Ending::by_controller`] for what rule 7 makes of it); the link dials
+    /// again in `retry_in`.
+    fn session_lost(&mut self, ending: &Ending, retry_in: Duration) {
+        self.session = None;
         let now = Instant::now();
         self.holdings.begin_session();
-        let hold = by_controller.then_some(self.settings.controller_loss_hold);
+        let hold = ending
+            .by_controller()
+            .then_some(self.settings.controller_loss_hold);
         let loss = self.holdings.controller_lost(now, hold);
         self.metrics.controller_connected.set(0);
         self.metrics.controller_errors.inc();
-        let delay = self.backoff.next_delay();
-        self.next_attempt = tokio::time::Instant::now() + delay;
+        let why = ending.to_string();
+        let why = why.as_str();
         let left = self
             .holdings
             .deadline()
             .map(|d| d.saturating_duration_since(now));
         match loss {
             Loss::Hold { .. } => {
-                tracing::warn!(reason = why, retry_in = ?delay, hold_left = ?left, held = self.holdings.held().len(), "lost the controller session; holding what this node announces for --controller-loss-hold unless a controller says otherwise");
+                tracing::warn!(reason = why, retry_in = ?retry_in, hold_left = ?left, held = self.holdings.held().len(), "lost the controller session; holding what this node announces for --controller-loss-hold unless a controller says otherwise");
             }
             Loss::Silent { echo_age } => {
-                tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?left, echo_age = ?echo_age, "lost the controller session after it had gone silent (no fresh lease echo); announcing only while the lease runs");
+                tracing::warn!(reason = why, retry_in = ?retry_in, lease_left = ?left, echo_age = ?echo_age, "lost the controller session after it had gone silent (no fresh lease echo); announcing only while the lease runs");
             }
             Loss::NotByController | Loss::Lapsed | Loss::AlreadyHandled => {
-                tracing::warn!(reason = why, retry_in = ?delay, lease_left = ?left, loss = ?loss, "lost the controller session; announcing only while the lease runs");
+                tracing::warn!(reason = why, retry_in = ?retry_in, lease_left = ?left, loss = ?loss, "lost the controller session; announcing only while the lease runs");
             }
         }
     }
 
-    fn heartbeat_period(&self) -> Duration {
-        self.holdings
-            .lease_period()
-            .map_or(DEFAULT_HEARTBEAT, |lease| {
-                (lease / 5).max(Duration::from_millis(10))
-            })
-    }
-
-    fn heartbeat(&mut self, session: &mut Option<Session>) {
+    /// Queues a heartbeat acknowledging the applied generation.
+    fn heartbeat(&mut self) {
         let applied_generation = self.holdings.applied_generation();
-        self.emit(
-            session,
-            SpeakerBody::Heartbeat(Heartbeat { applied_generation }),
-        );
-        self.next_heartbeat = tokio::time::Instant::now() + self.heartbeat_period();
+        self.emit(SpeakerBody::Heartbeat(Heartbeat { applied_generation }));
     }
 
     /// A message stamped with `sent_at_ms` now. Stamped when queued: the queue is drained by the HTTP/2
@@ -333,34 +349,39 @@ impl Speaker {
         }
     }
 
-    /// Queues `body` for the controller; a full or closed queue means the session is stuck or gone.
-    fn emit(&mut self, session: &mut Option<Session>, body: SpeakerBody) {
-        let Some(outbound) = session.as_ref().and_then(|s| s.outbound.clone()) else {
+    /// Queues `body` for the controller; a full or closed queue means the session is stuck or gone, which
+    /// the link takes in at once (a failed send never stops the speaker by itself).
+    fn emit(&mut self, body: SpeakerBody) {
+        let Some(outbound) = self.session.as_ref().and_then(|s| s.outbound.clone()) else {
             return;
         };
         let message = self.message(body);
         if let Err(e) = outbound.try_send(message) {
-            // Closed: the stream's transport is gone (the connection was reset); full: the controller
-            // stopped reading, which is no sign that its side ended anything.
-            let by_controller = matches!(e, mpsc::error::TrySendError::Closed(_));
-            self.session_lost(
-                session,
-                &format!("cannot queue a message: {e}"),
-                by_controller,
-            );
+            let ending = match &e {
+                mpsc::error::TrySendError::Closed(_) => Ending::QueueClosed(e.to_string()),
+                mpsc::error::TrySendError::Full(_) => Ending::QueueFull(e.to_string()),
+            };
+            self.session = None;
+            self.feed(Input::Ended(ending));
         }
     }
 
-    /// Applies one controller message; returns whether it was a set or delta that left nothing held.
-    fn handle(&mut self, message: ControllerMessage, session: &mut Option<Session>) -> bool {
+    /// Applies one controller message; returns what the link makes of it (whether it awaits an
+    /// acknowledgement, whether it left nothing held).
+    fn handle(&mut self, message: ControllerMessage) -> Input {
         let now = Instant::now();
+        let handled = |acknowledge: bool, emptied: bool, holdings: &Holdings| Input::Handled {
+            acknowledge,
+            emptied,
+            lease: holdings.lease_period(),
+        };
         let applied = match message.body {
             Some(ControllerBody::Snapshot(set)) => self.holdings.apply_set(&set),
             Some(ControllerBody::Delta(delta)) => self.holdings.apply_delta(&delta),
             Some(ControllerBody::Renewal(renewal)) => self.holdings.apply_renewal(&renewal),
             None => {
                 tracing::warn!("empty message from the controller ignored");
-                return false;
+                return handled(false, false, &self.holdings);
             }
         };
         match applied {
@@ -372,11 +393,13 @@ impl Speaker {
                     "applied assignments"
                 );
                 // Stop answering for removed addresses before acknowledging (the controller hands them
-                // to another node on this acknowledgement), and take over added ones at once.
+                // to another node on this acknowledgement, which the link sends), and take over added
+                // ones at once.
                 self.refresh(now);
                 self.metrics.applied_generation.set(clamp(generation));
-                self.heartbeat(session);
-                return self.holdings.held().is_empty() && self.holdings.rejected().is_empty();
+                let emptied =
+                    self.holdings.held().is_empty() && self.holdings.rejected().is_empty();
+                return handled(true, emptied, &self.holdings);
             }
             Applied::DeltaIgnored { base, applied } => {
                 tracing::warn!(
@@ -386,8 +409,8 @@ impl Speaker {
                 );
                 let report = self.report();
                 self.last_report = Some(report.clone());
-                self.emit(session, SpeakerBody::Report(report));
-                self.heartbeat(session);
+                self.emit(SpeakerBody::Report(report));
+                return handled(true, false, &self.holdings);
             }
             Applied::Renewed { lease } => self.lease_outcome(lease, now),
             Applied::RenewalIgnored {
@@ -401,7 +424,7 @@ impl Speaker {
                 );
             }
         }
-        false
+        handled(false, false, &self.holdings)
     }
 
     /// Logs (and counts) a lease that extended nothing because of its echo (step 3).
@@ -676,8 +699,8 @@ impl Speaker {
         }
     }
 
-    fn report_if_changed(&mut self, session: &mut Option<Session>) {
-        if session.is_none() {
+    fn report_if_changed(&mut self) {
+        if self.session.is_none() {
             return;
         }
         let report = self.report();
@@ -694,7 +717,20 @@ impl Speaker {
             }
         }
         self.last_report = Some(report.clone());
-        self.emit(session, SpeakerBody::Report(report));
+        self.emit(SpeakerBody::Report(report));
+    }
+
+    /// After the link closed our half of the stream (following the final acknowledgement), gives the
+    /// controller a moment to close its half, so the acknowledgement is on the wire before the process
+    /// exits.
+    async fn close(&mut self) {
+        let Some(mut closing) = self.closing.take() else {
+            return;
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Ok(Some(_)) = closing.inbound.message().await {}
+        })
+        .await;
     }
 
     /// Stops answering everything and closes every socket.
@@ -715,19 +751,6 @@ impl Speaker {
         self.metrics.announcements.set(0);
         self.metrics.lease_valid.set(0);
     }
-}
-
-/// Closes our half of the stream after the final acknowledgement, then gives the controller a moment to
-/// close its half, so the acknowledgement is on the wire before the process exits.
-async fn close(session: &mut Option<Session>) {
-    let Some(mut open) = session.take() else {
-        return;
-    };
-    open.outbound = None;
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while let Ok(Some(_)) = open.inbound.message().await {}
-    })
-    .await;
 }
 
 fn clamp(value: u64) -> i64 {
