@@ -1,11 +1,11 @@
 //! One DNS message in, at most one out: parsing, the protocol rules around [`lookup::resolve`] (opcode,
 //! class, EDNS, truncation, zone transfers), and encoding. No sockets here, so it is tested on bytes.
 
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLockReadGuard};
 use std::time::Instant;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -365,62 +365,22 @@ impl Handler {
         session: &mut Option<tsig::Session>,
     ) -> Reply {
         let raw = request;
-        // 12 bytes of header are needed to address any reply; a set QR bit marks a response.
-        if request.len() < 12 || request[2] & 0x80 != 0 {
-            return Reply::Drop;
-        }
-        let id = u16::from_be_bytes([request[0], request[1]]);
-        let request = match Message::from_vec(request) {
-            Ok(message) => message,
-            Err(_) => {
-                let formerr = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-                return Reply::One(formerr, PLAIN_UDP_LIMIT);
-            }
+        let request = match parse_query(raw) {
+            Ok(request) => request,
+            Err(unanswered) => return unanswered.reply(),
         };
-        if request.metadata.message_type != MessageType::Query {
-            return Reply::Drop;
-        }
         let mut limit = size_limit(request.edns.as_ref(), transport);
-        let mut response = Message::response(id, request.metadata.op_code);
-        response.metadata.recursion_desired = request.metadata.recursion_desired;
-        response.metadata.checking_disabled = request.metadata.checking_disabled;
-        response.add_queries(request.queries.iter().cloned());
-        match tsig::verify(&self.tsig.keys, raw, &request, tsig::now()) {
-            Verdict::Unsigned => {}
-            Verdict::Signed(signed) => {
-                if transport == Transport::Udp {
-                    // Room for the signature within what the client takes.
-                    limit = limit.saturating_sub(signed.overhead());
-                }
-                *session = Some(signed);
-            }
-            Verdict::Rejected(rejection) => {
-                tracing::info!(peer = %peer, key = %rejection.key, error = rejection.reason, "TSIG signature refused");
-                return Reply::Rejected(response, rejection);
-            }
+        let mut response = response_template(&request);
+        if let Some(rejection) =
+            self.check_signature(raw, &request, transport, peer, &mut limit, session)
+        {
+            return Reply::Rejected(response, rejection);
         }
-        let refuse = |mut response: Message, rcode| {
-            response.metadata.response_code = rcode;
-            Reply::One(response, limit)
+        answer_edns(&mut response, request.edns.as_ref());
+        let query = match the_question(&request) {
+            Ok(query) => query,
+            Err(rcode) => return refuse(response, rcode, limit),
         };
-        if let Some(client_edns) = &request.edns {
-            let mut edns = Edns::new();
-            edns.set_max_payload(ADVERTISED_PAYLOAD);
-            edns.set_dnssec_ok(client_edns.flags().dnssec_ok);
-            response.set_edns(edns);
-            if client_edns.version() > 0 {
-                return refuse(response, ResponseCode::BADVERS);
-            }
-        }
-        if request.metadata.op_code != OpCode::Query {
-            return refuse(response, ResponseCode::NotImp);
-        }
-        let [query] = request.queries.as_slice() else {
-            return refuse(response, ResponseCode::FormErr);
-        };
-        if query.query_class() != DNSClass::IN {
-            return refuse(response, ResponseCode::Refused);
-        }
         let in_zone = self.zones.zone_of(query.name()).is_some();
         if !in_zone && let Some(upstreams) = self.forward.upstreams(query.name()) {
             return Reply::Forward(upstreams.to_vec());
@@ -428,38 +388,84 @@ impl Handler {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         if index.revision() == 0 && in_zone {
             // Nothing read from etcd yet: an NXDOMAIN now would be cached as truth.
-            return refuse(response, ResponseCode::ServFail);
+            return refuse(response, ResponseCode::ServFail, limit);
         }
         if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
-            // Only allow-listed clients, for a zone's apex; a transfer itself only over TCP. An IXFR from a
-            // client behind us gets the whole zone, which RFC 1995 allows when no history is kept.
-            let apex = self
-                .zones
-                .zone_of(query.name())
-                .filter(|z| *z == query.name());
-            let listed = self.transfer_allow.iter().any(|net| net.contains(&peer));
-            let allowed = listed && transport == Transport::Tcp && self.signed_as_required(session);
-            if query.query_type() == RecordType::IXFR
-                && listed
-                && let Some(zone) = apex
-            {
-                // RFC 1995 2: a client as new as we are, or asking over UDP, gets one SOA, our current
-                // version (over UDP this tells a client that is behind to come back over TCP).
-                let client_serial = request.authorities.iter().find_map(|r| match r.data {
-                    hickory_proto::rr::RData::SOA(ref soa) => Some(soa.serial),
-                    _ => None,
-                });
-                let ours = index.serial(&zone.to_ascii());
-                let up_to_date = client_serial.is_some_and(|theirs| !serial_lt(theirs, ours));
-                if up_to_date || transport == Transport::Udp {
+            let asked = Asked {
+                request: &request,
+                query,
+                transport,
+                peer,
+                limit,
+            };
+            return self.answer_transfer(&index, &asked, response, session);
+        }
+        self.answer_lookup(index, query, response, limit)
+    }
+
+    /// Checks the request's TSIG signature (RFC 8945): a valid one becomes `session`, and over UDP takes its
+    /// room from `limit`; a refused one is returned, to answer with.
+    fn check_signature(
+        &self,
+        raw: &[u8],
+        request: &Message,
+        transport: Transport,
+        peer: IpAddr,
+        limit: &mut usize,
+        session: &mut Option<tsig::Session>,
+    ) -> Option<tsig::Rejection> {
+        match tsig::verify(&self.tsig.keys, raw, request, tsig::now()) {
+            Verdict::Unsigned => {}
+            Verdict::Signed(signed) => {
+                if transport == Transport::Udp {
+                    // Room for the signature within what the client takes.
+                    *limit = limit.saturating_sub(signed.overhead());
+                }
+                *session = Some(signed);
+            }
+            Verdict::Rejected(rejection) => {
+                tracing::info!(peer = %peer, key = %rejection.key, error = rejection.reason, "TSIG signature refused");
+                return Some(rejection);
+            }
+        }
+        None
+    }
+
+    /// An AXFR or IXFR: only allow-listed clients, for a zone's apex; a transfer itself only over TCP. An IXFR
+    /// from a client behind us gets the whole zone, which RFC 1995 allows when no history is kept.
+    fn answer_transfer(
+        &self,
+        index: &Index,
+        asked: &Asked<'_>,
+        mut response: Message,
+        session: &mut Option<tsig::Session>,
+    ) -> Reply {
+        let Asked {
+            request,
+            query,
+            transport,
+            peer,
+            limit,
+        } = *asked;
+        let apex = self
+            .zones
+            .zone_of(query.name())
+            .filter(|z| *z == query.name());
+        let listed = self.transfer_allow.iter().any(|net| net.contains(&peer));
+        let allowed = listed && transport == Transport::Tcp && self.signed_as_required(session);
+        if query.query_type() == RecordType::IXFR
+            && listed
+            && let Some(zone) = apex
+        {
+            let ours = index.serial(&zone.to_ascii());
+            match ixfr_answer(client_serial(request), ours, transport, allowed) {
+                IxfrAnswer::Current => {
                     self.count_transfer("ixfr_current");
                     response.metadata.authoritative = true;
-                    response.answers = vec![lookup::soa(&index, &self.zones, zone)];
+                    response.answers = vec![lookup::soa(index, &self.zones, zone)];
                     return Reply::One(response, limit);
                 }
-                if let Some(serial) = client_serial
-                    && allowed
-                {
+                IxfrAnswer::Incremental(serial) => {
                     tracing::info!(zone = %zone, peer = %peer, serial, "incremental zone transfer");
                     return Reply::Incremental(Box::new(IncrementalTransfer {
                         template: response,
@@ -469,22 +475,34 @@ impl Handler {
                         session: session.take(),
                     }));
                 }
+                IxfrAnswer::AsAxfr => {}
             }
-            return match apex {
-                Some(zone) if allowed => {
-                    tracing::info!(zone = %zone, peer = %peer, "zone transfer");
-                    Reply::Transfer(response, zone.clone())
-                }
-                Some(_) if listed && transport == Transport::Tcp => {
-                    tracing::info!(peer = %peer, qname = %query.name(), key = ?session.as_ref().map(|s| s.key().to_ascii()), "zone transfer refused: not signed with a --transfer-key");
-                    refuse(response, ResponseCode::Refused)
-                }
-                _ => {
-                    tracing::debug!(peer = %peer, qname = %query.name(), "zone transfer refused");
-                    refuse(response, ResponseCode::Refused)
-                }
-            };
         }
+        match apex {
+            Some(zone) if allowed => {
+                tracing::info!(zone = %zone, peer = %peer, "zone transfer");
+                Reply::Transfer(response, zone.clone())
+            }
+            Some(_) if listed && transport == Transport::Tcp => {
+                tracing::info!(peer = %peer, qname = %query.name(), key = ?session.as_ref().map(|s| s.key().to_ascii()), "zone transfer refused: not signed with a --transfer-key");
+                refuse(response, ResponseCode::Refused, limit)
+            }
+            _ => {
+                tracing::debug!(peer = %peer, qname = %query.name(), "zone transfer refused");
+                refuse(response, ResponseCode::Refused, limit)
+            }
+        }
+    }
+
+    /// The answer to `query` from the index ([`lookup::resolve`]); the read lock is released before the
+    /// response is filled in.
+    fn answer_lookup(
+        &self,
+        index: RwLockReadGuard<'_, Index>,
+        query: &Query,
+        mut response: Message,
+        limit: usize,
+    ) -> Reply {
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let answer = lookup::resolve(
             &index,
@@ -559,6 +577,130 @@ impl Handler {
             .get_or_create(&TransferLabels { kind })
             .inc();
     }
+}
+
+/// A query that passed the protocol checks, and who asked it how: what the answering steps of
+/// [`Handler::respond`] share.
+#[derive(Clone, Copy)]
+struct Asked<'q> {
+    request: &'q Message,
+    query: &'q Query,
+    transport: Transport,
+    peer: IpAddr,
+    /// The size the reply must fit.
+    limit: usize,
+}
+
+/// A request that is not a query to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// Too short to address a reply, or a response (answering those could loop or amplify).
+    Dropped,
+    /// Does not parse: FORMERR to the request with this id.
+    Malformed(u16),
+}
+
+impl Unanswered {
+    fn reply(self) -> Reply {
+        match self {
+            Self::Dropped => Reply::Drop,
+            Self::Malformed(id) => {
+                let formerr = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+                Reply::One(formerr, PLAIN_UDP_LIMIT)
+            }
+        }
+    }
+}
+
+/// The request as a query to answer, or why it is not one.
+fn parse_query(request: &[u8]) -> Result<Message, Unanswered> {
+    // 12 bytes of header are needed to address any reply; a set QR bit marks a response.
+    if request.len() < 12 || request[2] & 0x80 != 0 {
+        return Err(Unanswered::Dropped);
+    }
+    let id = u16::from_be_bytes([request[0], request[1]]);
+    let request = Message::from_vec(request).map_err(|_| Unanswered::Malformed(id))?;
+    if request.metadata.message_type != MessageType::Query {
+        return Err(Unanswered::Dropped);
+    }
+    Ok(request)
+}
+
+/// The response's header and question, echoing the request's.
+fn response_template(request: &Message) -> Message {
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.checking_disabled = request.metadata.checking_disabled;
+    response.add_queries(request.queries.iter().cloned());
+    response
+}
+
+/// Our OPT record when the client sent one (RFC 6891): the payload size we take, and its DO bit echoed.
+fn answer_edns(response: &mut Message, client: Option<&Edns>) {
+    if let Some(client) = client {
+        let mut edns = Edns::new();
+        edns.set_max_payload(ADVERTISED_PAYLOAD);
+        edns.set_dnssec_ok(client.flags().dnssec_ok);
+        response.set_edns(edns);
+    }
+}
+
+/// The one question of a query we answer, or the response code declining it: BADVERS for an EDNS version
+/// above 0, NOTIMP for another opcode, FORMERR unless there is exactly one question, REFUSED for a class
+/// other than IN.
+fn the_question(request: &Message) -> Result<&Query, ResponseCode> {
+    if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
+        return Err(ResponseCode::BADVERS);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    let [query] = request.queries.as_slice() else {
+        return Err(ResponseCode::FormErr);
+    };
+    if query.query_class() != DNSClass::IN {
+        return Err(ResponseCode::Refused);
+    }
+    Ok(query)
+}
+
+/// `response` with `rcode`, as the reply.
+fn refuse(mut response: Message, rcode: ResponseCode, limit: usize) -> Reply {
+    response.metadata.response_code = rcode;
+    Reply::One(response, limit)
+}
+
+/// How an IXFR for a zone's apex from an allow-listed client is answered (RFC 1995 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IxfrAnswer {
+    /// One SOA, our current version: the client is as new as we are, or asked over UDP (which tells a
+    /// client that is behind to come back over TCP).
+    Current,
+    /// The difference from the client's serial.
+    Incremental(u32),
+    /// As an AXFR would be: the whole zone, or refused.
+    AsAxfr,
+}
+
+/// The [`IxfrAnswer`] for a client at serial `theirs` (none: it sent no SOA) when ours is `ours`; `allowed`
+/// says whether it may have a transfer at all.
+fn ixfr_answer(theirs: Option<u32>, ours: u32, transport: Transport, allowed: bool) -> IxfrAnswer {
+    let up_to_date = theirs.is_some_and(|theirs| !serial_lt(theirs, ours));
+    if up_to_date || transport == Transport::Udp {
+        return IxfrAnswer::Current;
+    }
+    match theirs {
+        Some(serial) if allowed => IxfrAnswer::Incremental(serial),
+        _ => IxfrAnswer::AsAxfr,
+    }
+}
+
+/// The serial of the SOA an IXFR request carries in its authority section (the client's version).
+fn client_serial(request: &Message) -> Option<u32> {
+    request.authorities.iter().find_map(|r| match r.data {
+        hickory_proto::rr::RData::SOA(ref soa) => Some(soa.serial),
+        _ => None,
+    })
 }
 
 /// A zone's records as an AXFR (or an IXFR of the whole zone) sends them: with the SOA again at the end
@@ -1293,6 +1435,65 @@ mod tests {
         assert_eq!(
             rcode(&handler, &outside, Transport::Udp),
             ResponseCode::Refused
+        );
+    }
+
+    #[test]
+    fn the_question_declines_edns_versions_opcodes_question_counts_and_classes_in_that_order() {
+        let question = |request: &Message| the_question(request).map(|q| q.name().to_ascii());
+        let plain = query("nginx.test.org.", RecordType::A, Some(1232));
+        assert_eq!(question(&plain), Ok("nginx.test.org.".to_owned()));
+
+        let mut badvers = plain.clone();
+        let mut edns = badvers.edns.take().unwrap();
+        edns.set_version(1);
+        badvers.set_edns(edns);
+        badvers.metadata.op_code = OpCode::Update;
+        assert_eq!(question(&badvers), Err(ResponseCode::BADVERS));
+
+        let mut notify = plain.clone();
+        notify.metadata.op_code = OpCode::Notify;
+        notify.queries.clear();
+        assert_eq!(question(&notify), Err(ResponseCode::NotImp));
+
+        let mut none = plain.clone();
+        none.queries.clear();
+        assert_eq!(question(&none), Err(ResponseCode::FormErr));
+
+        let mut chaos = plain;
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert_eq!(question(&chaos), Err(ResponseCode::Refused));
+    }
+
+    #[test]
+    fn an_ixfr_is_one_soa_when_current_or_over_udp_a_difference_when_allowed_else_as_an_axfr() {
+        use Transport::{Tcp, Udp};
+        assert_eq!(ixfr_answer(Some(7), 7, Tcp, true), IxfrAnswer::Current);
+        // Serial arithmetic (RFC 1982): a serial just past a wrap is newer than ours.
+        assert_eq!(
+            ixfr_answer(Some(2), u32::MAX, Tcp, true),
+            IxfrAnswer::Current
+        );
+        assert_eq!(ixfr_answer(Some(5), 7, Udp, true), IxfrAnswer::Current);
+        assert_eq!(ixfr_answer(None, 7, Udp, false), IxfrAnswer::Current);
+        assert_eq!(
+            ixfr_answer(Some(5), 7, Tcp, true),
+            IxfrAnswer::Incremental(5)
+        );
+        assert_eq!(ixfr_answer(Some(5), 7, Tcp, false), IxfrAnswer::AsAxfr);
+        assert_eq!(ixfr_answer(None, 7, Tcp, true), IxfrAnswer::AsAxfr);
+    }
+
+    #[test]
+    fn short_requests_and_responses_are_dropped_and_unparsable_ones_keep_their_id() {
+        assert_eq!(parse_query(&[0; 11]).unwrap_err(), Unanswered::Dropped);
+        let mut response = vec![0xab, 0xcd, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(parse_query(&response).unwrap_err(), Unanswered::Dropped);
+        response[2] = 0;
+        response[5] = 1; // one question, missing
+        assert_eq!(
+            parse_query(&response).unwrap_err(),
+            Unanswered::Malformed(0xabcd)
         );
     }
 }

@@ -219,85 +219,16 @@ pub struct Settings {
 impl Config {
     /// Checks every flag; touches no network.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let valid_owner = |id: &str| {
-            !id.is_empty()
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        };
-        if !valid_owner(&self.owner_id) {
-            return Err(ConfigError::OwnerId(self.owner_id.clone()));
-        }
-        if let Some(adopt) = &self.adopt_owner {
-            if adopt == &self.owner_id {
-                return Err(ConfigError::AdoptSelf);
-            }
-            if !adopt.is_empty() && !valid_owner(adopt) {
-                return Err(ConfigError::OwnerId(adopt.clone()));
-            }
-        }
-        let names = |values: &[String], error: fn(String, String) -> ConfigError| {
-            values
-                .iter()
-                .map(|value| {
-                    validate_hostname(value).map_err(|reason| error(value.clone(), reason))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let mut domains = names(&self.domain_filters, |value, reason| {
-            ConfigError::DomainFilter { value, reason }
-        })?;
-        let mut zones = names(&self.zones, |value, reason| ConfigError::Zone {
-            value,
-            reason,
-        })?;
-        if let Some(zone) = zones.iter().find(|z| z.starts_with("*.")) {
-            return Err(ConfigError::Zone {
-                value: zone.clone(),
-                reason: "a zone cannot be a wildcard".to_owned(),
-            });
-        }
-        // Each defaults to the other: the zones are what we may write into, the filter what we read.
-        if zones.is_empty() {
-            zones.clone_from(&domains);
-        } else if domains.is_empty() {
-            domains.clone_from(&zones);
-        }
-        let reserved = names(&self.reserved_names, |value, reason| {
+        check_owners(&self.owner_id, self.adopt_owner.as_deref())?;
+        let (domains, zones) = self.domains_and_zones()?;
+        let reserved = host_names(&self.reserved_names, |value, reason| {
             ConfigError::ReservedName { value, reason }
         })?
         .iter()
         .map(|name| NamePattern::new(name))
         .collect();
-        let mut namespace_domains: BTreeMap<String, Vec<NamePattern>> = BTreeMap::new();
-        for entry in &self.namespace_domains {
-            let error = |reason: &str| ConfigError::NamespaceDomains {
-                value: entry.clone(),
-                reason: reason.to_owned(),
-            };
-            let (namespace, pattern) = entry
-                .split_once('=')
-                .ok_or_else(|| error("expected NAMESPACE=NAME or NAMESPACE=*.DOMAIN"))?;
-            let namespace = namespace.trim();
-            if !is_namespace(namespace) {
-                return Err(error("the namespace must be a DNS label (RFC 1123)"));
-            }
-            let pattern = validate_hostname(pattern).map_err(|reason| error(&reason))?;
-            namespace_domains
-                .entry(namespace.to_owned())
-                .or_default()
-                .push(NamePattern::new(&pattern));
-        }
-        let annotations = self
-            .annotation_filters
-            .iter()
-            .map(|f| {
-                f.split_once('=')
-                    .filter(|(k, _)| !k.is_empty())
-                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .ok_or_else(|| ConfigError::AnnotationFilter(f.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let namespace_domains = parse_namespace_domains(&self.namespace_domains)?;
+        let annotations = parse_annotation_filters(&self.annotation_filters)?;
         let both = self.sources.is_empty();
         Ok(Settings {
             etcd: self.etcd.connection()?,
@@ -326,6 +257,104 @@ impl Config {
             config: self.clone(),
         })
     }
+
+    /// The domain filters and the zones, each defaulting to the other: the zones are what we may write
+    /// into, the filter what we read.
+    fn domains_and_zones(&self) -> Result<(Vec<String>, Vec<String>), ConfigError> {
+        let mut domains = host_names(&self.domain_filters, |value, reason| {
+            ConfigError::DomainFilter { value, reason }
+        })?;
+        let mut zones = host_names(&self.zones, |value, reason| ConfigError::Zone {
+            value,
+            reason,
+        })?;
+        if let Some(zone) = zones.iter().find(|z| z.starts_with("*.")) {
+            return Err(ConfigError::Zone {
+                value: zone.clone(),
+                reason: "a zone cannot be a wildcard".to_owned(),
+            });
+        }
+        if zones.is_empty() {
+            zones.clone_from(&domains);
+        } else if domains.is_empty() {
+            domains.clone_from(&zones);
+        }
+        Ok((domains, zones))
+    }
+}
+
+/// Checks our owner id and the one to adopt from (which may be empty: records without an owner).
+fn check_owners(owner_id: &str, adopt_owner: Option<&str>) -> Result<(), ConfigError> {
+    if !is_owner_id(owner_id) {
+        return Err(ConfigError::OwnerId(owner_id.to_owned()));
+    }
+    if let Some(adopt) = adopt_owner {
+        if adopt == owner_id {
+            return Err(ConfigError::AdoptSelf);
+        }
+        if !adopt.is_empty() && !is_owner_id(adopt) {
+            return Err(ConfigError::OwnerId(adopt.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// An owner id: non-empty letters, digits, '-', '_' or '.' (nothing to escape in the JSON we compare).
+fn is_owner_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `values` as validated lower-case host names; the first bad one as the flag's `error`.
+fn host_names(
+    values: &[String],
+    error: fn(String, String) -> ConfigError,
+) -> Result<Vec<String>, ConfigError> {
+    values
+        .iter()
+        .map(|value| validate_hostname(value).map_err(|reason| error(value.clone(), reason)))
+        .collect()
+}
+
+/// `--namespace-domains` entries (NAMESPACE=NAME or NAMESPACE=*.DOMAIN) as each namespace's allow-list.
+fn parse_namespace_domains(
+    entries: &[String],
+) -> Result<BTreeMap<String, Vec<NamePattern>>, ConfigError> {
+    let mut namespace_domains: BTreeMap<String, Vec<NamePattern>> = BTreeMap::new();
+    for entry in entries {
+        let error = |reason: &str| ConfigError::NamespaceDomains {
+            value: entry.clone(),
+            reason: reason.to_owned(),
+        };
+        let (namespace, pattern) = entry
+            .split_once('=')
+            .ok_or_else(|| error("expected NAMESPACE=NAME or NAMESPACE=*.DOMAIN"))?;
+        let namespace = namespace.trim();
+        if !is_namespace(namespace) {
+            return Err(error("the namespace must be a DNS label (RFC 1123)"));
+        }
+        let pattern = validate_hostname(pattern).map_err(|reason| error(&reason))?;
+        namespace_domains
+            .entry(namespace.to_owned())
+            .or_default()
+            .push(NamePattern::new(&pattern));
+    }
+    Ok(namespace_domains)
+}
+
+/// `--annotation-filter` entries (KEY=VALUE, the key not empty) as trimmed pairs.
+fn parse_annotation_filters(filters: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    filters
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| ConfigError::AnnotationFilter(f.clone()))
+        })
+        .collect()
 }
 
 /// A Kubernetes namespace name: one RFC 1123 label.
@@ -489,5 +518,46 @@ mod tests {
         assert_eq!(settings.filters.limits.names_per_object, 100);
         assert_eq!(settings.publish.max_targets_per_name, 1000);
         assert!(!settings.publish.require_namespace_domains);
+    }
+
+    #[test]
+    fn the_owner_to_adopt_may_be_empty_but_neither_ours_nor_malformed() {
+        assert!(check_owners("gw", None).is_ok());
+        assert!(
+            check_owners("gw", Some("")).is_ok(),
+            "records without an owner"
+        );
+        assert!(check_owners("gw", Some("external-dns.v1_x")).is_ok());
+        assert!(matches!(
+            check_owners("gw", Some("gw")),
+            Err(ConfigError::AdoptSelf)
+        ));
+        assert!(matches!(
+            check_owners("gw", Some("a b")),
+            Err(ConfigError::OwnerId(id)) if id == "a b"
+        ));
+        assert!(matches!(
+            check_owners("", Some("")),
+            Err(ConfigError::OwnerId(id)) if id.is_empty()
+        ));
+    }
+
+    #[test]
+    fn annotation_filters_are_trimmed_pairs_with_a_key() {
+        let filters = |values: &[&str]| {
+            let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+            parse_annotation_filters(&values)
+        };
+        assert_eq!(
+            filters(&["team = shop ", "empty="]).unwrap(),
+            [
+                ("team".to_owned(), "shop".to_owned()),
+                ("empty".to_owned(), String::new())
+            ]
+        );
+        assert!(matches!(
+            filters(&["=value"]),
+            Err(ConfigError::AnnotationFilter(f)) if f == "=value"
+        ));
     }
 }

@@ -214,6 +214,9 @@ impl Claim<'_> {
 /// A name with the targets etcd holds for one object (rebuilt claims of objects over a limit).
 type Kept = BTreeMap<(ObjectId, String), (Vec<String>, Option<u32>)>;
 
+/// Our records' names, each with the namespaces whose objects they are attributed to.
+type Holders = BTreeMap<String, BTreeSet<String>>;
+
 /// Decides which claims are published. `existing` is what etcd holds under the prefix; only records with
 /// our `owner` count (their `resource` says which object, hence which namespace, holds a name).
 pub fn decide(
@@ -228,8 +231,28 @@ pub fn decide(
         .filter(|r| r.keep_published)
         .map(|r| (&r.object, r))
         .collect();
-    // Our records by name: the namespaces holding each, and what the objects over a limit had.
-    let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let (holders, kept) = read_existing(existing, layout, owner, &keep);
+    let claims = claims_of(requests, &keep, &kept);
+    let mut decision = Decision::default();
+    let by_name = screen(claims, rules, &mut decision.refusals);
+    for (name, mut claims) in by_name {
+        claims.sort_by(|a, b| a.order().cmp(&b.order()));
+        let Some(holder) = holder_of(&claims, holders.get(name)) else {
+            continue;
+        };
+        settle(name, &claims, &holder, rules, &mut decision);
+    }
+    decision
+}
+
+/// Our records by name: the namespaces holding each, and what the objects over a limit (`keep`) had.
+fn read_existing(
+    existing: &[Existing],
+    layout: &KeyLayout,
+    owner: &str,
+    keep: &BTreeMap<&ObjectId, &Request>,
+) -> (Holders, Kept) {
+    let mut holders: Holders = BTreeMap::new();
     let mut kept: Kept = BTreeMap::new();
     for record in existing.iter().filter(|e| e.record.owner == owner) {
         let (Some(name), Some(object)) = (
@@ -252,7 +275,16 @@ pub fn decide(
         targets.sort();
         targets.dedup();
     }
+    (holders, kept)
+}
 
+/// Every (object, name) claim: the names of the objects within their limits, then the records `kept` for
+/// the objects over one.
+fn claims_of<'a>(
+    requests: &'a [Request],
+    keep: &BTreeMap<&ObjectId, &Request>,
+    kept: &'a Kept,
+) -> Vec<Claim<'a>> {
     let mut claims: Vec<Claim<'_>> = Vec::new();
     for request in requests.iter().filter(|r| !r.keep_published) {
         for name in &request.names {
@@ -266,7 +298,7 @@ pub fn decide(
             });
         }
     }
-    for ((object, name), (targets, ttl)) in &kept {
+    for ((object, name), (targets, ttl)) in kept {
         claims.push(Claim {
             object,
             created: keep.get(object).and_then(|r| r.created),
@@ -276,76 +308,89 @@ pub fn decide(
             ttl: *ttl,
         });
     }
+    claims
+}
 
-    let mut decision = Decision::default();
+/// Rules 1 and 2: claims for reserved names and claims the allow-lists refuse go to `refusals`; the rest,
+/// grouped by name.
+fn screen<'a>(
+    claims: Vec<Claim<'a>>,
+    rules: &PublishRules,
+    refusals: &mut Vec<Rejection>,
+) -> BTreeMap<&'a str, Vec<Claim<'a>>> {
     let mut by_name: BTreeMap<&str, Vec<Claim<'_>>> = BTreeMap::new();
     for claim in claims {
         if let Some(reason) = rules.reserved_reason(claim.name) {
-            decision
-                .refusals
-                .push(claim.refuse(RejectionKind::Reserved, reason));
+            refusals.push(claim.refuse(RejectionKind::Reserved, reason));
         } else if let Err(reason) = rules.allowed(&claim.object.namespace, claim.name) {
-            decision
-                .refusals
-                .push(claim.refuse(RejectionKind::NotAllowed, reason));
+            refusals.push(claim.refuse(RejectionKind::NotAllowed, reason));
         } else {
             by_name.entry(claim.name).or_default().push(claim);
         }
     }
-    for (name, mut claims) in by_name {
-        claims.sort_by(|a, b| a.order().cmp(&b.order()));
-        let incumbents = holders.get(name);
-        let holder = claims
-            .iter()
-            .find(|c| incumbents.is_some_and(|set| set.contains(&c.object.namespace)))
-            .or_else(|| claims.first())
-            .map(|c| c.object.clone());
-        let Some(holder) = holder else {
+    by_name
+}
+
+/// Rule 3: the object whose namespace holds a name, among its `claims` in claim order: the first of a
+/// namespace holding it in etcd (`incumbents`), else the first claimant.
+fn holder_of(claims: &[Claim<'_>], incumbents: Option<&BTreeSet<String>>) -> Option<ObjectId> {
+    claims
+        .iter()
+        .find(|c| incumbents.is_some_and(|set| set.contains(&c.object.namespace)))
+        .or_else(|| claims.first())
+        .map(|c| c.object.clone())
+}
+
+/// Rules 3 and 4 for one name: claims from other namespaces than the `holder`'s are conflicts; the holder's
+/// are published in claim order, except one that would take the name over `--max-targets-per-name`.
+fn settle(
+    name: &str,
+    claims: &[Claim<'_>],
+    holder: &ObjectId,
+    rules: &PublishRules,
+    decision: &mut Decision,
+) {
+    let mut union: BTreeSet<&str> = BTreeSet::new();
+    for claim in claims {
+        if claim.object.namespace != holder.namespace {
+            let reason = format!(
+                "{name} is held by namespace {} ({holder}), which claimed it first; its records stay as they \
+                 are (a cluster admin can assign names with --namespace-domains)",
+                holder.namespace
+            );
+            decision
+                .refusals
+                .push(claim.refuse(RejectionKind::Conflict, reason));
             continue;
-        };
-        let mut union: BTreeSet<&str> = BTreeSet::new();
-        for claim in &claims {
-            if claim.object.namespace != holder.namespace {
-                let reason = format!(
-                    "{name} is held by namespace {} ({holder}), which claimed it first; its records stay as they \
-                     are (a cluster admin can assign names with --namespace-domains)",
-                    holder.namespace
-                );
-                decision
-                    .refusals
-                    .push(claim.refuse(RejectionKind::Conflict, reason));
-                continue;
-            }
-            // Counted before anything is added: the cap is never crossed, not even in memory.
-            let new = claim
-                .targets
-                .iter()
-                .filter(|t| !union.contains(t.as_str()))
-                .count();
-            if union.len() + new > rules.max_targets_per_name {
-                let reason = format!(
-                    "{name} would have {} targets with this object's, more than the limit of {} \
-                     (--max-targets-per-name)",
-                    union.len() + new,
-                    rules.max_targets_per_name
-                );
-                decision
-                    .refusals
-                    .push(claim.refuse(RejectionKind::Limit, reason));
-                continue;
-            }
-            for target in claim.targets {
-                union.insert(target);
-                decision.endpoints.push(Endpoint {
-                    name: name.to_owned(),
-                    target: target.clone(),
-                    ttl: claim.ttl,
-                    object: claim.object.clone(),
-                });
-            }
+        }
+        // Counted before anything is added: the cap is never crossed, not even in memory.
+        let new = claim
+            .targets
+            .iter()
+            .filter(|t| !union.contains(t.as_str()))
+            .count();
+        if union.len() + new > rules.max_targets_per_name {
+            let reason = format!(
+                "{name} would have {} targets with this object's, more than the limit of {} \
+                 (--max-targets-per-name)",
+                union.len() + new,
+                rules.max_targets_per_name
+            );
+            decision
+                .refusals
+                .push(claim.refuse(RejectionKind::Limit, reason));
+            continue;
+        }
+        for target in claim.targets {
+            union.insert(target);
+            decision.endpoints.push(Endpoint {
+                name: name.to_owned(),
+                target: target.clone(),
+                ttl: claim.ttl,
+                object: claim.object.clone(),
+            });
         }
     }
-    decision
 }
 
 #[cfg(test)]

@@ -363,69 +363,27 @@ fn ingress_target(ingress: &IngressLoadBalancerIngress) -> Option<&str> {
 fn collect(
     object: ObjectId,
     meta: &ObjectMeta,
-    mut hostnames: Vec<(&str, &'static str)>,
+    hostnames: Vec<(&str, &'static str)>,
     status: Vec<&str>,
     status_field: &'static str,
     filters: &Filters,
 ) -> Wanted {
     let annotations = meta.annotations.as_ref();
     let mut wanted = Wanted::default();
-    let reject = |wanted: &mut Wanted, field: &str, kind: RejectionKind, reason: String| {
-        wanted.rejections.push(Rejection {
-            object: object.clone(),
-            field: field.to_owned(),
-            reason,
-            kind,
-        });
+    let ttl = match ttl_of(annotations) {
+        Ok(ttl) => ttl,
+        Err((key, reason)) => {
+            let invalid = rejection(&object, key, RejectionKind::Invalid, reason);
+            wanted.rejections.push(invalid);
+            return wanted;
+        }
     };
-    let ttl = match annotation(annotations, &TTL_ANNOTATIONS) {
-        None => None,
-        Some((key, value)) => match parse_ttl(value) {
-            Ok(ttl) => Some(ttl),
-            Err(reason) => {
-                reject(&mut wanted, key, RejectionKind::Invalid, reason);
-                return wanted;
-            }
-        },
-    };
-    let (mut targets, target_field): (Vec<&str>, &str) =
-        match annotation(annotations, &TARGET_ANNOTATIONS) {
-            Some((key, value)) => (split_list(value).collect(), key),
-            None => (status, status_field),
-        };
-    targets.sort_unstable();
-    targets.dedup();
-    hostnames.sort_unstable();
-    hostnames.dedup_by(|a, b| a.0 == b.0);
+    let (targets, target_field) = distinct_targets(annotations, status, status_field);
+    let hostnames = distinct_hostnames(hostnames);
     // Limits first, on the raw entries: nothing of an oversized object is validated, paired or published.
-    let mut over = false;
-    if targets.len() > filters.limits.targets_per_object {
-        over = true;
-        let reason = format!(
-            "{} targets, more than the limit of {} (--max-targets-per-object); nothing new is published for this object",
-            targets.len(),
-            filters.limits.targets_per_object
-        );
-        reject(&mut wanted, target_field, RejectionKind::Limit, reason);
-    }
-    if hostnames.len() > filters.limits.names_per_object {
-        over = true;
-        let mut fields: Vec<&str> = hostnames.iter().map(|(_, field)| *field).collect();
-        fields.sort_unstable();
-        fields.dedup();
-        let reason = format!(
-            "{} host names, more than the limit of {} (--max-names-per-object); nothing new is published for this object",
-            hostnames.len(),
-            filters.limits.names_per_object
-        );
-        reject(
-            &mut wanted,
-            &fields.join(", "),
-            RejectionKind::Limit,
-            reason,
-        );
-    }
-    if over {
+    let over = limit_rejections(&object, &hostnames, &targets, target_field, &filters.limits);
+    if !over.is_empty() {
+        wanted.rejections = over;
         wanted.request = Some(Request {
             object,
             created: created(meta),
@@ -436,60 +394,168 @@ fn collect(
         });
         return wanted;
     }
-    let mut good_targets = Vec::new();
-    for target in targets {
-        match validate_target(target) {
-            Ok(target) => good_targets.push(target),
-            Err(reason) => reject(
-                &mut wanted,
-                target_field,
-                RejectionKind::Invalid,
-                format!("{target:?}: {reason}"),
-            ),
-        }
-    }
-    if good_targets.is_empty() {
-        reject(
-            &mut wanted,
-            target_field,
-            RejectionKind::Invalid,
-            "no address to publish yet".to_owned(),
-        );
+    let targets = valid_targets(&object, targets, target_field, &mut wanted.rejections);
+    if targets.is_empty() {
+        let reason = "no address to publish yet".to_owned();
+        let none = rejection(&object, target_field, RejectionKind::Invalid, reason);
+        wanted.rejections.push(none);
         return wanted;
     }
-    good_targets.sort();
-    good_targets.dedup();
-    let mut names: Vec<NameRequest> = Vec::new();
-    for (hostname, field) in hostnames {
-        match validate_hostname(hostname) {
-            Err(reason) => reject(
-                &mut wanted,
-                field,
-                RejectionKind::Invalid,
-                format!("{hostname:?}: {reason}"),
-            ),
-            Ok(name) if !filters.in_domain(&name) => reject(
-                &mut wanted,
-                field,
-                RejectionKind::Invalid,
-                format!("{name:?} is outside --domain-filter {:?}", filters.domains),
-            ),
-            Ok(name) => names.push(NameRequest { name, field }),
-        }
-    }
-    names.sort_by(|a, b| a.name.cmp(&b.name));
-    names.dedup_by(|a, b| a.name == b.name);
+    let names = valid_names(&object, hostnames, filters, &mut wanted.rejections);
     if !names.is_empty() {
         wanted.request = Some(Request {
             object,
             created: created(meta),
             ttl,
             names,
-            targets: good_targets,
+            targets,
             keep_published: false,
         });
     }
     wanted
+}
+
+/// A rejection of `object`'s `field`.
+fn rejection(object: &ObjectId, field: &str, kind: RejectionKind, reason: String) -> Rejection {
+    Rejection {
+        object: object.clone(),
+        field: field.to_owned(),
+        reason,
+        kind,
+    }
+}
+
+/// The TTL annotation's value, if any; the annotation and the reason when it is not a usable TTL.
+fn ttl_of(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Option<u32>, (&'static str, String)> {
+    match annotation(annotations, &TTL_ANNOTATIONS) {
+        None => Ok(None),
+        Some((key, value)) => parse_ttl(value).map(Some).map_err(|reason| (key, reason)),
+    }
+}
+
+/// The raw target entries, sorted and distinct, and the field they come from: the target annotation when
+/// the object has one, else the addresses in its status.
+fn distinct_targets<'a>(
+    annotations: Option<&'a BTreeMap<String, String>>,
+    status: Vec<&'a str>,
+    status_field: &'static str,
+) -> (Vec<&'a str>, &'static str) {
+    let (mut targets, field) = match annotation(annotations, &TARGET_ANNOTATIONS) {
+        Some((key, value)) => (split_list(value).collect(), key),
+        None => (status, status_field),
+    };
+    targets.sort_unstable();
+    targets.dedup();
+    (targets, field)
+}
+
+/// The raw host name entries, sorted, one entry per name.
+fn distinct_hostnames<'a>(
+    mut hostnames: Vec<(&'a str, &'static str)>,
+) -> Vec<(&'a str, &'static str)> {
+    hostnames.sort_unstable();
+    hostnames.dedup_by(|a, b| a.0 == b.0);
+    hostnames
+}
+
+/// A `Limit` rejection for each per-object limit the distinct raw entries go over (targets, then names);
+/// none when the object is within its limits.
+fn limit_rejections(
+    object: &ObjectId,
+    hostnames: &[(&str, &'static str)],
+    targets: &[&str],
+    target_field: &str,
+    limits: &Limits,
+) -> Vec<Rejection> {
+    let mut over = Vec::new();
+    if targets.len() > limits.targets_per_object {
+        let reason = format!(
+            "{} targets, more than the limit of {} (--max-targets-per-object); nothing new is published for this object",
+            targets.len(),
+            limits.targets_per_object
+        );
+        over.push(rejection(
+            object,
+            target_field,
+            RejectionKind::Limit,
+            reason,
+        ));
+    }
+    if hostnames.len() > limits.names_per_object {
+        let mut fields: Vec<&str> = hostnames.iter().map(|(_, field)| *field).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        let reason = format!(
+            "{} host names, more than the limit of {} (--max-names-per-object); nothing new is published for this object",
+            hostnames.len(),
+            limits.names_per_object
+        );
+        over.push(rejection(
+            object,
+            &fields.join(", "),
+            RejectionKind::Limit,
+            reason,
+        ));
+    }
+    over
+}
+
+/// The targets that are IP addresses or host names, lower-case, sorted and distinct; each other one is
+/// rejected into `rejections`.
+fn valid_targets(
+    object: &ObjectId,
+    targets: Vec<&str>,
+    target_field: &str,
+    rejections: &mut Vec<Rejection>,
+) -> Vec<String> {
+    let mut good_targets = Vec::new();
+    for target in targets {
+        match validate_target(target) {
+            Ok(target) => good_targets.push(target),
+            Err(reason) => rejections.push(rejection(
+                object,
+                target_field,
+                RejectionKind::Invalid,
+                format!("{target:?}: {reason}"),
+            )),
+        }
+    }
+    good_targets.sort();
+    good_targets.dedup();
+    good_targets
+}
+
+/// The host names that are valid and inside the domain filter, lower-case, sorted and distinct; each other
+/// one is rejected into `rejections`.
+fn valid_names(
+    object: &ObjectId,
+    hostnames: Vec<(&str, &'static str)>,
+    filters: &Filters,
+    rejections: &mut Vec<Rejection>,
+) -> Vec<NameRequest> {
+    let mut names: Vec<NameRequest> = Vec::new();
+    for (hostname, field) in hostnames {
+        match validate_hostname(hostname) {
+            Err(reason) => rejections.push(rejection(
+                object,
+                field,
+                RejectionKind::Invalid,
+                format!("{hostname:?}: {reason}"),
+            )),
+            Ok(name) if !filters.in_domain(&name) => rejections.push(rejection(
+                object,
+                field,
+                RejectionKind::Invalid,
+                format!("{name:?} is outside --domain-filter {:?}", filters.domains),
+            )),
+            Ok(name) => names.push(NameRequest { name, field }),
+        }
+    }
+    names.sort_by(|a, b| a.name.cmp(&b.name));
+    names.dedup_by(|a, b| a.name == b.name);
+    names
 }
 
 fn created(meta: &ObjectMeta) -> Option<i64> {
