@@ -30,6 +30,7 @@ use lb_controller::speakers::fuzzing::{FuzzFence, Inbound, Output};
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use proto::announce::v1 as pb;
+use proto::speaker_messages;
 use tokio::time::Instant;
 
 const HONEST: usize = 3;
@@ -176,12 +177,7 @@ fn name(n: usize) -> String {
 }
 
 fn heartbeat(applied: u64) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        sent_at_ms: 0,
-        body: Some(pb::speaker_message::Body::Heartbeat(pb::Heartbeat {
-            applied_generation: applied,
-        })),
-    }
+    speaker_messages::heartbeat(0, applied)
 }
 
 impl World {
@@ -220,27 +216,10 @@ impl World {
         let held = speaker.applied.as_ref().map_or(0, |(g, _)| *g);
         let announcing = speaker
             .announcing(now)
-            .iter()
-            .map(|a| pb::Announcement {
-                address: a.to_string(),
-                interface: "eth0".into(),
-            })
-            .collect();
-        let hello = pb::Hello {
-            node: name(n),
-            interfaces: vec![],
-            version: "sim".into(),
-            held_generation: held,
-        };
-        let report = pb::SpeakerMessage {
-            sent_at_ms: 0,
-            body: Some(pb::speaker_message::Body::Report(pb::Report {
-                applied_generation: held,
-                announcing,
-                conflicts: vec![],
-                problems: vec![],
-            })),
-        };
+            .into_iter()
+            .map(|address| speaker_messages::announcement(address, "eth0"));
+        let hello = speaker_messages::hello_of(&name(n), held, vec![]);
+        let report = speaker_messages::report(0, held, announcing);
         self.up(now, n, id, Up::Connect(hello, 0));
         self.up(now, n, id, Up::Message(report));
     }
@@ -380,10 +359,7 @@ impl World {
                 let n = honest(n);
                 if let (true, Some(session)) = (self.speakers[n].alive, self.speakers[n].session) {
                     self.speakers[n].leaving = true;
-                    let leaving = pb::SpeakerMessage {
-                        sent_at_ms: 0,
-                        body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
-                    };
+                    let leaving = speaker_messages::leaving(0);
                     self.up(now, n, session, Up::Message(leaving));
                 }
             }
@@ -397,10 +373,7 @@ impl World {
     }
 
     fn rogue(&mut self, now: u64, r: usize, rogue: &Rogue) {
-        let message = |sent_at_ms, body| pb::SpeakerMessage {
-            sent_at_ms,
-            body: Some(body),
-        };
+        let message = speaker_messages::message;
         use pb::speaker_message::Body;
         let up = match rogue {
             Rogue::Hello {

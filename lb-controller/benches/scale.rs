@@ -39,6 +39,7 @@ use kube::{Api, Client, CustomResourceExt};
 use lb_controller::pool::IPPool;
 use proto::announce::v1 as pb;
 use proto::announce::v1::announcer_client::AnnouncerClient;
+use proto::speaker_messages;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -296,13 +297,6 @@ fn clock_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
 }
 
-fn speaker_message(body: pb::speaker_message::Body) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        body: Some(body),
-        sent_at_ms: clock_ms(),
-    }
-}
-
 /// One session; returns whether a set arrived in it. Dropping the future (reset) drops both halves of the
 /// stream, which the controller sees as a broken stream: the process died.
 async fn session(speaker: &Speaker, channel: Channel, gains: &Gains) -> bool {
@@ -317,37 +311,21 @@ async fn session(speaker: &Speaker, channel: Channel, gains: &Gains) -> bool {
         let announcing: Vec<pb::Announcement> = held
             .holding
             .iter()
-            .map(|a| pb::Announcement {
-                address: a.to_string(),
-                interface: "eth0".into(),
-            })
+            .map(|a| speaker_messages::announcement(a, "eth0"))
             .collect();
         (held.held_generation, announcing)
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(speaker_message(pb::speaker_message::Body::Hello(
-        pb::Hello {
-            node: speaker.node.clone(),
-            interfaces: vec![pb::Interface {
-                name: "eth0".into(),
-                mac: vec![2, 0, 0, 0, 0, 1],
-                addresses: vec!["10.10.0.10/16".into()],
-                up: true,
-            }],
-            version: "bench".into(),
-            held_generation,
-        },
-    )))
-    .unwrap();
-    tx.send(speaker_message(pb::speaker_message::Body::Report(
-        pb::Report {
-            applied_generation: 0,
-            announcing,
-            conflicts: vec![],
-            problems: vec![],
-        },
-    )))
-    .unwrap();
+    let interfaces = vec![pb::Interface {
+        name: "eth0".into(),
+        mac: vec![2, 0, 0, 0, 0, 1],
+        addresses: vec!["10.10.0.10/16".into()],
+        up: true,
+    }];
+    let hello = speaker_messages::hello_of(&speaker.node, held_generation, interfaces);
+    tx.send(speaker_messages::hello(clock_ms(), hello)).unwrap();
+    tx.send(speaker_messages::report(clock_ms(), 0, announcing))
+        .unwrap();
     let Ok(response) = AnnouncerClient::new(channel)
         .session(UnboundedReceiverStream::new(rx))
         .await
@@ -370,9 +348,7 @@ async fn session(speaker: &Speaker, channel: Channel, gains: &Gains) -> bool {
                     LATE_BEATS.fetch_add(1, Relaxed);
                 }
                 let applied = speaker.held.lock().unwrap().applied;
-                let _ = tx.send(speaker_message(pb::speaker_message::Body::Heartbeat(
-                    pb::Heartbeat { applied_generation: applied },
-                )));
+                let _ = tx.send(speaker_messages::heartbeat(clock_ms(), applied));
                 next_beat = tokio::time::Instant::now() + beat_every;
                 continue;
             }
@@ -413,11 +389,7 @@ async fn session(speaker: &Speaker, channel: Channel, gains: &Gains) -> bool {
                 synced = true;
             }
         }
-        let _ = tx.send(speaker_message(pb::speaker_message::Body::Heartbeat(
-            pb::Heartbeat {
-                applied_generation: set.generation,
-            },
-        )));
+        let _ = tx.send(speaker_messages::heartbeat(clock_ms(), set.generation));
         next_beat = tokio::time::Instant::now() + beat_every;
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use proto::speaker_messages;
 
 const LEASE: Duration = Duration::from_millis(1000);
 const GRACE: Duration = Duration::from_millis(100);
@@ -16,12 +17,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn hello(node: &str, held_generation: u64) -> pb::Hello {
-    pb::Hello {
-        node: node.into(),
-        interfaces: vec![],
-        version: "test".into(),
-        held_generation,
-    }
+    speaker_messages::hello_of(node, held_generation, vec![])
 }
 
 /// An increasing speaker clock for hand-written messages (the fence only compares stamps and keeps the
@@ -32,37 +28,18 @@ fn stamp() -> u64 {
 }
 
 fn report(applied: u64, announcing: &[&str]) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        sent_at_ms: stamp(),
-        body: Some(pb::speaker_message::Body::Report(pb::Report {
-            applied_generation: applied,
-            announcing: announcing
-                .iter()
-                .map(|a| pb::Announcement {
-                    address: (*a).into(),
-                    interface: "eth0".into(),
-                })
-                .collect(),
-            conflicts: vec![],
-            problems: vec![],
-        })),
-    }
+    let announcing = announcing
+        .iter()
+        .map(|a| speaker_messages::announcement(a, "eth0"));
+    speaker_messages::report(stamp(), applied, announcing)
 }
 
 fn heartbeat(applied: u64) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        sent_at_ms: stamp(),
-        body: Some(pb::speaker_message::Body::Heartbeat(pb::Heartbeat {
-            applied_generation: applied,
-        })),
-    }
+    speaker_messages::heartbeat(stamp(), applied)
 }
 
 fn leaving() -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        sent_at_ms: stamp(),
-        body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
-    }
+    speaker_messages::leaving(stamp())
 }
 
 fn want(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<DesiredAssignment>> {
@@ -672,32 +649,12 @@ mod simulation {
             speaker.session = Some(id);
             speaker.leaving = false;
             let held = speaker.applied.as_ref().map_or(0, |(g, _)| *g);
-            let announcing: Vec<String> = speaker
+            let announcing = speaker
                 .announcing(now)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            let hello = pb::Hello {
-                node: Self::name(n),
-                interfaces: vec![],
-                version: "sim".into(),
-                held_generation: held,
-            };
-            let report = pb::SpeakerMessage {
-                sent_at_ms: 0,
-                body: Some(pb::speaker_message::Body::Report(pb::Report {
-                    applied_generation: held,
-                    announcing: announcing
-                        .into_iter()
-                        .map(|address| pb::Announcement {
-                            address,
-                            interface: "eth0".into(),
-                        })
-                        .collect(),
-                    conflicts: vec![],
-                    problems: vec![],
-                })),
-            };
+                .into_iter()
+                .map(|address| speaker_messages::announcement(address, "eth0"));
+            let hello = speaker_messages::hello_of(&Self::name(n), held, vec![]);
+            let report = speaker_messages::report(0, held, announcing);
             self.up(now, n, id, Up::Connect(hello, 0));
             self.up(now, n, id, Up::Message(report));
         }
@@ -769,10 +726,7 @@ mod simulation {
                     let speaker = &mut self.speakers[*n];
                     if let (true, Some(session)) = (speaker.alive, speaker.session) {
                         speaker.leaving = true;
-                        let leaving = pb::SpeakerMessage {
-                            sent_at_ms: 0,
-                            body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
-                        };
+                        let leaving = speaker_messages::leaving(0);
                         self.up(now, *n, session, Up::Message(leaving));
                     }
                 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use integration_tests::wait::until;
 use proto::announce::v1 as pb;
 use proto::announce::v1::announcer_client::AnnouncerClient;
+use proto::speaker_messages;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -99,47 +100,27 @@ impl Drop for FakeSpeaker {
 }
 
 pub fn hello(node: &str, held_generation: u64) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        sent_at_ms: clock_ms(),
-        body: Some(pb::speaker_message::Body::Hello(pb::Hello {
-            node: node.into(),
-            interfaces: vec![pb::Interface {
-                name: "eth0".into(),
-                mac: vec![2, 0, 0, 0, 0, 1],
-                addresses: vec!["10.10.39.10/24".into()],
-                up: true,
-            }],
-            version: "test".into(),
-            held_generation,
-        })),
-    }
+    let interfaces = vec![pb::Interface {
+        name: "eth0".into(),
+        mac: vec![2, 0, 0, 0, 0, 1],
+        addresses: vec!["10.10.39.10/24".into()],
+        up: true,
+    }];
+    speaker_messages::hello(
+        clock_ms(),
+        speaker_messages::hello_of(node, held_generation, interfaces),
+    )
 }
 
 pub fn report(applied: u64, announcing: &[&str]) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        sent_at_ms: clock_ms(),
-        body: Some(pb::speaker_message::Body::Report(pb::Report {
-            applied_generation: applied,
-            announcing: announcing
-                .iter()
-                .map(|a| pb::Announcement {
-                    address: (*a).into(),
-                    interface: "eth0".into(),
-                })
-                .collect(),
-            conflicts: vec![],
-            problems: vec![],
-        })),
-    }
+    let announcing = announcing
+        .iter()
+        .map(|a| speaker_messages::announcement(a, "eth0"));
+    speaker_messages::report(clock_ms(), applied, announcing)
 }
 
 pub fn heartbeat(applied: u64) -> pb::SpeakerMessage {
-    pb::SpeakerMessage {
-        sent_at_ms: clock_ms(),
-        body: Some(pb::speaker_message::Body::Heartbeat(pb::Heartbeat {
-            applied_generation: applied,
-        })),
-    }
+    speaker_messages::heartbeat(clock_ms(), applied)
 }
 
 pub const DEFAULT: Behaviour = Behaviour {
@@ -255,10 +236,7 @@ impl FakeSpeaker {
 
     pub fn leave(&self) {
         *self.leaving.lock().unwrap() = true;
-        self.send(pb::SpeakerMessage {
-            sent_at_ms: clock_ms(),
-            body: Some(pb::speaker_message::Body::Leaving(pb::Leaving {})),
-        });
+        self.send(speaker_messages::leaving(clock_ms()));
     }
 
     /// Snapshots received, as (arrival, generation, addresses).
