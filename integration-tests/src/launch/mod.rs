@@ -173,7 +173,7 @@ fn refs(args: &[String]) -> Vec<&str> {
 /// (`600ms`).
 fn duration(value: Duration) -> String {
     let millis = value.as_millis();
-    if millis > 0 && millis % 1000 == 0 {
+    if millis > 0 && millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")
