@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, Txn, TxnOp};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use integration_tests::daemon::{Daemon, start_dns_server};
+use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
 use integration_tests::flood;
 use integration_tests::knot::Knot;
+use integration_tests::launch::DnsServer;
 use integration_tests::peers::CoreDns;
 use integration_tests::process::Scratch;
 
@@ -65,8 +66,10 @@ async fn load(client: &mut Client, count: usize) {
     }
 }
 
-fn start_ours(etcd: &Etcd, extra: &[&str]) -> (Daemon, SocketAddr) {
-    start_dns_server(env!("CARGO_BIN_EXE_dns-server"), etcd, extra).unwrap()
+fn start_ours(etcd: &Etcd, extra: impl FnOnce(DnsServer) -> DnsServer) -> (Daemon, SocketAddr) {
+    extra(DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), etcd))
+        .serve()
+        .unwrap()
 }
 
 /// The value of `groundwork_dns_rrl_responses_total{action}` on `server`.
@@ -213,9 +216,9 @@ async fn main() {
     .chain((0..RECORDS).map(|i| format!("host{i} A {}\n", address(i))))
     .collect();
 
-    let (mut ours, ours_addr) = start_ours(&etcd, &["--rrl-exempt", POLLER_NET]);
+    let (mut ours, ours_addr) = start_ours(&etcd, |s| s.rrl_exempt(POLLER_NET));
     ours.wait_ready(Duration::from_secs(30)).unwrap();
-    let (ours_off, ours_off_addr) = start_ours(&etcd, &["--rrl-responses-per-second", "0"]);
+    let (ours_off, ours_off_addr) = start_ours(&etcd, |s| s.rrl_responses_per_second(0));
     let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
         .await
         .unwrap();
@@ -353,14 +356,14 @@ async fn main() {
 
     println!("\nloading {LOAD_RECORDS} records at start:");
     let empty_etcd = Etcd::start().await.unwrap();
-    let (mut empty, _) = start_ours(&empty_etcd, &[]);
+    let (mut empty, _) = start_ours(&empty_etcd, |s| s);
     empty.wait_ready(Duration::from_secs(30)).unwrap();
     let baseline = rss_kib(empty.process().pid());
     drop(empty);
     let big = Etcd::start().await.unwrap();
     load(&mut big.client().await.unwrap(), LOAD_RECORDS).await;
     let started = Instant::now();
-    let (mut loaded, _) = start_ours(&big, &[]);
+    let (mut loaded, _) = start_ours(&big, |s| s);
     loaded.wait_ready(Duration::from_secs(60)).unwrap();
     let took = started.elapsed();
     let rss = rss_kib(loaded.process().pid());

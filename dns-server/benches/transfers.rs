@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Txn, TxnOp};
 use integration_tests::bind::Named;
-use integration_tests::daemon::start_dns_server;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
 use integration_tests::knot::Knot;
+use integration_tests::launch::DnsServer;
 use integration_tests::process::{Scratch, free_port};
 use integration_tests::tsig::TsigKey;
 use integration_tests::wait;
@@ -92,32 +92,23 @@ async fn follow(signed: bool) {
     load(&mut client).await;
     let key = TsigKey::generate("transfer.test.org").unwrap();
     let keys = Scratch::new("tsig-keys").unwrap();
-    let key_file = key.write_file(keys.path()).unwrap().display().to_string();
+    let key_file = key.write_file(keys.path()).unwrap();
     let (bind_port, knot_port) = (free_port().unwrap(), free_port().unwrap());
     let (to_bind, to_knot) = (
         format!("127.0.0.1:{bind_port}"),
         format!("127.0.0.1:{knot_port}"),
     );
-    let mut args = vec![
-        "--transfer-allow",
-        "127.0.0.1/32",
-        "--notify",
-        &to_bind,
-        "--notify",
-        &to_knot,
-    ];
+    let mut server = DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), &etcd)
+        .transfer_allow("127.0.0.1/32")
+        .notify(&to_bind)
+        .notify(&to_knot);
     if signed {
-        args.extend([
-            "--tsig-key-file",
-            &key_file,
-            "--transfer-key",
-            &key.name,
-            "--notify-key",
-            &key.name,
-        ]);
+        server = server
+            .tsig_key_file(&key_file)
+            .transfer_key(&key.name)
+            .notify_key(&key.name);
     }
-    let (mut ours, primary) =
-        start_dns_server(env!("CARGO_BIN_EXE_dns-server"), &etcd, &args).unwrap();
+    let (mut ours, primary) = server.serve().unwrap();
     ours.wait_ready(Duration::from_secs(60)).unwrap();
     let key_ref = signed.then_some(&key);
     let named = Named::secondary_on(bind_port, "test.org", primary, key_ref)

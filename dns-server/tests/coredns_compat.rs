@@ -9,9 +9,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use integration_tests::daemon::start_dns_server;
 use integration_tests::dig::{self, Answer};
 use integration_tests::etcd::Etcd;
+use integration_tests::launch::DnsServer;
 use integration_tests::peers::CoreDns;
 
 /// Records as external-dns and CoreDNS users write them.
@@ -106,7 +106,9 @@ async fn answers_match_coredns_where_it_is_right_and_differ_only_as_documented()
     let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
         .await
         .unwrap();
-    let (mut ours, dns) = start_dns_server(env!("CARGO_BIN_EXE_dns-server"), &etcd, &[]).unwrap();
+    let (mut ours, dns) = DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), &etcd)
+        .serve()
+        .unwrap();
     ours.wait_ready(Duration::from_secs(10)).unwrap();
     let pair = Pair {
         coredns: coredns.addr(),

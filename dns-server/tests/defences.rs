@@ -11,10 +11,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use integration_tests::daemon::{Daemon, start_dns_server};
+use integration_tests::daemon::Daemon;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
 use integration_tests::flood::{FloodCount, flood, flood_until, query};
+use integration_tests::launch::DnsServer;
 use integration_tests::wait;
 
 /// Whether the server closed `stream` (a read sees the end) rather than keeping it open.
@@ -50,8 +51,7 @@ fn ask_over(stream: &mut TcpStream) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_client_cannot_hold_more_tcp_connections_than_its_quota_and_others_still_get_in() {
-    let (_etcd, server, dns) =
-        nginx_server(&["--tcp-max-per-client", "2", "--tcp-max-clients", "3"]).await;
+    let (_etcd, server, dns) = nginx_server(|s| s.tcp_max_per_client(2).tcp_max_clients(3)).await;
     let connect = |from: [u8; 4]| {
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -105,15 +105,17 @@ async fn one_client_cannot_hold_more_tcp_connections_than_its_quota_and_others_s
 
 const A: u16 = 1;
 
-/// A dns-server with `flags`, serving `nginx.test.org A 10.10.39.200` from a fresh etcd.
-async fn nginx_server(flags: &[&str]) -> (Etcd, Daemon, SocketAddr) {
+/// A dns-server with `flags` added, serving `nginx.test.org A 10.10.39.200` from a fresh etcd.
+async fn nginx_server(flags: impl FnOnce(DnsServer) -> DnsServer) -> (Etcd, Daemon, SocketAddr) {
     let etcd = Etcd::start().await.unwrap();
     let mut client = etcd.client().await.unwrap();
     client
         .put("/skydns/org/test/nginx", r#"{"host":"10.10.39.200"}"#, None)
         .await
         .unwrap();
-    let (daemon, dns) = start_dns_server(env!("CARGO_BIN_EXE_dns-server"), &etcd, flags).unwrap();
+    let (daemon, dns) = flags(DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), &etcd))
+        .serve()
+        .unwrap();
     (etcd, daemon, dns)
 }
 
@@ -136,7 +138,7 @@ async fn a_flooded_prefix_gets_about_the_limit_plus_truncated_answers_and_anothe
  {
     const LIMIT: u32 = 50;
     const SECONDS: u32 = 2;
-    let (_etcd, server, dns) = nginx_server(&["--rrl-responses-per-second", "50"]).await;
+    let (_etcd, server, dns) = nginx_server(|s| s.rrl_responses_per_second(50)).await;
     let window = Duration::from_secs(u64::from(SECONDS));
     let run = |prefix: [u8; 3], hosts, rate, name: fn(u64) -> String| {
         flood(dns, &addresses(prefix, hosts), rate, window, |n| {
@@ -215,7 +217,7 @@ async fn a_flooded_prefix_gets_about_the_limit_plus_truncated_answers_and_anothe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_client_in_a_flooded_prefix_gets_a_truncated_answer_and_resolves_over_tcp() {
-    let (_etcd, _server, dns) = nginx_server(&["--rrl-responses-per-second", "20"]).await;
+    let (_etcd, _server, dns) = nginx_server(|s| s.rrl_responses_per_second(20)).await;
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let flooding = scope.spawn(|| {

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use integration_tests::bind::Named;
-use integration_tests::daemon::{Daemon, start_dns_server};
+use integration_tests::daemon::Daemon;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
 use integration_tests::knot::Knot;
+use integration_tests::launch::DnsServer;
 use integration_tests::process::{Scratch, free_port};
 use integration_tests::tsig::TsigKey;
 use integration_tests::wait;
@@ -68,12 +69,11 @@ async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
     let (etcd, mut client) = etcd_with_nginx().await;
     let knot_port = free_port().unwrap();
     let notify = format!("127.0.0.1:{knot_port}");
-    let (mut ours, primary) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &["--transfer-allow", "127.0.0.1/32", "--notify", &notify],
-    )
-    .unwrap();
+    let (mut ours, primary) = server(&etcd)
+        .transfer_allow("127.0.0.1/32")
+        .notify(&notify)
+        .serve()
+        .unwrap();
     ours.wait_ready(Duration::from_secs(10)).unwrap();
 
     let knot = Knot::secondary_on(knot_port, "test.org", primary)
@@ -112,12 +112,10 @@ async fn knot_as_secondary_transfers_the_zone_and_follows_notify() {
 #[tokio::test(flavor = "multi_thread")]
 async fn transfers_are_refused_to_clients_not_on_the_allow_list() {
     let etcd = Etcd::start().await.unwrap();
-    let (mut ours, addr) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &["--transfer-allow", "192.0.2.0/24"],
-    )
-    .unwrap();
+    let (mut ours, addr) = server(&etcd)
+        .transfer_allow("192.0.2.0/24")
+        .serve()
+        .unwrap();
     ours.wait_ready(Duration::from_secs(10)).unwrap();
     let output = std::process::Command::new("dig")
         .args([
@@ -153,30 +151,22 @@ async fn notify_comes_from_the_primary_address_the_secondary_knows_and_a_refusal
     let notify = format!("127.0.0.1:{knot_port}");
     // The primary listens on 127.0.0.2, which is what Knot knows and takes NOTIFY from. Sent from a socket
     // bound to 0.0.0.0, NOTIFY left from 127.0.0.1 and Knot refused it, while the primary logged it acknowledged.
-    let (primary, primary_addr) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &[
-            "--listen",
-            "127.0.0.2:0",
-            "--transfer-allow",
-            "127.0.0.0/8",
-            "--notify",
-            &notify,
-        ],
-    )
-    .unwrap();
+    let (primary, primary_addr) = server(&etcd)
+        .listen("127.0.0.2:0")
+        .transfer_allow("127.0.0.0/8")
+        .notify(&notify)
+        .serve()
+        .unwrap();
     let knot = Knot::secondary_on(knot_port, "test.org", primary_addr)
         .await
         .unwrap();
     wait_for(knot.addr(), "nginx.test.org", "10.10.39.200").await;
     // Another server of the zone that Knot does not know as its primary: its NOTIFY is refused.
-    let (mut stranger, _) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &["--listen", "127.0.0.3:0", "--notify", &notify],
-    )
-    .unwrap();
+    let (mut stranger, _) = server(&etcd)
+        .listen("127.0.0.3:0")
+        .notify(&notify)
+        .serve()
+        .unwrap();
 
     add_a_name(&mut client).await;
     // Knot's refresh interval is two hours: only an accepted NOTIFY makes it follow this soon.
@@ -240,17 +230,11 @@ async fn bind_named_checkzone_accepts_the_transferred_zone_with_every_record_sha
     ] {
         client.put(key, value, None).await.unwrap();
     }
-    let (_ours, primary) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &[
-            "--transfer-allow",
-            "127.0.0.1/32",
-            "--ns",
-            "ns1.test.org=192.0.2.53",
-        ],
-    )
-    .unwrap();
+    let (_ours, primary) = server(&etcd)
+        .transfer_allow("127.0.0.1/32")
+        .ns("ns1.test.org=192.0.2.53")
+        .serve()
+        .unwrap();
     let axfr = std::process::Command::new("dig")
         .args(["-p", &primary.port().to_string()])
         .arg(format!("@{}", primary.ip()))
@@ -397,21 +381,21 @@ async fn change_zone(client: &mut etcd_client::Client) {
 fn start_keyed_primary(
     etcd: &Etcd,
     key: &TsigKey,
-    extra: &[&str],
+    extra: impl FnOnce(DnsServer) -> DnsServer,
 ) -> (Daemon, SocketAddr, Scratch) {
     let keys = Scratch::new("tsig-keys").unwrap();
-    let key_file = key.write_file(keys.path()).unwrap().display().to_string();
-    let mut args = vec![
-        "--transfer-allow",
-        "127.0.0.1/32",
-        "--tsig-key-file",
-        &key_file,
-        "--transfer-key",
-        &key.name,
-    ];
-    args.extend_from_slice(extra);
-    let (daemon, addr) = start_dns_server(env!("CARGO_BIN_EXE_dns-server"), etcd, &args).unwrap();
+    let key_file = key.write_file(keys.path()).unwrap();
+    let primary = server(etcd)
+        .transfer_allow("127.0.0.1/32")
+        .tsig_key_file(&key_file)
+        .transfer_key(&key.name);
+    let (daemon, addr) = extra(primary).serve().unwrap();
     (daemon, addr, keys)
+}
+
+/// The dns-server the tests run, serving `test.org` from `etcd` on a free loopback port.
+fn server(etcd: &Etcd) -> DnsServer {
+    DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), etcd)
 }
 
 fn metrics_of(daemon: &Daemon) -> String {
@@ -429,18 +413,9 @@ async fn bind_and_knot_follow_changes_by_signed_ixfr_and_hold_exactly_what_we_se
         format!("127.0.0.1:{bind_port}"),
         format!("127.0.0.1:{knot_port}"),
     );
-    let (mut ours, primary, _keys) = start_keyed_primary(
-        &etcd,
-        &key,
-        &[
-            "--notify-key",
-            &key.name,
-            "--notify",
-            &to_bind,
-            "--notify",
-            &to_knot,
-        ],
-    );
+    let (mut ours, primary, _keys) = start_keyed_primary(&etcd, &key, |s| {
+        s.notify_key(&key.name).notify(&to_bind).notify(&to_knot)
+    });
     ours.wait_ready(Duration::from_secs(10)).unwrap();
     let named = Named::secondary_on(bind_port, "test.org", primary, Some(&key))
         .await
@@ -521,7 +496,7 @@ async fn bind_and_knot_follow_changes_by_signed_ixfr_and_hold_exactly_what_we_se
 async fn secondaries_without_the_transfer_key_or_with_a_wrong_secret_get_no_zone() {
     let (etcd, _client) = etcd_with_nginx().await;
     let key = TsigKey::generate("transfer.test.org").unwrap();
-    let (ours, primary, _keys) = start_keyed_primary(&etcd, &key, &[]);
+    let (ours, primary, _keys) = start_keyed_primary(&etcd, &key, |s| s);
     let wrong = key.with_other_secret().unwrap();
     let mut named = Named::secondary("test.org", primary, Some(&wrong))
         .await
@@ -578,12 +553,11 @@ async fn after_etcd_compacted_a_secondarys_version_ixfr_sends_the_whole_zone_and
     let (etcd, mut client) = etcd_with_nginx().await;
     let knot_port = free_port().unwrap();
     let notify = format!("127.0.0.1:{knot_port}");
-    let (ours, primary) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &["--transfer-allow", "127.0.0.1/32", "--notify", &notify],
-    )
-    .unwrap();
+    let (ours, primary) = server(&etcd)
+        .transfer_allow("127.0.0.1/32")
+        .notify(&notify)
+        .serve()
+        .unwrap();
     let knot = Knot::secondary_on(knot_port, "test.org", primary)
         .await
         .unwrap();

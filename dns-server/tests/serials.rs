@@ -8,9 +8,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use integration_tests::daemon::{Daemon, start_dns_server};
+use integration_tests::daemon::Daemon;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
+use integration_tests::launch::DnsServer;
 use integration_tests::wait;
 
 fn serial(server: SocketAddr) -> Result<u32, String> {
@@ -34,7 +35,9 @@ async fn wait_serial(server: SocketAddr, want: u32, what: &str) {
 }
 
 fn replica(etcd: &Etcd) -> (Daemon, SocketAddr) {
-    start_dns_server(env!("CARGO_BIN_EXE_dns-server"), etcd, &[]).unwrap()
+    DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), etcd)
+        .serve()
+        .unwrap()
 }
 
 /// Writes `n` keys of another zone, which move etcd's revision and nothing of test.org.

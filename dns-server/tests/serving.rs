@@ -7,9 +7,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::{Daemon, etcd_flags, start_dns_server};
+use integration_tests::daemon::Daemon;
 use integration_tests::dig;
 use integration_tests::etcd::Etcd;
+use integration_tests::launch::DnsServer;
 use integration_tests::wait;
 
 /// A dns-server for `test.org` reading `etcd` (with its TLS client files), started and ready.
@@ -19,13 +20,9 @@ struct Server {
 }
 
 fn start(etcd: &Etcd) -> Server {
-    let mut args: Vec<String> = ["--zone", "test.org", "--listen", "127.0.0.1:0"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    args.extend(etcd_flags(etcd));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_dns-server"), &args).unwrap();
+    let mut daemon = DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), etcd)
+        .start()
+        .unwrap();
     let dns = daemon
         .logged_addr("dns_addr", Duration::from_secs(10))
         .unwrap();
@@ -325,17 +322,11 @@ async fn forwards_only_configured_zones_to_their_upstreams() {
         .unwrap();
     let etcd = Etcd::start().await.unwrap();
     let forward = format!("corp.example={}", upstream.addr());
-    let (mut daemon, dns) = start_dns_server(
-        env!("CARGO_BIN_EXE_dns-server"),
-        &etcd,
-        &[
-            "--forward",
-            &forward,
-            "--forward",
-            "dead.example=127.0.0.1:1",
-        ],
-    )
-    .unwrap();
+    let (mut daemon, dns) = DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), &etcd)
+        .forward(&forward)
+        .forward("dead.example=127.0.0.1:1")
+        .serve()
+        .unwrap();
     daemon.wait_ready(Duration::from_secs(10)).unwrap();
 
     for extra in [&[][..], &["+tcp"][..]] {

@@ -14,10 +14,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use integration_tests::daemon::{Daemon, start_dns_server_in};
+use integration_tests::daemon::Daemon;
 use integration_tests::dig::{self, Answer};
 use integration_tests::etcd::Etcd;
 use integration_tests::forward::Forward;
+use integration_tests::launch::DnsServer;
 use integration_tests::netlab::{Host, SealedNamespace};
 use integration_tests::unbound::Unbound;
 use integration_tests::zonemaster::{self, Level};
@@ -72,19 +73,18 @@ async fn publish(etcd: &Etcd, records: &[(&str, &str)]) {
     }
 }
 
-/// A dns-server in `host`'s namespace on `listen`, reading `etcd` through `forward`.
+/// A dns-server in `host`'s namespace on `listen`, reading `etcd` through `forward`, with `extra` flags.
 fn dns_server(
     host: &Host,
     forward: &Forward,
     etcd: &Etcd,
     listen: SocketAddr,
-    extra: &[&str],
+    extra: impl FnOnce(DnsServer) -> DnsServer,
 ) -> Daemon {
-    let listen = listen.to_string();
-    let mut args = vec!["--listen", listen.as_str()];
-    args.extend_from_slice(extra);
-    let (daemon, _) =
-        start_dns_server_in(host, forward, env!("CARGO_BIN_EXE_dns-server"), etcd, &args).unwrap();
+    let server = DnsServer::new(env!("CARGO_BIN_EXE_dns-server"), etcd)
+        .listen(listen)
+        .etcd_through(forward);
+    let (daemon, _) = extra(server).serve_in(host).unwrap();
     daemon
 }
 
@@ -130,13 +130,9 @@ async fn zonemaster_finds_nothing_but_what_the_sealed_network_explains() {
     let _servers: Vec<Daemon> = addresses
         .iter()
         .map(|ip| {
-            dns_server(
-                host,
-                &forward,
-                &etcd,
-                SocketAddr::new(*ip, 53),
-                &["--ns", &name_servers],
-            )
+            dns_server(host, &forward, &etcd, SocketAddr::new(*ip, 53), |s| {
+                s.ns(&name_servers)
+            })
         })
         .collect();
 
@@ -207,7 +203,7 @@ async fn unbound_with_a_stub_zone_resolves_what_users_publish() {
     let host = sealed.host();
     let forward = Forward::start(host, etcd.client_addr().unwrap()).unwrap();
     let authoritative: SocketAddr = ([127, 0, 0, 1], 5300).into();
-    let _server = dns_server(host, &forward, &etcd, authoritative, &[]);
+    let _server = dns_server(host, &forward, &etcd, authoritative, |s| s);
     let start = Instant::now();
     let unbound =
         Unbound::with_stub_zone(host, ([127, 0, 0, 1], 53).into(), "test.org", authoritative)

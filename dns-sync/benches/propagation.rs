@@ -17,9 +17,9 @@ use etcd_client::{EventType, WatchOptions};
 use futures::StreamExt;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
-use integration_tests::daemon::{Daemon, etcd_flags, start_dns_server};
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
+use integration_tests::launch::{DnsServer, DnsSync};
 use integration_tests::peers::CoreDns;
 use integration_tests::peers::{external_dns, external_dns_once};
 use k8s_openapi::api::core::v1::Service;
@@ -254,20 +254,14 @@ fn dns_server_binary() -> PathBuf {
     path
 }
 
-fn args(cluster: &KubeCluster, etcd: &Etcd, owner: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--owner-id",
+fn dns_sync(cluster: &KubeCluster, etcd: &Etcd, owner: &str) -> DnsSync {
+    DnsSync::new(
+        env!("CARGO_BIN_EXE_dns-sync"),
         owner,
-        "--domain-filter",
-        "test.org",
-        "--kubeconfig",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.push(cluster.kubeconfig().display().to_string());
-    args.extend(etcd_flags(etcd));
-    args
+        cluster.kubeconfig(),
+        etcd,
+    )
+    .domain_filter("test.org")
 }
 
 #[tokio::main]
@@ -277,12 +271,10 @@ async fn main() {
     let server = dns_server_binary();
     // The poller asks for each new name about every millisecond until it is answered, NXDOMAIN until then:
     // monitoring, exempt from response rate limiting, which would otherwise drop some of its answers.
-    let (_dns_server, dns_server) = start_dns_server(
-        server.to_str().unwrap(),
-        &etcd,
-        &["--rrl-exempt", "127.0.0.1/32"],
-    )
-    .unwrap();
+    let (_dns_server, dns_server) = DnsServer::new(&server, &etcd)
+        .rrl_exempt("127.0.0.1/32")
+        .serve()
+        .unwrap();
     let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
         .await
         .unwrap();
@@ -308,9 +300,7 @@ async fn main() {
         "missed"
     );
 
-    let own: Vec<String> = args(&cluster, &etcd, "gw");
-    let own: Vec<&str> = own.iter().map(String::as_str).collect();
-    let mut sync = Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &own).unwrap();
+    let mut sync = dns_sync(&cluster, &etcd, "gw").start().unwrap();
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     for (object, label, what) in [
         (Object::Service, "sync", "Service"),
@@ -397,10 +387,9 @@ async fn main() {
     // wrote stay its own, so this one (owner `bulk`) manages the rest.
     let total = BULK + 50 + 10 + 3 + 50 + 10;
     let others = 50 + 50;
-    let bulk_args: Vec<String> = args(&cluster, &etcd, "bulk");
-    let bulk_args: Vec<&str> = bulk_args.iter().map(String::as_str).collect();
+    let bulk_sync = dns_sync(&cluster, &etcd, "bulk");
     let started = Instant::now();
-    let mut bulk = Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &bulk_args).unwrap();
+    let mut bulk = bulk_sync.start().unwrap();
     bulk.wait_ready(Duration::from_secs(120)).unwrap();
     let took = started.elapsed();
     let metrics = bulk.get("/metrics").unwrap().body;

@@ -3,25 +3,20 @@
 
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
+use integration_tests::launch::DnsSync;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_probes_and_metrics_then_stops_on_sigterm() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
-    let kubeconfig = cluster.kubeconfig().display().to_string();
-    let endpoint = etcd.endpoint().to_owned();
+    let sync = DnsSync::new(
+        env!("CARGO_BIN_EXE_dns-sync"),
+        "gw",
+        cluster.kubeconfig(),
+        &etcd,
+    );
     tokio::task::spawn_blocking(move || {
-        integration_tests::daemon::assert_lifecycle(
-            env!("CARGO_BIN_EXE_dns-sync"),
-            &[
-                "--owner-id",
-                "gw",
-                "--kubeconfig",
-                &kubeconfig,
-                "--etcd-endpoints",
-                &endpoint,
-            ],
-        );
+        integration_tests::daemon::assert_lifecycle(&sync);
     })
     .await
     .unwrap();

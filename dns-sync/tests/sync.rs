@@ -21,8 +21,8 @@ use proto::skydns::KeyLayout;
 mod support;
 
 use support::{
-    OWNER, create_service, events_for, records_of, service, set_service_ip, start_sync, wait_hosts,
-    wait_rejected,
+    OWNER, create_service, events_for, records_of, service, set_service_ip, start_sync,
+    start_sync_with, wait_hosts, wait_rejected,
 };
 
 /// One pass of external-dns over the Services of `test.org`, with `owner` (a `--txt-owner-id=` flag).
@@ -51,7 +51,7 @@ async fn services_and_ingresses_become_records_that_follow_changes_and_foreign_k
         )
         .await
         .unwrap();
-    let mut sync = start_sync(&cluster, &etcd, &[]);
+    let mut sync = start_sync(&cluster, &etcd);
     sync.wait_ready(Duration::from_secs(20)).unwrap();
 
     create_service(&cluster, "ingress-nginx", "lb.test.org", "10.10.39.200").await;
@@ -132,7 +132,7 @@ async fn services_and_ingresses_become_records_that_follow_changes_and_foreign_k
 async fn bad_names_are_reported_as_events_and_the_rest_syncs() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
-    let mut sync = start_sync(&cluster, &etcd, &[]);
+    let mut sync = start_sync(&cluster, &etcd);
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     // First without an address: told so. Then, under the same reason, the bad name must be told too (not
     // folded into the first Event with its old note).
@@ -171,7 +171,7 @@ async fn external_dns_and_dns_sync_on_one_cluster_keep_to_their_own_records() {
     let theirs_before = records_of(&etcd, "theirs.test.org").await;
     assert_eq!(theirs_before.len(), 1, "{theirs_before:?}");
 
-    let mut sync = start_sync(&cluster, &etcd, &["--annotation-filter", "sync=gw"]);
+    let mut sync = start_sync_with(&cluster, &etcd, |s| s.annotation_filter("sync=gw"));
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     let api: Api<Service> = Api::namespaced(cluster.client(), "default");
     let mut ours = service("ours", "ours.test.org");
@@ -204,7 +204,7 @@ async fn records_written_by_external_dns_are_adopted_in_place() {
     assert_eq!(record.owner, "", "external-dns v0.20 writes no owner");
 
     // external-dns v0.20 writes no owner, so an empty --adopt-owner takes over unowned records.
-    let mut sync = start_sync(&cluster, &etcd, &["--adopt-owner="]);
+    let mut sync = start_sync_with(&cluster, &etcd, |s| s.adopt_owner(""));
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     wait_hosts(&etcd, "nginx.test.org", OWNER, &["10.10.39.200"]).await;
     let after = records_of(&etcd, "nginx.test.org").await;
@@ -228,7 +228,7 @@ async fn records_written_by_external_dns_are_adopted_in_place() {
 async fn an_etcd_outage_in_the_middle_of_changes_loses_nothing() {
     let cluster = KubeCluster::start().await.unwrap();
     let mut etcd = Etcd::start_tls().await.unwrap();
-    let mut sync = start_sync(&cluster, &etcd, &[]);
+    let mut sync = start_sync(&cluster, &etcd);
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     create_service(&cluster, "before", "before.test.org", "10.10.39.230").await;
     wait_hosts(&etcd, "before.test.org", OWNER, &["10.10.39.230"]).await;
@@ -249,9 +249,9 @@ async fn an_etcd_outage_in_the_middle_of_changes_loses_nothing() {
 async fn a_standby_replica_takes_over_when_the_leader_dies() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
-    let mut first = start_sync(&cluster, &etcd, &["--leader-elect", "--pod-name", "first"]);
+    let mut first = start_sync_with(&cluster, &etcd, |s| s.leader_elect().pod_name("first"));
     first.wait_ready(Duration::from_secs(20)).unwrap();
-    let mut second = start_sync(&cluster, &etcd, &["--leader-elect", "--pod-name", "second"]);
+    let mut second = start_sync_with(&cluster, &etcd, |s| s.leader_elect().pod_name("second"));
     second.wait_ready(Duration::from_secs(20)).unwrap();
     create_service(&cluster, "one", "one.test.org", "10.10.39.240").await;
     wait_hosts(&etcd, "one.test.org", OWNER, &["10.10.39.240"]).await;
@@ -302,7 +302,7 @@ async fn an_apiserver_outage_deletes_nothing_and_changes_after_it_are_synced() {
     let mut cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
     // A short resync interval, so syncs run while the API server is down.
-    let mut sync = start_sync(&cluster, &etcd, &["--interval", "500ms"]);
+    let mut sync = start_sync_with(&cluster, &etcd, |s| s.interval(Duration::from_millis(500)));
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     create_service(&cluster, "kept", "kept.test.org", "10.10.39.250").await;
     wait_hosts(&etcd, "kept.test.org", OWNER, &["10.10.39.250"]).await;
@@ -344,7 +344,7 @@ async fn an_apiserver_outage_deletes_nothing_and_changes_after_it_are_synced() {
 async fn a_record_deleted_by_hand_is_restored_by_the_periodic_resync() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
-    let mut sync = start_sync(&cluster, &etcd, &["--interval", "1s"]);
+    let mut sync = start_sync_with(&cluster, &etcd, |s| s.interval(Duration::from_secs(1)));
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     create_service(&cluster, "drift", "drift.test.org", "10.10.39.252").await;
     wait_hosts(&etcd, "drift.test.org", OWNER, &["10.10.39.252"]).await;
@@ -367,7 +367,7 @@ async fn once_and_dry_run_do_one_pass_and_dry_run_writes_nothing() {
     let etcd = Etcd::start().await.unwrap();
     create_service(&cluster, "single", "single.test.org", "10.10.39.253").await;
 
-    let mut dry = start_sync(&cluster, &etcd, &["--once", "--dry-run"]);
+    let mut dry = start_sync_with(&cluster, &etcd, |s| s.once().dry_run());
     let status = dry
         .process()
         .wait_exit(Duration::from_secs(30))
@@ -380,7 +380,7 @@ async fn once_and_dry_run_do_one_pass_and_dry_run_writes_nothing() {
     );
     assert!(records_of(&etcd, "single.test.org").await.is_empty());
 
-    let mut once = start_sync(&cluster, &etcd, &["--once"]);
+    let mut once = start_sync_with(&cluster, &etcd, |s| s.once());
     let status = once
         .process()
         .wait_exit(Duration::from_secs(30))

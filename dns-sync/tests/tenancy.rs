@@ -16,7 +16,7 @@ mod support;
 
 use support::{
     HOSTNAME, OWNER, TARGET, create, create_namespaces, keys_under, records_of, service_in,
-    start_sync, wait_event, wait_hosts,
+    start_sync, start_sync_with, wait_event, wait_hosts,
 };
 
 /// The resident memory of a process, in KiB.
@@ -35,7 +35,7 @@ async fn start_with_a_name_in_a(label: &str, ip: &str) -> (KubeCluster, Etcd, Da
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
     create_namespaces(&cluster, &["a", "b"]).await;
-    let mut sync = start_sync(&cluster, &etcd, &[]);
+    let mut sync = start_sync(&cluster, &etcd);
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     let name = format!("{label}.test.org");
     create(
@@ -113,7 +113,7 @@ async fn another_namespace_cannot_take_over_add_to_or_publish_reserved_names() {
 
     // With an allow-list for b, b publishes b.test.org and nothing else, and still not a's name.
     sync.process().stop(Duration::from_secs(5));
-    let mut sync = start_sync(&cluster, &etcd, &["--namespace-domains", "b=b.test.org"]);
+    let mut sync = start_sync_with(&cluster, &etcd, |s| s.namespace_domains("b=b.test.org"));
     sync.wait_ready(Duration::from_secs(20)).unwrap();
     create(
         &cluster,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::forward::Forward;
+use crate::launch::{Flags, Launcher};
 use crate::netlab::Host;
 use crate::process::{Process, Scratch};
 use crate::{Result, http, wait};
@@ -154,11 +154,6 @@ pub fn etcd_flags(etcd: &crate::etcd::Etcd) -> Vec<String> {
     etcd_flags_with(etcd.endpoint(), etcd.client_tls())
 }
 
-/// [`etcd_flags`] with `endpoint` in place of etcd's own (a [`Forward`] to it).
-fn etcd_flags_at(etcd: &crate::etcd::Etcd, endpoint: &str) -> Vec<String> {
-    etcd_flags_with(endpoint, etcd.client_tls())
-}
-
 /// The `--etcd-*` flags for reaching `etcd` with the client certificate `tls` (e.g. one from
 /// [`crate::etcd::Etcd::issue_client`], whose CN is an etcd user).
 pub fn etcd_flags_as(
@@ -168,7 +163,8 @@ pub fn etcd_flags_as(
     etcd_flags_with(etcd.endpoint(), tls)
 }
 
-fn etcd_flags_with(endpoint: &str, tls: Option<&crate::certs::TlsFiles>) -> Vec<String> {
+/// The `--etcd-*` flags for `endpoint`, with the TLS client files `tls`.
+pub(crate) fn etcd_flags_with(endpoint: &str, tls: Option<&crate::certs::TlsFiles>) -> Vec<String> {
     let mut flags = vec!["--etcd-endpoints".to_owned(), endpoint.to_owned()];
     if let Some(tls) = tls {
         for (flag, path) in [
@@ -183,54 +179,6 @@ fn etcd_flags_with(endpoint: &str, tls: Option<&crate::certs::TlsFiles>) -> Vec<
     flags
 }
 
-/// A `dns-server` binary serving `test.org` from `etcd` on a free loopback port (unless `extra` has a
-/// `--listen`) with `extra` flags, started and ready; returns it with its DNS address.
-pub fn start_dns_server(
-    binary: &str,
-    etcd: &crate::etcd::Etcd,
-    extra: &[&str],
-) -> Result<(Daemon, SocketAddr)> {
-    start_dns_server_with(None, binary, etcd_flags(etcd), extra)
-}
-
-/// [`start_dns_server`] inside `host`'s network namespace, reaching `etcd` through `forward` (a
-/// [`Forward`] from that namespace's loopback to etcd's client port).
-pub fn start_dns_server_in(
-    host: &Host,
-    forward: &Forward,
-    binary: &str,
-    etcd: &crate::etcd::Etcd,
-    extra: &[&str],
-) -> Result<(Daemon, SocketAddr)> {
-    let scheme = if etcd.client_tls().is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    // etcd's certificate names 127.0.0.1, which the forward listens on inside the namespace.
-    let endpoint = format!("{scheme}://127.0.0.1:{}", forward.local().port());
-    start_dns_server_with(Some(host), binary, etcd_flags_at(etcd, &endpoint), extra)
-}
-
-fn start_dns_server_with(
-    netns: Option<&Host>,
-    binary: &str,
-    etcd_flags: Vec<String>,
-    extra: &[&str],
-) -> Result<(Daemon, SocketAddr)> {
-    let mut args: Vec<String> = vec!["--zone".to_owned(), "test.org".to_owned()];
-    if !extra.contains(&"--listen") {
-        args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
-    }
-    args.extend(etcd_flags);
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut daemon = Daemon::spawn(netns, binary, &args)?;
-    let dns = daemon.logged_addr("dns_addr", Duration::from_secs(10))?;
-    daemon.wait_ready(Duration::from_secs(30))?;
-    Ok((daemon, dns))
-}
-
 /// Finds `"<field>":"127.0.0.1:PORT"` in JSON log lines.
 fn addr_in(log: &str, field: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
@@ -239,10 +187,11 @@ fn addr_in(log: &str, field: &str) -> Option<SocketAddr> {
     })
 }
 
-/// Asserts the process contract of a daemon binary: probes and metrics served, clean exit on SIGTERM.
-/// Panics with the daemon's log on failure (this is an assertion helper for tests).
-pub fn assert_lifecycle(binary: &str, args: &[&str]) {
-    let mut daemon = match Daemon::start(binary, args) {
+/// Asserts the process contract of the daemon `launcher` starts: probes and metrics served, clean exit on
+/// SIGTERM. Panics with the daemon's log on failure (this is an assertion helper for tests).
+pub fn assert_lifecycle<D: Flags>(launcher: &Launcher<D>) {
+    let binary = launcher.binary();
+    let mut daemon = match launcher.start() {
         Ok(daemon) => daemon,
         Err(e) => panic!("{binary} did not start: {e}"),
     };

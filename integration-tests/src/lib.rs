@@ -17,6 +17,7 @@
 //! - [`images`]: the groundwork image and the lab's pause, etcd, httpd and CoreDNS images.
 //! - [`oci`]: OCI image archives written from local files, loadable by docker, containerd and skopeo.
 //! - [`daemon`]: checks that a groundwork daemon binary behaves like a well-run process.
+//! - [`launch`]: one typed command-line builder per groundwork daemon, started as a [`daemon::Daemon`].
 //!
 //! Nothing here imitates a server: when a real program cannot start, the error says which one and why.
 
@@ -33,6 +34,7 @@ pub mod images;
 pub mod knot;
 pub mod kube;
 pub mod lab;
+pub mod launch;
 pub mod metallb;
 pub mod netlab;
 pub mod nodes;

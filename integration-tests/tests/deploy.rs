@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use integration_tests::daemon::{self, Daemon};
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
+use integration_tests::launch::{DnsSync, Flags, Launcher, LbController};
 use integration_tests::{peers, process, wait, workspace_root};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -1047,37 +1047,22 @@ async fn service_account_kubeconfig(
     path
 }
 
-fn lb_controller_args(kubeconfig: &Path) -> Vec<String> {
-    [
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--insecure",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--leader-elect",
-        "--lease-name",
-        "groundwork-lb-controller",
-        "--lease-namespace",
-        NAMESPACE,
-        "--pod-name",
-        "groundwork-lb-controller-0",
-        "--leader-service",
-        "groundwork-lb-controller",
-        "--pod-ip",
-        "10.244.0.9",
-        "--metallb-configmap",
-        "metallb-system/config",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+fn lb_controller(binary: &str, kubeconfig: &Path) -> LbController {
+    LbController::new(binary, kubeconfig)
+        .grpc("127.0.0.1:0")
+        .leader_elect()
+        .lease_name("groundwork-lb-controller")
+        .lease_namespace(NAMESPACE)
+        .pod_name("groundwork-lb-controller-0")
+        .leader_service("groundwork-lb-controller", "10.244.0.9")
+        .metallb_configmap("metallb-system/config")
 }
 
-/// Runs `binary` and asserts it says "forbidden" in its log within `within` and, with `never_ready`, that it is
-/// not ready then.
-fn assert_fails_loudly(binary: &str, args: &[String], within: Duration, never_ready: bool) {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut daemon = match Daemon::start(binary, &args) {
+/// Starts the daemon `launcher` runs and asserts it says "forbidden" in its log within `within` and, with
+/// `never_ready`, that it is not ready then.
+fn assert_fails_loudly<D: Flags>(launcher: &Launcher<D>, within: Duration, never_ready: bool) {
+    let binary = launcher.binary();
+    let mut daemon = match launcher.start() {
         Ok(daemon) => daemon,
         // Exiting at once with the refusal is loud enough.
         Err(e) => {
@@ -1119,7 +1104,7 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
     )
     .await;
     let scratch = tempfile::tempdir().unwrap();
-    let lb_controller = process::workspace_binary("lb-controller")
+    let lb_controller_bin = process::workspace_binary("lb-controller")
         .unwrap_or_else(|e| panic!("{e}"))
         .display()
         .to_string();
@@ -1156,9 +1141,9 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
         .await
         .unwrap();
     {
-        let args = lb_controller_args(&kubeconfig);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut daemon = Daemon::start(&lb_controller, &args).unwrap();
+        let mut daemon = lb_controller(&lb_controller_bin, &kubeconfig)
+            .start()
+            .unwrap();
         daemon
             .wait_ready(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
@@ -1194,33 +1179,16 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
     let etcd = Etcd::start().await.unwrap();
     let dns_kubeconfig =
         service_account_kubeconfig(&cluster, "groundwork-dns-sync", scratch.path()).await;
-    let mut single: Vec<String> = [
-        "--kubeconfig",
-        &dns_kubeconfig.display().to_string(),
-        "--owner-id",
-        "groundwork",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    single.extend(daemon::etcd_flags(&etcd));
-    let mut dns_args = single.clone();
-    dns_args.extend(
-        [
-            "--leader-elect",
-            "--lease-name",
-            "groundwork-dns-sync",
-            "--lease-namespace",
-            NAMESPACE,
-            "--pod-name",
-            "groundwork-dns-sync-0",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned()),
-    );
+    let single = DnsSync::new(&dns_sync, "groundwork", &dns_kubeconfig, &etcd);
     {
-        let args: Vec<&str> = dns_args.iter().map(String::as_str).collect();
-        let mut daemon = Daemon::start(&dns_sync, &args).unwrap();
+        let mut daemon = single
+            .clone()
+            .leader_elect()
+            .lease_name("groundwork-dns-sync")
+            .lease_namespace(NAMESPACE)
+            .pod_name("groundwork-dns-sync-0")
+            .start()
+            .unwrap();
         daemon
             .wait_ready(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
@@ -1252,14 +1220,13 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
     .await
     .unwrap();
     assert_fails_loudly(
-        &lb_controller,
-        &lb_controller_args(&kubeconfig),
+        &lb_controller(&lb_controller_bin, &kubeconfig),
         Duration::from_secs(15),
         true,
     );
     // Without --leader-elect: a standby is ready by design (it does nothing), so the active path is what shows.
     // It logs the refusal and stays unready: it never reports a view it could not list.
-    assert_fails_loudly(&dns_sync, &single, Duration::from_secs(15), true);
+    assert_fails_loudly(&single, Duration::from_secs(15), true);
 }
 
 /// Runs `helm <args>` against `cluster` with its own Helm home under `home`; panics with stderr on failure.

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use integration_tests::daemon::Daemon;
+use integration_tests::certs::TlsFiles;
 use integration_tests::kube::KubeCluster;
+use integration_tests::launch::LbController;
 use integration_tests::process::{self, Process, Scratch};
 use integration_tests::{peers, wait, workspace_root};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -555,24 +556,17 @@ async fn cert_manager_issues_the_charts_mtls_certificates_and_service_monitors_s
     let addr = format!("127.0.0.1:{port}");
     let lb_controller =
         process::workspace_binary("lb-controller").unwrap_or_else(|e| panic!("{e}"));
-    let args = [
-        "--kubeconfig".to_owned(),
-        cluster.kubeconfig().display().to_string(),
-        "--grpc-listen".to_owned(),
-        addr.clone(),
-        "--tls-cert".to_owned(),
-        controller_crt.display().to_string(),
-        "--tls-key".to_owned(),
-        file("groundwork-lb-controller-tls.key")
-            .display()
-            .to_string(),
-        "--tls-ca".to_owned(),
-        ca.display().to_string(),
-        "--speaker-service-account".to_owned(),
-        "groundwork-speakers/lb-speaker".to_owned(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut controller = Daemon::start(&lb_controller.display().to_string(), &args).unwrap();
+    let tls = TlsFiles {
+        ca: ca.clone(),
+        cert: controller_crt.clone(),
+        key: file("groundwork-lb-controller-tls.key"),
+    };
+    let mut controller = LbController::new(&lb_controller, cluster.kubeconfig())
+        .grpc(&addr)
+        .tls(&tls)
+        .speaker_account_named("groundwork-speakers/lb-speaker")
+        .start()
+        .unwrap();
     controller
         .wait_ready(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", controller.process().log_tail(30)));

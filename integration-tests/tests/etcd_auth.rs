@@ -15,6 +15,7 @@ use integration_tests::certs::TlsFiles;
 use integration_tests::daemon::{self, Daemon};
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::{KubeCluster, create_lb_service};
+use integration_tests::launch::{DnsServer, DnsSync};
 use integration_tests::{dig, peers, process, wait, workspace_root};
 use nix::sys::signal::Signal;
 use serde::Deserialize;
@@ -259,14 +260,10 @@ async fn etcd_auth_leaves_dns_server_read_only_and_dns_sync_writing_only_the_rec
 
     // The real daemons with their certificates: dns-server answers the seeded record, dns-sync publishes a
     // Service's name, and dns-server (watching) answers that too.
-    let mut server_args = vec![
-        "--zone".to_owned(),
-        "test.org".to_owned(),
-        "--listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
-    ];
-    server_args.extend(etcd_flags(&etcd, &server_id));
-    let mut dns_server = start(&binary("dns-server"), &server_args);
+    let mut dns_server = DnsServer::new(binary("dns-server"), &etcd)
+        .etcd_identity(&server_id)
+        .start()
+        .unwrap();
     let dns = dns_server
         .logged_addr("dns_addr", Duration::from_secs(10))
         .unwrap();
@@ -277,14 +274,11 @@ async fn etcd_auth_leaves_dns_server_read_only_and_dns_sync_writing_only_the_rec
     assert_eq!(answer.data_of("A"), ["192.0.2.10"], "{}", answer.raw);
 
     let cluster = KubeCluster::start().await.unwrap();
-    let mut sync_args: Vec<String> = ["--owner-id", "gw", "--domain-filter", "test.org"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    sync_args.push("--kubeconfig".to_owned());
-    sync_args.push(cluster.kubeconfig().display().to_string());
-    sync_args.extend(etcd_flags(&etcd, &sync_id));
-    let mut dns_sync = start(&binary("dns-sync"), &sync_args);
+    let mut dns_sync = DnsSync::new(binary("dns-sync"), "gw", cluster.kubeconfig(), &etcd)
+        .domain_filter("test.org")
+        .etcd_identity(&sync_id)
+        .start()
+        .unwrap();
     dns_sync
         .wait_ready(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", dns_sync.process().log_tail(30)));

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use integration_tests::daemon::Daemon;
 use integration_tests::kube::{KubeCluster, status_ips};
+use integration_tests::launch::LbController;
 use integration_tests::metallb::MetalLb;
 use integration_tests::process::free_port;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -519,29 +520,17 @@ struct Controller {
     started: Instant,
 }
 
-fn controller_args(cluster: &KubeCluster, grpc: SocketAddr) -> Vec<String> {
-    [
-        "--kubeconfig",
-        &cluster.kubeconfig().display().to_string(),
-        "--insecure",
-        "--grpc-listen",
-        &grpc.to_string(),
-        "--controller-loss-hold",
-        &format!("{}ms", hold().as_millis()),
-        "--speaker-lease",
-        &format!("{}ms", lease_ms()),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+fn controller_launcher(cluster: &KubeCluster, grpc: SocketAddr) -> LbController {
+    let lease = Duration::from_millis(u64::try_from(lease_ms()).unwrap_or(u64::MAX));
+    LbController::new(env!("CARGO_BIN_EXE_lb-controller"), cluster.kubeconfig())
+        .grpc(grpc)
+        .loss_hold(hold())
+        .speaker_lease(lease)
 }
 
-fn start_controller(args: &[String]) -> Controller {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+fn start_controller(launcher: &LbController) -> Controller {
     let started = Instant::now();
-    let daemon = tokio::task::block_in_place(|| {
-        Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap()
-    });
+    let daemon = tokio::task::block_in_place(|| launcher.start().unwrap());
     Controller { daemon, started }
 }
 
@@ -751,7 +740,7 @@ async fn main() {
         .unwrap();
     let view = watch_services(client.clone());
     let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
-    let args = controller_args(&cluster, grpc);
+    let launcher = controller_launcher(&cluster, grpc);
     println!("lb-controller speed and scale, MetalLB's controller as the peer");
 
     // 0. The peer on the empty cluster: MetalLB's controller (webhooks off) with an IPAddressPool of the
@@ -781,7 +770,7 @@ async fn main() {
 
     // 1. Latency on an empty cluster: one pool, three Ready nodes, no speakers.
     create_nodes(&client, 0..3).await;
-    let mut controller = start_controller(&args);
+    let mut controller = start_controller(&launcher);
     controller.wait_ready(Duration::from_secs(30));
     let empty = latency(
         &client,
@@ -815,7 +804,7 @@ async fn main() {
         format!("{:.2} s", total as f64 / rate),
     ));
 
-    let mut controller = start_controller(&args);
+    let mut controller = start_controller(&launcher);
     let fleet = Fleet::start(speakers, grpc);
     let ready = controller.wait_ready(Duration::from_secs(120));
     wait_for(
@@ -916,7 +905,7 @@ async fn main() {
     let sessions = fleet.min_sessions();
     let gains_before = fleet.gains.lock().unwrap().len();
     let exit = controller.stop(&logs.join("2-scale.log").display().to_string());
-    let mut controller = start_controller(&args);
+    let mut controller = start_controller(&launcher);
     let ready = controller.wait_ready(Duration::from_secs(120));
     let after_holders = wait_for(
         "every speaker to hold its set again in a new session",

@@ -11,6 +11,7 @@ use std::time::Duration;
 use integration_tests::certs::{Ca, Usage};
 use integration_tests::daemon::Daemon;
 use integration_tests::kube::{KubeCluster, status_ips};
+use integration_tests::launch::LbController;
 use integration_tests::process::{Scratch, free_port};
 use integration_tests::speaker_identity::{AUDIENCE, SpeakerAccount};
 use integration_tests::wait::until;
@@ -191,25 +192,26 @@ async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> Stri
 }
 
 /// Starts the controller (plaintext gRPC on a free loopback port) and waits until it leads and is ready.
-fn start_controller(cluster: &KubeCluster, extra: &[&str]) -> (Daemon, SocketAddr) {
+fn start_controller(cluster: &KubeCluster) -> (Daemon, SocketAddr) {
+    start_controller_with(cluster, |c| c)
+}
+
+/// [`start_controller`] with `extra` flags.
+fn start_controller_with(
+    cluster: &KubeCluster,
+    extra: impl FnOnce(LbController) -> LbController,
+) -> (Daemon, SocketAddr) {
     let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
-    let kubeconfig = cluster.kubeconfig().display().to_string();
-    let grpc_flag = grpc.to_string();
-    let mut args = vec![
-        "--kubeconfig",
-        &kubeconfig,
-        "--insecure",
-        "--grpc-listen",
-        &grpc_flag,
-        "--speaker-lease",
-        "600ms",
-        "--controller-loss-hold",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
-    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap();
+    let mut daemon = extra(controller(cluster).grpc(grpc)).start().unwrap();
     daemon.wait_ready(WAIT).unwrap();
     (daemon, grpc)
+}
+
+/// The controller the tests run: plaintext gRPC, a 600 ms speaker lease and a 1 s controller-loss hold.
+fn controller(cluster: &KubeCluster) -> LbController {
+    LbController::new(env!("CARGO_BIN_EXE_lb-controller"), cluster.kubeconfig())
+        .speaker_lease(Duration::from_millis(600))
+        .loss_hold(Duration::from_secs(1))
 }
 
 async fn speaker(grpc: SocketAddr, node: &str) -> FakeSpeaker {
@@ -221,7 +223,7 @@ async fn speaker(grpc: SocketAddr, node: &str) -> FakeSpeaker {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_gets_the_first_pool_address_an_event_and_the_pool_counts_it() {
     let (cluster, client) = seed_cluster().await;
-    let (_controller, _) = start_controller(&cluster, &[]);
+    let (_controller, _) = start_controller(&cluster);
     create_namespace(&client, "ingress").await;
     create_service(&client, "ingress", "nginx", json!({})).await;
     wait_status(&client, "ingress", "nginx", &["10.10.39.200"]).await;
@@ -252,7 +254,7 @@ async fn a_service_gets_the_first_pool_address_an_event_and_the_pool_counts_it()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_moves_no_address_and_a_new_service_gets_the_next_one() {
     let (cluster, client) = seed_cluster().await;
-    let (mut controller, _) = start_controller(&cluster, &[]);
+    let (mut controller, _) = start_controller(&cluster);
     for i in 0..5 {
         create_service(&client, "default", &format!("s{i}"), json!({})).await;
     }
@@ -281,7 +283,7 @@ async fn a_restart_moves_no_address_and_a_new_service_gets_the_next_one() {
         .await
         .unwrap();
     before.remove("s2");
-    let (_controller, _) = start_controller(&cluster, &[]);
+    let (_controller, _) = start_controller(&cluster);
     create_service(&client, "default", "late", json!({})).await;
     wait_status(&client, "default", "late", &["10.10.39.202"]).await;
     for (name, ips) in before {
@@ -296,7 +298,7 @@ async fn a_restart_moves_no_address_and_a_new_service_gets_the_next_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_are_reported_by_field_and_nothing_assigned_changes() {
     let (cluster, client) = seed_cluster().await;
-    let (_controller, _) = start_controller(&cluster, &[]);
+    let (_controller, _) = start_controller(&cluster);
     create_service(&client, "default", "web", json!({})).await;
     wait_status(&client, "default", "web", &["10.10.39.200"]).await;
 
@@ -382,7 +384,7 @@ async fn bad_requests_are_reported_by_field_and_nothing_assigned_changes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_acknowledging_speaker_is_named_and_a_reset_moves_the_address_at_once() {
     let (cluster, client) = seed_cluster().await;
-    let (_controller, grpc) = start_controller(&cluster, &[]);
+    let (_controller, grpc) = start_controller(&cluster);
     let n1 = speaker(grpc, "n1").await;
     create_service(&client, "default", "web", json!({})).await;
     wait_status(&client, "default", "web", &["10.10.39.200"]).await;
@@ -427,7 +429,7 @@ fn announcing_writes(controller: &Daemon) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_rewrites_no_announcing_node() {
     let (cluster, client) = seed_cluster().await;
-    let (mut controller, grpc) = start_controller(&cluster, &[]);
+    let (mut controller, grpc) = start_controller(&cluster);
     let n1 = speaker(grpc, "n1").await;
     let n2 = speaker(grpc, "n2").await;
     for i in 0..4 {
@@ -463,7 +465,7 @@ async fn a_restart_rewrites_no_announcing_node() {
     let (held1, held2) = (held(&n1), held(&n2));
     drop((n1, n2));
     // As a real deployment: the speakers reach the new leader once it is ready, holding what they had.
-    let (controller, grpc) = start_controller(&cluster, &[]);
+    let (controller, grpc) = start_controller(&cluster);
     let reconnect = |node: &'static str, (generation, announcing): (u64, Vec<String>)| async move {
         let announcing: Vec<&str> = announcing.iter().map(String::as_str).collect();
         FakeSpeaker::connect(
@@ -498,20 +500,10 @@ async fn a_restart_rewrites_no_announcing_node() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_takes_over_when_the_leader_dies_and_moves_nothing() {
     let (cluster, client) = seed_cluster().await;
-    let election = ["--leader-elect", "--leader-lease", "2s"];
-    let (mut first, _) = start_controller(&cluster, &election);
-    let kubeconfig = cluster.kubeconfig().display().to_string();
+    let election = |c: LbController| c.leader_elect().leader_lease(Duration::from_secs(2));
+    let (mut first, _) = start_controller_with(&cluster, election);
     let grpc = format!("127.0.0.1:{}", free_port().unwrap());
-    let mut args = vec![
-        "--kubeconfig",
-        &kubeconfig,
-        "--insecure",
-        "--grpc-listen",
-        &grpc,
-    ];
-    args.extend_from_slice(&election);
-    args.extend_from_slice(&["--speaker-lease", "600ms", "--controller-loss-hold", "1s"]);
-    let mut second = Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap();
+    let mut second = election(controller(&cluster).grpc(grpc)).start().unwrap();
     // The standby is ready (a Deployment's rollout waits for every replica to be) but does not lead.
     second.wait_ready(Duration::from_secs(30)).unwrap();
     let standby = second.get("/readyz").unwrap();
@@ -566,7 +558,7 @@ async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
         .await
         .unwrap();
     let (_controller, _) =
-        start_controller(&cluster, &["--metallb-configmap", "metallb-system/config"]);
+        start_controller_with(&cluster, |c| c.metallb_configmap("metallb-system/config"));
     create_service(
         &client,
         "default",
@@ -604,27 +596,12 @@ fn start_controller_tls(
     let server = ca
         .issue_files(dir, "lb-controller", &[], &["127.0.0.1"], Usage::Server)
         .unwrap();
-    let kubeconfig = cluster.kubeconfig().display().to_string();
-    let args = [
-        "--kubeconfig".to_owned(),
-        kubeconfig,
-        "--grpc-listen".to_owned(),
-        grpc.to_string(),
-        "--tls-cert".to_owned(),
-        server.cert.display().to_string(),
-        "--tls-key".to_owned(),
-        server.key.display().to_string(),
-        "--tls-ca".to_owned(),
-        server.ca.display().to_string(),
-        "--speaker-service-account".to_owned(),
-        account.flag(),
-        "--speaker-lease".to_owned(),
-        "600ms".to_owned(),
-        "--controller-loss-hold".to_owned(),
-        "1s".to_owned(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_lb-controller"), &args).unwrap();
+    let mut daemon = controller(cluster)
+        .grpc(grpc)
+        .tls(&server)
+        .speaker_account(account)
+        .start()
+        .unwrap();
     daemon.wait_ready(WAIT).unwrap();
     (daemon, grpc)
 }

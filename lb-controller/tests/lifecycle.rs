@@ -2,6 +2,7 @@
 //! SIGTERM within its drain time; unusable flags exit 64 naming the flag.
 
 use integration_tests::kube::KubeCluster;
+use integration_tests::launch::LbController;
 use kube::CustomResourceExt;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -11,19 +12,11 @@ async fn serves_probes_and_metrics_then_stops_on_sigterm() {
         .install_crds(&[lb_controller::pool::IPPool::crd()])
         .await
         .unwrap();
-    let kubeconfig = cluster.kubeconfig().display().to_string();
     let port = integration_tests::process::free_port().unwrap();
+    let controller = LbController::new(env!("CARGO_BIN_EXE_lb-controller"), cluster.kubeconfig())
+        .grpc(format!("127.0.0.1:{port}"));
     tokio::task::spawn_blocking(move || {
-        integration_tests::daemon::assert_lifecycle(
-            env!("CARGO_BIN_EXE_lb-controller"),
-            &[
-                "--kubeconfig",
-                &kubeconfig,
-                "--insecure",
-                "--grpc-listen",
-                &format!("127.0.0.1:{port}"),
-            ],
-        );
+        integration_tests::daemon::assert_lifecycle(&controller);
     })
     .await
     .unwrap();

@@ -30,13 +30,9 @@ fn main() {
     let scratch = Scratch::new("lb-speaker-bench").unwrap();
     let (n1, client) = (lab.host("n1").unwrap(), lab.host("client").unwrap());
     let controller = StandIn::start_in(lab.host("m1").unwrap(), None);
-    let _speaker = start_speaker(
-        SPEAKER,
-        n1,
-        &scratch,
-        &controller.url("http"),
-        &["--log-filter", "info"],
-    );
+    let _speaker = start_speaker(SPEAKER, n1, &scratch, &controller.url("http"), |s| {
+        s.log_filter("info")
+    });
     let session = controller.wait_session("n1", 0, Duration::from_secs(30));
     let (generation, _) = session.assign(&["10.10.39.200", "fd10:10::99"], 600_000);
     session.wait_ack(generation, Duration::from_secs(10));

@@ -46,7 +46,7 @@ impl Bed {
                     lab.host(n).unwrap(),
                     &scratch,
                     &controller.url("http"),
-                    &[],
+                    |s| s,
                 )
             })
             .collect();
@@ -533,13 +533,9 @@ fn losing_the_controller_holds_the_address_past_the_lease_until_a_new_controller
     let controller = StandIn::start_in(m1, None);
     let url = controller.url("http");
     let port = controller.addr.port();
-    let speaker = start_speaker(
-        SPEAKER,
-        n1,
-        &scratch,
-        &url,
-        &["--controller-loss-hold", "5s"],
-    );
+    let speaker = start_speaker(SPEAKER, n1, &scratch, &url, |s| {
+        s.loss_hold(Duration::from_secs(5))
+    });
     let n1_mac = n1.mac().unwrap();
     let lease = Duration::from_millis(600);
     let hold = Duration::from_secs(5);

@@ -111,7 +111,7 @@ fn a_node_cut_off_from_the_controller_stops_answering_before_another_node_takes_
 
 #[test]
 fn a_leader_change_moves_nothing_and_the_client_keeps_getting_answers() {
-    let mut system = System::start_with("lb-failover-leader", 2, "10s");
+    let mut system = System::start_with("lb-failover-leader", 2, Duration::from_secs(10));
     system.create_service("web");
     let announcer = system.wait_announced("web", "10.10.39.200", None);
     let client = system.host("client").clone();

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use integration_tests::daemon::Daemon;
+use integration_tests::launch::LbSpeaker;
 use nix::sys::signal::Signal;
 
 const SPEAKER: &str = env!("CARGO_BIN_EXE_lb-speaker");
@@ -22,35 +22,22 @@ fn serves_probes_and_metrics_then_stops_on_sigterm() {
     let controller = support::StandIn::start(listener, None);
     let url = controller.url("http");
     integration_tests::daemon::assert_lifecycle(
-        SPEAKER,
-        &[
-            "--controller",
-            &url,
-            "--insecure",
-            "--node-name",
-            "lifecycle",
-            "--interfaces",
-            "^lo$",
-        ],
+        &LbSpeaker::new(SPEAKER, "lifecycle")
+            .controller(&url)
+            .insecure()
+            .interfaces("^lo$"),
     );
 }
 
 #[test]
 fn an_unreachable_controller_leaves_it_live_but_not_ready_and_sigterm_still_stops_it() {
     // Port 9 on loopback (discard) has no listener: connections are refused at once.
-    let mut daemon = Daemon::start(
-        SPEAKER,
-        &[
-            "--controller",
-            "http://127.0.0.1:9",
-            "--insecure",
-            "--node-name",
-            "lifecycle",
-            "--interfaces",
-            "^lo$",
-        ],
-    )
-    .unwrap();
+    let mut daemon = LbSpeaker::new(SPEAKER, "lifecycle")
+        .controller("http://127.0.0.1:9")
+        .insecure()
+        .interfaces("^lo$")
+        .start()
+        .unwrap();
     let health = daemon.get("/healthz").unwrap();
     assert_eq!(health.status, 200);
     integration_tests::wait::until_blocking(
@@ -90,54 +77,36 @@ fn an_unreachable_controller_leaves_it_live_but_not_ready_and_sigterm_still_stop
 
 #[test]
 fn unusable_flags_exit_64_naming_the_flag() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["--node-name", "n1"], "--controller"),
+    let speaker = || LbSpeaker::new(SPEAKER, "n1");
+    let cases: &[(LbSpeaker, &str)] = &[
+        (speaker(), "--controller"),
         (
-            &[
-                "--controller",
-                "http://10.10.40.10:7472",
-                "--node-name",
-                "n1",
-            ],
+            speaker().controller("http://10.10.40.10:7472"),
             "--insecure",
         ),
         (
-            &[
-                "--controller",
-                "https://10.10.40.10:7472",
-                "--node-name",
-                "n1",
-            ],
+            speaker().controller("https://10.10.40.10:7472"),
             "--tls-cert",
         ),
         (
-            &[
-                "--controller",
-                "http://10.10.40.10:7472",
-                "--insecure",
-                "--node-name",
-                "n1",
-                "--interfaces",
-                "(",
-            ],
+            speaker()
+                .controller("http://10.10.40.10:7472")
+                .insecure()
+                .interfaces("("),
             "--interfaces",
         ),
         (
-            &[
-                "--controller",
-                "http://10.10.40.10:7472",
-                "--insecure",
-                "--node-name",
-                "n1",
-                "--gratuitous-repeat",
-                "x",
-            ],
+            speaker()
+                .controller("http://10.10.40.10:7472")
+                .insecure()
+                .flag("--gratuitous-repeat", "x"),
             "--gratuitous-repeat",
         ),
     ];
-    for (args, flag) in cases {
+    for (speaker, flag) in cases {
+        let args = speaker.args();
         let out = std::process::Command::new(SPEAKER)
-            .args(*args)
+            .args(&args)
             .env_remove("NODE_NAME")
             .output()
             .unwrap();

@@ -9,7 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use integration_tests::certs::{Ca, Usage};
+use integration_tests::certs::{Ca, TlsFiles, Usage};
+use integration_tests::launch::LbSpeaker;
 use integration_tests::netlab::{LabNetwork, LabSpec};
 use integration_tests::process::Scratch;
 use integration_tests::wait;
@@ -61,30 +62,25 @@ fn only_speakers_and_controllers_certified_by_the_cluster_ca_talk_to_each_other(
     // The stand-in checks certificates only; tokens are lb-controller's (tests/identity.rs there).
     let token = scratch.join("token");
     std::fs::write(&token, "stand-in-token").unwrap();
-    let tls_args = |cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path| {
-        vec![
-            "--token-file".to_owned(),
-            token.display().to_string(),
-            "--tls-cert".to_owned(),
-            cert.display().to_string(),
-            "--tls-key".to_owned(),
-            key.display().to_string(),
-            "--tls-ca".to_owned(),
-            ca.display().to_string(),
-        ]
+    let tls = |cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path| {
+        let files = TlsFiles {
+            ca: ca.to_owned(),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        };
+        let token = token.clone();
+        move |speaker: LbSpeaker| speaker.token_file(&token).tls(&files)
     };
     let url = controller.url("https");
 
     // A speaker certified by the cluster CA gets its session.
-    let args = tls_args(&good.cert, &good.key, &good.ca);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _n1 = start_speaker(SPEAKER, lab.host("n1").unwrap(), &scratch, &url, &args);
+    let args = tls(&good.cert, &good.key, &good.ca);
+    let _n1 = start_speaker(SPEAKER, lab.host("n1").unwrap(), &scratch, &url, args);
     controller.wait_session("n1", 0, Duration::from_secs(20));
 
     // A speaker whose client certificate comes from another CA is refused by the controller.
-    let args = tls_args(&foreign.cert, &foreign.key, &good.ca);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut n2 = start_speaker(SPEAKER, lab.host("n2").unwrap(), &scratch, &url, &args);
+    let args = tls(&foreign.cert, &foreign.key, &good.ca);
+    let mut n2 = start_speaker(SPEAKER, lab.host("n2").unwrap(), &scratch, &url, args);
     let line = refused_log(&mut n2);
     assert!(
         line.to_lowercase().contains("certificate") || line.to_lowercase().contains("alert"),
@@ -92,9 +88,8 @@ fn only_speakers_and_controllers_certified_by_the_cluster_ca_talk_to_each_other(
     );
 
     // A speaker refuses a controller its CA did not sign, saying so.
-    let args = tls_args(&good.cert, &good.key, &foreign.ca);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut client = start_speaker(SPEAKER, lab.host("client").unwrap(), &scratch, &url, &args);
+    let args = tls(&good.cert, &good.key, &foreign.ca);
+    let mut client = start_speaker(SPEAKER, lab.host("client").unwrap(), &scratch, &url, args);
     let line = refused_log(&mut client);
     assert!(
         line.contains("invalid peer certificate") || line.contains("UnknownIssuer"),

@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use integration_tests::daemon::{Daemon, etcd_flags};
+use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
+use integration_tests::launch::DnsSync;
 use integration_tests::wait;
 use k8s_openapi::api::core::v1::{Event, Namespace, Service};
 use kube::Api;
@@ -23,23 +24,25 @@ pub const HOSTNAME: &str = "external-dns.alpha.kubernetes.io/hostname";
 /// The target annotation.
 pub const TARGET: &str = "external-dns.alpha.kubernetes.io/target";
 
-/// dns-sync for `test.org` against `cluster` and `etcd`, with `extra` flags.
-pub fn start_sync(cluster: &KubeCluster, etcd: &Etcd, extra: &[&str]) -> Daemon {
-    let mut args: Vec<String> = [
-        "--owner-id",
+/// dns-sync for `test.org` against `cluster` and `etcd`, started.
+pub fn start_sync(cluster: &KubeCluster, etcd: &Etcd) -> Daemon {
+    start_sync_with(cluster, etcd, |s| s)
+}
+
+/// [`start_sync`] with `extra` flags.
+pub fn start_sync_with(
+    cluster: &KubeCluster,
+    etcd: &Etcd,
+    extra: impl FnOnce(DnsSync) -> DnsSync,
+) -> Daemon {
+    let sync = DnsSync::new(
+        env!("CARGO_BIN_EXE_dns-sync"),
         OWNER,
-        "--domain-filter",
-        "test.org",
-        "--kubeconfig",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.push(cluster.kubeconfig().display().to_string());
-    args.extend(etcd_flags(etcd));
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Daemon::start(env!("CARGO_BIN_EXE_dns-sync"), &args).unwrap()
+        cluster.kubeconfig(),
+        etcd,
+    )
+    .domain_filter("test.org");
+    extra(sync).start().unwrap()
 }
 
 /// A LoadBalancer Service in `namespace` with these annotations.

@@ -21,10 +21,11 @@ use super::probe::{mac_text, wait_dig_a, wait_http_ok, wait_sole_answerer};
 use super::seed;
 use super::state::{LabState, Phase, StateDir, Tracked, start_time};
 use crate::certs::{Ca, Usage};
-use crate::daemon::{Daemon, etcd_flags};
+use crate::daemon::Daemon;
 use crate::etcd::Etcd;
 use crate::forward::Forward;
 use crate::kube::KubeCluster;
+use crate::launch::{DnsServer, DnsSync, LbController, LbSpeaker};
 use crate::netlab::{Host, LabNetwork, LabSpec};
 use crate::process::{Process, free_port, run_ok};
 use crate::speaker_identity::SpeakerAccount;
@@ -154,31 +155,25 @@ impl Recorder {
 }
 
 /// A dns-server replica, with what it takes to start it again.
-struct DnsServer {
+struct DnsReplica {
     node: String,
     host: Host,
-    args: Vec<String>,
+    launcher: DnsServer,
     log: PathBuf,
     process: Process,
 }
 
-impl DnsServer {
-    fn spawn(
-        node: &str,
-        host: &Host,
-        binary: &str,
-        args: Vec<String>,
-        log: PathBuf,
-    ) -> Result<Self> {
-        let mut command = host.command(binary);
-        command.args(&args);
-        let process = Process::spawn(&format!("dns-server on {node}"), command, &log)?;
-        let mut args = args;
-        args.insert(0, binary.to_owned());
+impl DnsReplica {
+    fn spawn(node: &str, host: &Host, launcher: DnsServer, log: PathBuf) -> Result<Self> {
+        let process = Process::spawn(
+            &format!("dns-server on {node}"),
+            launcher.command_in(host),
+            &log,
+        )?;
         Ok(Self {
             node: node.to_owned(),
             host: host.clone(),
-            args,
+            launcher,
             log,
             process,
         })
@@ -258,7 +253,7 @@ impl Drop for Keeper {
 pub struct Lab {
     _keeper: Keeper,
     http: Vec<Process>,
-    dns_servers: Vec<DnsServer>,
+    dns_servers: Vec<DnsReplica>,
     _dns_forwards: Vec<Forward>,
     dns_sync: Daemon,
     speakers: Vec<Process>,
@@ -365,8 +360,7 @@ impl Lab {
             .find(|d| d.node == node)
             .ok_or_else(|| HarnessError::Setup(format!("no dns-server on {node}")))?;
         server.process.kill();
-        let mut command = server.host.command(&server.args[0]);
-        command.args(&server.args[1..]);
+        let command = server.launcher.command_in(&server.host);
         server.process = Process::spawn(&format!("dns-server on {node}"), command, &server.log)?;
         self.progress
             .note(&format!("dns-server on {node} started again"));
@@ -561,26 +555,13 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
     for replica in 0..2 {
         let grpc: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let pod = format!("lab-controller-{replica}");
-        let args = [
-            "--kubeconfig",
-            &kubeconfig,
-            "--grpc-listen",
-            &grpc.to_string(),
-            "--tls-cert",
-            &server.cert.display().to_string(),
-            "--tls-key",
-            &server.key.display().to_string(),
-            "--tls-ca",
-            &server.ca.display().to_string(),
-            "--speaker-service-account",
-            &account.flag(),
-            "--leader-elect",
-            "--pod-name",
-            &pod,
-        ]
-        .map(str::to_owned);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut daemon = Daemon::start(&controller_bin, &args)?;
+        let mut daemon = LbController::new(&controller_bin, &kubeconfig_path)
+            .grpc(grpc)
+            .tls(&server)
+            .speaker_account(&account)
+            .leader_elect()
+            .pod_name(&pod)
+            .start()?;
         rec.track(daemon.process())?;
         controllers.push((daemon, grpc));
     }
@@ -596,27 +577,13 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
     for node in NODES {
         let host = host(node)?;
         let forward = Forward::start(&host, controllers[leader].1)?;
-        let mut command = host.command(&speaker_bin);
-        command.args([
-            "--controller",
-            &format!("https://127.0.0.1:{}", forward.local().port()),
-            "--node-name",
-            node,
-            "--ops-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--interfaces",
-            "^eth0$",
-            "--tls-cert",
-            &speaker.cert.display().to_string(),
-            "--tls-key",
-            &speaker.key.display().to_string(),
-            "--tls-ca",
-            &speaker.ca.display().to_string(),
-            "--token-file",
-            &tokens[node].display().to_string(),
-        ]);
+        let command = LbSpeaker::new(&speaker_bin, node)
+            .controller(&format!("https://127.0.0.1:{}", forward.local().port()))
+            .interfaces("^eth0$")
+            .tls(&speaker)
+            .token_file(&tokens[node])
+            .ops_in_args()
+            .command_in(&host);
         let process = Process::spawn(
             &format!("lb-speaker on {node}"),
             command,
@@ -628,17 +595,9 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
     }
 
     rec.step("dns-sync (owner id lab, Services and Ingresses -> DNS etcd)")?;
-    let mut sync_args = vec![
-        "--kubeconfig".to_owned(),
-        kubeconfig.clone(),
-        "--owner-id".to_owned(),
-        "lab".to_owned(),
-        "--domain-filter".to_owned(),
-        "test.org".to_owned(),
-    ];
-    sync_args.extend(etcd_flags(&dns_etcd));
-    let sync_args: Vec<&str> = sync_args.iter().map(String::as_str).collect();
-    let mut dns_sync = Daemon::start(&sync_bin, &sync_args)?;
+    let mut dns_sync = DnsSync::new(&sync_bin, "lab", &kubeconfig_path, &dns_etcd)
+        .domain_filter("test.org")
+        .start()?;
     rec.track(dns_sync.process())?;
     dns_sync.wait_ready(WAIT)?;
 
@@ -648,40 +607,24 @@ fn bring_up(rec: &mut Recorder, runtime: Runtime) -> Result<Lab> {
         .trim_start_matches("https://")
         .parse()
         .map_err(|e| HarnessError::Setup(format!("etcd endpoint {}: {e}", dns_etcd.endpoint())))?;
-    let tls = dns_etcd
-        .client_tls()
-        .cloned()
-        .ok_or_else(|| HarnessError::Setup("the DNS etcd has no TLS files".to_owned()))?;
+    if dns_etcd.client_tls().is_none() {
+        return Err(HarnessError::Setup(
+            "the DNS etcd has no TLS files".to_owned(),
+        ));
+    }
     let mut dns_forwards = Vec::new();
     let mut dns_servers = Vec::new();
     for node in DNS_NODES {
         let host = host(node)?;
         let forward = Forward::start(&host, etcd_addr)?;
-        let args = [
-            "--zone",
-            "test.org",
-            "--listen",
-            &format!("{}:53", host.ipv4),
-            "--etcd-endpoints",
-            &format!("https://127.0.0.1:{}", forward.local().port()),
-            "--etcd-ca-file",
-            &tls.ca.display().to_string(),
-            "--etcd-cert-file",
-            &tls.cert.display().to_string(),
-            "--etcd-key-file",
-            &tls.key.display().to_string(),
-            "--ops-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let server = DnsServer::spawn(
+        let launcher = DnsServer::new(&server_bin, &dns_etcd)
+            .listen(format!("{}:53", host.ipv4))
+            .etcd_through(&forward)
+            .ops_in_args();
+        let server = DnsReplica::spawn(
             node,
             &host,
-            &server_bin,
-            args,
+            launcher,
             files.join(format!("dns-server-{node}.log")),
         )?;
         rec.track(&server.process)?;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use integration_tests::launch::LbSpeaker;
 use integration_tests::netlab::{HOST_INTERFACE, Host};
 use integration_tests::process::{Process, Scratch};
 use integration_tests::wait;
@@ -351,34 +352,24 @@ impl Drop for StandIn {
     }
 }
 
-/// Starts the real `lb-speaker` in `host`'s namespace, talking to `controller`, announcing on `eth0`.
+/// Starts the real `lb-speaker` in `host`'s namespace, talking to `controller` (plaintext for an `http://`
+/// URL), announcing on `eth0`, with debug logs of its own; `extra` adds flags (or another log filter).
 pub fn start_speaker(
     binary: &str,
     host: &Host,
     scratch: &Scratch,
     controller: &str,
-    extra: &[&str],
+    extra: impl FnOnce(LbSpeaker) -> LbSpeaker,
 ) -> Process {
-    let mut command = host.command(binary);
-    command.args([
-        "--controller",
-        controller,
-        "--node-name",
-        &host.name,
-        "--ops-addr",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--interfaces",
-        "^eth0$",
-    ]);
-    if !extra.contains(&"--log-filter") {
-        command.args(["--log-filter", "info,lb_speaker=debug"]);
-    }
+    let mut speaker = LbSpeaker::new(binary, &host.name)
+        .controller(controller)
+        .interfaces("^eth0$")
+        .log_filter("info,lb_speaker=debug")
+        .ops_in_args();
     if controller.starts_with("http://") {
-        command.arg("--insecure");
+        speaker = speaker.insecure();
     }
-    command.args(extra);
+    let command = extra(speaker).command_in(host);
     let log = scratch.join(&format!("lb-speaker-{}.log", host.name));
     Process::spawn(&format!("lb-speaker on {}", host.name), command, &log).unwrap()
 }

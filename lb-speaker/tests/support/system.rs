@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration_tests::certs::{Ca, Usage};
+use integration_tests::certs::{Ca, TlsFiles, Usage};
 use integration_tests::daemon::Daemon;
 use integration_tests::forward::Forward;
 use integration_tests::kube::KubeCluster;
+use integration_tests::launch::LbController;
 use integration_tests::netlab::{Host, LabNetwork, LabSpec};
 use integration_tests::process::{Process, Scratch, free_port, workspace_binary};
 use integration_tests::speaker_identity::SpeakerAccount;
@@ -42,8 +43,9 @@ pub struct System {
     pub forwards: BTreeMap<String, Forward>,
     /// The controllers and their gRPC addresses; the first leads.
     pub controllers: Vec<(Daemon, SocketAddr)>,
-    /// Extra speaker flags (TLS files, hold), to restart one.
-    speaker_flags: Vec<String>,
+    /// The speakers' TLS files and controller-loss hold, to restart one.
+    speaker_tls: TlsFiles,
+    hold: Duration,
     client: kube::Client,
     runtime: tokio::runtime::Runtime,
     _cluster: KubeCluster,
@@ -53,12 +55,12 @@ pub struct System {
 
 impl System {
     pub fn start(what: &str) -> Self {
-        Self::start_with(what, 1, "2s")
+        Self::start_with(what, 1, Duration::from_secs(2))
     }
 
     /// `controllers` replicas (with leader election when more than one; the first leads) and speakers
     /// configured with `hold` as their controller-loss hold.
-    pub fn start_with(what: &str, controllers: usize, hold: &str) -> Self {
+    pub fn start_with(what: &str, controllers: usize, hold: Duration) -> Self {
         let lab = LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"));
         let scratch = Scratch::new(what).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -72,7 +74,6 @@ impl System {
                 .block_on(account.token_file(&client, node, scratch.path()))
                 .unwrap();
         }
-        let account_flag = account.flag();
 
         let ca = Ca::new("groundwork-test-ca").unwrap();
         let server = ca
@@ -89,36 +90,18 @@ impl System {
             .unwrap();
 
         let binary = workspace_binary("lb-controller").unwrap();
-        let kubeconfig = cluster.kubeconfig().display().to_string();
-        let (cert, key, ca_file) = (
-            server.cert.display().to_string(),
-            server.key.display().to_string(),
-            server.ca.display().to_string(),
-        );
         let mut replicas = Vec::new();
         for replica in 0..controllers {
             let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
-            let grpc_flag = grpc.to_string();
-            let mut args = vec![
-                "--kubeconfig",
-                &kubeconfig,
-                "--grpc-listen",
-                &grpc_flag,
-                "--tls-cert",
-                &cert,
-                "--tls-key",
-                &key,
-                "--tls-ca",
-                &ca_file,
-                "--speaker-service-account",
-                &account_flag,
-                "--controller-loss-hold",
-                hold,
-            ];
+            let mut launcher = LbController::new(&binary, cluster.kubeconfig())
+                .grpc(grpc)
+                .tls(&server)
+                .speaker_account(&account)
+                .loss_hold(hold);
             if controllers > 1 {
-                args.extend_from_slice(&["--leader-elect", "--leader-lease", "2s"]);
+                launcher = launcher.leader_elect().leader_lease(Duration::from_secs(2));
             }
-            let mut controller = Daemon::start(&binary.display().to_string(), &args).unwrap();
+            let mut controller = launcher.start().unwrap();
             if replica == 0 {
                 controller.wait_ready(WAIT).unwrap();
                 if controllers > 1 {
@@ -133,23 +116,10 @@ impl System {
 
         let mut forwards = BTreeMap::new();
         let mut speakers = BTreeMap::new();
-        let speaker_flags: Vec<String> = [
-            "--tls-cert",
-            &speaker.cert.display().to_string(),
-            "--tls-key",
-            &speaker.key.display().to_string(),
-            "--tls-ca",
-            &speaker.ca.display().to_string(),
-            "--controller-loss-hold",
-            hold,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
         for node in NODES {
             let host = lab.host(node).unwrap();
             let forward = Forward::start(host, grpc).unwrap();
-            let process = spawn_speaker(host, &scratch, &forward, &speaker_flags);
+            let process = spawn_speaker(host, &scratch, &forward, &speaker, hold);
             forwards.insert(node.to_owned(), forward);
             speakers.insert(node.to_owned(), process);
         }
@@ -157,7 +127,8 @@ impl System {
             speakers,
             forwards,
             controllers: replicas,
-            speaker_flags,
+            speaker_tls: speaker,
+            hold,
             client,
             runtime,
             _cluster: cluster,
@@ -172,7 +143,8 @@ impl System {
             self.lab.host(node).unwrap(),
             &self._scratch,
             &self.forwards[node],
-            &self.speaker_flags,
+            &self.speaker_tls,
+            self.hold,
         );
         self.speakers.insert(node.to_owned(), process);
     }
@@ -390,14 +362,16 @@ pub fn gap(replies: &[(Instant, u64, Mac)], old: Mac) -> (Option<Instant>, Optio
     (last_old, first_new)
 }
 
-fn spawn_speaker(host: &Host, scratch: &Scratch, forward: &Forward, flags: &[String]) -> Process {
+fn spawn_speaker(
+    host: &Host,
+    scratch: &Scratch,
+    forward: &Forward,
+    tls: &TlsFiles,
+    hold: Duration,
+) -> Process {
     let url = format!("https://127.0.0.1:{}", forward.local().port());
-    let token = scratch
-        .path()
-        .join(format!("token-{}", host.name))
-        .display()
-        .to_string();
-    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    flags.extend(["--token-file", &token]);
-    start_speaker(SPEAKER, host, scratch, &url, &flags)
+    let token = scratch.path().join(format!("token-{}", host.name));
+    start_speaker(SPEAKER, host, scratch, &url, |speaker| {
+        speaker.tls(tls).loss_hold(hold).token_file(&token)
+    })
 }

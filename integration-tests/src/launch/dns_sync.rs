@@ -1,0 +1,156 @@
+//! `dns-sync`'s command line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    EtcdAccess, Flags, Launcher, path_value, push_duration, push_each, push_opt, push_switch,
+};
+use crate::certs::TlsFiles;
+use crate::etcd::Etcd;
+
+/// The `dns-sync` launcher: `DnsSync::new(binary, owner_id, kubeconfig, etcd)`.
+pub type DnsSync = Launcher<DnsSyncFlags>;
+
+/// dns-sync's own flags (see [`DnsSync`]).
+#[derive(Debug, Clone)]
+pub struct DnsSyncFlags {
+    owner_id: String,
+    domain_filters: Vec<String>,
+    kubeconfig: String,
+    etcd: EtcdAccess,
+    annotation_filters: Vec<String>,
+    adopt_owner: Option<String>,
+    namespace_domains: Vec<String>,
+    leader_elect: bool,
+    lease_name: Option<String>,
+    lease_namespace: Option<String>,
+    pod_name: Option<String>,
+    interval: Option<Duration>,
+    once: bool,
+    dry_run: bool,
+}
+
+impl Launcher<DnsSyncFlags> {
+    /// `binary` as owner `owner_id` (`--owner-id`), reading the API server of `kubeconfig` and writing
+    /// `etcd` (its `--etcd-*` flags, with its client files when it serves TLS).
+    pub fn new(
+        binary: impl AsRef<Path>,
+        owner_id: &str,
+        kubeconfig: impl AsRef<Path>,
+        etcd: &Etcd,
+    ) -> Self {
+        Self::with(
+            binary,
+            DnsSyncFlags {
+                owner_id: owner_id.to_owned(),
+                domain_filters: Vec::new(),
+                kubeconfig: path_value(kubeconfig),
+                etcd: EtcdAccess::of(etcd),
+                annotation_filters: Vec::new(),
+                adopt_owner: None,
+                namespace_domains: Vec::new(),
+                leader_elect: false,
+                lease_name: None,
+                lease_namespace: None,
+                pod_name: None,
+                interval: None,
+                once: false,
+                dry_run: false,
+            },
+        )
+    }
+
+    /// `--domain-filter DOMAIN` (one more).
+    pub fn domain_filter(mut self, domain: &str) -> Self {
+        self.daemon.domain_filters.push(domain.to_owned());
+        self
+    }
+
+    /// Reaches etcd with the client certificate `identity` (its CN an etcd user) instead of etcd's own.
+    pub fn etcd_identity(mut self, identity: &TlsFiles) -> Self {
+        self.daemon.etcd.tls = Some(identity.clone());
+        self
+    }
+
+    /// `--annotation-filter KEY=VALUE` (one more).
+    pub fn annotation_filter(mut self, key_value: &str) -> Self {
+        self.daemon.annotation_filters.push(key_value.to_owned());
+        self
+    }
+
+    /// `--adopt-owner=OWNER` (empty: records without an owner).
+    pub fn adopt_owner(mut self, owner: &str) -> Self {
+        self.daemon.adopt_owner = Some(owner.to_owned());
+        self
+    }
+
+    /// `--namespace-domains NAMESPACE=NAME` (one more).
+    pub fn namespace_domains(mut self, entry: &str) -> Self {
+        self.daemon.namespace_domains.push(entry.to_owned());
+        self
+    }
+
+    /// `--leader-elect`: one replica leads through a Lease, the others stand by.
+    pub fn leader_elect(mut self) -> Self {
+        self.daemon.leader_elect = true;
+        self
+    }
+
+    /// `--lease-name NAME`: the Lease of the leader election.
+    pub fn lease_name(mut self, name: &str) -> Self {
+        self.daemon.lease_name = Some(name.to_owned());
+        self
+    }
+
+    /// `--lease-namespace NAMESPACE`: the Lease's namespace.
+    pub fn lease_namespace(mut self, namespace: &str) -> Self {
+        self.daemon.lease_namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// `--pod-name NAME`: this replica's identity in the Lease and in Events.
+    pub fn pod_name(mut self, name: &str) -> Self {
+        self.daemon.pod_name = Some(name.to_owned());
+        self
+    }
+
+    /// `--interval`: the full reconcile period.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.daemon.interval = Some(interval);
+        self
+    }
+
+    /// `--once`: one pass, then exit.
+    pub fn once(mut self) -> Self {
+        self.daemon.once = true;
+        self
+    }
+
+    /// `--dry-run`: log the changes, write nothing.
+    pub fn dry_run(mut self) -> Self {
+        self.daemon.dry_run = true;
+        self
+    }
+}
+
+impl Flags for DnsSyncFlags {
+    fn write(&self, args: &mut Vec<String>) {
+        args.extend(["--owner-id".to_owned(), self.owner_id.clone()]);
+        push_each(args, "--domain-filter", &self.domain_filters);
+        args.extend(["--kubeconfig".to_owned(), self.kubeconfig.clone()]);
+        self.etcd.write(args);
+        push_each(args, "--annotation-filter", &self.annotation_filters);
+        if let Some(owner) = &self.adopt_owner {
+            args.push(format!("--adopt-owner={owner}"));
+        }
+        push_each(args, "--namespace-domains", &self.namespace_domains);
+        push_switch(args, "--leader-elect", self.leader_elect);
+        push_opt(args, "--lease-name", self.lease_name.as_ref());
+        push_opt(args, "--lease-namespace", self.lease_namespace.as_ref());
+        push_opt(args, "--pod-name", self.pod_name.as_ref());
+        push_duration(args, "--interval", self.interval);
+        push_switch(args, "--once", self.once);
+        push_switch(args, "--dry-run", self.dry_run);
+    }
+}
