@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use integration_tests::lab::probe::ArpWatch;
+use integration_tests::lab::probe::{ArpProbe, mac_text};
 use integration_tests::lab::system::HOSTNAME;
 use integration_tests::wait;
 use serde_json::json;
@@ -23,19 +23,16 @@ use support::*;
 const LEASE: Duration = Duration::from_secs(1);
 /// How long a dependency stays down at least, so that its clients notice.
 const OUTAGE: Duration = Duration::from_secs(3);
+/// How often the client asks who has the address (as `lab_kubelets` does).
+const PROBE_EVERY: Duration = Duration::from_millis(20);
 
 #[test]
 fn an_apiserver_restart_keeps_the_address_answering_and_a_later_service_gets_an_address() {
     let mut lab = start_lab();
     let address = lab.seed_address();
     let announcer = lab.seed_announcer().to_owned();
-    let watch = ArpWatch::start(&lab.client_host(), address);
-    wait::until_blocking("the watch to see the announcer", WAIT, || {
-        (!watch.replies().is_empty())
-            .then_some(())
-            .ok_or_else(|| "no reply yet".to_owned())
-    })
-    .unwrap();
+    let watch = ArpProbe::start(&lab.client_host(), address, PROBE_EVERY).unwrap();
+    watch.wait_first_reply(WAIT).unwrap();
 
     let killed_at = Instant::now();
     lab.kill_apiserver();
@@ -96,7 +93,7 @@ fn an_apiserver_restart_keeps_the_address_answering_and_a_later_service_gets_an_
         "the client went {silence:?} without an ARP answer"
     );
     assert_eq!(
-        watch.macs(),
+        watch.macs().into_iter().map(mac_text).collect::<Vec<_>>(),
         [lab.mac(&announcer)],
         "the address moved or two nodes answered"
     );

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use integration_tests::images;
 use integration_tests::kube::status_ips;
 use integration_tests::lab::kubelets::{KubeletLab, NAMESPACE, RELEASE, SPEAKER_NAMESPACE};
-use integration_tests::lab::probe::{ArpProbe, dig_at, mac_text};
+use integration_tests::lab::probe::{ArpProbe, Mac, dig_at, mac_text};
 use integration_tests::lab::seed::{INGRESS_NAMESPACE, INGRESS_SERVICE};
 use integration_tests::lab::state::StateDir;
 use integration_tests::lab::system::{EXPECTED_ADDRESS, HOSTNAME};
@@ -114,8 +114,8 @@ fn seed_service(lab: &KubeletLab) -> (Vec<String>, Option<String>) {
     (status_ips(&service), node)
 }
 
-fn mac_of(lab: &KubeletLab, node: &str) -> String {
-    mac_text(lab.cluster().host(node).unwrap().mac().unwrap())
+fn mac_of(lab: &KubeletLab, node: &str) -> Mac {
+    lab.cluster().host(node).unwrap().mac().unwrap()
 }
 
 fn deleting_the_announcing_speaker_pod_moves_the_address_and_the_daemonset_brings_it_back(
@@ -144,9 +144,8 @@ fn deleting_the_announcing_speaker_pod_moves_the_address_and_the_daemonset_bring
                 Some(node) if node != announcer => {
                     let mac = mac_of(lab, &node);
                     let answered = probe
-                        .exchanges()
-                        .iter()
-                        .flat_map(|e| e.replies.clone())
+                        .replies()
+                        .into_iter()
                         .any(|(at, m)| m == mac && at > deleted_at);
                     answered
                         .then(|| (node.clone(), deleted_at.elapsed()))
@@ -322,7 +321,7 @@ fn helm_upgrade_to_a_rebuilt_image_rolls_every_component_without_a_failed_query_
     let failures = failures.lock().unwrap().clone();
     let silence = probe.longest_wait();
     let doubles = probe.double_answers();
-    let answerers = probe.macs();
+    let answerers: Vec<String> = probe.macs().into_iter().map(mac_text).collect();
     println!(
         "helm upgrade to {new_image} (image ID {}): rolled out in {:.1} s; DNS queries {} ({} failed); ARP answers {} to a request every {PROBE_EVERY:?} (longest gap between requests {:?}), longest wait for an answer {:.3} s, answered by {:?} over time, requests answered by two nodes: {}; seed Service addresses seen: {:?}",
         written.config_digest,

@@ -1,6 +1,6 @@
 //! End-to-end load-balancer timings on layer 2, groundwork and MetalLB side by side in one run, each in the
 //! seed lab (node namespaces m1, n1, n2 and a client on one bridge) against the test bed's real
-//! kube-apiserver, with ARP probes every 10 ms from the client namespace ([`ArpWatch`]):
+//! kube-apiserver, with ARP probes every 10 ms from the client namespace (the test bed's [`ArpProbe`]):
 //!
 //! 1. Service created -> its address answers ARP in the client namespace.
 //! 2. The announcing speaker killed (SIGKILL) -> another node answers (our target: under 500 ms).
@@ -27,11 +27,12 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use integration_tests::kube::KubeCluster;
+use integration_tests::lab::probe::ArpProbe;
 use integration_tests::metallb::MetalLb;
 use integration_tests::netlab::{Host, LabNetwork, LabSpec};
 use integration_tests::wait;
 use lb_speaker::frames::Mac;
-use support::system::{ArpWatch, NODES, System, WAIT, gap};
+use support::system::{NODES, PROBE_EVERY, System, WAIT};
 use support::{arping, probe_arp};
 
 const CREATES: usize = 10;
@@ -265,19 +266,21 @@ fn failover(peer: Peer, fault: Fault, round: &str) -> Failover {
     subject.prepare("web0");
     subject.create_service("web0");
     let (node, old) = announcer(subject.as_ref(), &client);
-    let watch = ArpWatch::start(&client, VIP);
-    watch.wait_first_reply();
+    let watch = ArpProbe::start(&client, VIP, PROBE_EVERY).unwrap();
+    watch.wait_first_reply(WAIT).unwrap();
     let at = Instant::now();
     match fault {
         Fault::Kill => subject.kill_speaker(&node),
         Fault::Cut => subject.cut(&node),
     }
-    let (answered, _) = watch.wait_other_than(old, FAILOVER_TIMEOUT);
+    let (answered, _) = watch
+        .wait_other_than(old, FAILOVER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{}: {e}", peer.name()));
     // Observing on purpose: whether the old node keeps answering after another took over is the finding.
     std::thread::sleep(OBSERVE);
-    let replies = watch.replies();
-    let (last_old, _) = gap(&replies, old);
-    let end = replies.last().map_or(at, |(t, _, _)| *t);
+    // The old node's last reply first: the end, read after it, is then never before it.
+    let last_old = watch.last_reply_from(old);
+    let end = watch.replies().last().map_or(at, |(t, _)| *t);
     let (doubled, changes) = watch.two_answering();
     let old_stopped = last_old
         .filter(|t| end.duration_since(*t) > Duration::from_millis(200))

@@ -13,6 +13,7 @@ mod support;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use integration_tests::lab::probe::ArpProbe;
 use integration_tests::wait;
 use lb_speaker::frames::Mac;
 use support::system::*;
@@ -30,11 +31,11 @@ fn a_killed_speakers_address_moves_to_another_node_and_the_client_follows() {
     kernel_traffic(&client, IpAddr::V4(VIP));
     assert_eq!(neighbour_mac(&client, IpAddr::V4(VIP)), Some(old));
 
-    let watch = ArpWatch::start(&client, VIP);
-    watch.wait_first_reply();
+    let watch = ArpProbe::start(&client, VIP, PROBE_EVERY).unwrap();
+    watch.wait_first_reply(WAIT).unwrap();
     let killed_at = Instant::now();
     system.speakers.get_mut(&first).unwrap().kill();
-    let (answered_at, new) = watch.wait_other_than(old, Duration::from_secs(10));
+    let (answered_at, new) = watch.wait_other_than(old, Duration::from_secs(10)).unwrap();
     let second = system.node_of(new);
     assert_ne!(second, first);
     // The client's neighbour entry follows through the new node's gratuitous ARP.
@@ -67,15 +68,14 @@ fn a_node_cut_off_from_the_controller_stops_answering_before_another_node_takes_
     let first = system.wait_announced("web", "10.10.39.200", None);
     let client = system.host("client").clone();
     let old = system.mac_of(&first);
-    let watch = ArpWatch::start(&client, VIP);
-    watch.wait_first_reply();
+    let watch = ArpProbe::start(&client, VIP, PROBE_EVERY).unwrap();
+    watch.wait_first_reply(WAIT).unwrap();
 
     // Partition: the node's data link stays up, its control connection goes silent.
     let cut_at = Instant::now();
     system.forwards[&first].pause();
-    let (answered_at, new) = watch.wait_other_than(old, Duration::from_secs(10));
-    let (last_old, _) = gap(&watch.replies(), old);
-    let last_old = last_old.unwrap();
+    let (answered_at, new) = watch.wait_other_than(old, Duration::from_secs(10)).unwrap();
+    let last_old = watch.last_reply_from(old).unwrap();
     assert!(
         last_old < answered_at,
         "the cut-off node still answered when another took over"
@@ -96,8 +96,8 @@ fn a_node_cut_off_from_the_controller_stops_answering_before_another_node_takes_
         let replies = watch.replies();
         let recent: Vec<Mac> = replies
             .iter()
-            .filter(|(at, _, _)| *at > healed + Duration::from_secs(3))
-            .map(|(_, _, m)| *m)
+            .filter(|(at, _)| *at > healed + Duration::from_secs(3))
+            .map(|(_, m)| *m)
             .collect();
         (recent.len() > 20)
             .then_some(())
@@ -116,8 +116,8 @@ fn a_leader_change_moves_nothing_and_the_client_keeps_getting_answers() {
     let announcer = system.wait_announced("web", "10.10.39.200", None);
     let client = system.host("client").clone();
     let mac = system.mac_of(&announcer);
-    let watch = ArpWatch::start(&client, VIP);
-    watch.wait_first_reply();
+    let watch = ArpProbe::start(&client, VIP, PROBE_EVERY).unwrap();
+    watch.wait_first_reply(WAIT).unwrap();
 
     let killed_at = Instant::now();
     system.controllers[0].0.process().kill();
@@ -138,7 +138,7 @@ fn a_leader_change_moves_nothing_and_the_client_keeps_getting_answers() {
         "answers to keep coming after the new leader took over",
         WAIT,
         || {
-            let last = watch.replies().last().map(|(at, _, _)| *at);
+            let last = watch.replies().last().map(|(at, _)| *at);
             match last {
                 Some(at) if at > leading_at + renewed_for => Ok(()),
                 other => Err(format!("last answer at {other:?}")),
@@ -147,15 +147,8 @@ fn a_leader_change_moves_nothing_and_the_client_keeps_getting_answers() {
     )
     .unwrap();
     let replies = watch.replies();
-    assert!(
-        replies.iter().all(|(_, _, m)| *m == mac),
-        "the address moved"
-    );
-    let longest_silence = replies
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .max()
-        .unwrap_or_default();
+    assert!(replies.iter().all(|(_, m)| *m == mac), "the address moved");
+    let longest_silence = watch.longest_silence();
     assert!(
         longest_silence < Duration::from_millis(500),
         "the client went {longest_silence:?} without an answer"

@@ -1,8 +1,8 @@
 //! What a client on the lab's segment sees, asked with the real tools from inside its namespace: who
 //! answers ARP (`arping`) and Neighbor Discovery (`ndisc6`) for an address, what a dns-server answers
-//! (`dig`), what HTTP returns (`curl`), and [`ArpWatch`], `arping` run back to back recording every reply,
-//! so a fault test can measure the longest silence, and [`ArpProbe`], a steady stream of requests from a raw
-//! socket that times silences to within its interval and tells whether two nodes ever answered one request.
+//! (`dig`), what HTTP returns (`curl`), and [`ArpProbe`], a steady stream of ARP requests from a raw socket
+//! that records who answered each one and when: the one watcher of the fault and failover tests, timing
+//! silences to within its interval and telling whether two nodes ever answered one request.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -217,75 +217,15 @@ pub fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// `arping` from a client namespace, run again and again on a thread (one request each, answered within
-/// a few milliseconds while a node announces the address), recording each reply: when, and from which
-/// MAC. One process per probe, because `arping` does not flush its output to a pipe. Stopped on drop.
-pub struct ArpWatch {
-    replies: Arc<Mutex<Vec<(Instant, String)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ArpWatch {
-    /// Starts probing `address` from `client`.
-    pub fn start(client: &Host, address: Ipv4Addr) -> Self {
-        let replies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sink, stopped, client) = (replies.clone(), stop.clone(), client.clone());
-        let thread = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                // -b: broadcast, as a client that has no neighbour entry yet; -w 1: wait up to 1 s.
-                let Ok(out) = client
-                    .command("arping")
-                    .args(["-b", "-c", "1", "-w", "1", "-I", HOST_INTERFACE])
-                    .arg(address.to_string())
-                    .output()
-                else {
-                    continue;
-                };
-                let at = Instant::now();
-                let text = String::from_utf8_lossy(&out.stdout);
-                if let Ok(mut replies) = sink.lock() {
-                    replies.extend(text.lines().filter_map(reply_mac).map(|mac| (at, mac)));
-                }
-            }
-        });
-        Self {
-            replies,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Every reply so far.
-    pub fn replies(&self) -> Vec<(Instant, String)> {
-        self.replies.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-
-    /// The longest time between two consecutive replies.
-    pub fn longest_silence(&self) -> Duration {
-        self.replies()
-            .windows(2)
-            .map(|w| w[1].0.saturating_duration_since(w[0].0))
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// The distinct MACs that answered.
-    pub fn macs(&self) -> Vec<String> {
-        let mut macs: Vec<String> = self.replies().into_iter().map(|(_, m)| m).collect();
-        macs.sort();
-        macs.dedup();
-        macs
-    }
-}
+/// A MAC address as the probes record it; [`mac_text`] prints it as `arping` does.
+pub type Mac = [u8; 6];
 
 /// A client asking who has an address at a steady rate, as a host does while it talks to it: one broadcast
 /// ARP request every `every` from a raw socket in the client's namespace, recording every reply with the request
-/// it answers. Unlike [`ArpWatch`] (one `arping` process per probe, which waits a whole second on a request
-/// nobody answers), its timing is the network's: a silence is measured to within `every`, and two MACs
-/// answering one request means two nodes announced the address at once, which a move from one node to the next
-/// never shows. Stopped on drop.
+/// it answers. Its timing is the network's (unlike `arping` run again and again, which waits a whole second on a
+/// request nobody answers): a silence is measured to within `every`, and two MACs answering one request means
+/// two nodes announced the address at once, which a move from one node to the next never shows. Everything it
+/// tells is worked out from the recorded [`ArpExchange`]s. Stopped on drop.
 pub struct ArpProbe {
     exchanges: Arc<Mutex<Vec<ArpExchange>>>,
     stop: Arc<AtomicBool>,
@@ -300,9 +240,9 @@ pub struct ArpWait {
     /// When that request went out.
     pub asked: Option<Instant>,
     /// Who answered it (or the next request that was answered); `None` if nobody has yet.
-    pub answered_by: Option<String>,
+    pub answered_by: Option<Mac>,
     /// Who answered the last request answered before it.
-    pub answered_before: Option<String>,
+    pub answered_before: Option<Mac>,
 }
 
 impl ArpWait {
@@ -313,8 +253,10 @@ impl ArpWait {
                 "{:?} from a request {:.3} s after the start; answered before by {}, then by {}",
                 self.length,
                 asked.saturating_duration_since(from).as_secs_f64(),
-                self.answered_before.as_deref().unwrap_or("nobody"),
-                self.answered_by.as_deref().unwrap_or("nobody yet"),
+                self.answered_before
+                    .map_or_else(|| "nobody".to_owned(), mac_text),
+                self.answered_by
+                    .map_or_else(|| "nobody yet".to_owned(), mac_text),
             ),
             None => "no request sent".to_owned(),
         }
@@ -322,12 +264,27 @@ impl ArpWait {
 }
 
 /// One request and the replies that came before the next one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ArpExchange {
     /// When the request went out.
     pub sent: Instant,
-    /// Each reply's arrival and MAC (as [`mac_text`] prints it).
-    pub replies: Vec<(Instant, String)>,
+    /// Each reply's arrival and sender MAC.
+    pub replies: Vec<(Instant, Mac)>,
+}
+
+impl std::fmt::Debug for ArpExchange {
+    // The MACs as `arping` prints them, so that a failed assertion reads like the tools' output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let replies: Vec<(Instant, String)> = self
+            .replies
+            .iter()
+            .map(|(at, mac)| (*at, mac_text(*mac)))
+            .collect();
+        f.debug_struct("ArpExchange")
+            .field("sent", &self.sent)
+            .field("replies", &replies)
+            .finish()
+    }
 }
 
 impl ArpProbe {
@@ -375,7 +332,7 @@ impl ArpProbe {
                         && let Ok(mut all) = sink.lock()
                         && let Some(last) = all.last_mut()
                     {
-                        last.replies.push((Instant::now(), mac_text(mac)));
+                        last.replies.push((Instant::now(), mac));
                     }
                 }
             }
@@ -392,9 +349,44 @@ impl ArpProbe {
         self.exchanges.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
+    /// Every reply so far, in the order they came: when, and from which MAC.
+    pub fn replies(&self) -> Vec<(Instant, Mac)> {
+        replies(&self.exchanges())
+    }
+
     /// How many replies came.
     pub fn answers(&self) -> usize {
         self.exchanges().iter().map(|e| e.replies.len()).sum()
+    }
+
+    /// The distinct MACs that answered, in the order they first did.
+    pub fn macs(&self) -> Vec<Mac> {
+        let mut macs: Vec<Mac> = Vec::new();
+        for (_, mac) in self.replies() {
+            if !macs.contains(&mac) {
+                macs.push(mac);
+            }
+        }
+        macs
+    }
+
+    /// When `mac` last answered, if it ever did.
+    pub fn last_reply_from(&self, mac: Mac) -> Option<Instant> {
+        self.replies()
+            .into_iter()
+            .filter(|(_, m)| *m == mac)
+            .map(|(at, _)| at)
+            .max()
+    }
+
+    /// The longest time between two consecutive replies (zero before the second one). Unlike
+    /// [`ArpProbe::longest_wait`], a stall of the probing thread itself counts as a silence.
+    pub fn longest_silence(&self) -> Duration {
+        self.replies()
+            .windows(2)
+            .map(|w| w[1].0.saturating_duration_since(w[0].0))
+            .max()
+            .unwrap_or_default()
     }
 
     /// The longest a client asking at this rate waited for an answer: from a request to the first reply at or
@@ -405,27 +397,27 @@ impl ArpProbe {
         let exchanges = self.exchanges();
         let mut longest = ArpWait::default();
         // Walking backwards, the first reply at or after each request is known when it is reached.
-        let mut next_reply: Option<(Instant, String)> = None;
-        let mut before: Vec<Option<String>> = Vec::with_capacity(exchanges.len());
-        let mut last: Option<String> = None;
+        let mut next_reply: Option<(Instant, Mac)> = None;
+        let mut before: Vec<Option<Mac>> = Vec::with_capacity(exchanges.len());
+        let mut last: Option<Mac> = None;
         for exchange in &exchanges {
-            before.push(last.clone());
+            before.push(last);
             if let Some((_, mac)) = exchange.replies.last() {
-                last = Some(mac.clone());
+                last = Some(*mac);
             }
         }
-        for (i, exchange) in exchanges.iter().enumerate().rev() {
+        for (exchange, answered_before) in exchanges.iter().zip(before).rev() {
             if let Some(first) = exchange.replies.first() {
-                next_reply = Some(first.clone());
+                next_reply = Some(*first);
             }
-            let until = next_reply.as_ref().map_or_else(Instant::now, |(at, _)| *at);
+            let until = next_reply.map_or_else(Instant::now, |(at, _)| at);
             let length = until.saturating_duration_since(exchange.sent);
             if length >= longest.length {
                 longest = ArpWait {
                     length,
                     asked: Some(exchange.sent),
-                    answered_by: next_reply.as_ref().map(|(_, mac)| mac.clone()),
-                    answered_before: before[i].clone(),
+                    answered_by: next_reply.map(|(_, mac)| mac),
+                    answered_before,
                 };
             }
         }
@@ -442,21 +434,98 @@ impl ArpProbe {
             .unwrap_or_default()
     }
 
-    /// The distinct MACs that answered, in the order they first did.
-    pub fn macs(&self) -> Vec<String> {
-        let mut macs: Vec<String> = Vec::new();
-        for (_, mac) in self.exchanges().iter().flat_map(|e| e.replies.clone()) {
-            if !macs.contains(&mac) {
-                macs.push(mac);
-            }
+    /// Waits until some node answered a request (the probe sees the announcer before a fault is injected).
+    pub fn wait_first_reply(&self, timeout: Duration) -> crate::Result<()> {
+        crate::wait::until_blocking("the probe to see the announcer", timeout, || {
+            (self.answers() > 0)
+                .then_some(())
+                .ok_or_else(|| "no reply yet".to_owned())
+        })
+    }
+
+    /// Waits for a reply from a MAC other than `old`; returns the first such reply: when it came, and the MAC.
+    pub fn wait_other_than(&self, old: Mac, timeout: Duration) -> crate::Result<(Instant, Mac)> {
+        crate::wait::until_blocking("a reply from another node", timeout, || {
+            self.replies()
+                .into_iter()
+                .find(|(_, m)| *m != old)
+                .ok_or_else(|| "only the old node answers (or nobody)".to_owned())
+        })
+    }
+
+    /// Without asserting: how many requests more than one MAC answered, and how many times the answering
+    /// MAC changed from one answered request to the next (two nodes answering alternately show as many).
+    /// Stricter than [`ArpProbe::double_answers`]: a handover within one request counts as two answering.
+    pub fn two_answering(&self) -> (usize, usize) {
+        two_answering(&self.exchanges())
+    }
+
+    /// Asserts that no two MACs ever answered at once: each request was answered by one MAC, and the
+    /// answering MAC changed at most `max_changes` times (two nodes answering alternately would show as many
+    /// changes). Panics with the offending request or sequence otherwise (an assertion helper for tests, like
+    /// [`crate::daemon::assert_lifecycle`]).
+    pub fn assert_never_two_answering(&self, max_changes: usize) {
+        let exchanges = self.exchanges();
+        for (request, exchange) in exchanges.iter().enumerate() {
+            let distinct = distinct_macs(exchange);
+            assert!(
+                distinct.len() <= 1,
+                "request {request} answered by {:?}",
+                distinct.iter().map(|m| mac_text(*m)).collect::<Vec<_>>()
+            );
         }
-        macs
+        let sequence = answering_sequence(&exchanges);
+        assert!(
+            sequence.len() <= max_changes + 1,
+            "the answering node changed {} times: {:?}",
+            sequence.len().saturating_sub(1),
+            sequence.iter().map(|m| mac_text(*m)).collect::<Vec<_>>()
+        );
     }
 
     /// The requests that more than one node answered as holders at once: see [`double_answers`].
     pub fn double_answers(&self) -> Vec<ArpExchange> {
         double_answers(&self.exchanges(), HANDOVER_QUIET)
     }
+}
+
+/// Every reply of `exchanges`, in order.
+fn replies(exchanges: &[ArpExchange]) -> Vec<(Instant, Mac)> {
+    exchanges
+        .iter()
+        .flat_map(|e| e.replies.iter().copied())
+        .collect()
+}
+
+/// The MACs that answered `exchange`, in the order they first did.
+fn distinct_macs(exchange: &ArpExchange) -> Vec<Mac> {
+    let mut macs: Vec<Mac> = Vec::new();
+    for (_, mac) in &exchange.replies {
+        if !macs.contains(mac) {
+            macs.push(*mac);
+        }
+    }
+    macs
+}
+
+/// The first MAC to answer each answered request, with repeats collapsed: one entry per answering spell.
+fn answering_sequence(exchanges: &[ArpExchange]) -> Vec<Mac> {
+    let mut sequence: Vec<Mac> = exchanges
+        .iter()
+        .filter_map(|e| e.replies.first().map(|(_, mac)| *mac))
+        .collect();
+    sequence.dedup();
+    sequence
+}
+
+/// See [`ArpProbe::two_answering`].
+fn two_answering(exchanges: &[ArpExchange]) -> (usize, usize) {
+    let doubled = exchanges
+        .iter()
+        .filter(|e| distinct_macs(e).len() > 1)
+        .count();
+    let changes = answering_sequence(exchanges).len().saturating_sub(1);
+    (doubled, changes)
 }
 
 /// After a handover inside one request's window, how long the old holder must stay silent for the
@@ -474,25 +543,20 @@ fn double_answers(exchanges: &[ArpExchange], quiet: Duration) -> Vec<ArpExchange
         .iter()
         .enumerate()
         .filter(|(i, exchange)| {
-            let mut macs: Vec<&String> = Vec::new();
-            for (_, mac) in &exchange.replies {
-                if !macs.contains(&mac) {
-                    macs.push(mac);
-                }
-            }
+            let macs = distinct_macs(exchange);
             let [old, new] = macs.as_slice() else {
                 return macs.len() > 1;
             };
             let old_last = exchange
                 .replies
                 .iter()
-                .filter(|(_, m)| m == *old)
+                .filter(|(_, m)| m == old)
                 .map(|(t, _)| *t)
                 .max();
             let new_first = exchange
                 .replies
                 .iter()
-                .filter(|(_, m)| m == *new)
+                .filter(|(_, m)| m == new)
                 .map(|(t, _)| *t)
                 .min();
             let handed_over = old_last <= new_first;
@@ -500,7 +564,7 @@ fn double_answers(exchanges: &[ArpExchange], quiet: Duration) -> Vec<ArpExchange
             let old_again = exchanges[i + 1..]
                 .iter()
                 .take_while(|later| later.sent <= until)
-                .any(|later| later.replies.iter().any(|(_, m)| m == *old));
+                .any(|later| later.replies.iter().any(|(_, m)| m == old));
             !handed_over || old_again
         })
         .map(|(_, exchange)| exchange.clone())
@@ -517,7 +581,7 @@ impl Drop for ArpProbe {
 }
 
 /// A broadcast ARP request from `mac`/`ip` asking who has `target`.
-fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+fn arp_request(mac: Mac, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     use pnet::packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
     use pnet::packet::ethernet::{EtherTypes, MutableEthernetPacket};
     use pnet::util::MacAddr;
@@ -542,7 +606,7 @@ fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 }
 
 /// The sender MAC of `frame` if it is an ARP reply to `to` saying who has `address`.
-fn arp_reply_from(frame: &[u8], address: Ipv4Addr, to: [u8; 6]) -> Option<[u8; 6]> {
+fn arp_reply_from(frame: &[u8], address: Ipv4Addr, to: Mac) -> Option<Mac> {
     use pnet::packet::arp::{ArpOperations, ArpPacket};
     use pnet::packet::ethernet::{EtherTypes, EthernetPacket};
     let ethernet = EthernetPacket::new(frame)?;
@@ -556,18 +620,14 @@ fn arp_reply_from(frame: &[u8], address: Ipv4Addr, to: [u8; 6]) -> Option<[u8; 6
         .then(|| arp.get_sender_hw_addr().octets())
 }
 
-impl Drop for ArpWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A MAC named by one letter, for readable exchanges.
+    fn mac(name: &str) -> Mac {
+        [2, 0, 0, 0, 0, name.as_bytes().first().copied().unwrap_or(0)]
+    }
 
     #[test]
     fn two_answerers_are_told_from_a_handover_within_one_request() {
@@ -575,10 +635,7 @@ mod tests {
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let exchange = |sent: u64, replies: &[(u64, &str)]| ArpExchange {
             sent: ms(sent),
-            replies: replies
-                .iter()
-                .map(|(t, m)| (ms(*t), (*m).to_owned()))
-                .collect(),
+            replies: replies.iter().map(|(t, m)| (ms(*t), mac(m))).collect(),
         };
         // The old holder answers, then the new one answers requests queued before it took over.
         let handover = vec![
@@ -607,6 +664,36 @@ mod tests {
         // Three MACs for one request is never a handover.
         let three = vec![exchange(0, &[(0, "a"), (1, "b"), (2, "c")])];
         assert_eq!(double_answers(&three, Duration::from_secs(1)).len(), 1);
+    }
+
+    #[test]
+    fn two_answering_counts_requests_with_two_macs_and_changes_of_answerer() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let exchange = |sent: u64, replies: &[(u64, &str)]| ArpExchange {
+            sent: ms(sent),
+            replies: replies.iter().map(|(t, m)| (ms(*t), mac(m))).collect(),
+        };
+        // A move with a handover inside one request: that request counts as two answering (strict), one change.
+        let moved = vec![
+            exchange(0, &[(0, "a")]),
+            exchange(10, &[(10, "a"), (15, "b")]),
+            exchange(20, &[]),
+            exchange(30, &[(30, "b")]),
+        ];
+        assert_eq!(two_answering(&moved), (1, 1));
+        assert_eq!(answering_sequence(&moved), [mac("a"), mac("b")]);
+        // Taking turns, one MAC per request: no request doubled, but every turn is a change.
+        let turns = vec![
+            exchange(0, &[(0, "a")]),
+            exchange(10, &[(10, "b")]),
+            exchange(20, &[(20, "a")]),
+        ];
+        assert_eq!(two_answering(&turns), (0, 2));
+        assert_eq!(
+            replies(&turns),
+            [(ms(0), mac("a")), (ms(10), mac("b")), (ms(20), mac("a"))]
+        );
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! The whole load-balancing system for end-to-end tests and the failover benchmark: the `lb-controller`
 //! binary against the test bed's kube-apiserver (root namespace), an `lb-speaker` in each node namespace
 //! of the seed lab (m1, n1, n2) reaching it over mutual TLS through a loopback forwarder that can be
-//! paused (a partition) or retargeted (a new leader), and [`ArpWatch`], which probes ARP from the client
-//! namespace every 10 ms and records who answered which probe.
+//! paused (a partition) or retargeted (a new leader). The client namespace watches ARP with the test bed's
+//! [`integration_tests::lab::probe::ArpProbe`], a request every [`PROBE_EVERY`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::certs::{Ca, TlsFiles, Usage};
 use integration_tests::daemon::Daemon;
@@ -22,10 +20,10 @@ use integration_tests::wait;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::PostParams;
-use lb_speaker::frames::{self, Frame, Mac};
+use lb_speaker::frames::Mac;
 use serde_json::json;
 
-use super::{raw_channel, start_speaker};
+use super::start_speaker;
 
 /// The speaker binary: the tests' and the bench's own package builds it.
 pub const SPEAKER: &str = env!("CARGO_BIN_EXE_lb-speaker");
@@ -33,6 +31,8 @@ pub const SPEAKER: &str = env!("CARGO_BIN_EXE_lb-speaker");
 pub const WAIT: Duration = Duration::from_secs(30);
 /// The seed's nodes.
 pub const NODES: [&str; 3] = ["m1", "n1", "n2"];
+/// How often the client asks who has the address while a fault is injected.
+pub const PROBE_EVERY: Duration = Duration::from_millis(10);
 
 /// The whole system on one machine. Fields drop in order: speakers, forwarders, controller, cluster,
 /// and the namespaces last.
@@ -218,148 +218,6 @@ async fn seed_objects(cluster: &KubeCluster) {
     }))
     .unwrap();
     pools.create(&PostParams::default(), &pool).await.unwrap();
-}
-
-/// Sends an ARP request for the address from the client every 10 ms and records every reply: who
-/// answered, and to which probe, so that two MACs answering one probe (or interleaving) shows.
-pub struct ArpWatch {
-    replies: Arc<Mutex<Vec<(Instant, u64, Mac)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ArpWatch {
-    pub fn start(client: &Host, target: std::net::Ipv4Addr) -> Self {
-        let mac = client.mac().unwrap();
-        let ip = client.ipv4;
-        let (mut tx, mut rx) = raw_channel(client, Duration::from_millis(2));
-        let replies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (replies.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut probe = 0u64;
-            let mut next = Instant::now();
-            while !s.load(Ordering::Relaxed) {
-                if Instant::now() >= next {
-                    probe += 1;
-                    let _ = tx.send_to(&frames::arp_request(mac, ip, target), None);
-                    next += Duration::from_millis(10);
-                }
-                let Ok(bytes) = rx.next() else { continue };
-                if let Ok(Frame::Arp(arp)) = frames::parse(bytes)
-                    && arp.op == frames::ArpOp::Reply
-                    && arp.sender_ip == target
-                    && arp.eth_dst == mac
-                {
-                    r.lock()
-                        .unwrap()
-                        .push((Instant::now(), probe, arp.sender_mac));
-                }
-            }
-        });
-        Self {
-            replies,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn replies(&self) -> Vec<(Instant, u64, Mac)> {
-        self.replies.lock().unwrap().clone()
-    }
-
-    /// Waits until some node answered a probe (the watch sees the announcer before a fault is injected).
-    pub fn wait_first_reply(&self) {
-        wait::until_blocking("the watch to see the announcer", WAIT, || {
-            self.replies()
-                .first()
-                .map(|_| ())
-                .ok_or_else(|| "no reply yet".to_owned())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// Waits for a reply from a MAC other than `old`; returns when it arrived and the MAC.
-    pub fn wait_other_than(&self, old: Mac, timeout: Duration) -> (Instant, Mac) {
-        wait::until_blocking("a reply from another node", timeout, || {
-            self.replies()
-                .into_iter()
-                .find(|(_, _, m)| *m != old)
-                .map(|(at, _, m)| (at, m))
-                .ok_or_else(|| "only the old node answers (or nobody)".to_owned())
-        })
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Asserts that no two MACs ever answered at once: each probe got answers from one MAC, and the
-    /// answering MAC changed at most `max_changes` times (two nodes answering alternately would show as
-    /// many changes).
-    pub fn assert_never_two_answering(&self, max_changes: usize) {
-        let by_probe = self.by_probe();
-        for (probe, macs) in &by_probe {
-            let mut distinct = macs.clone();
-            distinct.sort_unstable();
-            distinct.dedup();
-            assert_eq!(
-                distinct.len(),
-                1,
-                "probe {probe} answered by {distinct:02x?}"
-            );
-        }
-        let mut sequence: Vec<Mac> = by_probe.values().map(|m| m[0]).collect();
-        sequence.dedup();
-        assert!(
-            sequence.len() <= max_changes + 1,
-            "the answering node changed {} times: {sequence:02x?}",
-            sequence.len() - 1
-        );
-    }
-
-    /// Without asserting: how many probes more than one MAC answered, and how many times the answering
-    /// MAC changed from one answered probe to the next (two nodes answering alternately show as many).
-    pub fn two_answering(&self) -> (usize, usize) {
-        let by_probe = self.by_probe();
-        let doubled = by_probe
-            .values()
-            .filter(|macs| macs.iter().any(|m| *m != macs[0]))
-            .count();
-        let mut sequence: Vec<Mac> = by_probe.values().map(|m| m[0]).collect();
-        sequence.dedup();
-        (doubled, sequence.len().saturating_sub(1))
-    }
-
-    /// The MACs that answered each probe, by probe number.
-    fn by_probe(&self) -> BTreeMap<u64, Vec<Mac>> {
-        let mut by_probe: BTreeMap<u64, Vec<Mac>> = BTreeMap::new();
-        for (_, probe, mac) in self.replies() {
-            by_probe.entry(probe).or_default().push(mac);
-        }
-        by_probe
-    }
-}
-
-impl Drop for ArpWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The last reply from `old` and the first reply from anyone else.
-pub fn gap(replies: &[(Instant, u64, Mac)], old: Mac) -> (Option<Instant>, Option<Instant>) {
-    let last_old = replies
-        .iter()
-        .filter(|(_, _, m)| *m == old)
-        .map(|(at, _, _)| *at)
-        .max();
-    let first_new = replies
-        .iter()
-        .filter(|(_, _, m)| *m != old)
-        .map(|(at, _, _)| *at)
-        .min();
-    (last_old, first_new)
 }
 
 fn spawn_speaker(
