@@ -85,13 +85,18 @@ struct Syncer {
 struct Asked {
     requests: Vec<Request>,
     rejections: Vec<Rejection>,
+    /// Objects that ask for names but have no address yet, with the field they wait on.
+    waiting: Vec<(ObjectId, &'static str)>,
     refs: HashMap<ObjectId, ObjectReference>,
 }
 
 impl Asked {
     fn add(&mut self, found: source::Wanted, object: ObjectId, reference: ObjectReference) {
-        if found.request.is_none() && found.rejections.is_empty() {
+        if found.request.is_none() && found.rejections.is_empty() && found.waiting.is_none() {
             return;
+        }
+        if let Some(field) = found.waiting {
+            self.waiting.push((object.clone(), field));
         }
         self.refs.insert(object, reference);
         self.requests.extend(found.request);
@@ -185,6 +190,7 @@ impl Syncer {
         self.metrics
             .rejected
             .set(refused.get(&RejectionKind::Invalid).copied().unwrap_or(0));
+        self.metrics.waiting.set(asked.waiting.len() as i64);
         self.metrics.conflicts.set(plan.conflicts.len() as i64);
         self.metrics
             .deferred_deletes
@@ -198,8 +204,9 @@ impl Syncer {
         })
     }
 
-    /// Kubernetes Events on the objects whose outcome changed: `Published`, and the Warnings `Rejected`,
-    /// `Conflict` and `LimitExceeded`, one Event per reason.
+    /// Kubernetes Events on the objects whose outcome changed: `Published` and `WaitingForAddress` (Normal:
+    /// a new LoadBalancer Service has no address until the controller assigns one), and the Warnings
+    /// `Rejected`, `Conflict` and `LimitExceeded`, one Event per reason.
     async fn report(&mut self, published: &[Endpoint], asked: &Asked, conflicts: &[Conflict]) {
         let mut outcomes: HashMap<(&ObjectId, &'static str), (EventType, Vec<String>)> =
             HashMap::new();
@@ -209,6 +216,14 @@ impl Syncer {
                 .or_insert((EventType::Normal, Vec::new()))
                 .1
                 .push(format!("{} -> {}", endpoint.name, endpoint.target));
+        }
+        for (object, field) in &asked.waiting {
+            tracing::debug!(%object, field, "names wait for an address");
+            outcomes
+                .entry((object, "WaitingForAddress"))
+                .or_insert((EventType::Normal, Vec::new()))
+                .1
+                .push(format!("{field}: no address to publish yet"));
         }
         for rejection in &asked.rejections {
             tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason, kind = rejection.kind.label(), "name refused");

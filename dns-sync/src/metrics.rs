@@ -21,6 +21,8 @@ pub struct Metrics {
     pub rejected: Gauge,
     /// Names refused in the last sync, by rule (`reason` label).
     pub refused: Family<Vec<(&'static str, &'static str)>, Gauge>,
+    /// Objects asking for names that have no address yet (not a refusal).
+    pub waiting: Gauge,
     /// Wanted records blocked by another owner's key.
     pub conflicts: Gauge,
     /// Deletions held back while the view of the cluster was not fresh.
@@ -44,6 +46,7 @@ impl Metrics {
             errors: Counter::default(),
             rejected: Gauge::default(),
             refused: Family::default(),
+            waiting: Gauge::default(),
             conflicts: Gauge::default(),
             deferred_deletes: Gauge::default(),
             // 1 ms .. ~16 s.
@@ -73,6 +76,11 @@ impl Metrics {
             "refusals",
             "Names refused in the last sync, by reason: invalid, reserved, not_allowed, conflict, limit",
             metrics.refused.clone(),
+        );
+        r.register(
+            "waiting_objects",
+            "Objects asking for names that have no address to publish yet",
+            metrics.waiting.clone(),
         );
         r.register(
             "conflicts",

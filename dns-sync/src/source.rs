@@ -258,6 +258,9 @@ pub struct Wanted {
     pub request: Option<Request>,
     /// Inputs that were skipped.
     pub rejections: Vec<Rejection>,
+    /// The object asks for names but has no address yet (its status is still empty, as a new LoadBalancer
+    /// Service's is until the controller assigns one): the field it waits on. Normal, nothing to fix.
+    pub waiting: Option<&'static str>,
 }
 
 /// The records a Service asks for: only type LoadBalancer with a hostname annotation.
@@ -392,6 +395,10 @@ fn collect(
             targets: Vec::new(),
             keep_published: true,
         });
+        return wanted;
+    }
+    if targets.is_empty() {
+        wanted.waiting = Some(target_field);
         return wanted;
     }
     let targets = valid_targets(&object, targets, target_field, &mut wanted.rejections);

@@ -192,12 +192,30 @@ fn ingresses_publish_their_rule_hosts_at_their_status_addresses_including_wildca
 }
 
 #[test]
-fn an_ingress_without_status_is_rejected_and_classes_filter() {
+fn an_ingress_without_status_waits_without_a_rejection_and_classes_filter() {
+    // No address yet is the normal state of a new object: it waits, nobody has anything to fix.
     let pending = from_ingress(&ingress(&["nginx.test.org"], None, &[]), &filters());
     assert!(pending.request.is_none());
-    assert_eq!(pending.rejections[0].field, "status.loadBalancer.ingress");
+    assert!(pending.rejections.is_empty(), "{:?}", pending.rejections);
+    assert_eq!(pending.waiting, Some("status.loadBalancer.ingress"));
+
+    // An address that is there but unusable is a rejection, with the field.
+    let broken = from_ingress(
+        &ingress(&["nginx.test.org"], None, &["not-an-ip!"]),
+        &filters(),
+    );
+    assert!(broken.request.is_none());
+    assert_eq!(broken.waiting, None);
+    assert!(
+        broken
+            .rejections
+            .iter()
+            .all(|r| r.field == "status.loadBalancer.ingress" && r.kind == RejectionKind::Invalid),
+        "{:?}",
+        broken.rejections
+    );
     assert_eq!(
-        pending.rejections[0].object.to_string(),
+        broken.rejections[0].object.to_string(),
         "ingress/default/nginx"
     );
 

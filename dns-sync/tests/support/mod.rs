@@ -205,6 +205,30 @@ pub async fn events_in(
         .collect()
 }
 
+/// The (type, reason, message) of every Event about object `name` in `namespace`.
+pub async fn events_with_type(
+    cluster: &KubeCluster,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(cluster.client(), namespace);
+    let selector = format!("involvedObject.name={name}");
+    api.list(&ListParams::default().fields(&selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| {
+            let message = e.message.unwrap_or_default();
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                message,
+            )
+        })
+        .collect()
+}
+
 /// The (reason, message) of every Event about object `name` in `default`.
 pub async fn events_for(cluster: &KubeCluster, name: &str) -> Vec<(String, String)> {
     events_in(cluster, "default", name).await
