@@ -188,18 +188,24 @@ pub async fn wait_hosts(etcd: &Etcd, name: &str, owner: &str, hosts: &[&str]) ->
     start.elapsed()
 }
 
-/// The (reason, message) of every Event about object `name` in `namespace`.
-pub async fn events_in(
-    cluster: &KubeCluster,
-    namespace: &str,
-    name: &str,
-) -> Vec<(String, String)> {
+/// Every Event about object `name` in `namespace`.
+async fn list_events(cluster: &KubeCluster, namespace: &str, name: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(cluster.client(), namespace);
     let selector = format!("involvedObject.name={name}");
     api.list(&ListParams::default().fields(&selector))
         .await
         .unwrap()
         .items
+}
+
+/// The (reason, message) of every Event about object `name` in `namespace`.
+pub async fn events_in(
+    cluster: &KubeCluster,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String)> {
+    list_events(cluster, namespace, name)
+        .await
         .into_iter()
         .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
         .collect()
@@ -211,12 +217,8 @@ pub async fn events_with_type(
     namespace: &str,
     name: &str,
 ) -> Vec<(String, String, String)> {
-    let api: Api<Event> = Api::namespaced(cluster.client(), namespace);
-    let selector = format!("involvedObject.name={name}");
-    api.list(&ListParams::default().fields(&selector))
+    list_events(cluster, namespace, name)
         .await
-        .unwrap()
-        .items
         .into_iter()
         .map(|e| {
             let message = e.message.unwrap_or_default();
