@@ -67,7 +67,8 @@ pub struct Config {
     #[arg(long, env = "MAX_TARGETS_PER_NAME", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_targets_per_name: u32,
 
-    /// `sync` creates, updates and deletes; `upsert-only` never deletes.
+    /// `sync` creates, updates and deletes; `upsert-only` never deletes; `create-only` never rewrites nor
+    /// deletes a record once written (external-dns's policies).
     #[arg(long, env = "POLICY", value_enum, default_value = "sync")]
     pub policy: Policy,
 

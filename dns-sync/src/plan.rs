@@ -15,7 +15,7 @@
 //!   not want are left alone. An empty adopt id means keys without an owner (external-dns up to v0.20
 //!   writes none).
 //! - Deletions happen only under `--policy sync`, and only when the caller says its view is complete and
-//!   fresh.
+//!   fresh. Under `--policy create-only` nothing already in etcd is rewritten either (adoption included).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -30,6 +30,21 @@ pub enum Policy {
     Sync,
     /// Create and update, never delete.
     UpsertOnly,
+    /// Create only: a record once written is never rewritten (TTL, owner, attribution) nor deleted, as
+    /// external-dns's `--policy=create-only`.
+    CreateOnly,
+}
+
+impl Policy {
+    /// Whether records already there may be rewritten.
+    pub fn updates(self) -> bool {
+        !matches!(self, Self::CreateOnly)
+    }
+
+    /// Whether records no longer wanted may be deleted.
+    pub fn deletes(self) -> bool {
+        matches!(self, Self::Sync)
+    }
 }
 
 /// A key under the prefix as read from etcd.
@@ -168,8 +183,12 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
         });
         if let Some(found) = matched {
             kept.insert(found.key.as_str());
+            if !ours(found) && !rules.policy.updates() {
+                // Adoption is a rewrite: under create-only the record stays its owner's, serving the pair.
+                continue;
+            }
             result.managed += 1;
-            if found.record != record {
+            if found.record != record && rules.policy.updates() {
                 result.changes.push(Change::Update {
                     key: found.key.clone(),
                     mod_revision: found.mod_revision,
@@ -186,6 +205,11 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
                 key,
                 owner: occupant.record.owner.clone(),
             }),
+            Some(occupant) if !rules.policy.updates() => {
+                // Ours, holding another pair (a suffix collision); create-only does not rewrite it.
+                kept.insert(occupant.key.as_str());
+                result.managed += 1;
+            }
             Some(occupant) => {
                 // Ours, but holding another pair (a suffix collision): take it over for this pair.
                 kept.insert(occupant.key.as_str());
@@ -206,7 +230,7 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
         .iter()
         .filter(|e| ours(e) && !kept.contains(e.key.as_str()))
     {
-        if rules.policy == Policy::UpsertOnly {
+        if !rules.policy.deletes() {
             continue;
         }
         if !rules.allow_deletes {

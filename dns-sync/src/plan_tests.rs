@@ -235,6 +235,55 @@ fn upsert_only_and_a_stale_view_never_delete() {
 }
 
 #[test]
+fn create_only_creates_but_never_rewrites_adopts_or_deletes() {
+    let layout = KeyLayout::default();
+    let mut create_only = rules(&layout);
+    create_only.policy = Policy::CreateOnly;
+    create_only.adopt = Some("external-dns");
+    // Ours, for a pair still wanted, but written with another TTL and for another object: left as it is.
+    let kept = existing(&our_key("web.test.org", "10.0.0.1"), "10.0.0.1", OWNER, 3);
+    // Adoptable, for a wanted pair: not rewritten to our owner.
+    let foreign = existing(
+        &our_key("shop.test.org", "10.0.0.2"),
+        "10.0.0.2",
+        "external-dns",
+        4,
+    );
+    // Ours, no longer wanted: not deleted.
+    let stale = existing(&our_key("gone.test.org", "10.0.0.8"), "10.0.0.8", OWNER, 6);
+    let mut web = endpoint("web.test.org", "10.0.0.1", "web");
+    web.ttl = Some(30);
+    let wanted = [
+        web,
+        endpoint("shop.test.org", "10.0.0.2", "shop"),
+        endpoint("new.test.org", "10.0.0.3", "new"),
+    ];
+    let planned = plan(&wanted, &[kept.clone(), foreign, stale], &create_only);
+    let keys: Vec<&str> = planned.changes.iter().map(Change::key).collect();
+    assert_eq!(
+        keys,
+        [our_key("new.test.org", "10.0.0.3").as_str()],
+        "{planned:?}"
+    );
+    assert!(matches!(planned.changes[0], Change::Create { .. }));
+
+    // The same under sync rewrites the TTL, adopts and deletes.
+    let mut sync = create_only;
+    sync.policy = Policy::Sync;
+    let stale = existing(&our_key("gone.test.org", "10.0.0.8"), "10.0.0.8", OWNER, 6);
+    let foreign = existing(
+        &our_key("shop.test.org", "10.0.0.2"),
+        "10.0.0.2",
+        "external-dns",
+        4,
+    );
+    assert_eq!(
+        plan(&wanted, &[kept, foreign, stale], &sync).changes.len(),
+        4
+    );
+}
+
+#[test]
 fn wildcard_names_get_a_star_label_key() {
     let layout = KeyLayout::default();
     let plan = plan(
