@@ -80,6 +80,15 @@ pub struct Config {
     #[arg(long, env = "INGRESS_CLASS")]
     pub ingress_class: Option<String>,
 
+    /// Only objects in this namespace (external-dns's `--namespace`). Default: every namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// Only objects whose labels match this selector, in kubectl's `-l` syntax (`app=web,env in
+    /// (prod,staging),!legacy`), as external-dns's `--label-filter`. The apiserver applies it to the watches.
+    #[arg(long, env = "LABEL_FILTER")]
+    pub label_filter: Option<String>,
+
     /// Only objects carrying this annotation value, as KEY=VALUE (repeatable).
     #[arg(long = "annotation-filter", value_delimiter = ',')]
     pub annotation_filters: Vec<String>,
@@ -190,6 +199,51 @@ pub enum ConfigError {
     /// Adopting our own records makes no sense.
     #[error("--adopt-owner must differ from --owner-id")]
     AdoptSelf,
+    /// The namespace is not a namespace name.
+    #[error(
+        "--namespace {0:?}: a namespace is a DNS label (lower-case letters, digits, '-'; up to 63)"
+    )]
+    Namespace(String),
+    /// The label selector does not parse.
+    #[error("--label-filter {value:?}: {reason}")]
+    LabelFilter {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Which objects dns-sync watches: one namespace or all, and a label selector the apiserver applies.
+#[derive(Debug, Clone, Default)]
+pub struct WatchScope {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only objects whose labels match.
+    pub labels: Option<kube::core::Selector>,
+}
+
+impl WatchScope {
+    /// The API of `K` over the scope's namespaces.
+    pub fn api<K>(&self, client: kube::Client) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(namespace) => kube::Api::namespaced(client, namespace),
+            None => kube::Api::all(client),
+        }
+    }
+
+    /// The watch configuration with the label selector.
+    pub fn watch_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default();
+        match &self.labels {
+            Some(labels) => config.labels_from(labels),
+            None => config,
+        }
+    }
 }
 
 /// Validated settings.
@@ -213,6 +267,8 @@ pub struct Settings {
     pub services: bool,
     /// Watch Ingresses.
     pub ingresses: bool,
+    /// Which objects the watches see.
+    pub scope: WatchScope,
     /// The rest of the flags, as given.
     pub config: Config,
 }
@@ -255,7 +311,38 @@ impl Config {
             },
             services: both || self.sources.contains(&SourceKind::Service),
             ingresses: both || self.sources.contains(&SourceKind::Ingress),
+            scope: self.watch_scope()?,
             config: self.clone(),
+        })
+    }
+
+    /// `--namespace` and `--label-filter`, checked.
+    fn watch_scope(&self) -> Result<WatchScope, ConfigError> {
+        if let Some(namespace) = &self.namespace {
+            let ok = !namespace.is_empty()
+                && namespace.len() <= 63
+                && namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !namespace.starts_with('-')
+                && !namespace.ends_with('-');
+            if !ok {
+                return Err(ConfigError::Namespace(namespace.clone()));
+            }
+        }
+        let labels = self
+            .label_filter
+            .as_ref()
+            .map(|text| {
+                crate::label_filter::parse(text).map_err(|reason| ConfigError::LabelFilter {
+                    value: text.clone(),
+                    reason,
+                })
+            })
+            .transpose()?;
+        Ok(WatchScope {
+            namespace: self.namespace.clone(),
+            labels,
         })
     }
 

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
-use kube::runtime::watcher;
-use kube::{Api, Resource};
 use ops::CancellationToken;
 use ops::endpoint::Health;
 use ops::kube::{Watched, watch_kind};
@@ -341,16 +340,16 @@ pub async fn run(
     let (trigger, triggers) = mpsc::unbounded_channel::<Instant>();
     let services = settings.services.then(|| {
         watch_kind(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
+            settings.scope.api::<Service>(client.clone()),
+            settings.scope.watch_config(),
             ops::kube::send_time(trigger.clone()),
             shutdown.clone(),
         )
     });
     let ingresses = settings.ingresses.then(|| {
         watch_kind(
-            Api::<Ingress>::all(client.clone()),
-            watcher::Config::default(),
+            settings.scope.api::<Ingress>(client.clone()),
+            settings.scope.watch_config(),
             ops::kube::send_time(trigger.clone()),
             shutdown.clone(),
         )

@@ -20,6 +20,8 @@ pub struct DnsSyncFlags {
     kubeconfig: String,
     etcd: EtcdAccess,
     annotation_filters: Vec<String>,
+    namespace: Option<String>,
+    label_filter: Option<String>,
     adopt_owner: Option<String>,
     namespace_domains: Vec<String>,
     leader_elect: bool,
@@ -48,6 +50,8 @@ impl Launcher<DnsSyncFlags> {
                 kubeconfig: path_value(kubeconfig),
                 etcd: EtcdAccess::of(etcd),
                 annotation_filters: Vec::new(),
+                namespace: None,
+                label_filter: None,
                 adopt_owner: None,
                 namespace_domains: Vec::new(),
                 leader_elect: false,
@@ -76,6 +80,18 @@ impl Launcher<DnsSyncFlags> {
     /// `--annotation-filter KEY=VALUE` (one more).
     pub fn annotation_filter(mut self, key_value: &str) -> Self {
         self.daemon.annotation_filters.push(key_value.to_owned());
+        self
+    }
+
+    /// `--namespace NAMESPACE`: only objects in that namespace.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.daemon.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// `--label-filter SELECTOR`: only objects whose labels match (kubectl's `-l` syntax).
+    pub fn label_filter(mut self, selector: &str) -> Self {
+        self.daemon.label_filter = Some(selector.to_owned());
         self
     }
 
@@ -141,6 +157,8 @@ impl Flags for DnsSyncFlags {
         args.extend(["--kubeconfig".to_owned(), self.kubeconfig.clone()]);
         self.etcd.write(args);
         push_each(args, "--annotation-filter", &self.annotation_filters);
+        push_opt(args, "--namespace", self.namespace.as_ref());
+        push_opt(args, "--label-filter", self.label_filter.as_ref());
         if let Some(owner) = &self.adopt_owner {
             args.push(format!("--adopt-owner={owner}"));
         }
