@@ -89,6 +89,16 @@ pub struct Config {
     #[arg(long, env = "LABEL_FILTER")]
     pub label_filter: Option<String>,
 
+    /// Names for objects without a hostname annotation (Services) or host rules (Ingresses), as
+    /// external-dns's `--fqdn-template`: comma-separated, with `{{.Name}}`, `{{.Namespace}}` and
+    /// `{{.Labels.KEY}}` (`{{.Name}}.{{.Namespace}}.example.org`).
+    #[arg(long, env = "FQDN_TEMPLATE")]
+    pub fqdn_template: Option<String>,
+
+    /// With `--fqdn-template`, publish the templates' names for every object, beside its own.
+    #[arg(long, env = "COMBINE_FQDN_ANNOTATION")]
+    pub combine_fqdn_annotation: bool,
+
     /// Only objects carrying this annotation value, as KEY=VALUE (repeatable).
     #[arg(long = "annotation-filter", value_delimiter = ',')]
     pub annotation_filters: Vec<String>,
@@ -199,6 +209,14 @@ pub enum ConfigError {
     /// Adopting our own records makes no sense.
     #[error("--adopt-owner must differ from --owner-id")]
     AdoptSelf,
+    /// A template cannot be rendered as external-dns would.
+    #[error("--fqdn-template {value:?}: {reason}")]
+    FqdnTemplate {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// The namespace is not a namespace name.
     #[error(
         "--namespace {0:?}: a namespace is a DNS label (lower-case letters, digits, '-'; up to 63)"
@@ -297,6 +315,8 @@ impl Config {
                 domains,
                 ingress_class: self.ingress_class.clone(),
                 annotations,
+                fqdn_templates: self.fqdn_templates()?,
+                combine_fqdn_annotation: self.combine_fqdn_annotation,
                 limits: Limits {
                     names_per_object: self.max_names_per_object as usize,
                     targets_per_object: self.max_targets_per_object as usize,
@@ -313,6 +333,16 @@ impl Config {
             ingresses: both || self.sources.contains(&SourceKind::Ingress),
             scope: self.watch_scope()?,
             config: self.clone(),
+        })
+    }
+
+    fn fqdn_templates(&self) -> Result<Vec<crate::fqdn_template::FqdnTemplate>, ConfigError> {
+        let Some(text) = &self.fqdn_template else {
+            return Ok(Vec::new());
+        };
+        crate::fqdn_template::parse(text).map_err(|reason| ConfigError::FqdnTemplate {
+            value: text.clone(),
+            reason,
         })
     }
 

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod controller;
 pub mod etcd_auth;
+pub mod fqdn_template;
 pub mod label_filter;
 pub mod metrics;
 pub mod plan;

@@ -15,6 +15,8 @@ use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::fqdn_template::FqdnTemplate;
+
 /// Hostname annotations, in order of precedence (external-dns reads both).
 pub const HOSTNAME_ANNOTATIONS: [&str; 2] = [
     "external-dns.alpha.kubernetes.io/hostname",
@@ -169,6 +171,9 @@ impl Default for Limits {
     }
 }
 
+/// The field named in Events about a name made by `--fqdn-template`.
+pub const FQDN_TEMPLATE_FIELD: &str = "--fqdn-template";
+
 /// Which objects and names are in scope.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
@@ -178,11 +183,24 @@ pub struct Filters {
     pub ingress_class: Option<String>,
     /// Only objects with these annotation values.
     pub annotations: Vec<(String, String)>,
+    /// Names for objects that carry none (`--fqdn-template`).
+    pub fqdn_templates: Vec<FqdnTemplate>,
+    /// The templates' names in addition to the object's own (`--combine-fqdn-annotation`).
+    pub combine_fqdn_annotation: bool,
     /// Per-object limits.
     pub limits: Limits,
 }
 
 impl Filters {
+    /// The `--fqdn-template` names of the object of `meta`: for objects without names of their own, or for
+    /// every object with `--combine-fqdn-annotation`.
+    fn templated(&self, meta: &ObjectMeta, has_names: bool) -> Vec<String> {
+        if has_names && !self.combine_fqdn_annotation {
+            return Vec::new();
+        }
+        self.fqdn_templates.iter().map(|t| t.render(meta)).collect()
+    }
+
     fn in_domain(&self, name: &str) -> bool {
         self.domains.is_empty()
             || self.domains.iter().any(|domain| {
@@ -274,11 +292,11 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
     if !is_load_balancer || !filters.annotations_match(meta.annotations.as_ref()) {
         return Wanted::default();
     }
-    let Some((hostname_key, hostnames)) =
-        annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS)
-    else {
+    let from_annotation = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS);
+    let templated = filters.templated(meta, from_annotation.is_some());
+    if from_annotation.is_none() && templated.is_empty() {
         return Wanted::default();
-    };
+    }
     let status: Vec<&str> = service
         .status
         .as_ref()
@@ -286,7 +304,14 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
         .and_then(|lb| lb.ingress.as_ref())
         .map(|ingress| ingress.iter().filter_map(service_target).collect())
         .unwrap_or_default();
-    let hostnames = split_list(hostnames).map(|h| (h, hostname_key)).collect();
+    let mut hostnames: Vec<(&str, &'static str)> = from_annotation
+        .map(|(key, names)| split_list(names).map(|h| (h, key)).collect())
+        .unwrap_or_default();
+    hostnames.extend(
+        templated
+            .iter()
+            .map(|name| (name.as_str(), FQDN_TEMPLATE_FIELD)),
+    );
     collect(
         ObjectId::of("service", meta),
         meta,
@@ -333,6 +358,12 @@ pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
     if let Some((key, extra)) = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS) {
         hostnames.extend(split_list(extra).map(|h| (h, key)));
     }
+    let templated = filters.templated(meta, !hostnames.is_empty());
+    hostnames.extend(
+        templated
+            .iter()
+            .map(|name| (name.as_str(), FQDN_TEMPLATE_FIELD)),
+    );
     if hostnames.is_empty() {
         return Wanted::default();
     }

@@ -341,3 +341,52 @@ fn requests_carry_the_creation_time_and_the_field_of_each_name() {
     );
     assert_eq!(ObjectId::parse("pod/x/y"), None);
 }
+
+#[test]
+fn fqdn_templates_name_objects_without_names_and_combine_on_request() {
+    let templated = Filters {
+        fqdn_templates: crate::fqdn_template::parse("{{.Name}}.{{.Namespace}}.test.org").unwrap(),
+        ..filters()
+    };
+    // No hostname annotation: the template's name.
+    let bare = service(&[], &["10.10.39.200"], "LoadBalancer");
+    assert_eq!(
+        names(&from_service(&bare, &templated)),
+        ["web.shop.test.org 10.10.39.200 None"]
+    );
+    // Its own name wins, unless combined.
+    let named = service(
+        &[("external-dns.alpha.kubernetes.io/hostname", "own.test.org")],
+        &["10.10.39.200"],
+        "LoadBalancer",
+    );
+    assert_eq!(
+        names(&from_service(&named, &templated)),
+        ["own.test.org 10.10.39.200 None"]
+    );
+    let combined = Filters {
+        combine_fqdn_annotation: true,
+        ..templated.clone()
+    };
+    assert_eq!(
+        names(&from_service(&named, &combined)),
+        [
+            "own.test.org 10.10.39.200 None",
+            "web.shop.test.org 10.10.39.200 None"
+        ]
+    );
+    // An Ingress without host rules gets the template's name too.
+    let ingress = ingress(&[], None, &["10.10.39.201"]);
+    assert_eq!(
+        names(&from_ingress(&ingress, &templated)),
+        ["nginx.default.test.org 10.10.39.201 None"]
+    );
+    // A rendered name outside the domain filter is refused naming the flag.
+    let elsewhere = Filters {
+        fqdn_templates: crate::fqdn_template::parse("{{.Name}}.example.com").unwrap(),
+        ..filters()
+    };
+    let refused = from_service(&bare, &elsewhere);
+    assert!(refused.request.is_none());
+    assert_eq!(refused.rejections[0].field, "--fqdn-template");
+}

@@ -1,6 +1,7 @@
-//! Which objects dns-sync reads, against the real kube-apiserver and etcd: `--namespace` and `--label-filter`
-//! (external-dns's flags of those names) keep everything else out, and a selector that does not parse stops
-//! the daemon at start, naming the flag.
+//! Which objects dns-sync reads and which names it makes, against the real kube-apiserver and etcd:
+//! `--namespace` and `--label-filter` keep everything else out, `--fqdn-template` names objects that carry
+//! no name (external-dns's flags of those names), and a value that does not parse stops the daemon at start,
+//! naming the flag.
 
 // Helpers of this test file panic like assertions do: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -97,26 +98,61 @@ async fn only_objects_of_the_namespace_matching_the_label_filter_are_published()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_label_filter_that_does_not_parse_exits_64_naming_the_flag() {
+async fn a_service_without_a_hostname_is_published_under_the_fqdn_template() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
-    for (selector, words) in [("env in (prod", "unbalanced"), ("app=we b", "label value")] {
-        let launcher = DnsSync::new(
+    create_namespaces(&cluster, &["shop"]).await;
+    let mut sync = start_sync_with(&cluster, &etcd, |s| {
+        s.fqdn_template("{{.Name}}.{{.Namespace}}.test.org")
+    });
+    sync.wait_ready(Duration::from_secs(20)).unwrap();
+    create(
+        &cluster,
+        &service_in("shop", "web", &[]),
+        Some("10.10.39.205"),
+    )
+    .await;
+    wait_hosts(&etcd, "web.shop.test.org", OWNER, &["10.10.39.205"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_and_templates_that_do_not_parse_exit_64_naming_the_flag() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    type With = fn(DnsSync) -> DnsSync;
+    let cases: [(&str, With, &str); 3] = [
+        (
+            "--label-filter",
+            |s| s.label_filter("env in (prod"),
+            "unbalanced",
+        ),
+        (
+            "--label-filter",
+            |s| s.label_filter("app=we b"),
+            "label value",
+        ),
+        (
+            "--fqdn-template",
+            |s| s.fqdn_template("{{.Spec.ClusterIP}}.test.org"),
+            "not supported",
+        ),
+    ];
+    for (flag, with, words) in cases {
+        let launcher = with(DnsSync::new(
             env!("CARGO_BIN_EXE_dns-sync"),
             OWNER,
             cluster.kubeconfig(),
             &etcd,
-        )
-        .label_filter(selector);
+        ));
         let output = std::process::Command::new(launcher.binary())
             .args(launcher.args())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{selector}: {stderr}");
+        assert_eq!(output.status.code(), Some(64), "{flag}: {stderr}");
         assert!(
-            stderr.contains("--label-filter") && stderr.contains(words),
-            "{selector}: {stderr}"
+            stderr.contains(flag) && stderr.contains(words),
+            "{flag}: {stderr}"
         );
     }
 }

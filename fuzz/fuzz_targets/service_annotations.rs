@@ -222,6 +222,10 @@ fuzz_target!(|input: Input| {
         domains: input.domains.iter().map(Text::text).collect(),
         ingress_class: opt(&input.ingress_class),
         annotations: Vec::new(),
+        // Names rendered from the fuzzed name, namespace and labels go through the same checks as given ones.
+        fqdn_templates: dns_sync::fqdn_template::parse("{{.Name}}.{{.Namespace}}.{{.Labels.team}}.example.org")
+            .unwrap_or_default(),
+        combine_fqdn_annotation: input.name.len() % 2 == 0,
         // Small, so the fuzzer reaches them: an object over a limit asks for nothing new.
         limits: source::Limits {
             names_per_object: 8,
@@ -282,7 +286,7 @@ fuzz_target!(|input: Input| {
     };
     let _ = filter.handles(&service);
     if let Ok(request) = request::read(&service) {
-        assert_eq!(request.key, format!("{}/{}", input.namespace, input.name));
+        assert_eq!(request.key.as_str(), format!("{}/{}", input.namespace, input.name));
         assert!(request.requested.len() <= 2);
         if let [a, b] = request.requested.as_slice() {
             assert_ne!(

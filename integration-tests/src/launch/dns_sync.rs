@@ -22,6 +22,7 @@ pub struct DnsSyncFlags {
     annotation_filters: Vec<String>,
     namespace: Option<String>,
     label_filter: Option<String>,
+    fqdn_template: Option<String>,
     adopt_owner: Option<String>,
     namespace_domains: Vec<String>,
     leader_elect: bool,
@@ -52,6 +53,7 @@ impl Launcher<DnsSyncFlags> {
                 annotation_filters: Vec::new(),
                 namespace: None,
                 label_filter: None,
+                fqdn_template: None,
                 adopt_owner: None,
                 namespace_domains: Vec::new(),
                 leader_elect: false,
@@ -92,6 +94,12 @@ impl Launcher<DnsSyncFlags> {
     /// `--label-filter SELECTOR`: only objects whose labels match (kubectl's `-l` syntax).
     pub fn label_filter(mut self, selector: &str) -> Self {
         self.daemon.label_filter = Some(selector.to_owned());
+        self
+    }
+
+    /// `--fqdn-template TEMPLATES`: names for objects that carry none.
+    pub fn fqdn_template(mut self, templates: &str) -> Self {
+        self.daemon.fqdn_template = Some(templates.to_owned());
         self
     }
 
@@ -159,6 +167,7 @@ impl Flags for DnsSyncFlags {
         push_each(args, "--annotation-filter", &self.annotation_filters);
         push_opt(args, "--namespace", self.namespace.as_ref());
         push_opt(args, "--label-filter", self.label_filter.as_ref());
+        push_opt(args, "--fqdn-template", self.fqdn_template.as_ref());
         if let Some(owner) = &self.adopt_owner {
             args.push(format!("--adopt-owner={owner}"));
         }
