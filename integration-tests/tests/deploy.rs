@@ -839,15 +839,18 @@ const DNS_SYNC_NEEDS: &[Permission] = &[
         "groundwork-dns-sync",
     ),
     ("create", "coordination.k8s.io", "leases", "", NAMESPACE, ""),
-    (
-        "patch",
-        "coordination.k8s.io",
-        "leases",
-        "",
-        NAMESPACE,
-        "groundwork-dns-sync",
-    ),
+    DNS_SYNC_RENEWS_ITS_LEASE,
 ];
+
+/// dns-sync's leader election renewing its Lease.
+const DNS_SYNC_RENEWS_ITS_LEASE: Permission = (
+    "patch",
+    "coordination.k8s.io",
+    "leases",
+    "",
+    NAMESPACE,
+    "groundwork-dns-sync",
+);
 
 const DNS_SYNC_MUST_NOT: &[Permission] = &[
     ("patch", "", "services", "", "demo", "nginx-ingress"),
@@ -976,6 +979,34 @@ async fn rbac_grants_each_daemon_its_contract_and_nothing_more() {
             "the speaker may {permission:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn with_a_namespace_dns_sync_is_granted_that_namespace_only() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let client = cluster.client();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let demo = serde_json::from_value(serde_json::json!({"metadata": {"name": "demo"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &demo)
+        .await
+        .unwrap();
+    install_rbac(&client, &["--set", "dnsSync.namespace=demo"]).await;
+    let needs: &[Permission] = &[
+        ("list", "", "services", "", "demo", ""),
+        ("watch", "", "services", "", "demo", ""),
+        ("list", "networking.k8s.io", "ingresses", "", "demo", ""),
+        ("watch", "networking.k8s.io", "ingresses", "", "demo", ""),
+        ("create", "events.k8s.io", "events", "", "demo", ""),
+        DNS_SYNC_RENEWS_ITS_LEASE,
+    ];
+    let must_not: &[Permission] = &[
+        ("list", "", "services", "", "", ""),
+        ("watch", "", "services", "", "other", ""),
+        ("list", "networking.k8s.io", "ingresses", "", "", ""),
+        ("create", "events.k8s.io", "events", "", "other", ""),
+    ];
+    assert_contract(&client, "groundwork-dns-sync", needs, must_not).await;
 }
 
 /// Applies the chart's RBAC objects (and their namespaces) for real.
