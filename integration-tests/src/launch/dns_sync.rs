@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    EtcdAccess, Flags, Launcher, path_value, push_duration, push_each, push_opt, push_switch,
+    Election, Elects, EtcdAccess, Flags, Launcher, path_value, push_duration, push_each, push_opt,
+    push_switch,
 };
 use crate::certs::TlsFiles;
 use crate::etcd::Etcd;
@@ -25,10 +26,7 @@ pub struct DnsSyncFlags {
     fqdn_template: Option<String>,
     adopt_owner: Option<String>,
     namespace_domains: Vec<String>,
-    leader_elect: bool,
-    lease_name: Option<String>,
-    lease_namespace: Option<String>,
-    pod_name: Option<String>,
+    election: Election,
     interval: Option<Duration>,
     once: bool,
     dry_run: bool,
@@ -56,10 +54,7 @@ impl Launcher<DnsSyncFlags> {
                 fqdn_template: None,
                 adopt_owner: None,
                 namespace_domains: Vec::new(),
-                leader_elect: false,
-                lease_name: None,
-                lease_namespace: None,
-                pod_name: None,
+                election: Election::default(),
                 interval: None,
                 once: false,
                 dry_run: false,
@@ -115,30 +110,6 @@ impl Launcher<DnsSyncFlags> {
         self
     }
 
-    /// `--leader-elect`: one replica leads through a Lease, the others stand by.
-    pub fn leader_elect(mut self) -> Self {
-        self.daemon.leader_elect = true;
-        self
-    }
-
-    /// `--lease-name NAME`: the Lease of the leader election.
-    pub fn lease_name(mut self, name: &str) -> Self {
-        self.daemon.lease_name = Some(name.to_owned());
-        self
-    }
-
-    /// `--lease-namespace NAMESPACE`: the Lease's namespace.
-    pub fn lease_namespace(mut self, namespace: &str) -> Self {
-        self.daemon.lease_namespace = Some(namespace.to_owned());
-        self
-    }
-
-    /// `--pod-name NAME`: this replica's identity in the Lease and in Events.
-    pub fn pod_name(mut self, name: &str) -> Self {
-        self.daemon.pod_name = Some(name.to_owned());
-        self
-    }
-
     /// `--interval`: the full reconcile period.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.daemon.interval = Some(interval);
@@ -172,12 +143,15 @@ impl Flags for DnsSyncFlags {
             args.push(format!("--adopt-owner={owner}"));
         }
         push_each(args, "--namespace-domains", &self.namespace_domains);
-        push_switch(args, "--leader-elect", self.leader_elect);
-        push_opt(args, "--lease-name", self.lease_name.as_ref());
-        push_opt(args, "--lease-namespace", self.lease_namespace.as_ref());
-        push_opt(args, "--pod-name", self.pod_name.as_ref());
+        self.election.write(args);
         push_duration(args, "--interval", self.interval);
         push_switch(args, "--once", self.once);
         push_switch(args, "--dry-run", self.dry_run);
+    }
+}
+
+impl Elects for DnsSyncFlags {
+    fn election(&mut self) -> &mut Election {
+        &mut self.election
     }
 }

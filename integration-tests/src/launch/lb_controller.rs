@@ -4,7 +4,7 @@ use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Flags, Launcher, path_value, push_duration, push_opt, push_switch};
+use super::{Election, Elects, Flags, Launcher, path_value, push_duration, push_opt, push_switch};
 use crate::certs::TlsFiles;
 use crate::speaker_identity::SpeakerAccount;
 
@@ -19,10 +19,7 @@ pub struct LbControllerFlags {
     grpc: Option<String>,
     tls: Option<TlsFiles>,
     speaker_account: Option<String>,
-    leader_elect: bool,
-    lease_name: Option<String>,
-    lease_namespace: Option<String>,
-    pod_name: Option<String>,
+    election: Election,
     leader_service: Option<(String, String)>,
     leader_lease: Option<Duration>,
     speaker_lease: Option<Duration>,
@@ -40,10 +37,7 @@ impl Launcher<LbControllerFlags> {
                 grpc: None,
                 tls: None,
                 speaker_account: None,
-                leader_elect: false,
-                lease_name: None,
-                lease_namespace: None,
-                pod_name: None,
+                election: Election::default(),
                 leader_service: None,
                 leader_lease: None,
                 speaker_lease: None,
@@ -73,30 +67,6 @@ impl Launcher<LbControllerFlags> {
     /// `--speaker-service-account NAMESPACE/NAME`, written out.
     pub fn speaker_account_named(mut self, namespace_name: &str) -> Self {
         self.daemon.speaker_account = Some(namespace_name.to_owned());
-        self
-    }
-
-    /// `--leader-elect`: one replica leads through a Lease, the others stand by.
-    pub fn leader_elect(mut self) -> Self {
-        self.daemon.leader_elect = true;
-        self
-    }
-
-    /// `--lease-name NAME`: the Lease of the leader election.
-    pub fn lease_name(mut self, name: &str) -> Self {
-        self.daemon.lease_name = Some(name.to_owned());
-        self
-    }
-
-    /// `--lease-namespace NAMESPACE`: the Lease's namespace.
-    pub fn lease_namespace(mut self, namespace: &str) -> Self {
-        self.daemon.lease_namespace = Some(namespace.to_owned());
-        self
-    }
-
-    /// `--pod-name NAME`: this replica's identity in the Lease and in Events.
-    pub fn pod_name(mut self, name: &str) -> Self {
-        self.daemon.pod_name = Some(name.to_owned());
         self
     }
 
@@ -150,10 +120,7 @@ impl Flags for LbControllerFlags {
             "--speaker-service-account",
             self.speaker_account.as_ref(),
         );
-        push_switch(args, "--leader-elect", self.leader_elect);
-        push_opt(args, "--lease-name", self.lease_name.as_ref());
-        push_opt(args, "--lease-namespace", self.lease_namespace.as_ref());
-        push_opt(args, "--pod-name", self.pod_name.as_ref());
+        self.election.write(args);
         if let Some((service, pod_ip)) = &self.leader_service {
             args.extend(["--leader-service", service, "--pod-ip", pod_ip].map(str::to_owned));
         }
@@ -161,6 +128,12 @@ impl Flags for LbControllerFlags {
         push_duration(args, "--speaker-lease", self.speaker_lease);
         push_duration(args, "--controller-loss-hold", self.loss_hold);
         push_opt(args, "--metallb-configmap", self.metallb_configmap.as_ref());
+    }
+}
+
+impl Elects for LbControllerFlags {
+    fn election(&mut self) -> &mut Election {
+        &mut self.election
     }
 }
 

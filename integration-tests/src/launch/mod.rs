@@ -226,3 +226,53 @@ mod tests {
         assert_eq!(duration(Duration::ZERO), "0ms");
     }
 }
+
+/// The leader-election flags lb-controller and dns-sync share.
+#[derive(Debug, Clone, Default)]
+pub struct Election {
+    elect: bool,
+    lease_name: Option<String>,
+    lease_namespace: Option<String>,
+    pod_name: Option<String>,
+}
+
+impl Election {
+    fn write(&self, args: &mut Vec<String>) {
+        push_switch(args, "--leader-elect", self.elect);
+        push_opt(args, "--lease-name", self.lease_name.as_ref());
+        push_opt(args, "--lease-namespace", self.lease_namespace.as_ref());
+        push_opt(args, "--pod-name", self.pod_name.as_ref());
+    }
+}
+
+/// A daemon that elects its leader through a Lease.
+pub trait Elects: Flags {
+    /// Its election flags.
+    fn election(&mut self) -> &mut Election;
+}
+
+impl<D: Elects> Launcher<D> {
+    /// `--leader-elect`: one replica leads through a Lease, the others stand by.
+    pub fn leader_elect(mut self) -> Self {
+        self.daemon.election().elect = true;
+        self
+    }
+
+    /// `--lease-name NAME`: the Lease of the leader election.
+    pub fn lease_name(mut self, name: &str) -> Self {
+        self.daemon.election().lease_name = Some(name.to_owned());
+        self
+    }
+
+    /// `--lease-namespace NAMESPACE`: the Lease's namespace.
+    pub fn lease_namespace(mut self, namespace: &str) -> Self {
+        self.daemon.election().lease_namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// `--pod-name NAME`: this replica's identity in the Lease and in Events.
+    pub fn pod_name(mut self, name: &str) -> Self {
+        self.daemon.election().pod_name = Some(name.to_owned());
+        self
+    }
+}
