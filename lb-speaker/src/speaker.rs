@@ -379,6 +379,13 @@ impl Speaker {
             Some(ControllerBody::Snapshot(set)) => self.holdings.apply_set(&set),
             Some(ControllerBody::Delta(delta)) => self.holdings.apply_delta(&delta),
             Some(ControllerBody::Renewal(renewal)) => self.holdings.apply_renewal(&renewal),
+            Some(ControllerBody::Bgp(config)) => {
+                tracing::warn!(
+                    generation = config.generation,
+                    "BGP configuration received but this speaker has no BGP mode yet"
+                );
+                return handled(false, false, &self.holdings);
+            }
             None => {
                 tracing::warn!("empty message from the controller ignored");
                 return handled(false, false, &self.holdings);
@@ -696,6 +703,7 @@ impl Speaker {
                 })
                 .collect(),
             problems: self.problems.clone(),
+            bgp_sessions: vec![],
         }
     }
 

@@ -36,6 +36,7 @@ pub fn report(
             announcing: announcing.into_iter().collect(),
             conflicts: vec![],
             problems: vec![],
+            bgp_sessions: vec![],
         }),
     )
 }
