@@ -10,6 +10,7 @@
 
 pub mod allocator;
 pub mod announcer;
+pub mod bgp;
 pub mod config;
 mod controller;
 pub mod leader_service;

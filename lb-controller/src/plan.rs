@@ -262,6 +262,38 @@ impl Planner {
         &self.allocator
     }
 
+    /// What BGP mode needs of the last pass: the nodes that may announce (with their labels), and every
+    /// held address with its pool, its holders and, when some holder has `externalTrafficPolicy: Local`,
+    /// the nodes with a ready endpoint of every such holder.
+    pub fn bgp_view(
+        &self,
+    ) -> (
+        &[(String, BTreeMap<String, String>)],
+        Vec<crate::bgp::plan::Held<'_>>,
+    ) {
+        let held = self
+            .allocator
+            .holdings()
+            .map(|(address, holders)| {
+                let services: Vec<&ServiceKey> = holders.collect();
+                let mut local: Option<BTreeSet<String>> = None;
+                for ready in services.iter().filter_map(|s| self.local.get(*s)) {
+                    local = Some(match local {
+                        None => ready.clone(),
+                        Some(so_far) => so_far.intersection(ready).cloned().collect(),
+                    });
+                }
+                crate::bgp::plan::Held {
+                    address,
+                    pool: self.allocator.pool_of(address).map(|p| p.name.as_str()),
+                    services,
+                    local,
+                }
+            })
+            .collect();
+        (&self.world.nodes, held)
+    }
+
     /// Runs one pass over `scope`.
     pub fn pass(&mut self, inputs: &Inputs<'_>, scope: Scope<'_>) -> Outcome {
         let mut outcome = Outcome::default();

@@ -153,16 +153,35 @@ fn register_build_info(registry: &mut prometheus_client::registry::Registry, nam
     registry.register("build_info", "Build of the running daemon", info);
 }
 
-/// Parses durations written as `500ms`, `10s`, `2m` or `1h`, the way Kubernetes users write them.
+/// Parses durations written as `500ms`, `10s`, `2m` or `1h`, the way Kubernetes users write them, and
+/// sums of them as Go prints them (`1m30s`, `1h0m0s`: MetalLB's CRDs hold `metav1.Duration`s).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    loop {
+        let (part, after) = duration_part(text, rest)?;
+        total = total.saturating_add(part);
+        if after.is_empty() {
+            return Ok(total);
+        }
+        rest = after;
+    }
+}
+
+/// The first `<number><unit>` of `rest` (a tail of `text`, which errors name), and what follows it.
+fn duration_part<'a>(text: &str, rest: &'a str) -> Result<(Duration, &'a str), String> {
+    let split = rest
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m or h)"))?;
-    let (number, unit) = text.split_at(split);
+    let (number, tail) = rest.split_at(split);
     let value: u64 = number
         .parse()
         .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    let unit_len = tail
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(tail.len());
+    let (unit, after) = tail.split_at(unit_len);
     let millis = match unit {
         "ms" => value,
         "s" => value.saturating_mul(1_000),
@@ -174,7 +193,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_millis(millis))
+    Ok((Duration::from_millis(millis), after))
 }
 
 /// Parses a listen address `IP:PORT`, also with an IPv6 address written without brackets
@@ -241,6 +260,15 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn durations_as_go_prints_them_are_summed() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h0m0s"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("1m30").is_err());
+        assert!(parse_duration("1m-3s").is_err());
     }
 
     #[test]

@@ -113,6 +113,8 @@ struct Session {
     renewed_at: Option<Instant>,
     conflicts: BTreeSet<(IpAddr, String, Vec<u8>)>,
     problems: BTreeSet<(Option<IpAddr>, String, String)>,
+    /// The BGP configuration last sent in this session, and its generation (step 9).
+    bgp_sent: Option<(u64, pb::BgpConfig)>,
 }
 
 impl Session {
@@ -135,6 +137,7 @@ impl Session {
             renewed_at: None,
             conflicts: BTreeSet::new(),
             problems: BTreeSet::new(),
+            bgp_sent: None,
         }
     }
 
@@ -194,6 +197,11 @@ pub(crate) struct Fence {
     /// every few milliseconds with a thousand speakers renewing; without this, every tick while some
     /// address waits for its fence would redo the O(cluster) work, starving the heartbeats it waits for.
     assignments_stale: bool,
+    /// Each node's BGP configuration (step 9); nodes absent get an empty one.
+    bgp: BTreeMap<String, pb::BgpConfig>,
+    /// Whether some session may lack its BGP configuration: it changed, or sets went out (a session's
+    /// first set is what a BGP configuration follows).
+    bgp_stale: bool,
     /// [`Fence::earliest_timer`] as of the last step. Between steps only plain heartbeats are taken in,
     /// and they can only push silence later, so this stays a safe (early) answer until the next step.
     wake_at: Option<Instant>,
@@ -223,6 +231,8 @@ impl Fence {
             pending_since: BTreeMap::new(),
             views_changed: true,
             assignments_stale: true,
+            bgp: BTreeMap::new(),
+            bgp_stale: false,
             wake_at: None,
             resumed_at: None,
         }
@@ -606,6 +616,56 @@ impl Fence {
         out
     }
 
+    /// Replaces every node's BGP configuration (nodes absent get an empty one); each session gets its
+    /// node's after its first set, and again whenever it changes. Not fenced (step 9).
+    pub(crate) fn set_bgp(
+        &mut self,
+        desired: BTreeMap<String, pb::BgpConfig>,
+        now: Instant,
+    ) -> Vec<Output> {
+        self.bgp = desired;
+        self.bgp_stale = true;
+        let mut out = Vec::new();
+        self.step(now, &mut out);
+        out
+    }
+
+    /// Sends each session whose node's BGP configuration differs from what it was last sent the new one,
+    /// once its first set went out (so a speaker's first message is always a set, as in step 2).
+    fn send_bgp(&mut self, out: &mut Vec<Output>) {
+        if !std::mem::take(&mut self.bgp_stale) {
+            return;
+        }
+        let empty = pb::BgpConfig::default();
+        for (name, node) in &mut self.nodes {
+            let Some(session) = node.session.as_mut() else {
+                continue;
+            };
+            if session.renewed_at.is_none() || session.leaving {
+                continue;
+            }
+            let wanted = self.bgp.get(name).unwrap_or(&empty);
+            if session
+                .bgp_sent
+                .as_ref()
+                .is_some_and(|(_, sent)| sent == wanted)
+            {
+                continue;
+            }
+            let generation = session.bgp_sent.as_ref().map_or(1, |(g, _)| g + 1);
+            out.push(Output::Send {
+                session: session.id,
+                message: pb::ControllerMessage {
+                    body: Some(pb::controller_message::Body::Bgp(pb::BgpConfig {
+                        generation,
+                        ..wanted.clone()
+                    })),
+                },
+            });
+            session.bgp_sent = Some((generation, wanted.clone()));
+        }
+    }
+
     /// [`Fence::receive`] of nothing: time passed.
     #[cfg(test)]
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Output> {
@@ -703,6 +763,7 @@ impl Fence {
         let before = out.len();
         self.expire(now, out);
         self.send_assignments(now, out);
+        self.send_bgp(out);
         // A session closed or gone silent changes who is available; a hand-over is only sent yet.
         if out[before..].iter().any(|o| {
             matches!(
@@ -775,6 +836,7 @@ impl Fence {
             self.pending_since.clear();
             return;
         }
+        self.bgp_stale = true;
         // Sending changes no view: what is announced follows acknowledgements, not what was sent.
         let mut holders = self.holders_of(&wanted);
         let mut pending = BTreeSet::new();

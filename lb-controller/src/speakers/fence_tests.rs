@@ -914,3 +914,65 @@ fn leases_echo_the_newest_speaker_stamp_and_a_late_stamp_never_goes_back() {
         .collect();
     assert_eq!(echoes, vec![stamp]);
 }
+
+/// The BGP configurations sent to `session` in `out`, as (generation, peer names).
+fn bgp_configs(out: &[Output], session: SessionId) -> Vec<(u64, Vec<String>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                session: s,
+                message:
+                    pb::ControllerMessage {
+                        body: Some(pb::controller_message::Body::Bgp(config)),
+                    },
+            } if *s == session => Some((
+                config.generation,
+                config.peers.iter().map(|p| p.name.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn bgp_for(node: &str, peer: &str) -> BTreeMap<String, pb::BgpConfig> {
+    let config = pb::BgpConfig {
+        peers: vec![pb::BgpPeer {
+            name: peer.to_owned(),
+            ..pb::BgpPeer::default()
+        }],
+        ..pb::BgpConfig::default()
+    };
+    BTreeMap::from([(node.to_owned(), config)])
+}
+
+#[test]
+fn bgp_configuration_follows_the_first_set_and_is_resent_only_when_it_changes() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let t = settled_with_x_on_a(&mut fence, Instant::now());
+    // Every session got an empty configuration after its first set (clearing what an earlier leader gave
+    // it); a session gets its node's new one at once, and a node left out keeps its empty one.
+    let out = fence.set_bgp(bgp_for("a", "router"), t);
+    assert_eq!(bgp_configs(&out, 1), vec![(2, vec!["router".to_owned()])]);
+    assert!(bgp_configs(&out, 2).is_empty());
+    // Unchanged: nothing is resent, by a new call or by later steps.
+    let out = fence.set_bgp(bgp_for("a", "router"), t);
+    assert!(bgp_configs(&out, 1).is_empty() && bgp_configs(&out, 2).is_empty());
+    let out = fence.message(1, &heartbeat(2), t + ms(10));
+    assert!(bgp_configs(&out, 1).is_empty());
+    // A change goes out with the next generation; BGP is not fenced, so no acknowledgement is awaited.
+    let out = fence.set_bgp(bgp_for("a", "other"), t + ms(20));
+    assert_eq!(bgp_configs(&out, 1), vec![(3, vec!["other".to_owned()])]);
+    // A new session of the node gets its set first, then the configuration again.
+    fence.disconnect(1, t + ms(30));
+    let out = fence.connect(3, &hello("a", 2), stamp(), t + ms(40));
+    let mut all = out.clone();
+    all.extend(fence.message(3, &report(2, &["10.0.0.1"]), t + ms(40)));
+    let position = |wanted: fn(&pb::controller_message::Body) -> bool| {
+        all.iter().position(|o| {
+            matches!(o, Output::Send { session: 3, message: pb::ControllerMessage { body: Some(b) } } if wanted(b))
+        })
+    };
+    let set = position(|b| matches!(b, pb::controller_message::Body::Snapshot(_)));
+    let bgp = position(|b| matches!(b, pb::controller_message::Body::Bgp(_)));
+    assert!(set.is_some() && bgp.is_some() && set < bgp, "{all:?}");
+}

@@ -506,6 +506,13 @@ impl SpeakerHub {
             .with_fence(|fence, now| fence.update_desired(changes, now));
     }
 
+    /// Replaces every node's BGP configuration (`announce.proto` step 9; nodes absent get an empty one).
+    /// Sent to each speaker after its first set and whenever its node's changes; not fenced.
+    pub fn set_bgp(&self, desired: BTreeMap<String, pb::BgpConfig>) {
+        self.inner
+            .with_fence(|fence, now| fence.set_bgp(desired, now));
+    }
+
     /// What each address is announced by right now: the node that acknowledged holding it.
     pub fn announced(&self) -> watch::Receiver<BTreeMap<IpAddr, String>> {
         self.inner.announced.subscribe()
