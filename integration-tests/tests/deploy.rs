@@ -377,17 +377,17 @@ fn check_or_write(path: &Path, expected: &str) {
 }
 
 #[test]
-fn chart_and_kustomize_crds_are_byte_identical_to_the_generated_crd() {
-    let generated =
-        std::fs::read_to_string(deploy_dir().join("crds/ippools.groundwork.dev.yaml")).unwrap();
-    check_or_write(
-        &chart_dir().join("crds/ippools.groundwork.dev.yaml"),
-        &generated,
-    );
-    check_or_write(
-        &deploy_dir().join("kustomize/crds/ippools.groundwork.dev.yaml"),
-        &generated,
-    );
+fn chart_and_kustomize_crds_are_byte_identical_to_the_generated_crds() {
+    for file in [
+        "ippools.groundwork.dev.yaml",
+        "bgppeers.groundwork.dev.yaml",
+        "bgpadvertisements.groundwork.dev.yaml",
+        "bfdprofiles.groundwork.dev.yaml",
+    ] {
+        let generated = std::fs::read_to_string(deploy_dir().join("crds").join(file)).unwrap();
+        check_or_write(&chart_dir().join("crds").join(file), &generated);
+        check_or_write(&deploy_dir().join("kustomize/crds").join(file), &generated);
+    }
 }
 
 /// The kustomize base of each component: the chart rendered for it alone, without Helm's labels and without
@@ -547,7 +547,12 @@ async fn apply_all(
 
 async fn install_crd(cluster: &KubeCluster) {
     cluster
-        .install_crd_files(&[chart_dir().join("crds/ippools.groundwork.dev.yaml")])
+        .install_crd_files(&[
+            chart_dir().join("crds/ippools.groundwork.dev.yaml"),
+            chart_dir().join("crds/bgppeers.groundwork.dev.yaml"),
+            chart_dir().join("crds/bgpadvertisements.groundwork.dev.yaml"),
+            chart_dir().join("crds/bfdprofiles.groundwork.dev.yaml"),
+        ])
         .await
         .unwrap();
 }

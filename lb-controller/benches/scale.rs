@@ -725,7 +725,15 @@ async fn main() {
     let mut table: Vec<(String, String)> = Vec::new();
 
     let cluster = KubeCluster::start().await.unwrap();
-    cluster.install_crds(&[IPPool::crd()]).await.unwrap();
+    cluster
+        .install_crds(
+            &lb_controller::crds()
+                .into_iter()
+                .map(|(_, crd)| crd)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
     let client = cluster.client();
     Api::<IPPool>::all(client.clone())
         .patch(

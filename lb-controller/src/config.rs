@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "METALLB_CONFIGMAP")]
     pub metallb_configmap: Option<String>,
 
+    /// BGP mode: watch the `BGPPeer`, `BGPAdvertisement` and `BFDProfile` resources (their CRDs must be
+    /// installed) and send each node's speaker its peers and routes. `--bgp=false` for layer 2 only.
+    #[arg(long, env = "BGP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub bgp: bool,
+
     /// How long a speaker's assignments stay valid without renewal; a silent node's addresses move after
     /// this (plus `--lease-grace`). Speakers heartbeat every fifth of it and count as silent after half:
     /// a node cut off moves after at most about 1.7 times this plus the grace.

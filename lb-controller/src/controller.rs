@@ -59,6 +59,8 @@ struct Watchers {
     slices: Watched<EndpointSlice>,
     namespaces: Watched<Namespace>,
     configmap: Option<Watched<ConfigMap>>,
+    /// The BGP kinds (none with `--bgp=false`).
+    bgp: Option<crate::bgp::source::Sources>,
 }
 
 impl Watchers {
@@ -125,6 +127,10 @@ impl Watchers {
                     shutdown.clone(),
                 )
             }),
+            bgp: settings
+                .config
+                .bgp
+                .then(|| crate::bgp::source::Sources::start(client, changes, shutdown)),
         }
     }
 
@@ -135,6 +141,10 @@ impl Watchers {
             && self.slices.is_fresh()
             && self.namespaces.is_fresh()
             && self.configmap.as_ref().is_none_or(Watched::is_fresh)
+            && self
+                .bgp
+                .as_ref()
+                .is_none_or(crate::bgp::source::Sources::listed)
     }
 }
 
@@ -162,7 +172,7 @@ fn on_service_change<K>(
 /// ConfigMap): a full pass, but only when what the pass reads of the object changed, as `read` sums it
 /// up. Our own pool status writes, and a kubelet's status updates that leave a Node Ready, change nothing
 /// a pass reads; a full pass for each would put ~100 ms at 10,000 Services in front of every new one.
-fn on_world_change<K: Resource<DynamicType = ()>, R: std::hash::Hash>(
+pub(crate) fn on_world_change<K: Resource<DynamicType = ()>, R: std::hash::Hash>(
     changes: &mpsc::UnboundedSender<(Change, Instant)>,
     read: impl Fn(&K) -> R + Send + 'static,
 ) -> impl Fn(Seen<'_, K>) + Send + 'static {
@@ -484,6 +494,12 @@ impl Loop {
             self.hub.set_desired(outcome.desired.clone());
         } else if !outcome.desired.is_empty() {
             self.hub.update_desired(outcome.desired.clone());
+        }
+        if let Some(bgp) = &self.watchers.bgp {
+            let pools = self.watchers.pools.store().state();
+            let (desired, problems) = bgp.desired(&state.planner, &pools);
+            self.hub.set_bgp(desired);
+            self.writer.tell_bgp(problems);
         }
         let handed = started.elapsed();
         if !state.hub_active {

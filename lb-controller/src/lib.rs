@@ -31,6 +31,24 @@ pub use speakers::SpeakerHub;
 
 use ops::Context;
 
+/// Every CRD the controller reads, with the file name it has under `deploy/crds/` (generated from the Rust
+/// types; a test fails when the files drift).
+pub fn crds() -> Vec<(
+    &'static str,
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+)> {
+    use kube::CustomResourceExt;
+    vec![
+        ("ippools.groundwork.dev.yaml", pool::IPPool::crd()),
+        ("bgppeers.groundwork.dev.yaml", bgp::BGPPeer::crd()),
+        (
+            "bgpadvertisements.groundwork.dev.yaml",
+            bgp::BGPAdvertisement::crd(),
+        ),
+        ("bfdprofiles.groundwork.dev.yaml", bgp::BFDProfile::crd()),
+    ]
+}
+
 /// Runs the controller until `context.shutdown` is cancelled.
 pub async fn run(
     settings: Settings,

@@ -50,6 +50,8 @@ pub(crate) struct Writer {
     told: HashMap<ServiceKey, Note>,
     /// Legacy ConfigMap problems last published.
     told_legacy: Vec<String>,
+    /// Problems with BGP objects last published, by object UID (or name) and message.
+    told_bgp: BTreeSet<(String, String)>,
 }
 
 /// The API writes one pass needs, ready to run on their own.
@@ -129,6 +131,7 @@ impl Writer {
             written_announcing: HashMap::new(),
             told: HashMap::new(),
             told_legacy: Vec::new(),
+            told_bgp: BTreeSet::new(),
         }
     }
 
@@ -372,6 +375,32 @@ impl Writer {
                     .collect(),
             );
         }
+    }
+
+    /// Problems with BGP objects, each as a Warning on the object once (again only after it was fixed and
+    /// came back).
+    pub(crate) fn tell_bgp(&mut self, problems: Vec<crate::bgp::source::Problem>) {
+        let key = |(object, _, message): &crate::bgp::source::Problem| {
+            (
+                object
+                    .uid
+                    .clone()
+                    .or_else(|| object.name.clone())
+                    .unwrap_or_default(),
+                message.clone(),
+            )
+        };
+        let now: BTreeSet<(String, String)> = problems.iter().map(key).collect();
+        let new: Vec<Notice> = problems
+            .into_iter()
+            .filter(|p| !self.told_bgp.contains(&key(p)))
+            .map(|(object, reason, message)| {
+                tracing::warn!(object = ?object.name, kind = ?object.kind, reason, "{message}");
+                (object, EventType::Warning, reason, message)
+            })
+            .collect();
+        self.told_bgp = now;
+        self.publish(new);
     }
 
     /// Events about what the speakers did, on the Services using the address.

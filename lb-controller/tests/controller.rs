@@ -30,7 +30,15 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A control plane with the IPPool CRD, three Ready nodes as in the seed (m1, n1, n2) and the seed pool.
 async fn seed_cluster() -> (KubeCluster, Client) {
     let cluster = KubeCluster::start().await.unwrap();
-    cluster.install_crds(&[IPPool::crd()]).await.unwrap();
+    cluster
+        .install_crds(
+            &lb_controller::crds()
+                .into_iter()
+                .map(|(_, crd)| crd)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
     let client = cluster.client();
     for node in ["m1", "n1", "n2"] {
         add_ready_node(&client, node).await;
@@ -542,7 +550,15 @@ async fn a_standby_takes_over_when_the_leader_dies_and_moves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
     let cluster = KubeCluster::start().await.unwrap();
-    cluster.install_crds(&[IPPool::crd()]).await.unwrap();
+    cluster
+        .install_crds(
+            &lb_controller::crds()
+                .into_iter()
+                .map(|(_, crd)| crd)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
     let client = cluster.client();
     add_ready_node(&client, "n1").await;
     create_namespace(&client, "metallb-system").await;

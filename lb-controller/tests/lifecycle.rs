@@ -9,7 +9,12 @@ use kube::CustomResourceExt;
 async fn serves_probes_and_metrics_then_stops_on_sigterm() {
     let cluster = KubeCluster::start().await.unwrap();
     cluster
-        .install_crds(&[lb_controller::pool::IPPool::crd()])
+        .install_crds(
+            &lb_controller::crds()
+                .into_iter()
+                .map(|(_, crd)| crd)
+                .collect::<Vec<_>>(),
+        )
         .await
         .unwrap();
     let port = integration_tests::process::free_port().unwrap();

@@ -32,14 +32,27 @@ fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T
     serde_json::from_value(value).map_err(|e| HarnessError::Setup(format!("seed object: {e}")))
 }
 
-/// Installs the IPPool CRD from `deploy/crds/` and creates Ready Node objects for `nodes`.
+/// Installs every CRD under `deploy/crds/` (IPPool and the BGP kinds) and creates Ready Node objects for
+/// `nodes`.
 pub async fn install_crd_and_nodes(cluster: &KubeCluster, nodes: &[&str]) -> Result<()> {
-    let path = crate::workspace_root().join("deploy/crds/ippools.groundwork.dev.yaml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(crate::io_err(format!("reading {}", path.display())))?;
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
-        .map_err(|e| HarnessError::Setup(format!("{}: {e}", path.display())))?;
-    cluster.install_crds(&[crd]).await?;
+    let dir = crate::workspace_root().join("deploy/crds");
+    let mut crds = Vec::new();
+    let entries =
+        std::fs::read_dir(&dir).map_err(crate::io_err(format!("reading {}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(crate::io_err(format!("reading {}", dir.display())))?
+            .path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(crate::io_err(format!("reading {}", path.display())))?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+            .map_err(|e| HarnessError::Setup(format!("{}: {e}", path.display())))?;
+        crds.push(crd);
+    }
+    cluster.install_crds(&crds).await?;
     let client = cluster.client();
     let api: Api<Node> = Api::all(client.clone());
     for name in nodes {

@@ -7,6 +7,7 @@
 //!
 //! Ours are cluster-scoped like `IPPool`; MetalLB's live in its namespace.
 
+use k8s_openapi::api::core::v1::SecretReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -72,7 +73,7 @@ pub struct BGPPeerSpec {
     pub password: Option<String>,
     /// The key from a Secret: not supported yet (reported); use `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_secret: Option<serde_json::Value>,
+    pub password_secret: Option<SecretReference>,
     /// Name of the `BFDProfile` for this peer's BFD session (no BFD when unset).
     #[serde(
         default,

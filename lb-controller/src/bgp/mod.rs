@@ -6,5 +6,6 @@
 pub mod check;
 pub mod crd;
 pub mod plan;
+pub mod source;
 
 pub use crd::{BFDProfile, BGPAdvertisement, BGPPeer};
