@@ -22,6 +22,7 @@
 //! Nothing here imitates a server: when a real program cannot start, the error says which one and why.
 
 pub mod bind;
+pub mod bird;
 pub mod certs;
 pub mod daemon;
 pub mod dig;

@@ -61,7 +61,12 @@ impl System {
     /// `controllers` replicas (with leader election when more than one; the first leads) and speakers
     /// configured with `hold` as their controller-loss hold.
     pub fn start_with(what: &str, controllers: usize, hold: Duration) -> Self {
-        let lab = LabNetwork::create(&LabSpec::seed()).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_on(what, &LabSpec::seed(), controllers, hold)
+    }
+
+    /// As [`System::start_with`], on the network `spec` (the seed's hosts and more, e.g. a router).
+    pub fn start_on(what: &str, spec: &LabSpec, controllers: usize, hold: Duration) -> Self {
+        let lab = LabNetwork::create(spec).unwrap_or_else(|e| panic!("{e}"));
         let scratch = Scratch::new(what).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let cluster = runtime.block_on(KubeCluster::start()).unwrap();
@@ -147,6 +152,21 @@ impl System {
             self.hold,
         );
         self.speakers.insert(node.to_owned(), process);
+    }
+
+    /// The scratch directory (logs, certificates, router configurations).
+    pub fn scratch(&self) -> &std::path::Path {
+        self._scratch.path()
+    }
+
+    /// The API client.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Runs `future` on the system's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
     }
 
     pub fn host(&self, name: &str) -> &Host {
