@@ -848,7 +848,14 @@ impl Planner {
                 ),
             });
         }
-        let address = lowest(&|a| matches!(self.placed.get(a), Some(None)))?;
+        // A pool advertised by BGP only has no layer-2 announcer by design: nothing to warn about.
+        let address = lowest(&|a| {
+            matches!(self.placed.get(a), Some(None))
+                && self
+                    .allocator
+                    .pool_of(*a)
+                    .is_none_or(|p| p.layer2 != crate::pool::Layer2::Off)
+        })?;
         let pool = self.allocator.pool_of(address);
         Some(Note {
             reason: Reason::NoAnnouncer,

@@ -814,3 +814,44 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_pool_without_layer_2_gets_addresses_but_no_arp_announcer_and_no_warning() {
+    let mut world = World::seed();
+    world.pools.clear();
+    let spec = crate::pool::IPPoolSpec {
+        addresses: vec!["10.10.39.200-10.10.39.220".to_owned()],
+        auto_assign: true,
+        avoid_buggy_ips: false,
+        service_allocation: None,
+        announce: None,
+    };
+    let bgp_only = PoolDef::from_spec("bgp-only", &spec)
+        .unwrap()
+        .with_layer2(crate::pool::Layer2::Off);
+    let mut planner = Planner::new(filter());
+    let outcome = planner.pass(
+        &Inputs {
+            services: &world.services,
+            pools: &world.pools,
+            legacy_pools: &[bgp_only],
+            nodes: &world.nodes,
+            slices: &[],
+            namespaces: &[],
+            speakers: &world.speakers,
+            include_unconnected: false,
+            ever_connected: &BTreeSet::new(),
+            announced: &BTreeMap::new(),
+            announced_changed: true,
+        },
+        Scope::Everything,
+    );
+    assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
+    assert!(outcome.desired.values().all(Vec::is_empty), "{:?}", outcome.desired);
+    assert!(outcome.notes.get("ingress/nginx").is_none(), "{:?}", outcome.notes);
+    // BGP still sees the address, its pool and every node that may announce.
+    let (nodes, held) = planner.bgp_view();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].pool, Some("bgp-only"));
+}

@@ -114,6 +114,21 @@ pub struct PoolDef {
     pub allocation: ServiceAllocation,
     /// See [`IPPoolSpec::announce`].
     pub announce: AnnounceSpec,
+    /// Whether and from which nodes its addresses are answered by ARP/NDP.
+    pub layer2: Layer2,
+}
+
+/// How a pool's addresses are announced on layer 2.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer2 {
+    /// From nodes matching `announce.nodeSelector` (every IPPool, and the legacy ConfigMap's layer-2 pools).
+    Pool,
+    /// From nodes matching any of these (MetalLB's `L2Advertisement`s selecting the pool; empty: every
+    /// node).
+    Selected(Vec<LabelSelector>),
+    /// Not at all: the pool is advertised by BGP only (a MetalLB pool no `L2Advertisement` selects, a
+    /// legacy `protocol: bgp` pool).
+    Off,
 }
 
 /// A pool field that does not check out.
@@ -179,7 +194,15 @@ impl PoolDef {
             avoid_buggy_ips: spec.avoid_buggy_ips,
             allocation,
             announce,
+            layer2: Layer2::Pool,
         })
+    }
+
+    /// The same pool announced on layer 2 as `layer2` says.
+    #[must_use]
+    pub fn with_layer2(mut self, layer2: Layer2) -> Self {
+        self.layer2 = layer2;
+        self
     }
 
     /// Whether the pool holds `address` (buggy addresses included: a Service may hold one from before).
@@ -214,10 +237,17 @@ impl PoolDef {
 
     /// Whether a node with `labels` may announce this pool's addresses.
     pub fn announces_on(&self, node_labels: &BTreeMap<String, String>) -> bool {
-        self.announce
-            .node_selector
-            .as_ref()
-            .is_none_or(|s| selector_matches(s, node_labels))
+        match &self.layer2 {
+            Layer2::Pool => self
+                .announce
+                .node_selector
+                .as_ref()
+                .is_none_or(|s| selector_matches(s, node_labels)),
+            Layer2::Selected(selectors) => {
+                selectors.is_empty() || selectors.iter().any(|s| selector_matches(s, node_labels))
+            }
+            Layer2::Off => false,
+        }
     }
 }
 
