@@ -314,7 +314,24 @@ fn module_dir() -> Result<PathBuf> {
             "`go env GOMODCACHE` printed nothing".to_owned(),
         ));
     }
-    Ok(PathBuf::from(cache).join(format!("go.universe.tf/metallb@{}", version()?)))
+    let version = version()?;
+    let dir = PathBuf::from(cache).join(format!("go.universe.tf/metallb@{version}"));
+    if !dir.is_dir() {
+        // Only the MetalLB benchmarks build MetalLB (scripts/build-peers metallb); the tests that read its
+        // CRDs need the module alone, fetched here through the Go module proxy like any other peer's.
+        let module = format!("go.universe.tf/metallb@{version}");
+        let out = std::process::Command::new("go")
+            .args(["mod", "download", &module])
+            .output()
+            .map_err(io_err(format!("running `go mod download {module}`")))?;
+        if !out.status.success() {
+            return Err(HarnessError::Setup(format!(
+                "go mod download {module}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    Ok(dir)
 }
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T> {

@@ -36,7 +36,7 @@ use integration_tests::process::free_port;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use lb_controller::pool::IPPool;
 use proto::announce::v1 as pb;
 use proto::announce::v1::announcer_client::AnnouncerClient;

@@ -65,6 +65,12 @@ pub struct Config {
     #[arg(long, env = "METALLB_CONFIGMAP")]
     pub metallb_configmap: Option<String>,
 
+    /// Also read MetalLB's own resources (`IPAddressPool`, `L2Advertisement`, `BGPPeer`, `BGPAdvertisement`,
+    /// `BFDProfile`, `Community`, as of MetalLB v0.16) from this namespace, e.g. `metallb-system`; their
+    /// CRDs must be installed. Our resources of the same names win.
+    #[arg(long, env = "METALLB_NAMESPACE")]
+    pub metallb_namespace: Option<String>,
+
     /// BGP mode: watch the `BGPPeer`, `BGPAdvertisement` and `BFDProfile` resources (their CRDs must be
     /// installed) and send each node's speaker its peers and routes. `--bgp=false` for layer 2 only.
     #[arg(long, env = "BGP", default_value_t = true, action = clap::ArgAction::Set)]

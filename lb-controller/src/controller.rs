@@ -61,6 +61,8 @@ struct Watchers {
     configmap: Option<Watched<ConfigMap>>,
     /// The BGP kinds (none with `--bgp=false`).
     bgp: Option<crate::bgp::source::Sources>,
+    /// MetalLB's kinds in its namespace (with `--metallb-namespace`).
+    metallb: Option<crate::metallb::Sources>,
 }
 
 impl Watchers {
@@ -131,6 +133,13 @@ impl Watchers {
                 .config
                 .bgp
                 .then(|| crate::bgp::source::Sources::start(client, changes, shutdown)),
+            metallb: settings
+                .config
+                .metallb_namespace
+                .as_deref()
+                .map(|namespace| {
+                    crate::metallb::Sources::start(client, namespace, changes, shutdown)
+                }),
         }
     }
 
@@ -495,12 +504,7 @@ impl Loop {
         } else if !outcome.desired.is_empty() {
             self.hub.update_desired(outcome.desired.clone());
         }
-        if let Some(bgp) = &self.watchers.bgp {
-            let pools = self.watchers.pools.store().state();
-            let (desired, problems) = bgp.desired(&state.planner, &pools);
-            self.hub.set_bgp(desired);
-            self.writer.tell_bgp(problems);
-        }
+        push_bgp(state, &self.watchers, &self.hub, &mut self.writer);
         let handed = started.elapsed();
         if !state.hub_active {
             // Only now, with the assignments rebuilt: active before, the hub told every speaker that
@@ -538,6 +542,33 @@ impl Loop {
         ));
         tracing::debug!(?took, ?handed, total = ?started.elapsed(), since_change = ?pass.first_change.elapsed(),
             order = ?pass.order, writing = self.writing.is_some(), "pass");
+    }
+}
+
+/// Hands every speaker its node's BGP configuration as of the pass just made, and reports what is wrong
+/// with the BGP objects and MetalLB's.
+fn push_bgp(state: &Leading, watchers: &Watchers, hub: &SpeakerHub, writer: &mut Writer) {
+    let mut problems = Vec::new();
+    let mut objects = watchers
+        .bgp
+        .as_ref()
+        .map(crate::bgp::source::Sources::objects)
+        .unwrap_or_default();
+    let mut labels = crate::bgp::source::pool_labels(&watchers.pools.store().state());
+    if let Some(metallb) = &watchers.metallb {
+        let (_, metallb_labels, pool_problems) = metallb.pools();
+        problems.extend(pool_problems);
+        for (name, pool_labels) in metallb_labels {
+            labels.entry(name).or_insert(pool_labels);
+        }
+        objects.extend(metallb.bgp_objects(&mut problems));
+    }
+    if watchers.bgp.is_some() || watchers.metallb.is_some() {
+        let (desired, bgp_problems) =
+            crate::bgp::source::desired(&objects, &state.planner, &labels);
+        problems.extend(bgp_problems);
+        hub.set_bgp(desired);
+        writer.tell_bgp(problems);
     }
 }
 
@@ -641,6 +672,11 @@ fn full_pass(
         }
         None => Vec::new(),
     };
+    // MetalLB's IPAddressPools after the ConfigMap's; an IPPool of the same name wins over both.
+    let mut legacy_pools = legacy_pools;
+    if let Some(metallb) = &watchers.metallb {
+        legacy_pools.extend(metallb.pools().0);
+    }
     let speakers = hub.available().borrow().clone();
     state.ever_connected.extend(speakers.keys().cloned());
     // Copied: a full pass takes tens of milliseconds, too long to hold the hub up.

@@ -15,6 +15,7 @@ pub mod config;
 mod controller;
 pub mod leader_service;
 pub mod legacy;
+pub mod metallb;
 pub mod metrics;
 pub mod plan;
 pub mod pool;

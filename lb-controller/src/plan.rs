@@ -203,6 +203,9 @@ pub struct Planner {
 
 type ReadRequest = Result<Request, request::RequestError>;
 
+/// A node's name and labels.
+pub type NodeLabels = (String, BTreeMap<String, String>);
+
 /// What a full pass derives from pools, Nodes, Namespaces and speakers, for the passes after it.
 #[derive(Debug, Default)]
 struct World {
@@ -265,12 +268,7 @@ impl Planner {
     /// What BGP mode needs of the last pass: the nodes that may announce (with their labels), and every
     /// held address with its pool, its holders and, when some holder has `externalTrafficPolicy: Local`,
     /// the nodes with a ready endpoint of every such holder.
-    pub fn bgp_view(
-        &self,
-    ) -> (
-        &[(String, BTreeMap<String, String>)],
-        Vec<crate::bgp::plan::Held<'_>>,
-    ) {
+    pub fn bgp_view(&self) -> (&[NodeLabels], Vec<crate::bgp::plan::Held<'_>>) {
         let held = self
             .allocator
             .holdings()

@@ -847,8 +847,16 @@ fn a_pool_without_layer_2_gets_addresses_but_no_arp_announcer_and_no_warning() {
         Scope::Everything,
     );
     assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
-    assert!(outcome.desired.values().all(Vec::is_empty), "{:?}", outcome.desired);
-    assert!(outcome.notes.get("ingress/nginx").is_none(), "{:?}", outcome.notes);
+    assert!(
+        outcome.desired.values().all(Vec::is_empty),
+        "{:?}",
+        outcome.desired
+    );
+    assert!(
+        !outcome.notes.contains_key("ingress/nginx"),
+        "{:?}",
+        outcome.notes
+    );
     // BGP still sees the address, its pool and every node that may announce.
     let (nodes, held) = planner.bgp_view();
     assert_eq!(nodes.len(), 3);

@@ -18,7 +18,7 @@ use integration_tests::wait::until;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use lb_controller::pool::IPPool;
 use serde_json::json;
 
@@ -717,4 +717,211 @@ async fn a_speaker_with_one_nodes_identity_cannot_take_another_nodes_addresses()
         .await
         .unwrap();
     assert!(n1.ended().is_none());
+}
+
+/// Creates `yaml`'s objects (one document each, as a user would `kubectl apply` them) through the
+/// discovery-less dynamic API: group, version and plural come from the document.
+async fn apply_yaml(client: &Client, yaml: &str) {
+    use kube::api::{ApiResource, DynamicObject};
+    for document in yaml.split("\n---\n") {
+        let value: serde_json::Value = serde_yaml::from_str(document).unwrap();
+        let api_version = value["apiVersion"].as_str().unwrap();
+        let kind = value["kind"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap();
+        let resource = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: api_version.into(),
+            kind: kind.into(),
+            plural: format!("{}s", kind.to_lowercase()).replace("communitys", "communities"),
+        };
+        let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+        let api: Api<DynamicObject> = match value["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("creating {kind}: {e}"));
+    }
+}
+
+/// Waits until `speaker` holds a BGP configuration `check` accepts.
+async fn wait_bgp(
+    speaker: &FakeSpeaker,
+    what: &str,
+    check: impl Fn(&proto::announce::v1::BgpConfig) -> bool,
+) -> proto::announce::v1::BgpConfig {
+    until(what, WAIT, || async {
+        match speaker.bgp() {
+            Some(config) if check(&config) => Ok(config),
+            other => Err(format!("newest BGP configuration: {other:?}")),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bgp_objects_become_each_nodes_peers_and_routes_and_bad_fields_are_events() {
+    let (cluster, client) = seed_cluster().await;
+    let (_controller, grpc) = start_controller(&cluster);
+    let n1 = speaker(grpc, "n1").await;
+    apply_yaml(
+        &client,
+        "apiVersion: groundwork.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: tor}\n\
+         spec: {myASN: 64512, peerASN: 64512, peerAddress: 10.10.40.1, holdTime: 1m30s, bfdProfile: fast,\n\
+         enableGracefulRestart: true, password: s3cret}\n---\n\
+         apiVersion: groundwork.dev/v1alpha1\nkind: BFDProfile\nmetadata: {name: fast}\n\
+         spec: {receiveInterval: 100, transmitInterval: 100, echoMode: true}\n---\n\
+         apiVersion: groundwork.dev/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: seed}\n\
+         spec: {ipAddressPools: [seed], localPref: 50, communities: [\"65000:100\"]}\n---\n\
+         apiVersion: groundwork.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: broken}\n\
+         spec: {myASN: 64512, peerASN: 64500, peerAddress: router.example}",
+    )
+    .await;
+    create_service(&client, "default", "web", json!({})).await;
+    wait_status(&client, "default", "web", &["10.10.39.200"]).await;
+    let config = wait_bgp(&n1, "n1 told to advertise web's address", |c| {
+        !c.routes.is_empty()
+    })
+    .await;
+    assert_eq!(
+        config.peers.len(),
+        1,
+        "the broken peer is left out: {config:?}"
+    );
+    let peer = &config.peers[0];
+    assert_eq!(
+        (peer.name.as_str(), peer.address.as_str()),
+        ("tor", "10.10.40.1")
+    );
+    assert_eq!(
+        (peer.my_asn, peer.peer_asn, peer.hold_time_s),
+        (64512, 64512, 90)
+    );
+    assert_eq!(
+        (peer.graceful_restart_s, peer.password.as_str()),
+        (120, "s3cret")
+    );
+    let bfd = peer.bfd.as_ref().unwrap();
+    assert_eq!(
+        (
+            bfd.receive_interval_ms,
+            bfd.transmit_interval_ms,
+            bfd.detect_multiplier
+        ),
+        (100, 100, 3)
+    );
+    let route = &config.routes[0];
+    assert_eq!(route.prefix, "10.10.39.200/32");
+    assert_eq!(
+        (route.local_pref, route.communities.as_slice()),
+        (Some(50), &[(65000 << 16) | 100][..])
+    );
+    assert_eq!(route.services, ["default/web"]);
+
+    let note = wait_event(&client, "default", "broken", "InvalidConfiguration").await;
+    assert!(note.starts_with("spec.peerAddress"), "{note}");
+    let note = wait_event(&client, "default", "fast", "UnsupportedField").await;
+    assert!(note.starts_with("spec.echoMode"), "{note}");
+
+    // The Service goes: its route goes with it, the peer stays.
+    Api::<Service>::namespaced(client.clone(), "default")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let config = wait_bgp(&n1, "n1 told to withdraw", |c| c.routes.is_empty()).await;
+    assert_eq!(config.peers.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metallb_resources_are_read_in_place_unchanged() {
+    let (cluster, client) = seed_cluster().await;
+    cluster
+        .install_crds(&integration_tests::metallb::crds().unwrap())
+        .await
+        .unwrap();
+    create_namespace(&client, "metallb-system").await;
+    // A MetalLB v0.16 user's configuration as they wrote it: a BGP-only pool advertised with a community
+    // alias and a BFD profile, and a layer-2 pool for rack a.
+    apply_yaml(
+        &client,
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: public, namespace: metallb-system}\n\
+         spec: {addresses: [10.40.0.10-10.40.0.20]}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: office, namespace: metallb-system}\n\
+         spec: {addresses: [10.50.0.10-10.50.0.20], autoAssign: false}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: office, namespace: metallb-system}\n\
+         spec: {ipAddressPools: [office], nodeSelectors: [{matchLabels: {kubernetes.io/hostname: n2}}]}\n---\n\
+         apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: tor, namespace: metallb-system}\n\
+         spec: {myASN: 64512, peerASN: 64500, peerAddress: 10.10.40.1, holdTime: 9s, bfdProfile: fast}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast, namespace: metallb-system}\n\
+         spec: {receiveInterval: 150, transmitInterval: 200, detectMultiplier: 4}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: Community\nmetadata: {name: aliases, namespace: metallb-system}\n\
+         spec: {communities: [{name: no-advertise, value: \"65535:65282\"}]}\n---\n\
+         apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: public, namespace: metallb-system}\n\
+         spec: {ipAddressPools: [public], communities: [no-advertise], aggregationLength: 28,\n\
+         asPathPrepend: 2}",
+    )
+    .await;
+    // Our seed IPPool stays: new Services get its addresses unless they ask for MetalLB's pools.
+    Api::<IPPool>::all(client.clone())
+        .delete("seed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (_controller, grpc) =
+        start_controller_with(&cluster, |c| c.metallb_namespace("metallb-system"));
+    let (n1, n2) = (speaker(grpc, "n1").await, speaker(grpc, "n2").await);
+    create_service(&client, "default", "web", json!({})).await;
+    wait_status(&client, "default", "web", &["10.40.0.10"]).await;
+    create_service(
+        &client,
+        "default",
+        "desk",
+        json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "office"}}}),
+    )
+    .await;
+    wait_status(&client, "default", "desk", &["10.50.0.10"]).await;
+
+    let config = wait_bgp(&n1, "n1 told to advertise the public pool", |c| {
+        !c.routes.is_empty()
+    })
+    .await;
+    assert_eq!(config.peers[0].name, "tor");
+    let bfd = config.peers[0].bfd.as_ref().unwrap();
+    assert_eq!(
+        (
+            bfd.receive_interval_ms,
+            bfd.transmit_interval_ms,
+            bfd.detect_multiplier
+        ),
+        (150, 200, 4)
+    );
+    let prefixes: Vec<&str> = config.routes.iter().map(|r| r.prefix.as_str()).collect();
+    assert_eq!(
+        prefixes,
+        ["10.40.0.0/28"],
+        "only the advertised pool, aggregated"
+    );
+    assert_eq!(config.routes[0].communities, [0xFFFF_FF02]);
+    // Layer 2: the office pool from n2 only; the BGP-only pool from nobody, without a warning.
+    n2.wait_for("10.50.0.10").await;
+    assert!(n1.current().is_empty() && !n2.current().contains(&"10.40.0.10".parse().unwrap()));
+    let note = wait_event(&client, "metallb-system", "public", "UnsupportedField").await;
+    assert!(note.starts_with("spec.asPathPrepend"), "{note}");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let warnings: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| (e.reason, e.note))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a BGP-only address is no warning: {warnings:?}"
+    );
 }

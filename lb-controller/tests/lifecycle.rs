@@ -3,7 +3,6 @@
 
 use integration_tests::kube::KubeCluster;
 use integration_tests::launch::LbController;
-use kube::CustomResourceExt;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_probes_and_metrics_then_stops_on_sigterm() {

@@ -25,6 +25,7 @@ pub struct LbControllerFlags {
     speaker_lease: Option<Duration>,
     loss_hold: Option<Duration>,
     metallb_configmap: Option<String>,
+    metallb_namespace: Option<String>,
 }
 
 impl Launcher<LbControllerFlags> {
@@ -43,6 +44,7 @@ impl Launcher<LbControllerFlags> {
                 speaker_lease: None,
                 loss_hold: None,
                 metallb_configmap: None,
+                metallb_namespace: None,
             },
         )
     }
@@ -99,6 +101,12 @@ impl Launcher<LbControllerFlags> {
         self.daemon.metallb_configmap = Some(namespace_name.to_owned());
         self
     }
+
+    /// `--metallb-namespace NAMESPACE`: also read MetalLB's own resources from that namespace.
+    pub fn metallb_namespace(mut self, namespace: &str) -> Self {
+        self.daemon.metallb_namespace = Some(namespace.to_owned());
+        self
+    }
 }
 
 impl Flags for LbControllerFlags {
@@ -128,6 +136,7 @@ impl Flags for LbControllerFlags {
         push_duration(args, "--speaker-lease", self.speaker_lease);
         push_duration(args, "--controller-loss-hold", self.loss_hold);
         push_opt(args, "--metallb-configmap", self.metallb_configmap.as_ref());
+        push_opt(args, "--metallb-namespace", self.metallb_namespace.as_ref());
     }
 }
 

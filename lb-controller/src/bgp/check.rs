@@ -398,7 +398,8 @@ mod tests {
 
     #[test]
     fn peer_errors_name_the_field() {
-        let cases: [(fn(&mut BGPPeerSpec), &str); 7] = [
+        type Case = (fn(&mut BGPPeerSpec), &'static str);
+        let cases: [Case; 7] = [
             (
                 |s| s.peer_address = "router.example".to_owned(),
                 "spec.peerAddress",

@@ -60,13 +60,16 @@ struct Given<'a> {
     services: BTreeSet<&'a ServiceKey>,
 }
 
+/// Per node: its peers, and what each (prefix, peer name) is given.
+type PerNode<'w, 'a> =
+    BTreeMap<&'w str, (Vec<&'w PeerDef>, BTreeMap<(String, &'w str), Given<'a>>)>;
+
 /// Every node's BGP configuration; nodes without peers are absent.
 pub fn desired<'a>(
     world: &World<'_>,
     held: impl IntoIterator<Item = Held<'a>>,
 ) -> BTreeMap<String, pb::BgpConfig> {
-    // Per node: its peers, and what each (prefix, peer) is given.
-    let mut nodes: BTreeMap<&str, (Vec<&PeerDef>, BTreeMap<(String, &str), Given<'a>>)> = world
+    let mut nodes: PerNode<'_, 'a> = world
         .nodes
         .iter()
         .filter_map(|(name, labels)| {

@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::check;
-use super::crd::{BFDProfile, BGPAdvertisement, BGPPeer};
+use super::crd::{
+    BFDProfile, BFDProfileSpec, BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec,
+    CommunityAlias,
+};
 use super::plan::{self, World};
 use crate::controller::on_world_change;
 use crate::plan::Planner;
@@ -70,111 +73,199 @@ impl Sources {
         self.peers.is_fresh() && self.advertisements.is_fresh() && self.profiles.is_fresh()
     }
 
-    /// Every node's BGP configuration after the pass `planner` just made, and what is wrong with the
-    /// objects. Without any usable peer this costs nothing and every node's configuration is empty.
-    pub fn desired(
-        &self,
-        planner: &Planner,
-        pools: &[Arc<IPPool>],
-    ) -> (BTreeMap<String, pb::BgpConfig>, Vec<Problem>) {
-        let mut problems = Vec::new();
-        let mut report = |object: ObjectReference, reason, message: String| {
-            problems.push((object, reason, message));
-        };
-        let mut bfd_profiles = BTreeMap::new();
-        for profile in self.profiles.store().state() {
-            let name = profile.metadata.name.clone().unwrap_or_default();
-            match check::bfd_profile(&profile.spec) {
-                Ok(checked) => {
-                    for note in checked.ignored {
-                        report(profile.object_ref(&()), "UnsupportedField", note);
-                    }
-                    bfd_profiles.insert(name, checked.def);
-                }
-                Err(error) => report(
-                    profile.object_ref(&()),
-                    "InvalidConfiguration",
-                    error.to_string(),
-                ),
-            }
+    /// Our objects, as the planner's next step takes them.
+    pub fn objects(&self) -> Objects {
+        Objects {
+            peers: self
+                .peers
+                .store()
+                .state()
+                .iter()
+                .map(|o| Entry::new(o.object_ref(&()), &o.metadata.name, o.spec.clone()))
+                .collect(),
+            advertisements: self
+                .advertisements
+                .store()
+                .state()
+                .iter()
+                .map(|o| Entry::new(o.object_ref(&()), &o.metadata.name, o.spec.clone()))
+                .collect(),
+            profiles: self
+                .profiles
+                .store()
+                .state()
+                .iter()
+                .map(|o| Entry::new(o.object_ref(&()), &o.metadata.name, o.spec.clone()))
+                .collect(),
+            aliases: Vec::new(),
         }
-        let mut peers = Vec::new();
-        for peer in self.peers.store().state() {
-            let name = peer.metadata.name.clone().unwrap_or_default();
-            match check::peer(&name, &peer.spec) {
-                Ok(checked) => {
-                    for note in checked.ignored {
-                        report(peer.object_ref(&()), "UnsupportedField", note);
-                    }
-                    if let Some(profile) = checked.def.bfd_profile.as_ref()
-                        && !bfd_profiles.contains_key(profile)
-                    {
-                        report(
-                            peer.object_ref(&()),
-                            "InvalidConfiguration",
-                            format!(
-                                "spec.bfdProfile: no usable BFDProfile {profile:?}; peering without BFD"
-                            ),
-                        );
-                    }
-                    peers.push(checked.def);
-                }
-                Err(error) => report(
-                    peer.object_ref(&()),
-                    "InvalidConfiguration",
-                    error.to_string(),
-                ),
-            }
-        }
-        if peers.is_empty() {
-            return (BTreeMap::new(), problems);
-        }
-        let mut advertisements = Vec::new();
-        for advertisement in self.advertisements.store().state() {
-            let name = advertisement.metadata.name.clone().unwrap_or_default();
-            match check::advertisement(&name, &advertisement.spec, &[]) {
-                Ok(checked) => {
-                    for peer in checked
-                        .def
-                        .peers
-                        .iter()
-                        .filter(|p| !peers.iter().any(|d| d.name == **p))
-                    {
-                        report(
-                            advertisement.object_ref(&()),
-                            "InvalidConfiguration",
-                            format!("spec.peers: no usable BGPPeer {peer:?}"),
-                        );
-                    }
-                    advertisements.push(checked.def);
-                }
-                Err(error) => report(
-                    advertisement.object_ref(&()),
-                    "InvalidConfiguration",
-                    error.to_string(),
-                ),
-            }
-        }
-        let pool_labels: HashMap<String, BTreeMap<String, String>> = pools
-            .iter()
-            .map(|p| {
-                (
-                    p.metadata.name.clone().unwrap_or_default(),
-                    p.metadata.labels.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
-        let (nodes, held) = planner.bgp_view();
-        let desired = plan::desired(
-            &World {
-                peers: &peers,
-                bfd_profiles: &bfd_profiles,
-                advertisements: &advertisements,
-                nodes,
-                pool_labels: &pool_labels,
-            },
-            held,
-        );
-        (desired, problems)
     }
+}
+
+/// One object of a BGP kind, ours or MetalLB's.
+#[derive(Debug, Clone)]
+pub struct Entry<T> {
+    /// For Events.
+    pub object: ObjectReference,
+    /// Its name, as other objects refer to it.
+    pub name: String,
+    /// Its spec.
+    pub spec: T,
+}
+
+impl<T> Entry<T> {
+    /// An entry for the object `object` named `name`.
+    pub fn new(object: ObjectReference, name: &Option<String>, spec: T) -> Self {
+        Self {
+            object,
+            name: name.clone().unwrap_or_default(),
+            spec,
+        }
+    }
+}
+
+/// Every BGP object to take into account.
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    /// Peers.
+    pub peers: Vec<Entry<BGPPeerSpec>>,
+    /// Advertisements.
+    pub advertisements: Vec<Entry<BGPAdvertisementSpec>>,
+    /// BFD profiles.
+    pub profiles: Vec<Entry<BFDProfileSpec>>,
+    /// MetalLB's community aliases.
+    pub aliases: Vec<CommunityAlias>,
+}
+
+impl Objects {
+    /// Adds `other`'s objects after ours (a name both use is reported; the first keeps it).
+    pub fn extend(&mut self, other: Self) {
+        self.peers.extend(other.peers);
+        self.advertisements.extend(other.advertisements);
+        self.profiles.extend(other.profiles);
+        self.aliases.extend(other.aliases);
+    }
+}
+
+/// Every node's BGP configuration after the pass `planner` just made, and what is wrong with the
+/// objects. Without any usable peer this costs nothing and every node's configuration is empty.
+pub fn desired(
+    objects: &Objects,
+    planner: &Planner,
+    pool_labels: &HashMap<String, BTreeMap<String, String>>,
+) -> (BTreeMap<String, pb::BgpConfig>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut report = |object: &ObjectReference, reason, message: String| {
+        problems.push((object.clone(), reason, message));
+    };
+    let mut bfd_profiles = BTreeMap::new();
+    for profile in &objects.profiles {
+        match check::bfd_profile(&profile.spec) {
+            Ok(checked) => {
+                for note in checked.ignored {
+                    report(&profile.object, "UnsupportedField", note);
+                }
+                if bfd_profiles.contains_key(&profile.name) {
+                    report(
+                        &profile.object,
+                        "InvalidConfiguration",
+                        format!(
+                            "metadata.name: another BFDProfile is named {:?}; this one is not used",
+                            profile.name
+                        ),
+                    );
+                } else {
+                    bfd_profiles.insert(profile.name.clone(), checked.def);
+                }
+            }
+            Err(error) => report(&profile.object, "InvalidConfiguration", error.to_string()),
+        }
+    }
+    let mut peers: Vec<check::PeerDef> = Vec::new();
+    for peer in &objects.peers {
+        match check::peer(&peer.name, &peer.spec) {
+            Ok(checked) => {
+                for note in checked.ignored {
+                    report(&peer.object, "UnsupportedField", note);
+                }
+                if peers.iter().any(|p| p.name == peer.name) {
+                    report(
+                        &peer.object,
+                        "InvalidConfiguration",
+                        format!(
+                            "metadata.name: another BGPPeer is named {:?}; this one is not used",
+                            peer.name
+                        ),
+                    );
+                    continue;
+                }
+                if let Some(profile) = checked.def.bfd_profile.as_ref()
+                    && !bfd_profiles.contains_key(profile)
+                {
+                    report(
+                        &peer.object,
+                        "InvalidConfiguration",
+                        format!(
+                            "spec.bfdProfile: no usable BFDProfile {profile:?}; peering without BFD"
+                        ),
+                    );
+                }
+                peers.push(checked.def);
+            }
+            Err(error) => report(&peer.object, "InvalidConfiguration", error.to_string()),
+        }
+    }
+    if peers.is_empty() {
+        return (BTreeMap::new(), problems);
+    }
+    let mut advertisements = Vec::new();
+    for advertisement in &objects.advertisements {
+        match check::advertisement(&advertisement.name, &advertisement.spec, &objects.aliases) {
+            Ok(checked) => {
+                for peer in checked
+                    .def
+                    .peers
+                    .iter()
+                    .filter(|p| !peers.iter().any(|d| d.name == **p))
+                {
+                    report(
+                        &advertisement.object,
+                        "InvalidConfiguration",
+                        format!("spec.peers: no usable BGPPeer {peer:?}"),
+                    );
+                }
+                advertisements.push(checked.def);
+            }
+            Err(error) => report(
+                &advertisement.object,
+                "InvalidConfiguration",
+                error.to_string(),
+            ),
+        }
+    }
+    let (nodes, held) = planner.bgp_view();
+    let desired = plan::desired(
+        &World {
+            peers: &peers,
+            bfd_profiles: &bfd_profiles,
+            advertisements: &advertisements,
+            nodes,
+            pool_labels,
+        },
+        held,
+    );
+    (desired, problems)
+}
+
+/// Labels per IPPool name, for `ipAddressPoolSelectors`.
+pub fn pool_labels(pools: &[Arc<IPPool>]) -> HashMap<String, BTreeMap<String, String>> {
+    pools
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                p.metadata.labels.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
 }

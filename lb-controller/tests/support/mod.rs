@@ -224,6 +224,20 @@ impl FakeSpeaker {
         })
     }
 
+    /// The newest BGP configuration received, if any.
+    pub fn bgp(&self) -> Option<pb::BgpConfig> {
+        self.log
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .rev()
+            .find_map(|r| match &r.message.body {
+                Some(pb::controller_message::Body::Bgp(config)) => Some(config.clone()),
+                _ => None,
+            })
+    }
+
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.behaviour.lock().unwrap() = behaviour;
     }
