@@ -23,7 +23,9 @@ use integration_tests::netlab::{HostSpec, LabNetwork, LabSpec};
 use integration_tests::process::{Process, Scratch};
 use integration_tests::wait;
 use lb_speaker::Metrics;
-use lb_speaker::bfd::{Bfd, BfdSettings, BfdState, Diagnostic, Profile, State};
+use lb_speaker::bfd::packet::ControlPacket;
+use lb_speaker::bfd::{Bfd, BfdSettings, BfdState, Diagnostic, Profile, SOURCE_PORTS, State};
+use lb_speaker::metrics::BfdDiscardLabels;
 use nix::sched::{CloneFlags, setns};
 use tokio::sync::{Mutex, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,19 @@ fn lab() -> LabNetwork {
     .expect("lab network")
 }
 
+/// Slow timers on our side: BIRD needs 10 x 1 s of silence to notice on its own.
+fn slow_profile() -> Profile {
+    Profile {
+        receive_interval: INTERVAL,
+        transmit_interval: Duration::from_secs(1),
+        detect_multiplier: 10,
+        passive: false,
+    }
+}
+
+/// BIRD's detection time for us with [`slow_profile`].
+const SLOW_DETECTION: Duration = Duration::from_secs(10);
+
 fn fast_profile() -> Profile {
     Profile {
         receive_interval: INTERVAL,
@@ -91,6 +106,7 @@ impl Bird {
                  log stderr all;\n\
                  protocol device {{ }}\n\
                  protocol bfd {{\n\
+                 \x20 debug {{ states, events }};\n\
                  \x20 interface \"eth0\" {{\n\
                  \x20   min rx interval {rx} ms;\n\
                  \x20   min tx interval {tx} ms;\n\
@@ -227,6 +243,7 @@ struct Row {
 /// The node's BFD runner on a thread inside the node's namespace.
 struct Node {
     bfd: Bfd,
+    metrics: Metrics,
     shutdown: CancellationToken,
     crash: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -240,6 +257,8 @@ impl Node {
         let (crash, crashed) = oneshot::channel::<()>();
         let (ready, handle) = std::sync::mpsc::channel();
         let stop = shutdown.clone();
+        let metrics = Metrics::default();
+        let runner_metrics = metrics.clone();
         let thread = std::thread::spawn(move || {
             setns(&netns, CloneFlags::CLONE_NEWNET).expect("entering the node's namespace");
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -247,7 +266,7 @@ impl Node {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let (bfd, runner) = Bfd::bind(BfdSettings::default(), Metrics::default()).unwrap();
+                let (bfd, runner) = Bfd::bind(BfdSettings::default(), runner_metrics).unwrap();
                 ready.send(bfd).unwrap();
                 tokio::select! {
                     () = runner.run(stop) => {}
@@ -259,6 +278,7 @@ impl Node {
         let bfd = handle.recv().expect("the node's runner started");
         Self {
             bfd,
+            metrics,
             shutdown,
             crash: Some(crash),
             thread: Some(thread),
@@ -383,6 +403,30 @@ async fn sessions_come_up_on_both_sides_with_bird_over_ipv4_and_ipv6() {
     for session in &up.sessions {
         assert_eq!(session.borrow().state, State::Up);
     }
+    // RFC 5881 §4: each session sends from its own port in 49152-65535 (TTL 255 is checked by BIRD,
+    // which drops single-hop packets with less).
+    let node = up.lab.find("node").unwrap();
+    let sockets = integration_tests::process::run_ok(node.command("ss").arg("-Huan")).unwrap();
+    let source_ports: Vec<(String, u16)> = sockets
+        .lines()
+        .filter_map(|line| {
+            let local = line.split_whitespace().nth(3)?;
+            let (address, port) = local.rsplit_once(':')?;
+            Some((address.to_owned(), port.parse().ok()?))
+        })
+        .filter(|(_, port)| SOURCE_PORTS.contains(port))
+        .collect();
+    assert_eq!(
+        source_ports.len(),
+        2,
+        "one send socket a session: {sockets}"
+    );
+    assert!(
+        source_ports
+            .iter()
+            .any(|(address, _)| *address == NODE_V4.to_string()),
+        "the IPv4 session sends from its local address: {sockets}"
+    );
     println!(
         "BIRD: {}",
         up.bird
@@ -461,15 +505,8 @@ async fn bird_declares_the_node_down_within_its_detection_time_when_the_node_lin
 #[tokio::test]
 async fn a_removed_session_tells_bird_admin_down_long_before_its_detection_time() {
     let _one = ONE_AT_A_TIME.lock().await;
-    // Slow timers on our side: BIRD would need 10 x 1 s of silence to notice on its own.
-    let slow = Profile {
-        receive_interval: INTERVAL,
-        transmit_interval: Duration::from_secs(1),
-        detect_multiplier: 10,
-        passive: false,
-    };
-    let up = up_with_bird(&[Family::V4], slow).await;
-    let bird_detection = Duration::from_secs(10);
+    let up = up_with_bird(&[Family::V4], slow_profile()).await;
+    let bird_detection = SLOW_DETECTION;
     let removed = Instant::now();
     assert!(
         up.node
@@ -508,5 +545,120 @@ async fn a_removed_session_tells_bird_admin_down_long_before_its_detection_time(
             .await
             .unwrap(),
         "a session is removed once"
+    );
+}
+
+#[tokio::test]
+async fn stopping_the_runner_tells_bird_admin_down_long_before_its_detection_time() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let up = up_with_bird(&[Family::V4, Family::V6], slow_profile()).await;
+    let stopped = Instant::now();
+    up.node.shutdown.cancel();
+    for family in [Family::V4, Family::V6] {
+        let after = up
+            .bird
+            .time_until_not_up(family.node(), stopped, Duration::from_secs(1))
+            .unwrap_or_else(|| {
+                panic!("BIRD still Up 1 s after the stop: {:?}", up.bird.sessions())
+            });
+        println!(
+            "BIRD: {family:?} session Down {after:?} after the runner stopped (its detection time: {SLOW_DETECTION:?})"
+        );
+    }
+    println!("BIRD log:\n{}", up.bird.process.log_tail(8));
+}
+
+#[tokio::test]
+async fn a_passive_session_stays_silent_until_bird_speaks_then_comes_up() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lab = lab();
+    let node = Node::start(&lab);
+    let passive = Profile {
+        passive: true,
+        ..fast_profile()
+    };
+    let mut v4 = node
+        .bfd
+        .add(ROUTER_V4.into(), Some(NODE_V4.into()), passive)
+        .await
+        .unwrap();
+    // An active session would have sent its first Down at once and another within 1 s.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), v4.changed()).await;
+    assert!(quiet.is_err(), "no state change without a peer");
+    assert_eq!(
+        node.metrics.bfd_packets_sent.get(),
+        0,
+        "a passive session waits"
+    );
+    let bird = Bird::start(&lab, INTERVAL, INTERVAL, MULTIPLIER);
+    wait_for(&mut v4, State::Up, COME_UP).await;
+    bird.wait_up(NODE_V4.into(), INTERVAL, INTERVAL * MULTIPLIER);
+    assert!(node.metrics.bfd_packets_sent.get() > 0);
+}
+
+/// Sends `bytes` to the node's BFD port from the router's address with `ttl`.
+fn send_from_router(lab: &LabNetwork, ttl: u32, bytes: Vec<u8>) {
+    lab.find("router")
+        .unwrap()
+        .run(move || {
+            let socket = std::net::UdpSocket::bind((ROUTER_V4, 0)).unwrap();
+            socket.set_ttl(ttl).unwrap();
+            socket.send_to(&bytes, (NODE_V4, 3784)).unwrap();
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn packets_from_beyond_the_link_or_breaking_the_rules_are_discarded_and_counted() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let up = up_with_bird(&[Family::V4], fast_profile()).await;
+    // From BIRD's address, a Down that would take the session down through its addresses.
+    let down = ControlPacket {
+        diagnostic: Diagnostic::None,
+        state: State::Down,
+        poll: false,
+        final_: false,
+        control_plane_independent: false,
+        demand: false,
+        detect_mult: 3,
+        my_discriminator: 77,
+        your_discriminator: 0,
+        desired_min_tx_us: 1_000_000,
+        required_min_rx_us: 1_000_000,
+        required_min_echo_rx_us: 0,
+    }
+    .encode();
+    send_from_router(&up.lab, 64, down.to_vec());
+    let mut authenticated = down;
+    authenticated[1] |= 0x04;
+    send_from_router(&up.lab, 255, authenticated.to_vec());
+    let mut unknown = down;
+    unknown[1] = 0xc0; // Up
+    unknown[8..12].copy_from_slice(&12345u32.to_be_bytes());
+    send_from_router(&up.lab, 255, unknown.to_vec());
+    send_from_router(&up.lab, 255, vec![0x20; 10]);
+    let metrics = up.node.metrics.clone();
+    let discarded = |reason| {
+        metrics
+            .bfd_packets_discarded
+            .get_or_create(&BfdDiscardLabels { reason })
+            .get()
+    };
+    wait::until("the four packets discarded", Duration::from_secs(5), || {
+        let counts = ["ttl", "authentication", "your_discriminator", "short"].map(discarded);
+        async move {
+            if counts.iter().all(|&n| n == 1) {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        up.sessions[0].borrow().state,
+        State::Up,
+        "the TTL-64 Down was not believed"
     );
 }
