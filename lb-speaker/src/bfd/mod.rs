@@ -766,3 +766,7 @@ fn receive_now(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
         ttl,
     })
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;
