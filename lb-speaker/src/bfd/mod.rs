@@ -631,11 +631,7 @@ impl BfdRunner {
                     to,
                     diagnostic,
                 } => {
-                    if to == State::Up || from == State::Up {
-                        tracing::info!(session = %key, %from, %to, %diagnostic, "BFD session state changed");
-                    } else {
-                        tracing::debug!(session = %key, %from, %to, %diagnostic, "BFD session state changed");
-                    }
+                    tracing::info!(session = %key, %from, %to, %diagnostic, "BFD session state changed");
                     self.metrics
                         .bfd_sessions
                         .get_or_create(&state_label(from))

@@ -358,8 +358,9 @@ impl Session {
         });
         self.timers_changed(now);
         if self.may_transmit() {
-            // Tell the peer at once rather than at the next periodic packet: the handshake and AdminDown
-            // take one round trip, not one interval.
+            // Tell the peer at once rather than at the next periodic packet, so that the handshake and
+            // AdminDown take a round trip, not intervals. §6.8.7 exempts only the Final from the
+            // transmit timer; this departs from it on state changes only, a few packets a session.
             self.next_tx = Some(now);
         }
     }
