@@ -143,6 +143,12 @@ fn the_three_way_handshake_goes_down_init_up() {
         State::Init,
         "the new state is sent at once"
     );
+    assert_eq!(
+        sent(&a)[0].desired_min_tx_us,
+        1_000_000,
+        "still 1 s in Init"
+    );
+    assert!(!sent(&a)[0].poll, "no Poll Sequence before Up");
     let b = s.feed(Input::Packet(peer(State::Up, 1000, 100, 3)), t0 + ms(20));
     assert_eq!(changes(&b), [(State::Init, State::Up, Diagnostic::None)]);
     assert_eq!(sent(&b)[0].state, State::Up);
