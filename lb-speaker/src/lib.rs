@@ -5,8 +5,11 @@
 //! generation and lease, per `announce.proto`) and [`interfaces`] (which links may announce) have no I/O;
 //! neither has `link` (when to dial, heartbeat, leave and stop). [`responder`] owns the raw sockets,
 //! [`control`] the connection to the controller, and [`speaker`] the loop that ties them together.
+//! [`bfd`] runs BFD sessions (RFC 5880/5881) for the BGP speaker: a pure session state machine and one
+//! runner owning the UDP sockets.
 //! `main.rs` only parses flags and calls [`run`].
 
+pub mod bfd;
 pub mod config;
 pub mod control;
 pub mod frames;

@@ -19,6 +19,24 @@ pub const ARP: ProtocolLabels = ProtocolLabels { protocol: "arp" };
 /// Label values.
 pub const NDP: ProtocolLabels = ProtocolLabels { protocol: "ndp" };
 
+// --- BFD (`bfd`) ---
+
+/// `state` label of the BFD metrics: `AdminDown`, `Down`, `Init` or `Up`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BfdStateLabels {
+    /// The session state.
+    pub state: &'static str,
+}
+
+/// `reason` label of discarded BFD packets (`bfd::packet::Discard::label`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BfdDiscardLabels {
+    /// Why the packet was discarded.
+    pub reason: &'static str,
+}
+
+// --- end BFD ---
+
 /// Everything the speaker exports, under `groundwork_lb_speaker_`.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -54,6 +72,20 @@ pub struct Metrics {
     pub controller_errors: Counter,
     /// Interfaces the speaker announces on.
     pub interfaces_eligible: Gauge,
+    // --- BFD (`bfd`) ---
+    /// BFD sessions by state (sessions being removed count as AdminDown until dropped).
+    pub bfd_sessions: Family<BfdStateLabels, Gauge>,
+    /// BFD state changes, by the state entered.
+    pub bfd_state_changes: Family<BfdStateLabels, Counter>,
+    /// BFD packets received and discarded, by reason.
+    pub bfd_packets_discarded: Family<BfdDiscardLabels, Counter>,
+    /// BFD Control packets received and handed to a session.
+    pub bfd_packets_received: Counter,
+    /// BFD Control packets sent.
+    pub bfd_packets_sent: Counter,
+    /// BFD Control packets that could not be sent.
+    pub bfd_send_errors: Counter,
+    // --- end BFD ---
 }
 
 impl Metrics {
@@ -141,6 +173,38 @@ impl Metrics {
             "Interfaces the speaker announces on",
             metrics.interfaces_eligible.clone(),
         );
+        // --- BFD (`bfd`) ---
+        r.register(
+            "bfd_sessions",
+            "BFD sessions by state (sessions being removed count as AdminDown until dropped)",
+            metrics.bfd_sessions.clone(),
+        );
+        r.register(
+            "bfd_state_changes",
+            "BFD session state changes, by the state entered",
+            metrics.bfd_state_changes.clone(),
+        );
+        r.register(
+            "bfd_packets_discarded",
+            "BFD packets received and discarded, by reason (RFC 5880 6.8.6 checks, TTL not 255, no session)",
+            metrics.bfd_packets_discarded.clone(),
+        );
+        r.register(
+            "bfd_packets_received",
+            "BFD Control packets received and handed to a session",
+            metrics.bfd_packets_received.clone(),
+        );
+        r.register(
+            "bfd_packets_sent",
+            "BFD Control packets sent",
+            metrics.bfd_packets_sent.clone(),
+        );
+        r.register(
+            "bfd_send_errors",
+            "BFD Control packets that could not be sent",
+            metrics.bfd_send_errors.clone(),
+        );
+        // --- end BFD ---
         metrics
     }
 }
