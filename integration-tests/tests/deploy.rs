@@ -761,6 +761,15 @@ const LB_CONTROLLER_NEEDS: &[Permission] = &[
     // --metallb-configmap metallb-system/config: a watch on that one object.
     ("list", "", "configmaps", "", "metallb-system", "config"),
     ("watch", "", "configmaps", "", "metallb-system", "config"),
+    // BGP mode: our peers, advertisements and BFD profiles, read-only.
+    ("list", "groundwork.dev", "bgppeers", "", "", ""),
+    ("watch", "groundwork.dev", "bgpadvertisements", "", "", ""),
+    ("watch", "groundwork.dev", "bfdprofiles", "", "", ""),
+    // --metallb-namespace metallb-system: MetalLB's own resources there, read-only.
+    ("list", "metallb.io", "ipaddresspools", "", "metallb-system", ""),
+    ("watch", "metallb.io", "l2advertisements", "", "metallb-system", ""),
+    ("watch", "metallb.io", "bgppeers", "", "metallb-system", ""),
+    ("watch", "metallb.io", "communities", "", "metallb-system", ""),
     // Which node a speaker session may speak for: TokenReview of the speaker pod's projected token.
     (
         "create",
@@ -792,6 +801,9 @@ const LB_CONTROLLER_MUST_NOT: &[Permission] = &[
     ("patch", "groundwork.dev", "ippools", "", "", "default"),
     ("list", "", "configmaps", "", "metallb-system", "other"),
     ("list", "", "configmaps", "", "kube-system", ""),
+    ("patch", "groundwork.dev", "bgppeers", "", "", "tor"),
+    ("list", "metallb.io", "bgppeers", "", "kube-system", ""),
+    ("patch", "metallb.io", "ipaddresspools", "", "metallb-system", "public"),
     (
         "get",
         "coordination.k8s.io",
@@ -951,6 +963,8 @@ async fn rbac_grants_each_daemon_its_contract_and_nothing_more() {
         &[
             "--set",
             "lbController.metallbConfigMap=metallb-system/config",
+            "--set",
+            "lbController.metallbNamespace=metallb-system",
         ],
     )
     .await;
