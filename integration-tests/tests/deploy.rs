@@ -766,10 +766,31 @@ const LB_CONTROLLER_NEEDS: &[Permission] = &[
     ("watch", "groundwork.dev", "bgpadvertisements", "", "", ""),
     ("watch", "groundwork.dev", "bfdprofiles", "", "", ""),
     // --metallb-namespace metallb-system: MetalLB's own resources there, read-only.
-    ("list", "metallb.io", "ipaddresspools", "", "metallb-system", ""),
-    ("watch", "metallb.io", "l2advertisements", "", "metallb-system", ""),
+    (
+        "list",
+        "metallb.io",
+        "ipaddresspools",
+        "",
+        "metallb-system",
+        "",
+    ),
+    (
+        "watch",
+        "metallb.io",
+        "l2advertisements",
+        "",
+        "metallb-system",
+        "",
+    ),
     ("watch", "metallb.io", "bgppeers", "", "metallb-system", ""),
-    ("watch", "metallb.io", "communities", "", "metallb-system", ""),
+    (
+        "watch",
+        "metallb.io",
+        "communities",
+        "",
+        "metallb-system",
+        "",
+    ),
     // Which node a speaker session may speak for: TokenReview of the speaker pod's projected token.
     (
         "create",
@@ -803,7 +824,14 @@ const LB_CONTROLLER_MUST_NOT: &[Permission] = &[
     ("list", "", "configmaps", "", "kube-system", ""),
     ("patch", "groundwork.dev", "bgppeers", "", "", "tor"),
     ("list", "metallb.io", "bgppeers", "", "kube-system", ""),
-    ("patch", "metallb.io", "ipaddresspools", "", "metallb-system", "public"),
+    (
+        "patch",
+        "metallb.io",
+        "ipaddresspools",
+        "",
+        "metallb-system",
+        "public",
+    ),
     (
         "get",
         "coordination.k8s.io",

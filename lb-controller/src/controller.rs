@@ -143,6 +143,25 @@ impl Watchers {
         }
     }
 
+    /// The legacy ConfigMap (if it exists) and what it holds, with `--metallb-configmap`.
+    fn legacy(
+        &self,
+    ) -> Option<(
+        Option<Arc<ConfigMap>>,
+        legacy::Legacy,
+        Vec<legacy::LegacyError>,
+    )> {
+        let configmap = self.configmap.as_ref()?;
+        let map = configmap.store().state().into_iter().next();
+        let (legacy, errors) = legacy::parse(
+            map.as_ref()
+                .and_then(|m| m.data.as_ref())
+                .and_then(|d| d.get("config"))
+                .map(String::as_str),
+        );
+        Some((map, legacy, errors))
+    }
+
     fn listed(&self) -> bool {
         self.services.is_fresh()
             && self.pools.is_fresh()
@@ -563,7 +582,26 @@ fn push_bgp(state: &Leading, watchers: &Watchers, hub: &SpeakerHub, writer: &mut
         }
         objects.extend(metallb.bgp_objects(&mut problems));
     }
-    if watchers.bgp.is_some() || watchers.metallb.is_some() {
+    if let Some((Some(map), legacy, _)) = watchers.legacy() {
+        let reference = map.object_ref(&());
+        let name = |n: String| Some(n);
+        let legacy_objects = crate::bgp::source::Objects {
+            peers: legacy
+                .peers
+                .into_iter()
+                .map(|(n, spec)| crate::bgp::source::Entry::new(reference.clone(), &name(n), spec))
+                .collect(),
+            advertisements: legacy
+                .advertisements
+                .into_iter()
+                .map(|(n, spec)| crate::bgp::source::Entry::new(reference.clone(), &name(n), spec))
+                .collect(),
+            profiles: Vec::new(),
+            aliases: legacy.aliases,
+        };
+        objects.extend(legacy_objects);
+    }
+    if watchers.bgp.is_some() || watchers.metallb.is_some() || watchers.configmap.is_some() {
         let (desired, bgp_problems) =
             crate::bgp::source::desired(&objects, &state.planner, &labels);
         problems.extend(bgp_problems);
@@ -658,17 +696,10 @@ fn full_pass(
     let pools = watchers.pools.store().state();
     let nodes = watchers.nodes.store().state();
     let namespaces = watchers.namespaces.store().state();
-    let legacy_pools = match &watchers.configmap {
-        Some(configmap) => {
-            let maps = configmap.store().state();
-            let map = maps.first();
-            let (pools, errors) = legacy::parse(
-                map.and_then(|m| m.data.as_ref())
-                    .and_then(|d| d.get("config"))
-                    .map(String::as_str),
-            );
-            writer.tell_legacy(map.map(|m| m.as_ref()), &errors);
-            pools
+    let legacy_pools = match watchers.legacy() {
+        Some((map, legacy, errors)) => {
+            writer.tell_legacy(map.as_deref(), &errors);
+            legacy.pools
         }
         None => Vec::new(),
     };

@@ -426,7 +426,7 @@ fn of_two_services_claiming_one_address_the_older_keeps_it() {
 fn legacy_pools_serve_unless_an_ippool_has_the_name() {
     let mut world = World::seed();
     world.pools.clear();
-    let (legacy, errors) = crate::legacy::parse(Some(
+    let (crate::legacy::Legacy { pools: legacy, .. }, errors) = crate::legacy::parse(Some(
         "address-pools:\n- name: default\n  protocol: layer2\n  addresses: [10.10.39.200-10.10.39.220]\n",
     ));
     assert!(errors.is_empty());

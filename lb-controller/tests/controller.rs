@@ -562,19 +562,26 @@ async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
     let client = cluster.client();
     add_ready_node(&client, "n1").await;
     create_namespace(&client, "metallb-system").await;
+    // The seed's legacy ConfigMap, with a BGP pool and its peer as MetalLB before 0.13 read them, and a
+    // protocol nobody has.
+    let config = "peers:\n- peer-address: 10.10.40.1\n  peer-asn: 64500\n  my-asn: 64512\n\
+                  bgp-communities:\n  no-advertise: 65535:65282\n\
+                  address-pools:\n- name: default\n  protocol: layer2\n  addresses:\n  - 10.10.39.200-10.10.39.220\n\
+                  - name: peering\n  protocol: bgp\n  addresses: [10.30.0.0/24]\n  bgp-advertisements:\n  - communities: [no-advertise]\n\
+                  - name: odd\n  protocol: arp\n  addresses: [10.31.0.0/24]\n";
     Api::<ConfigMap>::namespaced(client.clone(), "metallb-system")
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "config"},
-                "data": {"config": "address-pools:\n- name: default\n  protocol: layer2\n  addresses:\n  - 10.10.39.200-10.10.39.220\n- name: peering\n  protocol: bgp\n  addresses: [10.30.0.0/24]\n"}
-            }))
+            &serde_json::from_value(
+                json!({"metadata": {"name": "config"}, "data": {"config": config}}),
+            )
             .unwrap(),
         )
         .await
         .unwrap();
-    let (_controller, _) =
+    let (_controller, grpc) =
         start_controller_with(&cluster, |c| c.metallb_configmap("metallb-system/config"));
+    let n1 = speaker(grpc, "n1").await;
     create_service(
         &client,
         "default",
@@ -589,9 +596,28 @@ async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
         json!({"spec": {"loadBalancerClass": "groundwork.dev/lb"}}),
     )
     .await;
+    create_service(
+        &client,
+        "default",
+        "routed",
+        json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "peering"}}}),
+    )
+    .await;
     wait_status(&client, "default", "ours", &["10.10.39.200"]).await;
+    wait_status(&client, "default", "routed", &["10.30.0.0"]).await;
+    let config = wait_bgp(&n1, "n1 told to advertise the BGP pool", |c| {
+        !c.routes.is_empty()
+    })
+    .await;
+    assert_eq!(config.peers[0].name, "legacy-peer-0");
+    assert_eq!(config.routes[0].prefix, "10.30.0.0/32");
+    assert_eq!(config.routes[0].communities, [0xFFFF_FF02]);
+    assert!(
+        !n1.current().contains(&"10.30.0.0".parse().unwrap()),
+        "a BGP pool is not answered by ARP"
+    );
     let note = wait_event(&client, "metallb-system", "config", "InvalidPool").await;
-    assert!(note.contains("protocol \"bgp\" is not supported"), "{note}");
+    assert!(note.contains("protocol \"arp\" is not supported"), "{note}");
     assert!(status_ips(&service(&client, "default", "theirs").await).is_empty());
     let theirs = service(&client, "default", "theirs").await;
     assert!(
