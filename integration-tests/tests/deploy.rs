@@ -383,6 +383,7 @@ fn chart_and_kustomize_crds_are_byte_identical_to_the_generated_crds() {
         "bgppeers.groundwork.dev.yaml",
         "bgpadvertisements.groundwork.dev.yaml",
         "bfdprofiles.groundwork.dev.yaml",
+        "bgpsessionstates.groundwork.dev.yaml",
     ] {
         let generated = std::fs::read_to_string(deploy_dir().join("crds").join(file)).unwrap();
         check_or_write(&chart_dir().join("crds").join(file), &generated);
@@ -552,6 +553,7 @@ async fn install_crd(cluster: &KubeCluster) {
             chart_dir().join("crds/bgppeers.groundwork.dev.yaml"),
             chart_dir().join("crds/bgpadvertisements.groundwork.dev.yaml"),
             chart_dir().join("crds/bfdprofiles.groundwork.dev.yaml"),
+            chart_dir().join("crds/bgpsessionstates.groundwork.dev.yaml"),
         ])
         .await
         .unwrap();
@@ -765,6 +767,31 @@ const LB_CONTROLLER_NEEDS: &[Permission] = &[
     ("list", "groundwork.dev", "bgppeers", "", "", ""),
     ("watch", "groundwork.dev", "bgpadvertisements", "", "", ""),
     ("watch", "groundwork.dev", "bfdprofiles", "", "", ""),
+    // ...and each node's sessions as it reports them, one object per (node, peer).
+    (
+        "patch",
+        "groundwork.dev",
+        "bgpsessionstates",
+        "",
+        "",
+        "n1-tor",
+    ),
+    (
+        "patch",
+        "groundwork.dev",
+        "bgpsessionstates",
+        "status",
+        "",
+        "n1-tor",
+    ),
+    (
+        "delete",
+        "groundwork.dev",
+        "bgpsessionstates",
+        "",
+        "",
+        "n1-tor",
+    ),
     // --metallb-namespace metallb-system: MetalLB's own resources there, read-only.
     (
         "list",

@@ -47,6 +47,10 @@ pub fn crds() -> Vec<(
             bgp::BGPAdvertisement::crd(),
         ),
         ("bfdprofiles.groundwork.dev.yaml", bgp::BFDProfile::crd()),
+        (
+            "bgpsessionstates.groundwork.dev.yaml",
+            bgp::BGPSessionState::crd(),
+        ),
     ]
 }
 

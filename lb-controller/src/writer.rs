@@ -52,6 +52,9 @@ pub(crate) struct Writer {
     told_legacy: Vec<String>,
     /// Problems with BGP objects last published, by object UID (or name) and message.
     told_bgp: BTreeSet<(String, String)>,
+    /// Each node's BGP sessions as last reported, and the task writing them as objects.
+    bgp_sessions: BTreeMap<String, Vec<proto::announce::v1::BgpSessionState>>,
+    session_states: crate::bgp::sessions::SessionStates,
 }
 
 /// The API writes one pass needs, ready to run on their own.
@@ -124,6 +127,7 @@ impl Batch {
 impl Writer {
     pub(crate) fn new(client: Client, events: EventPublisher, metrics: Metrics) -> Self {
         Self {
+            session_states: crate::bgp::sessions::SessionStates::start(client.clone()),
             client,
             events,
             metrics,
@@ -132,6 +136,7 @@ impl Writer {
             told: HashMap::new(),
             told_legacy: Vec::new(),
             told_bgp: BTreeSet::new(),
+            bgp_sessions: BTreeMap::new(),
         }
     }
 
@@ -405,12 +410,16 @@ impl Writer {
 
     /// Events about what the speakers did, on the Services using the address.
     pub(crate) fn tell_hub_event(
-        &self,
+        &mut self,
         event: &HubEvent,
         planner: &Planner,
         services: &Store<Service>,
     ) {
         let (address, kind, reason, message) = match event {
+            HubEvent::BgpSessions { node, sessions } => {
+                self.tell_bgp_sessions(node, sessions);
+                return;
+            }
             HubEvent::HandedOver {
                 address,
                 from,
@@ -463,6 +472,42 @@ impl Writer {
             .map(|s| (s.object_ref(&()), kind, reason, message.clone()))
             .collect();
         self.publish(references);
+    }
+
+    /// A node's BGP sessions: its `BGPSessionState` objects, and an Event on the Node for each session that
+    /// came up or went down.
+    fn tell_bgp_sessions(&mut self, node: &str, sessions: &[proto::announce::v1::BgpSessionState]) {
+        let before = self.bgp_sessions.remove(node).unwrap_or_default();
+        let reference = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Node".to_owned()),
+            name: Some(node.to_owned()),
+            ..ObjectReference::default()
+        };
+        let events: Vec<Notice> = sessions
+            .iter()
+            .filter_map(|now| {
+                let was = before.iter().find(|b| b.peer == now.peer);
+                crate::bgp::sessions::transition(was, now)
+            })
+            .map(|(warning, reason, message)| {
+                tracing::info!(node, reason, "{message}");
+                let kind = if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                (
+                    reference.clone(),
+                    kind,
+                    reason,
+                    format!("node {node}: {message}"),
+                )
+            })
+            .collect();
+        self.publish(events);
+        self.session_states.report(node, sessions.to_vec());
+        self.bgp_sessions.insert(node.to_owned(), sessions.to_vec());
     }
 
     /// Events are for people: queued for the publisher, never holding up a write.

@@ -206,3 +206,45 @@ pub struct CommunityAlias {
     /// `65000:100` or `large:65000:1:2`.
     pub value: String,
 }
+
+/// One node's BGP session with one peer, as its speaker last reported it: `kubectl get bgpsessionstates`.
+/// Written by the controller (named `<node>-<peer>`); a user never writes one.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "groundwork.dev",
+    version = "v1alpha1",
+    kind = "BGPSessionState",
+    plural = "bgpsessionstates",
+    shortname = "bgpsession",
+    status = "BGPSessionStateStatus",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Peer","type":"string","jsonPath":".spec.peer"}"#,
+    printcolumn = r#"{"name":"BGP","type":"string","jsonPath":".status.bgpStatus"}"#,
+    printcolumn = r#"{"name":"BFD","type":"string","jsonPath":".status.bfdStatus"}"#,
+    printcolumn = r#"{"name":"Advertised","type":"integer","jsonPath":".status.advertised"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPSessionStateSpec {
+    /// The node whose speaker holds the session.
+    pub node: String,
+    /// The peer's name (`BGPPeer`, MetalLB's `BGPPeer`, or `legacy-peer-<n>`).
+    pub peer: String,
+}
+
+/// What the speaker reported.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPSessionStateStatus {
+    /// RFC 4271's state: Idle, Connect, Active, OpenSent, OpenConfirm, Established.
+    pub bgp_status: String,
+    /// BFD's state (Down, Init, Up, AdminDown); empty without BFD.
+    #[serde(default)]
+    pub bfd_status: String,
+    /// Prefixes advertised to the peer.
+    #[serde(default)]
+    pub advertised: u32,
+    /// Why the session last went down.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_error: String,
+}

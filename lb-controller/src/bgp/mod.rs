@@ -8,4 +8,6 @@ pub mod crd;
 pub mod plan;
 pub mod source;
 
-pub use crd::{BFDProfile, BGPAdvertisement, BGPPeer};
+pub mod sessions;
+
+pub use crd::{BFDProfile, BGPAdvertisement, BGPPeer, BGPSessionState};

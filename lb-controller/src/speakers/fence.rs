@@ -115,6 +115,8 @@ struct Session {
     problems: BTreeSet<(Option<IpAddr>, String, String)>,
     /// The BGP configuration last sent in this session, and its generation (step 9).
     bgp_sent: Option<(u64, pb::BgpConfig)>,
+    /// The BGP sessions it last reported.
+    bgp_sessions: Vec<pb::BgpSessionState>,
 }
 
 impl Session {
@@ -138,6 +140,7 @@ impl Session {
             conflicts: BTreeSet::new(),
             problems: BTreeSet::new(),
             bgp_sent: None,
+            bgp_sessions: Vec::new(),
         }
     }
 
@@ -1106,6 +1109,19 @@ fn report_findings(node: &mut Node, name: &str, report: &pb::Report, out: &mut V
     let Some(session) = node.session.as_mut() else {
         return;
     };
+    let sessions: Vec<pb::BgpSessionState> = report
+        .bgp_sessions
+        .iter()
+        .take(MAX_FINDINGS)
+        .cloned()
+        .collect();
+    if sessions != session.bgp_sessions {
+        session.bgp_sessions.clone_from(&sessions);
+        out.push(Output::Event(HubEvent::BgpSessions {
+            node: name.to_owned(),
+            sessions,
+        }));
+    }
     if report.conflicts.len() > MAX_FINDINGS || report.problems.len() > MAX_FINDINGS {
         tracing::warn!(
             node = name,

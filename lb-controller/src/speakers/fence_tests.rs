@@ -976,3 +976,38 @@ fn bgp_configuration_follows_the_first_set_and_is_resent_only_when_it_changes() 
     let bgp = position(|b| matches!(b, pb::controller_message::Body::Bgp(_)));
     assert!(set.is_some() && bgp.is_some() && set < bgp, "{all:?}");
 }
+
+#[test]
+fn a_change_in_reported_bgp_sessions_is_one_event() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let t = settled_with_x_on_a(&mut fence, Instant::now());
+    let with_sessions = |state: &str| {
+        let mut message = report(2, &["10.0.0.1"]);
+        if let Some(pb::speaker_message::Body::Report(r)) = message.body.as_mut() {
+            r.bgp_sessions = vec![pb::BgpSessionState {
+                peer: "tor".to_owned(),
+                state: state.to_owned(),
+                ..pb::BgpSessionState::default()
+            }];
+        }
+        message
+    };
+    let bgp_events = |out: &[Output]| {
+        events(out)
+            .into_iter()
+            .filter(|e| matches!(e, HubEvent::BgpSessions { .. }))
+            .count()
+    };
+    assert_eq!(
+        bgp_events(&fence.message(1, &with_sessions("Active"), t)),
+        1
+    );
+    assert_eq!(
+        bgp_events(&fence.message(1, &with_sessions("Active"), t)),
+        0
+    );
+    assert_eq!(
+        bgp_events(&fence.message(1, &with_sessions("Established"), t)),
+        1
+    );
+}

@@ -153,8 +153,10 @@ impl Metrics {
             HubEvent::Conflict { .. } => {
                 self.conflicts.inc();
             }
-            HubEvent::Connected { .. } | HubEvent::Problem { .. } | HubEvent::HandedOver { .. } => {
-            }
+            HubEvent::Connected { .. }
+            | HubEvent::Problem { .. }
+            | HubEvent::HandedOver { .. }
+            | HubEvent::BgpSessions { .. } => {}
         }
     }
 

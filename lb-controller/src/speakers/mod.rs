@@ -194,6 +194,13 @@ pub enum HubEvent {
         /// What the speaker said.
         message: String,
     },
+    /// A speaker's BGP sessions changed (a state, a count, an error), as its Report lists them.
+    BgpSessions {
+        /// The node.
+        node: String,
+        /// One per peer of its BGP configuration (at most `fence::MAX_FINDINGS`).
+        sessions: Vec<pb::BgpSessionState>,
+    },
     /// An address was sent to a node to announce.
     HandedOver {
         /// The address.
@@ -347,6 +354,9 @@ impl Inner {
 
 fn log_event(event: &HubEvent) {
     match event {
+        HubEvent::BgpSessions { node, sessions } => {
+            tracing::debug!(node, ?sessions, "BGP sessions reported");
+        }
         HubEvent::Connected { node } => tracing::info!(node, "speaker connected"),
         HubEvent::Disconnected { node, why } => {
             tracing::info!(node, ?why, "speaker no longer available");
