@@ -7,6 +7,7 @@
 //! [`control`] the connection to the controller, and [`speaker`] the loop that ties them together.
 //! `main.rs` only parses flags and calls [`run`].
 
+pub mod bgp;
 pub mod config;
 pub mod control;
 pub mod frames;

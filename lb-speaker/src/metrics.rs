@@ -19,6 +19,22 @@ pub const ARP: ProtocolLabels = ProtocolLabels { protocol: "arp" };
 /// Label values.
 pub const NDP: ProtocolLabels = ProtocolLabels { protocol: "ndp" };
 
+/// `peer` label: `BgpPeer.name`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BgpPeerLabels {
+    /// `BgpPeer.name`.
+    pub peer: String,
+}
+
+/// `peer` and `state` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BgpStateLabels {
+    /// `BgpPeer.name`.
+    pub peer: String,
+    /// RFC 4271's state name.
+    pub state: &'static str,
+}
+
 /// Everything the speaker exports, under `groundwork_lb_speaker_`.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -54,6 +70,16 @@ pub struct Metrics {
     pub controller_errors: Counter,
     /// Interfaces the speaker announces on.
     pub interfaces_eligible: Gauge,
+    /// 1 for each BGP peer's current state, 0 for the states it left.
+    pub bgp_session_state: Family<BgpStateLabels, Gauge>,
+    /// BGP sessions Established now.
+    pub bgp_sessions_established: Gauge,
+    /// UPDATE messages sent, End-of-RIB included.
+    pub bgp_updates_sent: Family<BgpPeerLabels, Counter>,
+    /// Prefixes advertised to each peer now.
+    pub bgp_prefixes_advertised: Family<BgpPeerLabels, Gauge>,
+    /// Established sessions that went down.
+    pub bgp_session_flaps: Family<BgpPeerLabels, Counter>,
 }
 
 impl Metrics {
@@ -140,6 +166,31 @@ impl Metrics {
             "interfaces_eligible",
             "Interfaces the speaker announces on",
             metrics.interfaces_eligible.clone(),
+        );
+        r.register(
+            "bgp_session_state",
+            "1 for each BGP peer's current RFC 4271 state",
+            metrics.bgp_session_state.clone(),
+        );
+        r.register(
+            "bgp_sessions_established",
+            "BGP sessions Established now",
+            metrics.bgp_sessions_established.clone(),
+        );
+        r.register(
+            "bgp_updates_sent",
+            "BGP UPDATE messages sent, End-of-RIB markers included",
+            metrics.bgp_updates_sent.clone(),
+        );
+        r.register(
+            "bgp_prefixes_advertised",
+            "Prefixes advertised to each BGP peer now",
+            metrics.bgp_prefixes_advertised.clone(),
+        );
+        r.register(
+            "bgp_session_flaps",
+            "Established BGP sessions that went down",
+            metrics.bgp_session_flaps.clone(),
         );
         metrics
     }
