@@ -1,0 +1,553 @@
+//! The BGP speaker against a real router: BIRD 2 in a lab namespace (`rtr`), the crate's `BgpSpeaker` in
+//! node namespaces (`n1`, `n2`) on the same segment, each driven from a thread that entered its namespace
+//! and runs a current-thread tokio runtime. Every verdict is the router's own view (`birdc show route
+//! all`, `show protocols`). The path through lb-controller is tested elsewhere; here only the BGP module.
+//! Needs root (network namespaces) and BIRD (`scripts/install-deps`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::netlab::{Host, HostSpec, LabNetwork, LabSpec};
+use integration_tests::process::{Process, Scratch};
+use integration_tests::wait;
+use lb_speaker::Metrics;
+use lb_speaker::bgp::BgpSpeaker;
+use nix::sched::{CloneFlags, setns};
+use proto::announce::v1::{BgpConfig, BgpPeer, BgpRoute, BgpSessionState, LargeCommunity};
+
+const ROUTER_AS: u32 = 64500;
+const N1_AS: u32 = 64501;
+const N2_AS: u32 = 64502;
+const V4: &str = "10.10.39.200/32";
+const V6: &str = "fd10:39::200/128";
+const UP_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn lab() -> LabNetwork {
+    let host = |name: &str, last: u8| HostSpec {
+        name: name.to_owned(),
+        ipv4: Ipv4Addr::new(10, 20, 0, last),
+        // fd20::11 for 10.20.0.11: the decimal digits read as hex.
+        ipv6: Ipv6Addr::new(
+            0xfd20,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from_str_radix(&last.to_string(), 16).unwrap(),
+        ),
+    };
+    LabNetwork::create(&LabSpec {
+        hosts: vec![host("rtr", 1), host("n1", 11), host("n2", 12)],
+        ipv4_prefix: 24,
+        ipv6_prefix: 64,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One `protocol bgp` of the router, named after the node.
+struct Neighbor {
+    name: &'static str,
+    address: Ipv4Addr,
+    asn: u32,
+    /// Extra lines (`password`, `hold time`, `graceful restart`).
+    extra: &'static str,
+}
+
+/// BIRD in the router's namespace, with its own config, control socket and pid file; killed on drop.
+struct Bird {
+    socket: PathBuf,
+    _process: Process,
+}
+
+impl Bird {
+    fn start(router: &Host, scratch: &Scratch, neighbors: &[Neighbor]) -> Self {
+        let mut config = format!(
+            "router id {};\nlog \"{}\" all;\nprotocol device {{ }}\nprotocol direct {{ ipv4; ipv6; }}\n",
+            router.ipv4,
+            scratch.join("bird.log").display()
+        );
+        for n in neighbors {
+            config.push_str(&format!(
+                "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {address} as {asn};\n  \
+                 passive on;\n  {extra}\n  ipv4 {{ import all; export none; }};\n  \
+                 ipv6 {{ import all; export none; }};\n}}\n",
+                name = n.name,
+                local = router.ipv4,
+                address = n.address,
+                asn = n.asn,
+                extra = n.extra,
+            ));
+        }
+        let conf = scratch.join("bird.conf");
+        std::fs::write(&conf, config).unwrap();
+        let socket = scratch.join("bird.ctl");
+        let mut command = router.command("bird");
+        command
+            .arg("-f")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-s")
+            .arg(&socket)
+            .arg("-P")
+            .arg(scratch.join("bird.pid"));
+        let process = Process::spawn("bird", command, &scratch.join("bird.out")).unwrap();
+        let bird = Self {
+            socket,
+            _process: process,
+        };
+        wait::until_blocking("BIRD to answer", UP_TIMEOUT, || {
+            bird.birdc(&["show", "status"])
+                .contains("Daemon is up and running")
+                .then_some(())
+                .ok_or_else(|| "not yet".to_owned())
+        })
+        .unwrap();
+        bird
+    }
+
+    fn birdc(&self, args: &[&str]) -> String {
+        let output = Command::new("birdc")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The routes BIRD holds for exactly `prefix`, one text block a path (`show route <prefix> all`).
+    fn paths(&self, prefix: &str) -> Vec<String> {
+        let table = if prefix.contains(':') {
+            "master6"
+        } else {
+            "master4"
+        };
+        let out = self.birdc(&["show", "route", prefix, "table", table, "all"]);
+        let mut paths: Vec<String> = Vec::new();
+        for line in out.lines() {
+            if line.contains(" unicast [") || line.contains(" blackhole [") {
+                paths.push(String::new());
+            }
+            if let Some(path) = paths.last_mut() {
+                path.push_str(line.trim());
+                path.push('\n');
+            }
+        }
+        paths
+    }
+
+    fn protocol(&self, name: &str) -> String {
+        self.birdc(&["show", "protocols", "all", name])
+    }
+
+    fn wait_established(&self, name: &str) {
+        wait::until_blocking(
+            &format!("BIRD's session {name} Established"),
+            UP_TIMEOUT,
+            || {
+                let out = self.protocol(name);
+                out.contains("Established").then_some(()).ok_or(out)
+            },
+        )
+        .unwrap();
+    }
+
+    /// Waits until `prefix` has exactly `count` paths; returns them.
+    fn wait_paths(&self, prefix: &str, count: usize, timeout: Duration) -> Vec<String> {
+        wait::until_blocking(
+            &format!("{count} path(s) to {prefix} in BIRD"),
+            timeout,
+            || {
+                let paths = self.paths(prefix);
+                if paths.len() == count {
+                    Ok(paths)
+                } else {
+                    Err(format!("{paths:?}"))
+                }
+            },
+        )
+        .unwrap()
+    }
+}
+
+enum Order {
+    Apply(BgpConfig),
+    States(std::sync::mpsc::Sender<Vec<BgpSessionState>>),
+    Stop(std::sync::mpsc::Sender<()>),
+}
+
+/// A `BgpSpeaker` running in a node's namespace, on a thread of its own; dropping it drops the speaker
+/// without a graceful stop (its sockets close, as in a crash).
+struct Node {
+    commands: Option<tokio::sync::mpsc::UnboundedSender<Order>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(host: &Host) -> Self {
+        let netns = File::open(format!("/run/netns/{}", host.netns)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let thread = std::thread::spawn(move || {
+            setns(&netns, CloneFlags::CLONE_NEWNET).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut bgp = BgpSpeaker::new(Metrics::default());
+                while let Some(command) = rx.recv().await {
+                    match command {
+                        Order::Apply(config) => bgp.apply(&config),
+                        Order::States(reply) => {
+                            let _ = reply.send(bgp.states());
+                        }
+                        Order::Stop(reply) => {
+                            bgp.stop().await;
+                            let _ = reply.send(());
+                        }
+                    }
+                }
+            });
+        });
+        Self {
+            commands: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn send(&self, command: Order) {
+        self.commands.as_ref().unwrap().send(command).unwrap();
+    }
+
+    fn apply(&self, config: BgpConfig) {
+        self.send(Order::Apply(config));
+    }
+
+    fn states(&self) -> Vec<BgpSessionState> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Order::States(tx));
+        rx.recv().unwrap()
+    }
+
+    /// The speaker's graceful stop, as on the process's shutdown.
+    fn stop(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Order::Stop(tx));
+        rx.recv().unwrap();
+    }
+
+    fn wait_state(&self, state: &str) -> BgpSessionState {
+        wait::until_blocking(
+            &format!("the speaker's session {state}"),
+            UP_TIMEOUT,
+            || {
+                let states = self.states();
+                states
+                    .iter()
+                    .find(|s| s.state == state)
+                    .cloned()
+                    .ok_or_else(|| format!("{states:?}"))
+            },
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn peer(my_asn: u32, node: &Host) -> BgpPeer {
+    BgpPeer {
+        name: "rtr".to_owned(),
+        address: "10.20.0.1".to_owned(),
+        my_asn,
+        peer_asn: ROUTER_AS,
+        router_id: node.ipv4.to_string(),
+        hold_time_s: 9,
+        ..BgpPeer::default()
+    }
+}
+
+fn route(prefix: &str) -> BgpRoute {
+    BgpRoute {
+        prefix: prefix.to_owned(),
+        ..BgpRoute::default()
+    }
+}
+
+fn config(generation: u64, peer: BgpPeer, routes: Vec<BgpRoute>) -> BgpConfig {
+    BgpConfig {
+        generation,
+        peers: vec![peer],
+        routes,
+    }
+}
+
+fn n1(extra: &'static str) -> Neighbor {
+    Neighbor {
+        name: "n1",
+        address: Ipv4Addr::new(10, 20, 0, 11),
+        asn: N1_AS,
+        extra,
+    }
+}
+
+/// A lab, BIRD with `neighbors`, and a speaker on n1 (fields drop in order: speaker, BIRD, namespaces).
+struct Bed {
+    node: Node,
+    bird: Bird,
+    _scratch: Scratch,
+    lab: LabNetwork,
+}
+
+impl Bed {
+    fn new(what: &str, neighbors: &[Neighbor]) -> Self {
+        let lab = lab();
+        let scratch = Scratch::new(what).unwrap();
+        let bird = Bird::start(lab.host("rtr").unwrap(), &scratch, neighbors);
+        let node = Node::start(lab.host("n1").unwrap());
+        Self {
+            node,
+            bird,
+            _scratch: scratch,
+            lab,
+        }
+    }
+
+    fn host(&self, name: &str) -> &Host {
+        self.lab.host(name).unwrap()
+    }
+}
+
+#[test]
+fn ebgp_routes_reach_the_router_with_next_hop_as_path_and_communities() {
+    let bed = Bed::new("bgp-ebgp", &[n1("")]);
+    let mut v4 = route(V4);
+    v4.communities = vec![(ROUTER_AS << 16) | 1];
+    v4.large_communities = vec![LargeCommunity {
+        global_admin: ROUTER_AS,
+        local_data_1: 1,
+        local_data_2: 2,
+    }];
+    v4.local_pref = Some(300);
+    bed.node
+        .apply(config(1, peer(N1_AS, bed.host("n1")), vec![v4, route(V6)]));
+    bed.bird.wait_established("n1");
+    let paths = bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    let path = &paths[0];
+    eprintln!("BIRD's path to {V4}:\n{path}");
+    assert!(path.contains("via 10.20.0.11 on eth0"), "{path}");
+    assert!(path.contains("BGP.as_path: 64501\n"), "{path}");
+    assert!(path.contains("BGP.origin: IGP"), "{path}");
+    assert!(path.contains("BGP.community: (64500,1)"), "{path}");
+    assert!(
+        path.contains("BGP.large_community: (64500, 1, 2)"),
+        "{path}"
+    );
+    // LOCAL_PREF goes to iBGP peers only.
+    assert!(!path.contains("BGP.local_pref: 300"), "{path}");
+    let paths = bed.bird.wait_paths(V6, 1, UP_TIMEOUT);
+    eprintln!("BIRD's path to {V6}:\n{}", paths[0]);
+    assert!(paths[0].contains("via fd20::11 on eth0"), "{}", paths[0]);
+    let state = bed.node.wait_state("Established");
+    assert_eq!(state.advertised, 2);
+    assert_eq!(state.peer, "rtr");
+}
+
+#[test]
+fn ibgp_routes_carry_local_pref_and_an_empty_as_path() {
+    let neighbor = Neighbor {
+        asn: ROUTER_AS,
+        ..n1("")
+    };
+    let bed = Bed::new("bgp-ibgp", &[neighbor]);
+    let mut v4 = route(V4);
+    v4.local_pref = Some(300);
+    bed.node
+        .apply(config(1, peer(ROUTER_AS, bed.host("n1")), vec![v4]));
+    bed.bird.wait_established("n1");
+    let path = bed.bird.wait_paths(V4, 1, UP_TIMEOUT).remove(0);
+    eprintln!("BIRD's iBGP path to {V4}:\n{path}");
+    assert!(path.contains("BGP.local_pref: 300"), "{path}");
+    assert!(
+        path.contains("BGP.as_path: \n") || path.contains("BGP.as_path:\n"),
+        "{path}"
+    );
+    assert!(path.contains("via 10.20.0.11 on eth0"), "{path}");
+}
+
+#[test]
+fn a_removed_route_is_withdrawn() {
+    let bed = Bed::new("bgp-withdraw", &[n1("")]);
+    let n1_peer = peer(N1_AS, bed.host("n1"));
+    bed.node.apply(config(
+        1,
+        n1_peer.clone(),
+        vec![route(V4), route("10.10.39.201/32"), route(V6)],
+    ));
+    bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    bed.bird.wait_paths(V6, 1, UP_TIMEOUT);
+    bed.node
+        .apply(config(2, n1_peer, vec![route("10.10.39.201/32")]));
+    bed.bird.wait_paths(V4, 0, Duration::from_secs(5));
+    bed.bird.wait_paths(V6, 0, Duration::from_secs(5));
+    assert_eq!(bed.bird.paths("10.10.39.201/32").len(), 1);
+    wait::until_blocking("the report to count 1 prefix", UP_TIMEOUT, || {
+        let states = bed.node.states();
+        (states[0].advertised == 1)
+            .then_some(())
+            .ok_or(format!("{states:?}"))
+    })
+    .unwrap();
+}
+
+#[test]
+fn ipv4_and_ipv6_routes_from_two_nodes_give_the_router_two_paths() {
+    let n2 = Neighbor {
+        name: "n2",
+        address: Ipv4Addr::new(10, 20, 0, 12),
+        asn: N2_AS,
+        extra: "",
+    };
+    let bed = Bed::new("bgp-ecmp", &[n1(""), n2]);
+    let node2 = Node::start(bed.host("n2"));
+    let routes = vec![route(V4), route(V6)];
+    bed.node
+        .apply(config(1, peer(N1_AS, bed.host("n1")), routes.clone()));
+    node2.apply(config(1, peer(N2_AS, bed.host("n2")), routes));
+    let v4 = bed.bird.wait_paths(V4, 2, UP_TIMEOUT);
+    let v6 = bed.bird.wait_paths(V6, 2, UP_TIMEOUT);
+    eprintln!(
+        "BIRD's paths to {V4}:\n{}\nto {V6}:\n{}",
+        v4.join(""),
+        v6.join("")
+    );
+    for via in ["via 10.20.0.11 on eth0", "via 10.20.0.12 on eth0"] {
+        assert!(v4.iter().any(|p| p.contains(via)), "{v4:?}");
+    }
+    for via in ["via fd20::11 on eth0", "via fd20::12 on eth0"] {
+        assert!(v6.iter().any(|p| p.contains(via)), "{v6:?}");
+    }
+    drop(node2);
+}
+
+#[test]
+fn stopping_the_speaker_without_graceful_restart_withdraws_at_once() {
+    let bed = Bed::new("bgp-stop", &[n1("")]);
+    bed.node
+        .apply(config(1, peer(N1_AS, bed.host("n1")), vec![route(V4)]));
+    bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    bed.node.stop();
+    // Far below the 9 s hold time: the NOTIFICATION (Cease) made BIRD drop the session and the routes.
+    bed.bird.wait_paths(V4, 0, Duration::from_secs(2));
+    let protocol = bed.bird.protocol("n1");
+    eprintln!("{protocol}");
+    assert!(protocol.contains("Administrative shutdown"), "{protocol}");
+}
+
+#[test]
+fn a_graceful_stop_keeps_the_route_stale_until_the_speaker_returns_with_end_of_rib() {
+    let bed = Bed::new("bgp-gr", &[n1("graceful restart on;")]);
+    let mut gr_peer = peer(N1_AS, bed.host("n1"));
+    gr_peer.graceful_restart_s = 120;
+    bed.node.apply(config(1, gr_peer.clone(), vec![route(V4)]));
+    bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    bed.node.stop();
+    wait::until_blocking("BIRD to notice the closed session", UP_TIMEOUT, || {
+        let out = bed.bird.protocol("n1");
+        (!out.contains("Established")).then_some(()).ok_or(out)
+    })
+    .unwrap();
+    let protocol = bed.bird.protocol("n1");
+    let paths = bed.bird.paths(V4);
+    eprintln!("after the graceful stop:\n{protocol}\n{}", paths.join(""));
+    assert_eq!(paths.len(), 1, "the route must be kept: {paths:?}");
+    assert!(
+        paths[0].contains("stale") || protocol.contains("graceful restart"),
+        "BIRD shows neither a stale route nor a graceful restart: {protocol}\n{paths:?}"
+    );
+    // The speaker process comes back (a new BgpSpeaker) and re-advertises; End-of-RIB ends the restart.
+    let again = Node::start(bed.host("n1"));
+    again.apply(config(1, gr_peer, vec![route(V4)]));
+    bed.bird.wait_established("n1");
+    wait::until_blocking("BIRD to end the graceful restart", UP_TIMEOUT, || {
+        let paths = bed.bird.paths(V4);
+        let protocol = bed.bird.protocol("n1");
+        let done = paths.len() == 1 && !paths[0].contains("stale");
+        done.then_some(()).ok_or(format!("{protocol}\n{paths:?}"))
+    })
+    .unwrap();
+    let paths = bed.bird.paths(V4);
+    eprintln!(
+        "after the return:\n{}\n{}",
+        bed.bird.protocol("n1"),
+        paths.join("")
+    );
+}
+
+#[test]
+fn an_md5_password_brings_the_session_up_only_when_it_matches() {
+    let bed = Bed::new("bgp-md5", &[n1("password \"s3cret\";")]);
+    let mut good = peer(N1_AS, bed.host("n1"));
+    good.password = "s3cret".to_owned();
+    bed.node.apply(config(1, good.clone(), vec![route(V4)]));
+    bed.bird.wait_established("n1");
+    bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    // A wrong key: the router's kernel drops the unsigned-as-expected SYNs, so the dial times out.
+    let mut bad = good;
+    bad.password = "wrong".to_owned();
+    bad.connect_retry_s = 1;
+    bed.node.apply(config(2, bad, vec![route(V4)]));
+    let state = wait::until_blocking(
+        "the dial with a wrong key to fail",
+        Duration::from_secs(30),
+        || {
+            let states = bed.node.states();
+            states
+                .iter()
+                .find(|s| s.last_error.contains("timed out"))
+                .cloned()
+                .ok_or(format!("{states:?}"))
+        },
+    )
+    .unwrap();
+    eprintln!("with a wrong key: {state:?}");
+    assert_ne!(state.state, "Established");
+    let protocol = bed.bird.protocol("n1");
+    assert!(!protocol.contains("Established"), "{protocol}");
+    assert!(bed.bird.paths(V4).is_empty());
+}
+
+#[test]
+fn a_cut_off_node_loses_its_route_after_the_hold_time() {
+    let bed = Bed::new("bgp-hold", &[n1("hold time 3;")]);
+    let mut short = peer(N1_AS, bed.host("n1"));
+    short.hold_time_s = 3;
+    bed.node.apply(config(1, short, vec![route(V4)]));
+    bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    let node = bed.host("n1");
+    integration_tests::netlab::ip(&["-n", &node.netns, "link", "set", "eth0", "down"]).unwrap();
+    let cut = std::time::Instant::now();
+    bed.bird.wait_paths(V4, 0, Duration::from_secs(8));
+    let after = cut.elapsed();
+    eprintln!(
+        "route gone {after:?} after the cut; {}",
+        bed.bird.protocol("n1")
+    );
+    assert!(after >= Duration::from_secs(1), "gone too early: {after:?}");
+    let protocol = bed.bird.protocol("n1");
+    assert!(protocol.contains("Hold timer expired"), "{protocol}");
+}
