@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -18,7 +20,10 @@ use integration_tests::wait;
 use lb_speaker::Metrics;
 use lb_speaker::bgp::BgpSpeaker;
 use nix::sched::{CloneFlags, setns};
+use proto::announce::v1::controller_message::Body as ControllerBody;
+use proto::announce::v1::speaker_message::Body as SpeakerBody;
 use proto::announce::v1::{BgpConfig, BgpPeer, BgpRoute, BgpSessionState, LargeCommunity};
+use support::{StandIn, start_speaker};
 
 const ROUTER_AS: u32 = 64500;
 const N1_AS: u32 = 64501;
@@ -26,6 +31,7 @@ const N2_AS: u32 = 64502;
 const V4: &str = "10.10.39.200/32";
 const V6: &str = "fd10:39::200/128";
 const UP_TIMEOUT: Duration = Duration::from_secs(20);
+const SPEAKER: &str = env!("CARGO_BIN_EXE_lb-speaker");
 
 fn lab() -> LabNetwork {
     let host = |name: &str, last: u8| HostSpec {
@@ -460,41 +466,64 @@ fn stopping_the_speaker_without_graceful_restart_withdraws_at_once() {
 
 #[test]
 fn a_graceful_stop_keeps_the_route_stale_until_the_speaker_returns_with_end_of_rib() {
-    let bed = Bed::new("bgp-gr", &[n1("graceful restart on;")]);
+    let bed = Bed::new(
+        "bgp-gr",
+        &[n1("graceful restart on;\n  debug { states, packets };")],
+    );
+    let log = bed._scratch.join("bird.log");
+    let end_of_ribs = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("Got END-OF-RIB")
+            .count()
+    };
     let mut gr_peer = peer(N1_AS, bed.host("n1"));
     gr_peer.graceful_restart_s = 120;
     bed.node.apply(config(1, gr_peer.clone(), vec![route(V4)]));
     bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    // One End-of-RIB per family after the initial routes.
+    wait::until_blocking("End-of-RIB for IPv4 and IPv6", UP_TIMEOUT, || {
+        let n = end_of_ribs();
+        (n == 2).then_some(()).ok_or(format!("{n} seen"))
+    })
+    .unwrap();
+    let established = bed.bird.protocol("n1");
+    assert!(
+        established.contains("Restart recovery"),
+        "the Restart-State bit: {established}"
+    );
     bed.node.stop();
-    wait::until_blocking("BIRD to notice the closed session", UP_TIMEOUT, || {
+    wait::until_blocking("BIRD to keep our routes as stale", UP_TIMEOUT, || {
         let out = bed.bird.protocol("n1");
-        (!out.contains("Established")).then_some(()).ok_or(out)
+        out.contains("Neighbor graceful restart active")
+            .then_some(())
+            .ok_or(out)
     })
     .unwrap();
     let protocol = bed.bird.protocol("n1");
     let paths = bed.bird.paths(V4);
     eprintln!("after the graceful stop:\n{protocol}\n{}", paths.join(""));
-    assert_eq!(paths.len(), 1, "the route must be kept: {paths:?}");
     assert!(
-        paths[0].contains("stale") || protocol.contains("graceful restart"),
-        "BIRD shows neither a stale route nor a graceful restart: {protocol}\n{paths:?}"
+        protocol.contains("Socket: Connection closed"),
+        "closed without a NOTIFICATION: {protocol}"
     );
+    assert_eq!(paths.len(), 1, "the route must be kept: {paths:?}");
     // The speaker process comes back (a new BgpSpeaker) and re-advertises; End-of-RIB ends the restart.
     let again = Node::start(bed.host("n1"));
     again.apply(config(1, gr_peer, vec![route(V4)]));
     bed.bird.wait_established("n1");
     wait::until_blocking("BIRD to end the graceful restart", UP_TIMEOUT, || {
-        let paths = bed.bird.paths(V4);
         let protocol = bed.bird.protocol("n1");
-        let done = paths.len() == 1 && !paths[0].contains("stale");
-        done.then_some(()).ok_or(format!("{protocol}\n{paths:?}"))
+        let done = end_of_ribs() == 4
+            && !protocol.contains("graceful restart active")
+            && bed.bird.paths(V4).len() == 1;
+        done.then_some(()).ok_or(protocol)
     })
     .unwrap();
-    let paths = bed.bird.paths(V4);
     eprintln!(
         "after the return:\n{}\n{}",
         bed.bird.protocol("n1"),
-        paths.join("")
+        bed.bird.paths(V4).join("")
     );
 }
 
@@ -550,4 +579,47 @@ fn a_cut_off_node_loses_its_route_after_the_hold_time() {
     assert!(after >= Duration::from_secs(1), "gone too early: {after:?}");
     let protocol = bed.bird.protocol("n1");
     assert!(protocol.contains("Hold timer expired"), "{protocol}");
+}
+
+/// The whole speaker: the `lb-speaker` binary takes the BgpConfig from its controller session, reports the
+/// session in Report.bgp_sessions, and on SIGTERM (no graceful restart) tells the router to withdraw.
+#[test]
+fn the_speaker_binary_applies_the_controllers_bgp_config_and_reports_the_session() {
+    let lab = lab();
+    let scratch = Scratch::new("bgp-binary").unwrap();
+    let router = lab.host("rtr").unwrap();
+    let n1_host = lab.host("n1").unwrap();
+    let bird = Bird::start(router, &scratch, &[n1("")]);
+    let controller = StandIn::start_in(router, None);
+    let mut speaker = start_speaker(SPEAKER, n1_host, &scratch, &controller.url("http"), |s| s);
+    let session = controller.wait_session("n1", 0, UP_TIMEOUT);
+    session.assign(&[], 10_000);
+    session.send(ControllerBody::Bgp(config(
+        1,
+        peer(N1_AS, n1_host),
+        vec![route(V4)],
+    )));
+    bird.wait_paths(V4, 1, UP_TIMEOUT);
+    let reported = session.wait_for(
+        "a Report with the session Established",
+        UP_TIMEOUT,
+        |messages| {
+            messages.iter().rev().find_map(|m| match &m.body {
+                Some(SpeakerBody::Report(r))
+                    if r.bgp_sessions
+                        .iter()
+                        .any(|s| s.state == "Established" && s.advertised == 1) =>
+                {
+                    Some(r.bgp_sessions.clone())
+                }
+                _ => None,
+            })
+        },
+    );
+    eprintln!("reported: {reported:?}");
+    assert_eq!(reported[0].peer, "rtr");
+    speaker.stop(Duration::from_secs(15));
+    bird.wait_paths(V4, 0, Duration::from_secs(2));
+    let protocol = bird.protocol("n1");
+    assert!(protocol.contains("Administrative shutdown"), "{protocol}");
 }
