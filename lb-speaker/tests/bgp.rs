@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use integration_tests::netlab::{Host, HostSpec, LabNetwork, LabSpec};
+use integration_tests::netlab::{Host, HostSpec, LabNetwork, LabSpec, SealedNamespace};
 use integration_tests::process::{Process, Scratch};
 use integration_tests::wait;
 use lb_speaker::Metrics;
 use lb_speaker::bgp::BgpSpeaker;
+use lb_speaker::bgp::message::{self, Capabilities, Message, Open};
 use nix::sched::{CloneFlags, setns};
 use proto::announce::v1::controller_message::Body as ControllerBody;
 use proto::announce::v1::speaker_message::Body as SpeakerBody;
@@ -622,4 +623,127 @@ fn the_speaker_binary_applies_the_controllers_bgp_config_and_reports_the_session
     bird.wait_paths(V4, 0, Duration::from_secs(2));
     let protocol = bird.protocol("n1");
     assert!(protocol.contains("Administrative shutdown"), "{protocol}");
+}
+
+/// Reads one whole message off `stream`.
+async fn read_message(stream: &mut tokio::net::TcpStream) -> Message {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; message::HEADER];
+    stream.read_exact(&mut header).await.unwrap();
+    let length = message::frame_length(&header).unwrap();
+    let mut bytes = header.to_vec();
+    bytes.resize(length, 0);
+    stream
+        .read_exact(&mut bytes[message::HEADER..])
+        .await
+        .unwrap();
+    message::decode(&bytes, true).unwrap()
+}
+
+/// A scripted router on a sealed namespace: the speaker's OPEN, its routes grouped in one UPDATE and its
+/// End-of-RIB, then a message longer than 4096 bytes, which the speaker must refuse with a NOTIFICATION
+/// (Message Header Error / Bad Message Length) and a closed session.
+#[test]
+fn a_message_longer_than_4096_bytes_ends_the_session_with_bad_message_length() {
+    let ns = SealedNamespace::create(
+        "bgpwire",
+        &["10.30.0.1".parse().unwrap(), "10.30.0.2".parse().unwrap()],
+    )
+    .unwrap();
+    let outcome = ns.host().run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let listener = tokio::net::TcpListener::bind("10.30.0.1:179")
+                .await
+                .unwrap();
+            let mut bgp = BgpSpeaker::new(Metrics::default());
+            let mut peer = BgpPeer {
+                name: "fake".to_owned(),
+                address: "10.30.0.1".to_owned(),
+                source_address: "10.30.0.2".to_owned(),
+                my_asn: N1_AS,
+                peer_asn: ROUTER_AS,
+                router_id: "10.30.0.2".to_owned(),
+                ..BgpPeer::default()
+            };
+            peer.hold_time_s = 9;
+            bgp.apply(&config(1, peer, vec![route(V4), route("10.10.39.201/32")]));
+            let (mut stream, _) = tokio::time::timeout(UP_TIMEOUT, listener.accept())
+                .await
+                .unwrap()
+                .unwrap();
+            let Message::Open(open) = read_message(&mut stream).await else {
+                panic!("no OPEN first");
+            };
+            assert_eq!(open.asn, N1_AS);
+            assert_eq!(open.hold_time, 9);
+            assert!(open.capabilities.graceful_restart.is_none());
+            let ours = Open {
+                version: 4,
+                asn: ROUTER_AS,
+                hold_time: 90,
+                router_id: "10.30.0.1".parse().unwrap(),
+                capabilities: Capabilities {
+                    four_octet_as: Some(ROUTER_AS),
+                    ..Capabilities::default()
+                },
+            };
+            for m in [Message::Open(ours), Message::Keepalive] {
+                stream
+                    .write_all(&message::encode(&m, true).unwrap())
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(read_message(&mut stream).await, Message::Keepalive);
+            // No Multiprotocol capability from us: IPv4 unicast only, both prefixes in one UPDATE.
+            let Message::Update(update) = read_message(&mut stream).await else {
+                panic!("no UPDATE");
+            };
+            assert_eq!(update.nlri.len(), 2);
+            let attributes = update.attributes.unwrap();
+            assert_eq!(attributes.as_path, [N1_AS]);
+            assert_eq!(attributes.next_hop, Some("10.30.0.2".parse().unwrap()));
+            let Message::Update(end) = read_message(&mut stream).await else {
+                panic!("no End-of-RIB");
+            };
+            assert_eq!(end.is_end_of_rib(), Some(message::Family::Ipv4));
+            let mut oversized = vec![0xff; 16];
+            oversized.extend_from_slice(&4097u16.to_be_bytes());
+            oversized.push(2);
+            oversized.resize(4097, 0);
+            stream.write_all(&oversized).await.unwrap();
+            let answer = read_message(&mut stream).await;
+            let states = wait::until("the session to go down", UP_TIMEOUT, || {
+                let states = bgp.states();
+                let down = states[0].state != "Established";
+                async move {
+                    if down {
+                        Ok(states)
+                    } else {
+                        Err(format!("{states:?}"))
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            bgp.stop().await;
+            (answer, states)
+        })
+    });
+    let (answer, states) = outcome.unwrap();
+    assert_eq!(
+        answer,
+        Message::Notification(message::Notification::new(
+            message::code::HEADER,
+            message::code::BAD_LENGTH
+        ))
+    );
+    assert!(
+        states[0].last_error.contains("bad message length 4097"),
+        "{states:?}"
+    );
 }

@@ -164,3 +164,20 @@ fn an_oversized_update_is_refused_by_the_encoder() {
         Err(EncodeError::TooLong(_))
     ));
 }
+
+proptest::proptest! {
+    /// Random bodies behind a well-formed header (every type, both AS widths) decode or fail, never panic.
+    #[test]
+    fn decoding_random_bodies_never_panics(
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..700),
+        kind in 0u8..=6,
+        four_octet in proptest::bool::ANY,
+    ) {
+        let mut bytes = vec![0xff; 16];
+        let length = u16::try_from(HEADER + body.len()).unwrap();
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.push(kind);
+        bytes.extend_from_slice(&body);
+        let _ = decode(&bytes, four_octet);
+    }
+}

@@ -336,6 +336,82 @@ mod tests {
         assert_eq!(sent.iter().map(|u| u.nlri.len()).sum::<usize>(), 3000);
     }
 
+    /// Applies decoded UPDATEs to a picture of what the peer holds, as a router would.
+    fn replay(held: &mut BTreeMap<IpNet, PathAttributes>, update: &Update) {
+        for p in &update.withdrawn {
+            held.remove(&IpNet::V4(*p));
+        }
+        for p in update.mp_unreach.iter().flatten() {
+            held.remove(&IpNet::V6(*p));
+        }
+        let Some(attributes) = &update.attributes else {
+            return;
+        };
+        for p in &update.nlri {
+            held.insert(IpNet::V4(*p), attributes.clone());
+        }
+        for p in update.mp_reach.iter().flat_map(|r| &r.nlri) {
+            held.insert(IpNet::V6(*p), attributes.clone());
+        }
+    }
+
+    fn arbitrary_routes() -> impl proptest::strategy::Strategy<Value = Vec<Route>> {
+        use proptest::prelude::*;
+        let prefix = prop_oneof![
+            (any::<u32>(), 0u8..=32)
+                .prop_map(|(a, l)| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc())),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, l)| IpNet::V6(Ipv6Net::new(Ipv6Addr::from(a), l).unwrap().trunc())),
+        ];
+        let route = (
+            prefix,
+            proptest::collection::vec(0u32..4, 0..3),
+            proptest::option::of(0u32..3),
+        )
+            .prop_map(|(prefix, communities, local_pref)| Route {
+                prefix,
+                communities,
+                large_communities: vec![],
+                local_pref,
+            });
+        proptest::collection::vec(route, 0..400)
+    }
+
+    proptest::proptest! {
+        /// Whatever the change, the UPDATEs fit in 4096 bytes, decode, and leave the peer holding exactly
+        /// the desired routes.
+        #[test]
+        fn updates_take_the_peer_from_any_set_to_any_other(
+            before in arbitrary_routes(),
+            after in arbitrary_routes(),
+            ibgp in proptest::bool::ANY,
+        ) {
+            use crate::bgp::message::{Message, decode, encode};
+            let view = view(ibgp);
+            let (old, _) = desired(&before, &view);
+            let (new, _) = desired(&after, &view);
+            let mut held = BTreeMap::new();
+            for update in updates(&AdjRibOut::new(), &old, true).into_iter().chain(updates(&old, &new, true)) {
+                let bytes = encode(&Message::Update(update), true).unwrap();
+                let Ok(Message::Update(decoded)) = decode(&bytes, true) else {
+                    panic!("an UPDATE that does not decode");
+                };
+                replay(&mut held, &decoded);
+            }
+            let want: BTreeMap<IpNet, PathAttributes> = new
+                .iter()
+                .map(|(p, a)| {
+                    let mut attributes = a.attributes.clone();
+                    if let IpAddr::V4(v4) = a.next_hop {
+                        attributes.next_hop = Some(v4);
+                    }
+                    (*p, attributes)
+                })
+                .collect();
+            proptest::prop_assert_eq!(held, want);
+        }
+    }
+
     #[test]
     fn next_hops_come_from_the_interface_holding_the_local_address() {
         let interfaces = vec![
