@@ -9,7 +9,7 @@
 mod support;
 
 use std::fs::File;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -61,7 +61,7 @@ fn lab() -> LabNetwork {
 /// One `protocol bgp` of the router, named after the node.
 struct Neighbor {
     name: &'static str,
-    address: Ipv4Addr,
+    address: IpAddr,
     asn: u32,
     /// Extra lines (`password`, `hold time`, `graceful restart`).
     extra: &'static str,
@@ -86,7 +86,11 @@ impl Bird {
                  passive on;\n  {extra}\n  ipv4 {{ import all; export none; }};\n  \
                  ipv6 {{ import all; export none; }};\n}}\n",
                 name = n.name,
-                local = router.ipv4,
+                local = if n.address.is_ipv4() {
+                    IpAddr::V4(router.ipv4)
+                } else {
+                    IpAddr::V6(router.ipv6)
+                },
                 address = n.address,
                 asn = n.asn,
                 extra = n.extra,
@@ -148,6 +152,21 @@ impl Bird {
             }
         }
         paths
+    }
+
+    /// "Import updates: received" of the channel (`ipv4`, `ipv6`) of protocol `n1`.
+    fn import_updates_received(&self, channel: &str) -> usize {
+        let out = self.protocol("n1");
+        out.split(&format!("Channel {channel}"))
+            .nth(1)
+            .and_then(|section| {
+                section
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("Import updates:"))
+            })
+            .and_then(|line| line.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     fn protocol(&self, name: &str) -> String {
@@ -306,7 +325,7 @@ fn config(generation: u64, peer: BgpPeer, routes: Vec<BgpRoute>) -> BgpConfig {
 fn n1(extra: &'static str) -> Neighbor {
     Neighbor {
         name: "n1",
-        address: Ipv4Addr::new(10, 20, 0, 11),
+        address: IpAddr::V4(Ipv4Addr::new(10, 20, 0, 11)),
         asn: N1_AS,
         extra,
     }
@@ -425,7 +444,7 @@ fn a_removed_route_is_withdrawn() {
 fn ipv4_and_ipv6_routes_from_two_nodes_give_the_router_two_paths() {
     let n2 = Neighbor {
         name: "n2",
-        address: Ipv4Addr::new(10, 20, 0, 12),
+        address: IpAddr::V4(Ipv4Addr::new(10, 20, 0, 12)),
         asn: N2_AS,
         extra: "",
     };
@@ -746,4 +765,57 @@ fn a_message_longer_than_4096_bytes_ends_the_session_with_bad_message_length() {
         states[0].last_error.contains("bad message length 4097"),
         "{states:?}"
     );
+}
+
+/// Over an IPv6 session, IPv6 routes take the session's local address as next hop and IPv4 routes the
+/// node's IPv4 address on the same interface.
+#[test]
+fn an_ipv6_session_carries_ipv4_routes_with_the_nodes_ipv4_next_hop() {
+    let neighbor = Neighbor {
+        address: IpAddr::V6("fd20::11".parse().unwrap()),
+        ..n1("")
+    };
+    let bed = Bed::new("bgp-v6-session", &[neighbor]);
+    let mut v6_peer = peer(N1_AS, bed.host("n1"));
+    v6_peer.address = "fd20::1".to_owned();
+    bed.node
+        .apply(config(1, v6_peer, vec![route(V4), route(V6)]));
+    bed.bird.wait_established("n1");
+    let v4 = bed.bird.wait_paths(V4, 1, UP_TIMEOUT).remove(0);
+    let v6 = bed.bird.wait_paths(V6, 1, UP_TIMEOUT).remove(0);
+    eprintln!("over IPv6:\n{v4}{v6}");
+    assert!(v4.contains("via 10.20.0.11 on eth0"), "{v4}");
+    assert!(v6.contains("via fd20::11 on eth0"), "{v6}");
+}
+
+/// A router's ROUTE-REFRESH (`birdc reload in`) gets the routes of the asked family again.
+#[test]
+fn a_route_refresh_gets_the_routes_again() {
+    let bed = Bed::new("bgp-refresh", &[n1("")]);
+    bed.node.apply(config(
+        1,
+        peer(N1_AS, bed.host("n1")),
+        vec![route(V4), route("10.10.39.201/32"), route(V6)],
+    ));
+    bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
+    bed.bird.wait_paths(V6, 1, UP_TIMEOUT);
+    let received = |channel: &str| bed.bird.import_updates_received(channel);
+    wait::until_blocking("the initial routes counted", UP_TIMEOUT, || {
+        let counts = (received("ipv4"), received("ipv6"));
+        (counts == (2, 1))
+            .then_some(())
+            .ok_or(format!("{counts:?}"))
+    })
+    .unwrap();
+    let reload = bed.bird.birdc(&["reload", "in", "n1"]);
+    eprintln!("{reload}");
+    wait::until_blocking("the routes sent again", UP_TIMEOUT, || {
+        let counts = (received("ipv4"), received("ipv6"));
+        (counts == (4, 2))
+            .then_some(())
+            .ok_or(format!("{counts:?}"))
+    })
+    .unwrap();
+    assert_eq!(bed.bird.paths(V4).len(), 1);
+    bed.bird.wait_established("n1");
 }

@@ -295,8 +295,8 @@ pub enum Message {
     Notification(Notification),
     /// KEEPALIVE.
     Keepalive,
-    /// ROUTE-REFRESH (RFC 2918); its AFI/SAFI is not kept: we resend everything.
-    RouteRefresh,
+    /// ROUTE-REFRESH (RFC 2918) for a family; `None` for one this speaker does not carry.
+    RouteRefresh(Option<Family>),
 }
 
 /// Why bytes are not a valid message; [`DecodeError::notification`] is what to tell the peer.
@@ -370,7 +370,13 @@ pub fn decode(bytes: &[u8], four_octet_as: bool) -> Result<Message, DecodeError>
         NOTIFICATION => decode_notification(body).map(Message::Notification),
         KEEPALIVE if length == HEADER => Ok(Message::Keepalive),
         KEEPALIVE => Err(DecodeError::Length(length)),
-        ROUTE_REFRESH if length == HEADER + 4 => Ok(Message::RouteRefresh),
+        ROUTE_REFRESH if length == HEADER + 4 => {
+            let mut body = body;
+            let afi = body.u16()?;
+            let _reserved = body.u8()?;
+            let safi = body.u8()?;
+            Ok(Message::RouteRefresh(Family::from_afi_safi(afi, safi)))
+        }
         ROUTE_REFRESH => Err(DecodeError::Length(length)),
         other => Err(DecodeError::Type(other)),
     }
@@ -411,8 +417,9 @@ pub fn encode(message: &Message, four_octet_as: bool) -> Result<Vec<u8>, EncodeE
             NOTIFICATION
         }
         Message::Keepalive => KEEPALIVE,
-        Message::RouteRefresh => {
-            out.extend_from_slice(&[0, 1, 0, 1]);
+        Message::RouteRefresh(family) => {
+            let afi = family.map_or(0, Family::afi).to_be_bytes();
+            out.extend_from_slice(&[afi[0], afi[1], 0, 1]);
             ROUTE_REFRESH
         }
     };

@@ -111,6 +111,17 @@ fn a_notification_round_trips_and_names_itself() {
 }
 
 #[test]
+fn a_route_refresh_keeps_its_family() {
+    for family in [Some(Family::Ipv4), Some(Family::Ipv6)] {
+        let bytes = encode(&Message::RouteRefresh(family), true).unwrap();
+        assert_eq!(decode(&bytes, true).unwrap(), Message::RouteRefresh(family));
+    }
+    let mut other = encode(&Message::RouteRefresh(Some(Family::Ipv4)), true).unwrap();
+    other[22] = 128; // SAFI 128 (VPN): not ours.
+    assert_eq!(decode(&other, true).unwrap(), Message::RouteRefresh(None));
+}
+
+#[test]
 fn headers_out_of_range_are_rejected() {
     let mut header = [0xff; HEADER];
     header[16..18].copy_from_slice(&4097u16.to_be_bytes());

@@ -20,7 +20,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::message::{self, DecodeError, HEADER, Message, Update};
+use super::message::{self, DecodeError, Family, HEADER, Message, Update};
 use super::rib::{self, AdjRibOut, PeerView, Route};
 use super::session::{Action, Input, Negotiated, Session, SessionConfig, State, Stop};
 use super::{PathState, md5};
@@ -286,14 +286,18 @@ impl PeerTask {
                     }
                 }
             }
-            Action::Resend => {
-                let everything = std::mem::take(&mut self.advertised);
+            Action::Resend(family) => {
                 let negotiated = self.session.negotiated().cloned();
                 if let Some(negotiated) = negotiated {
-                    self.send_updates(&AdjRibOut::new(), &everything, &negotiated)
+                    let of_family: AdjRibOut = self
+                        .advertised
+                        .iter()
+                        .filter(|(prefix, _)| Family::of(prefix.addr()) == family)
+                        .map(|(prefix, advert)| (*prefix, advert.clone()))
+                        .collect();
+                    self.send_updates(&AdjRibOut::new(), &of_family, &negotiated)
                         .await;
                 }
-                self.advertised = everything;
             }
             Action::Close {
                 reason,

@@ -158,8 +158,8 @@ pub enum Action {
     Send(Message),
     /// The session is established: send the initial routes and End-of-RIB.
     Established(Negotiated),
-    /// The peer asked for our routes again (ROUTE-REFRESH).
-    Resend,
+    /// The peer asked for our routes of this family again (ROUTE-REFRESH).
+    Resend(Family),
     /// Close the TCP connection (after any [`Action::Send`] before it); the session went down.
     Close {
         /// Why, for logs and `last_error`.
@@ -365,13 +365,17 @@ impl Session {
                 let hold = self.negotiated.as_ref().map_or(0, |n| n.hold_time);
                 self.restart_hold(now, hold);
             }
-            (State::Established, Message::RouteRefresh) => actions.push(Action::Resend),
+            (State::Established, Message::RouteRefresh(Some(family))) => {
+                actions.push(Action::Resend(family));
+            }
+            // A family we never offered has nothing to resend.
+            (State::Established, Message::RouteRefresh(None)) => {}
             (state, message) if state.connected() => {
                 let kind = match message {
                     Message::Open(_) => "OPEN",
                     Message::Update(_) => "UPDATE",
                     Message::Keepalive => "KEEPALIVE",
-                    Message::RouteRefresh => "ROUTE-REFRESH",
+                    Message::RouteRefresh(_) => "ROUTE-REFRESH",
                     Message::Notification(_) => "NOTIFICATION",
                 };
                 self.down(
