@@ -18,8 +18,8 @@ use integration_tests::netlab::{Host, HostSpec, LabNetwork, LabSpec, SealedNames
 use integration_tests::process::{Process, Scratch};
 use integration_tests::wait;
 use lb_speaker::Metrics;
-use lb_speaker::bgp::BgpSpeaker;
 use lb_speaker::bgp::message::{self, Capabilities, Message, Open};
+use lb_speaker::bgp::{BgpSpeaker, ForwardingPaths, PathState};
 use nix::sched::{CloneFlags, setns};
 use proto::announce::v1::controller_message::Body as ControllerBody;
 use proto::announce::v1::speaker_message::Body as SpeakerBody;
@@ -659,101 +659,116 @@ async fn read_message(stream: &mut tokio::net::TcpStream) -> Message {
     message::decode(&bytes, true).unwrap()
 }
 
-/// A scripted router on a sealed namespace: the speaker's OPEN, its routes grouped in one UPDATE and its
-/// End-of-RIB, then a message longer than 4096 bytes, which the speaker must refuse with a NOTIFICATION
-/// (Message Header Error / Bad Message Length) and a closed session.
-#[test]
-fn a_message_longer_than_4096_bytes_ends_the_session_with_bad_message_length() {
+/// The peer of the scripted-router tests: 10.30.0.1 in a sealed namespace, dialed from 10.30.0.2.
+fn scripted_peer() -> BgpPeer {
+    BgpPeer {
+        name: "fake".to_owned(),
+        address: "10.30.0.1".to_owned(),
+        source_address: "10.30.0.2".to_owned(),
+        my_asn: N1_AS,
+        peer_asn: ROUTER_AS,
+        router_id: "10.30.0.2".to_owned(),
+        hold_time_s: 9,
+        ..BgpPeer::default()
+    }
+}
+
+/// Runs `scenario` on a current-thread runtime inside a sealed namespace holding 10.30.0.1 and 10.30.0.2,
+/// with a listener on 10.30.0.1:179 for the scripted router.
+fn in_sealed_namespace<R: Send + 'static>(
+    scenario: impl AsyncFnOnce(tokio::net::TcpListener) -> R + Send + 'static,
+) -> R {
     let ns = SealedNamespace::create(
         "bgpwire",
         &["10.30.0.1".parse().unwrap(), "10.30.0.2".parse().unwrap()],
     )
     .unwrap();
-    let outcome = ns.host().run(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            use tokio::io::AsyncWriteExt;
-            let listener = tokio::net::TcpListener::bind("10.30.0.1:179")
-                .await
+    ns.host()
+        .run(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .unwrap();
-            let mut bgp = BgpSpeaker::new(Metrics::default());
-            let mut peer = BgpPeer {
-                name: "fake".to_owned(),
-                address: "10.30.0.1".to_owned(),
-                source_address: "10.30.0.2".to_owned(),
-                my_asn: N1_AS,
-                peer_asn: ROUTER_AS,
-                router_id: "10.30.0.2".to_owned(),
-                ..BgpPeer::default()
-            };
-            peer.hold_time_s = 9;
-            bgp.apply(&config(1, peer, vec![route(V4), route("10.10.39.201/32")]));
-            let (mut stream, _) = tokio::time::timeout(UP_TIMEOUT, listener.accept())
-                .await
-                .unwrap()
-                .unwrap();
-            let Message::Open(open) = read_message(&mut stream).await else {
-                panic!("no OPEN first");
-            };
-            assert_eq!(open.asn, N1_AS);
-            assert_eq!(open.hold_time, 9);
-            assert!(open.capabilities.graceful_restart.is_none());
-            let ours = Open {
-                version: 4,
-                asn: ROUTER_AS,
-                hold_time: 90,
-                router_id: "10.30.0.1".parse().unwrap(),
-                capabilities: Capabilities {
-                    four_octet_as: Some(ROUTER_AS),
-                    ..Capabilities::default()
-                },
-            };
-            for m in [Message::Open(ours), Message::Keepalive] {
-                stream
-                    .write_all(&message::encode(&m, true).unwrap())
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind("10.30.0.1:179")
                     .await
                     .unwrap();
-            }
-            assert_eq!(read_message(&mut stream).await, Message::Keepalive);
-            // No Multiprotocol capability from us: IPv4 unicast only, both prefixes in one UPDATE.
-            let Message::Update(update) = read_message(&mut stream).await else {
-                panic!("no UPDATE");
-            };
-            assert_eq!(update.nlri.len(), 2);
-            let attributes = update.attributes.unwrap();
-            assert_eq!(attributes.as_path, [N1_AS]);
-            assert_eq!(attributes.next_hop, Some("10.30.0.2".parse().unwrap()));
-            let Message::Update(end) = read_message(&mut stream).await else {
-                panic!("no End-of-RIB");
-            };
-            assert_eq!(end.is_end_of_rib(), Some(message::Family::Ipv4));
-            let mut oversized = vec![0xff; 16];
-            oversized.extend_from_slice(&4097u16.to_be_bytes());
-            oversized.push(2);
-            oversized.resize(4097, 0);
-            stream.write_all(&oversized).await.unwrap();
-            let answer = read_message(&mut stream).await;
-            let states = wait::until("the session to go down", UP_TIMEOUT, || {
-                let states = bgp.states();
-                let down = states[0].state != "Established";
-                async move {
-                    if down {
-                        Ok(states)
-                    } else {
-                        Err(format!("{states:?}"))
-                    }
-                }
+                scenario(listener).await
             })
+        })
+        .unwrap()
+}
+
+/// Accepts the speaker's connection and plays the router's half of the OPEN exchange (4-octet AS, no
+/// Multiprotocol: IPv4 unicast only); returns the stream, Established on both sides, and the speaker's OPEN.
+async fn accept_session(listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, Open) {
+    use tokio::io::AsyncWriteExt;
+    let (mut stream, _) = tokio::time::timeout(UP_TIMEOUT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let Message::Open(open) = read_message(&mut stream).await else {
+        panic!("no OPEN first");
+    };
+    let ours = Open {
+        version: 4,
+        asn: ROUTER_AS,
+        hold_time: 90,
+        router_id: "10.30.0.1".parse().unwrap(),
+        capabilities: Capabilities {
+            four_octet_as: Some(ROUTER_AS),
+            ..Capabilities::default()
+        },
+    };
+    for m in [Message::Open(ours), Message::Keepalive] {
+        stream
+            .write_all(&message::encode(&m, true).unwrap())
             .await
             .unwrap();
-            bgp.stop().await;
-            (answer, states)
-        })
+    }
+    assert_eq!(read_message(&mut stream).await, Message::Keepalive);
+    (stream, open)
+}
+
+/// A scripted router: the speaker's OPEN, its routes grouped in one UPDATE and its End-of-RIB, then a
+/// message longer than 4096 bytes, which the speaker must refuse with a NOTIFICATION (Message Header Error /
+/// Bad Message Length) and a closed session.
+#[test]
+fn a_message_longer_than_4096_bytes_ends_the_session_with_bad_message_length() {
+    let (answer, states) = in_sealed_namespace(async |listener| {
+        use tokio::io::AsyncWriteExt;
+        let mut bgp = BgpSpeaker::new(Metrics::default());
+        bgp.apply(&config(
+            1,
+            scripted_peer(),
+            vec![route(V4), route("10.10.39.201/32")],
+        ));
+        let (mut stream, open) = accept_session(&listener).await;
+        assert_eq!(open.asn, N1_AS);
+        assert_eq!(open.hold_time, 9);
+        assert!(open.capabilities.graceful_restart.is_none());
+        // No Multiprotocol capability from the router: IPv4 unicast only, both prefixes in one UPDATE.
+        let Message::Update(update) = read_message(&mut stream).await else {
+            panic!("no UPDATE");
+        };
+        assert_eq!(update.nlri.len(), 2);
+        let attributes = update.attributes.unwrap();
+        assert_eq!(attributes.as_path, [N1_AS]);
+        assert_eq!(attributes.next_hop, Some("10.30.0.2".parse().unwrap()));
+        let Message::Update(end) = read_message(&mut stream).await else {
+            panic!("no End-of-RIB");
+        };
+        assert_eq!(end.is_end_of_rib(), Some(message::Family::Ipv4));
+        let mut oversized = vec![0xff; 16];
+        oversized.extend_from_slice(&4097u16.to_be_bytes());
+        oversized.push(2);
+        oversized.resize(4097, 0);
+        stream.write_all(&oversized).await.unwrap();
+        let answer = read_message(&mut stream).await;
+        let states = wait_states(&bgp, |s| s.state != "Established").await;
+        bgp.stop().await;
+        (answer, states)
     });
-    let (answer, states) = outcome.unwrap();
     assert_eq!(
         answer,
         Message::Notification(message::Notification::new(
@@ -765,6 +780,90 @@ fn a_message_longer_than_4096_bytes_ends_the_session_with_bad_message_length() {
         states[0].last_error.contains("bad message length 4097"),
         "{states:?}"
     );
+}
+
+/// Waits until the single session's state satisfies `done`.
+async fn wait_states(
+    bgp: &BgpSpeaker,
+    done: impl Fn(&BgpSessionState) -> bool,
+) -> Vec<BgpSessionState> {
+    wait::until("the session's state", UP_TIMEOUT, || {
+        let states = bgp.states();
+        let result = if states.first().is_some_and(&done) {
+            Ok(states)
+        } else {
+            Err(format!("{states:?}"))
+        };
+        async move { result }
+    })
+    .await
+    .unwrap()
+}
+
+/// The forwarding-path signal BFD will drive, as a test switch.
+struct Switch(tokio::sync::watch::Receiver<PathState>);
+
+impl ForwardingPaths for Switch {
+    fn watch(&self, _peer: &BgpPeer) -> Option<tokio::sync::watch::Receiver<PathState>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The BFD seam: a forwarding path reported down tears an Established session down at once ("BFD down"),
+/// closing TCP without a NOTIFICATION; the metrics count the flap.
+#[test]
+fn a_forwarding_path_down_tears_the_session_down_as_bfd_down() {
+    let (after, states, flaps, established) = in_sealed_namespace(async |listener| {
+        let (path, watch) = tokio::sync::watch::channel(PathState {
+            up: true,
+            label: "Up",
+        });
+        let metrics = Metrics::default();
+        let mut bgp =
+            BgpSpeaker::new(metrics.clone()).with_forwarding(std::sync::Arc::new(Switch(watch)));
+        bgp.apply(&config(1, scripted_peer(), vec![route(V4)]));
+        let (mut stream, _) = accept_session(&listener).await;
+        let up = wait_states(&bgp, |s| s.state == "Established" && s.advertised == 1).await;
+        assert_eq!(up[0].bfd_state, "Up");
+        assert_eq!(metrics.bgp_sessions_established.get(), 1);
+        path.send(PathState {
+            up: false,
+            label: "Down",
+        })
+        .unwrap();
+        // Past the UPDATE and End-of-RIB, the connection ends with no NOTIFICATION.
+        let mut after = Vec::new();
+        loop {
+            use tokio::io::AsyncReadExt;
+            let mut header = [0u8; message::HEADER];
+            if stream.read_exact(&mut header).await.is_err() {
+                break;
+            }
+            let length = message::frame_length(&header).unwrap();
+            let mut bytes = header.to_vec();
+            bytes.resize(length, 0);
+            stream
+                .read_exact(&mut bytes[message::HEADER..])
+                .await
+                .unwrap();
+            after.push(message::decode(&bytes, true).unwrap());
+        }
+        let states = wait_states(&bgp, |s| s.last_error == "BFD down").await;
+        let labels = lb_speaker::metrics::BgpPeerLabels {
+            peer: "fake".to_owned(),
+        };
+        let flaps = metrics.bgp_session_flaps.get_or_create(&labels).get();
+        let established = metrics.bgp_sessions_established.get();
+        bgp.stop().await;
+        (after, states, flaps, established)
+    });
+    assert!(
+        after.iter().all(|m| !matches!(m, Message::Notification(_))),
+        "{after:?}"
+    );
+    assert_ne!(states[0].state, "Established");
+    assert_eq!(states[0].bfd_state, "Down");
+    assert_eq!((flaps, established), (1, 0));
 }
 
 /// Over an IPv6 session, IPv6 routes take the session's local address as next hop and IPv4 routes the

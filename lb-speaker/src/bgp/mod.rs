@@ -8,8 +8,9 @@
 //! ([`session`]) and the Adj-RIB-Out with its UPDATE computation ([`rib`]).
 //!
 //! BFD is not part of this module: a [`ForwardingPaths`] given with [`BgpSpeaker::with_forwarding`]
-//! hands each peer's task a `watch` of its forwarding path ([`PathState`]); a path that goes down while
-//! the session is Established tears it down ("BFD down").
+//! hands each peer's task a `watch` of its forwarding path ([`PathState`]); a path that was up and goes
+//! down while the session is Established tears it down ("BFD down"). A path that never came up does not
+//! keep the session down (BFD may come up after BGP), as in FRR.
 
 mod md5;
 pub mod message;

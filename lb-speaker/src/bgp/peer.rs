@@ -83,7 +83,9 @@ impl PeerHandle {
             state: Some(State::Idle),
             ..PeerStatus::default()
         }));
+        let path_up = path.as_ref().is_some_and(|p| p.borrow().up);
         let task = PeerTask {
+            path_up,
             session: Session::new(settings.session.clone(), Instant::now()),
             settings,
             routes: routes_rx,
@@ -165,6 +167,8 @@ struct PeerTask {
     advertised: AdjRibOut,
     problems: Vec<String>,
     reported_state: Option<State>,
+    /// The forwarding path's last `up`.
+    path_up: bool,
 }
 
 impl PeerTask {
@@ -194,7 +198,10 @@ impl PeerTask {
                     continue;
                 }
                 Some(up) = path_changed(&mut self.path) => {
-                    if up {
+                    // Only a path that was up going down counts (as FRR does): a BFD session still
+                    // coming up (Down, Init) says nothing about the forwarding path yet.
+                    let was_up = std::mem::replace(&mut self.path_up, up);
+                    if up || !was_up {
                         self.publish();
                         continue;
                     }
@@ -272,19 +279,6 @@ impl PeerTask {
                         .send(&Message::Update(Update::end_of_rib(*family)))
                         .await;
                 }
-                if self.path_is_down() {
-                    let actions = self.session.feed(Input::ForwardingDown, Instant::now());
-                    for action in actions {
-                        if let Action::Close {
-                            reason,
-                            was_established,
-                        } = action
-                        {
-                            self.connection = None;
-                            self.closed(&reason, was_established);
-                        }
-                    }
-                }
             }
             Action::Resend(family) => {
                 let negotiated = self.session.negotiated().cloned();
@@ -323,10 +317,6 @@ impl PeerTask {
         }
         self.advertised.clear();
         tracing::info!(peer = %self.settings.name, address = %self.settings.address, reason, "BGP session down");
-    }
-
-    fn path_is_down(&self) -> bool {
-        self.path.as_ref().is_some_and(|p| !p.borrow().up)
     }
 
     /// Takes the connection in: frames its reads in a task of its own.
