@@ -646,9 +646,14 @@ fn the_speaker_binary_applies_the_controllers_bgp_config_and_reports_the_session
 
 /// Reads one whole message off `stream`.
 async fn read_message(stream: &mut tokio::net::TcpStream) -> Message {
+    next_message(stream).await.expect("the connection ended")
+}
+
+/// Reads one whole message off `stream`, `None` once the connection ended.
+async fn next_message(stream: &mut tokio::net::TcpStream) -> Option<Message> {
     use tokio::io::AsyncReadExt;
     let mut header = [0u8; message::HEADER];
-    stream.read_exact(&mut header).await.unwrap();
+    stream.read_exact(&mut header).await.ok()?;
     let length = message::frame_length(&header).unwrap();
     let mut bytes = header.to_vec();
     bytes.resize(length, 0);
@@ -656,7 +661,7 @@ async fn read_message(stream: &mut tokio::net::TcpStream) -> Message {
         .read_exact(&mut bytes[message::HEADER..])
         .await
         .unwrap();
-    message::decode(&bytes, true).unwrap()
+    Some(message::decode(&bytes, true).unwrap())
 }
 
 /// The peer of the scripted-router tests: 10.30.0.1 in a sealed namespace, dialed from 10.30.0.2.
@@ -833,20 +838,8 @@ fn a_forwarding_path_down_tears_the_session_down_as_bfd_down() {
         .unwrap();
         // Past the UPDATE and End-of-RIB, the connection ends with no NOTIFICATION.
         let mut after = Vec::new();
-        loop {
-            use tokio::io::AsyncReadExt;
-            let mut header = [0u8; message::HEADER];
-            if stream.read_exact(&mut header).await.is_err() {
-                break;
-            }
-            let length = message::frame_length(&header).unwrap();
-            let mut bytes = header.to_vec();
-            bytes.resize(length, 0);
-            stream
-                .read_exact(&mut bytes[message::HEADER..])
-                .await
-                .unwrap();
-            after.push(message::decode(&bytes, true).unwrap());
+        while let Some(message) = next_message(&mut stream).await {
+            after.push(message);
         }
         let states = wait_states(&bgp, |s| s.last_error == "BFD down").await;
         let labels = lb_speaker::metrics::BgpPeerLabels {
