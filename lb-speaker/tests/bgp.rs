@@ -577,6 +577,8 @@ fn an_md5_password_brings_the_session_up_only_when_it_matches() {
     assert_ne!(state.state, "Established");
     let protocol = bed.bird.protocol("n1");
     assert!(!protocol.contains("Established"), "{protocol}");
+    // The old session was ended for the settings change.
+    assert!(protocol.contains("Administrative reset"), "{protocol}");
     assert!(bed.bird.paths(V4).is_empty());
 }
 
@@ -910,4 +912,101 @@ fn a_route_refresh_gets_the_routes_again() {
     .unwrap();
     assert_eq!(bed.bird.paths(V4).len(), 1);
     bed.bird.wait_established("n1");
+}
+
+/// A 4-octet AS on both sides (RFC 6793): the OPEN carries AS_TRANS and the capability, AS_PATH 4-octet ASes.
+#[test]
+fn four_octet_as_numbers_reach_the_router_intact() {
+    const BIG: u32 = 4_200_000_001;
+    let neighbor = Neighbor { asn: BIG, ..n1("") };
+    let bed = Bed::new("bgp-as4", &[neighbor]);
+    bed.node
+        .apply(config(1, peer(BIG, bed.host("n1")), vec![route(V4)]));
+    bed.bird.wait_established("n1");
+    let path = bed.bird.wait_paths(V4, 1, UP_TIMEOUT).remove(0);
+    assert!(path.contains("BGP.as_path: 4200000001\n"), "{path}");
+}
+
+/// GoBGP in the router's namespace, a second implementation to speak to; killed on drop.
+struct GoBgp {
+    router: Host,
+    _process: Process,
+}
+
+impl GoBgp {
+    fn start(router: &Host, scratch: &Scratch) -> Self {
+        let config = format!(
+            "[global.config]\n  as = {ROUTER_AS}\n  router-id = \"{router_id}\"\n  port = 179\n\n\
+             [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"10.20.0.11\"\n    peer-as = {N1_AS}\n\
+             \x20 [neighbors.transport.config]\n    passive-mode = true\n\
+             \x20 [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n\
+             \x20 [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n",
+            router_id = router.ipv4,
+        );
+        let path = scratch.join("gobgpd.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut command = router.command("gobgpd");
+        command
+            .arg("-f")
+            .arg(&path)
+            .arg("-p")
+            .arg("--api-hosts=127.0.0.1:50051")
+            .arg("--pprof-disable");
+        let process = Process::spawn("gobgpd", command, &scratch.join("gobgpd.log")).unwrap();
+        Self {
+            router: router.clone(),
+            _process: process,
+        }
+    }
+
+    fn gobgp(&self, args: &[&str]) -> String {
+        let output = self
+            .router
+            .command("gobgp")
+            .args(["-u", "127.0.0.1", "-p", "50051"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+/// GoBGP as a second router: IPv4 and IPv6 routes with their next hops, AS path and communities.
+#[test]
+fn gobgp_receives_ipv4_and_ipv6_routes_with_next_hops_and_communities() {
+    let lab = lab();
+    let scratch = Scratch::new("bgp-gobgp").unwrap();
+    let router = lab.host("rtr").unwrap();
+    let gobgp = GoBgp::start(router, &scratch);
+    let node = Node::start(lab.host("n1").unwrap());
+    let mut v4 = route(V4);
+    v4.communities = vec![(ROUTER_AS << 16) | 7];
+    node.apply(config(
+        1,
+        peer(N1_AS, lab.host("n1").unwrap()),
+        vec![v4, route(V6)],
+    ));
+    let rib = |family: &str, prefix: &str| {
+        let out = gobgp.gobgp(&["global", "rib", "-a", family]);
+        out.lines()
+            .find(|l| l.contains(prefix))
+            .map(str::to_owned)
+            .ok_or(out)
+    };
+    let v4 = wait::until_blocking("GoBGP to hold the IPv4 route", UP_TIMEOUT, || {
+        rib("ipv4", V4)
+    })
+    .unwrap();
+    let v6 = wait::until_blocking("GoBGP to hold the IPv6 route", UP_TIMEOUT, || {
+        rib("ipv6", V6)
+    })
+    .unwrap();
+    eprintln!("GoBGP:\n{v4}\n{v6}");
+    assert!(v4.contains("10.20.0.11"), "{v4}");
+    assert!(v4.contains("64501"), "{v4}");
+    assert!(v4.contains("64500:7"), "{v4}");
+    assert!(v6.contains("fd20::11"), "{v6}");
+    let state = node.wait_state("Established");
+    assert_eq!(state.advertised, 2);
+    drop(node);
 }
