@@ -1,5 +1,6 @@
 //! `lb-speaker`: runs on every node and answers ARP (IPv4) and NDP (IPv6) for the LoadBalancer addresses the
-//! controller assigned to the node, only while its lease from the controller is valid.
+//! controller assigned to the node, only while its lease from the controller is valid; in BGP mode it
+//! advertises the controller's prefixes to the node's routers instead.
 //!
 //! Pure logic and I/O are kept apart: [`frames`] (ARP/NDP bytes), [`holdings`] (the assignment set, its
 //! generation and lease, per `announce.proto`) and [`interfaces`] (which links may announce) have no I/O;
@@ -8,8 +9,13 @@
 //! [`bfd`] runs BFD sessions (RFC 5880/5881) for the BGP speaker: a pure session state machine and one
 //! runner owning the UDP sockets.
 //! `main.rs` only parses flags and calls [`run`].
+//!
+//! BGP mode (step 9) lives in [`bgp`]: a wire codec, the session state machine and the Adj-RIB-Out are
+//! pure; one task per peer owns its TCP connection, and [`bgp::BgpSpeaker`] is what the loop applies each
+//! `BgpConfig` to and reads `Report.bgp_sessions` from.
 
 pub mod bfd;
+pub mod bgp;
 pub mod config;
 pub mod control;
 pub mod frames;

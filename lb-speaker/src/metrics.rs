@@ -37,6 +37,22 @@ pub struct BfdDiscardLabels {
 
 // --- end BFD ---
 
+/// `peer` label: `BgpPeer.name`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BgpPeerLabels {
+    /// `BgpPeer.name`.
+    pub peer: String,
+}
+
+/// `peer` and `state` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BgpStateLabels {
+    /// `BgpPeer.name`.
+    pub peer: String,
+    /// RFC 4271's state name.
+    pub state: &'static str,
+}
+
 /// Everything the speaker exports, under `groundwork_lb_speaker_`.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -86,6 +102,16 @@ pub struct Metrics {
     /// BFD Control packets that could not be sent.
     pub bfd_send_errors: Counter,
     // --- end BFD ---
+    /// 1 for each BGP peer's current state, 0 for the states it left.
+    pub bgp_session_state: Family<BgpStateLabels, Gauge>,
+    /// BGP sessions Established now.
+    pub bgp_sessions_established: Gauge,
+    /// UPDATE messages sent, End-of-RIB included.
+    pub bgp_updates_sent: Family<BgpPeerLabels, Counter>,
+    /// Prefixes advertised to each peer now.
+    pub bgp_prefixes_advertised: Family<BgpPeerLabels, Gauge>,
+    /// Established sessions that went down.
+    pub bgp_session_flaps: Family<BgpPeerLabels, Counter>,
 }
 
 impl Metrics {
@@ -205,6 +231,31 @@ impl Metrics {
             metrics.bfd_send_errors.clone(),
         );
         // --- end BFD ---
+        r.register(
+            "bgp_session_state",
+            "1 for each BGP peer's current RFC 4271 state",
+            metrics.bgp_session_state.clone(),
+        );
+        r.register(
+            "bgp_sessions_established",
+            "BGP sessions Established now",
+            metrics.bgp_sessions_established.clone(),
+        );
+        r.register(
+            "bgp_updates_sent",
+            "BGP UPDATE messages sent, End-of-RIB markers included",
+            metrics.bgp_updates_sent.clone(),
+        );
+        r.register(
+            "bgp_prefixes_advertised",
+            "Prefixes advertised to each BGP peer now",
+            metrics.bgp_prefixes_advertised.clone(),
+        );
+        r.register(
+            "bgp_session_flaps",
+            "Established BGP sessions that went down",
+            metrics.bgp_session_flaps.clone(),
+        );
         metrics
     }
 }

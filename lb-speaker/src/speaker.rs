@@ -23,6 +23,7 @@ use proto::announce::v1::{
 };
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
+use crate::bgp::BgpSpeaker;
 use crate::config::Settings;
 use crate::control::{self, ControlError, Session};
 use crate::frames::Mac;
@@ -77,6 +78,8 @@ pub struct Speaker {
     /// A session the link closed, whose controller is given [`CLOSE_GRACE`] to close its half before
     /// the speaker stops.
     closing: Option<Session>,
+    /// The BGP sessions (step 9): kept across controller sessions, stopped only with the speaker.
+    bgp: BgpSpeaker,
 }
 
 impl Speaker {
@@ -96,6 +99,7 @@ impl Speaker {
             .unwrap_or(started);
         let speaker = Self {
             settings,
+            bgp: BgpSpeaker::new(metrics.clone()),
             metrics,
             health,
             holdings: Holdings::new(epoch),
@@ -142,6 +146,7 @@ impl Speaker {
             let next_repeat = self.repeats.iter().map(|r| r.due).min();
             let leave_deadline = self.link.leave_deadline();
             let link_wake = self.link.next_wake();
+            let bgp_changed = self.bgp.change_signal();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if !self.link.is_leaving() => self.feed(Input::Shutdown),
@@ -167,6 +172,9 @@ impl Speaker {
                 Some(event) = events.recv() => {
                     self.event(event);
                 }
+                () = bgp_changed.notified() => {
+                    // A BGP session changed: reported below.
+                }
             }
             if self.link.is_stopped() {
                 break;
@@ -176,6 +184,7 @@ impl Speaker {
             self.refreshed();
         }
         self.close().await;
+        self.bgp.stop().await;
         self.stop();
     }
 
@@ -380,10 +389,14 @@ impl Speaker {
             Some(ControllerBody::Delta(delta)) => self.holdings.apply_delta(&delta),
             Some(ControllerBody::Renewal(renewal)) => self.holdings.apply_renewal(&renewal),
             Some(ControllerBody::Bgp(config)) => {
-                tracing::warn!(
+                // Not fenced (step 9): nothing to acknowledge.
+                tracing::debug!(
                     generation = config.generation,
-                    "BGP configuration received but this speaker has no BGP mode yet"
+                    peers = config.peers.len(),
+                    routes = config.routes.len(),
+                    "applying the BGP configuration"
                 );
+                self.bgp.apply(&config);
                 return handled(false, false, &self.holdings);
             }
             None => {
@@ -702,8 +715,13 @@ impl Speaker {
                     foreign_mac: mac.to_vec(),
                 })
                 .collect(),
-            problems: self.problems.clone(),
-            bgp_sessions: vec![],
+            problems: self
+                .problems
+                .iter()
+                .cloned()
+                .chain(self.bgp.problems())
+                .collect(),
+            bgp_sessions: self.bgp.states(),
         }
     }
 
