@@ -12,12 +12,13 @@
 //!
 //! BGP mode (step 9) lives in [`bgp`]: a wire codec, the session state machine and the Adj-RIB-Out are
 //! pure; one task per peer owns its TCP connection, and [`bgp::BgpSpeaker`] is what the loop applies each
-//! `BgpConfig` to and reads `Report.bgp_sessions` from.
+//! `BgpConfig` to and reads `Report.bgp_sessions` from. [`forwarding`] gives its peers their BFD sessions.
 
 pub mod bfd;
 pub mod bgp;
 pub mod config;
 pub mod control;
+pub mod forwarding;
 pub mod frames;
 pub mod holdings;
 pub mod interfaces;

@@ -80,6 +80,8 @@ pub struct Speaker {
     closing: Option<Session>,
     /// The BGP sessions (step 9): kept across controller sessions, stopped only with the speaker.
     bgp: BgpSpeaker,
+    /// Stops the BFD runner, after BGP has stopped.
+    bfd_stop: CancellationToken,
 }
 
 impl Speaker {
@@ -97,9 +99,13 @@ impl Speaker {
         let epoch = started
             .checked_sub(Duration::from_millis(1))
             .unwrap_or(started);
+        let bfd_stop = CancellationToken::new();
         let speaker = Self {
             settings,
-            bgp: BgpSpeaker::new(metrics.clone()),
+            bgp: BgpSpeaker::new(metrics.clone()).with_forwarding(
+                crate::forwarding::BfdPaths::new(metrics.clone(), bfd_stop.clone()),
+            ),
+            bfd_stop,
             metrics,
             health,
             holdings: Holdings::new(epoch),
@@ -185,6 +191,7 @@ impl Speaker {
         }
         self.close().await;
         self.bgp.stop().await;
+        self.bfd_stop.cancel();
         self.stop();
     }
 
