@@ -18,6 +18,9 @@ use crate::bfd::{Bfd, BfdSettings, Profile};
 use crate::bgp::{ForwardingPaths, PathState};
 use crate::metrics::Metrics;
 
+/// A BFD session's (peer, local) addresses.
+type SessionKey = (IpAddr, Option<IpAddr>);
+
 /// BFD sessions for the BGP peers that ask for them.
 pub struct BfdPaths {
     metrics: Metrics,
@@ -25,7 +28,7 @@ pub struct BfdPaths {
     bfd: Mutex<Option<Result<Bfd, String>>>,
     /// The newest user of each BFD session: a restarted BGP peer takes its session over, and the old
     /// peer's ending must not remove it.
-    users: Arc<Mutex<HashMap<(IpAddr, Option<IpAddr>), u64>>>,
+    users: Arc<Mutex<HashMap<SessionKey, u64>>>,
     stop: CancellationToken,
 }
 
@@ -101,7 +104,7 @@ impl ForwardingPaths for BfdPaths {
                 }
             };
             loop {
-                let state = states.borrow_and_update().clone();
+                let state = *states.borrow_and_update();
                 paths.send_replace(PathState {
                     up: state.is_up(),
                     label: state.state.as_str(),
