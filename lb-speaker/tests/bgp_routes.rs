@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! BGP mode end to end, judged by a real router: the `lb-controller` binary against the test bed's
 //! kube-apiserver, an `lb-speaker` in each seed node's namespace (m1, n1, n2), and BIRD 2 in a `router`
 //! namespace on the same segment. The user's side is only Kubernetes objects: a `BGPPeer`, a
