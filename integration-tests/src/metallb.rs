@@ -267,14 +267,13 @@ impl MetalLb {
     }
 }
 
-/// MetalLB's CRDs from the pinned module in the Go module cache (`scripts/build-peers metallb` put it
-/// there).
+/// MetalLB's CRDs from the module pinned as `METALLB_CRD_VERSION` in the Go module cache (fetched
+/// through the module proxy if missing): the resources users write, which lb-controller reads in place,
+/// and which the pinned MetalLB binaries read too.
 pub fn crds() -> Result<Vec<CustomResourceDefinition>> {
-    let dir = module_dir()?.join("config/crd/bases");
-    let entries = std::fs::read_dir(&dir).map_err(io_err(format!(
-        "reading {} (run scripts/build-peers metallb)",
-        dir.display()
-    )))?;
+    let dir = module_dir(&pin("METALLB_CRD_VERSION")?)?.join("config/crd/bases");
+    let entries = std::fs::read_dir(&dir)
+        .map_err(io_err(format!("reading {}", dir.display())))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
@@ -291,19 +290,24 @@ pub fn crds() -> Result<Vec<CustomResourceDefinition>> {
         .collect()
 }
 
-/// The pinned MetalLB version (`METALLB_VERSION` in `integration-tests/peers/versions.env`).
+/// The pinned version of the MetalLB binaries (`METALLB_VERSION` in `integration-tests/peers/versions.env`).
 pub fn version() -> Result<String> {
+    pin("METALLB_VERSION")
+}
+
+/// A pin from `integration-tests/peers/versions.env`.
+fn pin(name: &str) -> Result<String> {
     let path = workspace_root().join("integration-tests/peers/versions.env");
     let text =
         std::fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("METALLB_VERSION="))
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}=")))
         .map(str::to_owned)
-        .ok_or_else(|| HarnessError::Setup(format!("no METALLB_VERSION in {}", path.display())))
+        .ok_or_else(|| HarnessError::Setup(format!("no {name} in {}", path.display())))
 }
 
-/// Where the pinned module is unpacked in the Go module cache.
-fn module_dir() -> Result<PathBuf> {
+/// Where MetalLB's module at `version` is unpacked in the Go module cache.
+fn module_dir(version: &str) -> Result<PathBuf> {
     let out = std::process::Command::new("go")
         .args(["env", "GOMODCACHE"])
         .output()
@@ -314,7 +318,6 @@ fn module_dir() -> Result<PathBuf> {
             "`go env GOMODCACHE` printed nothing".to_owned(),
         ));
     }
-    let version = version()?;
     let dir = PathBuf::from(cache).join(format!("go.universe.tf/metallb@{version}"));
     if !dir.is_dir() {
         // Only the MetalLB benchmarks build MetalLB (scripts/build-peers metallb); the tests that read its
