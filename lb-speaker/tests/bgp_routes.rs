@@ -195,25 +195,42 @@ fn a_service_is_routed_to_every_node_with_its_communities_and_withdrawn_when_it_
         "seed",
         json!({"communities": ["65000:100", "large:4200000001:7:8"]}),
     );
+    wait_established(&bird, &NODES);
+    // What a user sees: one BGPSessionState per node and peer, and an Event on each Node.
+    let states: Api<DynamicObject> = Api::all_with(
+        system.client(),
+        &resource("BGPSessionState", "bgpsessionstates"),
+    );
     for node in NODES {
-        wait::until_blocking(&format!("BGP session with {node}"), WAIT, || {
-            match bird
-                .protocol_state(node)
+        let name = format!("{node}-router");
+        wait::until_blocking(&format!("BGPSessionState {name} Established"), WAIT, || {
+            let object = system
+                .block_on(states.get_opt(&name))
                 .map_err(|e| e.to_string())?
-                .as_str()
-            {
-                "Established" => Ok(()),
-                other => Err(other.to_owned()),
+                .ok_or("not written yet")?;
+            match object.data["status"]["bgpStatus"].as_str() {
+                Some("Established") => Ok(()),
+                other => Err(format!("bgpStatus {other:?}")),
             }
         })
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n{}",
-                bird.show(&format!("protocols all {node}"))
-                    .unwrap_or_default()
-            )
-        });
+        .unwrap_or_else(|e| panic!("{e}"));
     }
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(system.client(), "default");
+    wait::until_blocking("a BGPSessionEstablished Event on m1", WAIT, || {
+        let list = system
+            .block_on(events.list(&Default::default()))
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("BGPSessionEstablished")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("m1")
+            })
+            .map(|_| ())
+            .ok_or_else(|| format!("{} events, none for m1", list.items.len()))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
 
     system.create_service("web");
     let routes = wait_route(&bird, "10.10.39.200/32", "a path through every node", |r| {
