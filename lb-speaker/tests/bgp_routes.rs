@@ -393,3 +393,140 @@ fn a_graceful_restart_of_a_speaker_keeps_its_path() {
     let routes = bird.route("10.10.39.200/32").unwrap();
     assert_eq!(next_hops(&routes).len(), NODES.len(), "{routes}");
 }
+
+/// A MetalLB v0.16 user's BGP objects, applied unchanged in `metallb-system`, with lb-controller reading them
+/// in place (`--metallb-namespace`).
+const METALLB_OBJECTS: &str = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: public, namespace: metallb-system}
+spec:
+  addresses: [10.40.0.10-10.40.0.20]
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: router, namespace: metallb-system}
+spec:
+  myASN: 4200000001
+  peerASN: 64500
+  peerAddress: 10.10.40.1
+  holdTime: 9s
+---
+apiVersion: metallb.io/v1beta1
+kind: Community
+metadata: {name: aliases, namespace: metallb-system}
+spec:
+  communities:
+  - {name: no-export, value: "65535:65281"}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: public, namespace: metallb-system}
+spec:
+  ipAddressPools: [public]
+  communities: [no-export]
+"#;
+
+#[test]
+fn a_metallb_bgp_configuration_applied_unchanged_routes_the_service() {
+    let system = System::start_on_with(
+        "lb-bgp-metallb",
+        &with_router(),
+        1,
+        Duration::from_secs(2),
+        |c| c.metallb_namespace("metallb-system"),
+        |runtime, cluster| {
+            runtime
+                .block_on(cluster.install_crds(&integration_tests::metallb::crds().unwrap()))
+                .unwrap();
+            let client = cluster.client();
+            runtime.block_on(async {
+                let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+                    Api::all(client.clone());
+                let namespace =
+                    serde_json::from_value(json!({"metadata": {"name": "metallb-system"}}))
+                        .unwrap();
+                namespaces
+                    .create(&PostParams::default(), &namespace)
+                    .await
+                    .unwrap();
+                for document in METALLB_OBJECTS.split("\n---\n") {
+                    let value: Value = serde_yaml::from_str(document).unwrap();
+                    let (group, version) = value["apiVersion"]
+                        .as_str()
+                        .unwrap()
+                        .split_once('/')
+                        .unwrap();
+                    let kind = value["kind"].as_str().unwrap();
+                    let plural = if kind == "Community" {
+                        "communities".to_owned()
+                    } else {
+                        format!("{}s", kind.to_lowercase())
+                    };
+                    let resource = ApiResource {
+                        group: group.into(),
+                        version: version.into(),
+                        api_version: format!("{group}/{version}"),
+                        kind: kind.into(),
+                        plural,
+                    };
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client.clone(), "metallb-system", &resource);
+                    let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+                    api.create(&PostParams::default(), &object)
+                        .await
+                        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+                }
+            });
+        },
+    );
+    let bird = Bird::start_in(
+        system.host("router"),
+        "bird-router",
+        system.scratch(),
+        &bird_config(&system, ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_established(&bird, &NODES);
+    // The seed IPPool serves Services that ask for nothing; this one asks for MetalLB's pool, as MetalLB users'
+    // Services do.
+    let api: Api<Service> = Api::namespaced(system.client(), "default");
+    let service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "annotations": {"metallb.universe.tf/address-pool": "public"}},
+        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                 "ports": [{"port": 80}], "selector": {"app": "web"}}
+    }))
+    .unwrap();
+    system
+        .block_on(api.create(&PostParams::default(), &service))
+        .unwrap();
+    let routes = wait_route(&bird, "10.40.0.10/32", "a path through every node", |r| {
+        next_hops(r).len() == NODES.len()
+    });
+    assert!(
+        routes.contains("(65535,65281)"),
+        "the aliased community: {routes}"
+    );
+    // A BGP-only pool (no L2Advertisement selects it) is not answered by ARP from any node.
+    let probe = integration_tests::lab::probe::ArpProbe::start(
+        system.host("router"),
+        "10.40.0.10".parse().unwrap(),
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    wait::until_blocking("ten ARP requests for the address", WAIT, || {
+        let asked = probe.exchanges().len();
+        if asked >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{asked} so far"))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        probe.answers(),
+        0,
+        "nobody answers ARP for a BGP-only address: {:?}",
+        probe.macs()
+    );
+}

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use proto::announce::v1 as pb;
@@ -54,93 +55,147 @@ struct Attributes {
 }
 
 /// What one (prefix, peer) pair is given: merged over every advertisement selecting it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Given<'a> {
     attributes: Attributes,
     services: BTreeSet<&'a ServiceKey>,
 }
 
-/// Per node: its peers, and what each (prefix, peer name) is given.
-type PerNode<'w, 'a> =
-    BTreeMap<&'w str, (Vec<&'w PeerDef>, BTreeMap<(String, &'w str), Given<'a>>)>;
+/// What each (prefix, peer name) is given.
+type GivenMap<'w, 'a> = BTreeMap<(String, &'w str), Given<'a>>;
 
-/// Every node's BGP configuration; nodes without peers are absent.
+/// Nodes that peer with the same peers and that the same advertisements select get the same routes (unless
+/// `externalTrafficPolicy: Local` sets them apart): their configuration is computed once and shared. With no
+/// node selectors, that is one computation for the whole cluster instead of one per node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Signature {
+    peers: Vec<usize>,
+    advertisements: Vec<usize>,
+}
+
+/// Every node's BGP configuration; nodes without peers are absent. Nodes alike share one [`Arc`].
 pub fn desired<'a>(
     world: &World<'_>,
     held: impl IntoIterator<Item = Held<'a>>,
-) -> BTreeMap<String, pb::BgpConfig> {
-    let mut nodes: PerNode<'_, 'a> = world
-        .nodes
-        .iter()
-        .filter_map(|(name, labels)| {
-            let peers: Vec<&PeerDef> = world
-                .peers
-                .iter()
-                .filter(|p| matches_any(&p.node_selectors, labels))
-                .collect();
-            (!peers.is_empty()).then(|| (name.as_str(), (peers, BTreeMap::new())))
-        })
-        .collect();
-    if nodes.is_empty() {
+) -> BTreeMap<String, Arc<pb::BgpConfig>> {
+    let mut groups: BTreeMap<Signature, Vec<&str>> = BTreeMap::new();
+    for (name, labels) in world.nodes {
+        let signature = Signature {
+            peers: indices(world.peers, |p| matches_any(&p.node_selectors, labels)),
+            advertisements: indices(world.advertisements, |a| {
+                matches_any(&a.node_selectors, labels)
+            }),
+        };
+        if !signature.peers.is_empty() {
+            groups.entry(signature).or_default().push(name);
+        }
+    }
+    if groups.is_empty() {
         return BTreeMap::new();
     }
-    let labels_of: HashMap<&str, &BTreeMap<String, String>> =
-        world.nodes.iter().map(|(n, l)| (n.as_str(), l)).collect();
+    // Which advertisements select each pool, decided once per pool.
     let no_labels = BTreeMap::new();
-    for held in held {
-        let Some(pool) = held.pool else { continue };
-        let pool_labels = world.pool_labels.get(pool).unwrap_or(&no_labels);
-        for advertisement in world
-            .advertisements
-            .iter()
-            .filter(|a| a.selects_pool(pool, pool_labels))
-        {
-            let prefix = aggregate(held.address, advertisement.aggregation);
-            let attributes = Attributes {
-                communities: advertisement.communities.iter().copied().collect(),
-                large: advertisement.large_communities.iter().copied().collect(),
-                local_pref: advertisement.local_pref,
-            };
-            for (node, (peers, given)) in &mut nodes {
-                let labels = labels_of.get(node).copied().unwrap_or(&no_labels);
-                if !matches_any(&advertisement.node_selectors, labels)
-                    || held.local.as_ref().is_some_and(|l| !l.contains(*node))
-                {
-                    continue;
-                }
-                for peer in peers.iter().filter(|p| {
-                    (advertisement.peers.is_empty() || advertisement.peers.contains(&p.name))
-                        && (p.dual_stack || p.ipv4 == held.address.is_ipv4())
-                }) {
-                    let entry = given
-                        .entry((prefix.clone(), peer.name.as_str()))
-                        .or_default();
-                    merge(&mut entry.attributes, &attributes);
-                    entry.services.extend(held.services.iter().copied());
+    let mut by_pool: HashMap<&str, Vec<usize>> = HashMap::new();
+    let held: Vec<Held<'a>> = held.into_iter().filter(|h| h.pool.is_some()).collect();
+    for pool in held.iter().filter_map(|h| h.pool) {
+        by_pool.entry(pool).or_insert_with(|| {
+            let labels = world.pool_labels.get(pool).unwrap_or(&no_labels);
+            indices(world.advertisements, |a| a.selects_pool(pool, labels))
+        });
+    }
+    let mut desired = BTreeMap::new();
+    for (signature, nodes) in groups {
+        let peers: Vec<&PeerDef> = signature.peers.iter().map(|i| &world.peers[*i]).collect();
+        let mut base = GivenMap::new();
+        let mut local: BTreeMap<&str, GivenMap<'_, 'a>> = BTreeMap::new();
+        for address in &held {
+            let advertisements = address
+                .pool
+                .and_then(|p| by_pool.get(p))
+                .into_iter()
+                .flatten()
+                .filter(|i| signature.advertisements.contains(i))
+                .map(|i| &world.advertisements[*i]);
+            for advertisement in advertisements {
+                match &address.local {
+                    None => give(&mut base, &peers, advertisement, address),
+                    Some(ready) => {
+                        for node in nodes.iter().filter(|n| ready.contains(**n)) {
+                            give(
+                                local.entry(node).or_default(),
+                                &peers,
+                                advertisement,
+                                address,
+                            );
+                        }
+                    }
                 }
             }
         }
+        let shared = Arc::new(config(world, &peers, &base));
+        for node in nodes {
+            let config = match local.remove(node) {
+                None => Arc::clone(&shared),
+                // Its own routes besides the group's: merged as one more advertisement would be.
+                Some(own) => {
+                    let mut given = base.clone();
+                    for (key, extra) in own {
+                        let entry = given.entry(key).or_default();
+                        merge(&mut entry.attributes, &extra.attributes);
+                        entry.services.extend(extra.services);
+                    }
+                    Arc::new(config(world, &peers, &given))
+                }
+            };
+            desired.insert(node.to_owned(), config);
+        }
     }
-    nodes
-        .into_iter()
-        .map(|(node, (peers, given))| (node.to_owned(), config(world, &peers, given)))
+    desired
+}
+
+/// The positions of the items `keep` accepts.
+fn indices<T>(items: &[T], keep: impl Fn(&T) -> bool) -> Vec<usize> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| keep(item))
+        .map(|(i, _)| i)
         .collect()
 }
 
+/// Files `address` as `advertisement` gives it, to each of `peers` it goes to.
+fn give<'w, 'a>(
+    given: &mut GivenMap<'w, 'a>,
+    peers: &[&'w PeerDef],
+    advertisement: &AdvertisementDef,
+    address: &Held<'a>,
+) {
+    let prefix = aggregate(address.address, advertisement.aggregation);
+    let attributes = Attributes {
+        communities: advertisement.communities.iter().copied().collect(),
+        large: advertisement.large_communities.iter().copied().collect(),
+        local_pref: advertisement.local_pref,
+    };
+    for peer in peers.iter().filter(|p| {
+        (advertisement.peers.is_empty() || advertisement.peers.contains(&p.name))
+            && (p.dual_stack || p.ipv4 == address.address.is_ipv4())
+    }) {
+        let entry = given
+            .entry((prefix.clone(), peer.name.as_str()))
+            .or_default();
+        merge(&mut entry.attributes, &attributes);
+        entry.services.extend(address.services.iter().copied());
+    }
+}
+
 /// One node's config: its peers, and its routes grouped by (prefix, attributes).
-fn config(
-    world: &World<'_>,
-    peers: &[&PeerDef],
-    given: BTreeMap<(String, &str), Given<'_>>,
-) -> pb::BgpConfig {
-    let mut routes: BTreeMap<(String, Attributes), (Vec<String>, BTreeSet<String>)> =
+fn config(world: &World<'_>, peers: &[&PeerDef], given: &GivenMap<'_, '_>) -> pb::BgpConfig {
+    let mut routes: BTreeMap<(&str, &Attributes), (Vec<String>, BTreeSet<&ServiceKey>)> =
         BTreeMap::new();
     for ((prefix, peer), given) in given {
-        let route = routes.entry((prefix, given.attributes)).or_default();
-        route.0.push(peer.to_owned());
-        route
-            .1
-            .extend(given.services.iter().map(ToString::to_string));
+        let route = routes.entry((prefix, &given.attributes)).or_default();
+        route.0.push((*peer).to_owned());
+        route.1.extend(given.services.iter().copied());
     }
     pb::BgpConfig {
         generation: 0,
@@ -158,12 +213,13 @@ fn config(
         routes: routes
             .into_iter()
             .map(|((prefix, attributes), (peers, services))| pb::BgpRoute {
-                prefix,
+                prefix: prefix.to_owned(),
                 peers,
-                communities: attributes.communities.into_iter().collect(),
+                communities: attributes.communities.iter().copied().collect(),
                 large_communities: attributes
                     .large
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .map(
                         |(global_admin, local_data_1, local_data_2)| pb::LargeCommunity {
                             global_admin,
@@ -173,7 +229,7 @@ fn config(
                     )
                     .collect(),
                 local_pref: attributes.local_pref,
-                services: services.into_iter().collect(),
+                services: services.into_iter().map(ToString::to_string).collect(),
             })
             .collect(),
     }

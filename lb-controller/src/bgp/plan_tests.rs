@@ -81,7 +81,7 @@ impl Fixture {
     fn desired<'a>(
         &self,
         held: impl IntoIterator<Item = Held<'a>>,
-    ) -> BTreeMap<String, pb::BgpConfig> {
+    ) -> BTreeMap<String, Arc<pb::BgpConfig>> {
         desired(
             &World {
                 peers: &self.peers,
@@ -250,5 +250,62 @@ fn aggregate_masks_both_families() {
     assert_eq!(
         aggregate("fd10::1:2".parse().unwrap(), (32, 112)),
         "fd10::1:0/112"
+    );
+}
+
+/// Not a test: how long `desired` takes at scale (`cargo test --release -p lb-controller --lib
+/// bgp::plan::tests::cost_at_scale -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn cost_at_scale() {
+    for (addresses, node_count) in [(1_000_usize, 100_usize), (10_000, 100), (10_000, 1_000)] {
+        let mut fixture = Fixture::new();
+        fixture.nodes = (0..node_count)
+            .map(|n| (format!("node-{n}"), BTreeMap::new()))
+            .collect();
+        let keys: Vec<ServiceKey> = (0..addresses)
+            .map(|i| ServiceKey::new("default", &format!("s{i}")))
+            .collect();
+        let held: Vec<Held<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Held {
+                address: IpAddr::V4(std::net::Ipv4Addr::from(
+                    0x0a00_0000 + u32::try_from(i).unwrap(),
+                )),
+                pool: Some("public"),
+                services: vec![key],
+                local: None,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let desired = fixture.desired(held);
+        eprintln!(
+            "{addresses} addresses x {node_count} nodes: {:?} ({} routes on node-0)",
+            started.elapsed(),
+            desired["node-0"].routes.len()
+        );
+    }
+}
+
+#[test]
+fn nodes_alike_share_one_configuration_and_local_routes_set_a_node_apart() {
+    let fixture = Fixture::new();
+    let (web, local) = (
+        ServiceKey::new("default", "web"),
+        ServiceKey::new("default", "local"),
+    );
+    let mut only_n2 = held("10.10.39.201", "public", &local);
+    only_n2.local = Some(BTreeSet::from(["n2".to_owned()]));
+    let desired = fixture.desired([held("10.10.39.200", "public", &web), only_n2]);
+    assert!(
+        Arc::ptr_eq(&desired["m1"], &desired["n1"]),
+        "one computation for nodes alike"
+    );
+    assert!(!Arc::ptr_eq(&desired["m1"], &desired["n2"]));
+    assert_eq!(prefixes(&desired["m1"]), ["10.10.39.200/32"]);
+    assert_eq!(
+        prefixes(&desired["n2"]),
+        ["10.10.39.200/32", "10.10.39.201/32"]
     );
 }

@@ -153,7 +153,7 @@ pub fn desired(
     objects: &Objects,
     planner: &Planner,
     pool_labels: &HashMap<String, BTreeMap<String, String>>,
-) -> (BTreeMap<String, pb::BgpConfig>, Vec<Problem>) {
+) -> (BTreeMap<String, Arc<pb::BgpConfig>>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut report = |object: &ObjectReference, reason, message: String| {
         problems.push((object.clone(), reason, message));

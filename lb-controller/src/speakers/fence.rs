@@ -12,8 +12,9 @@
 //! it — released by an acknowledgement (5a), a reset stream (5b) or a passed lease deadline (5c) — and,
 //! right after activation, when no unknown node might still hold it from the previous leader.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::announce::v1 as pb;
@@ -114,7 +115,7 @@ struct Session {
     conflicts: BTreeSet<(IpAddr, String, Vec<u8>)>,
     problems: BTreeSet<(Option<IpAddr>, String, String)>,
     /// The BGP configuration last sent in this session, and its generation (step 9).
-    bgp_sent: Option<(u64, pb::BgpConfig)>,
+    bgp_sent: Option<(u64, Arc<pb::BgpConfig>)>,
     /// The BGP sessions it last reported.
     bgp_sessions: Vec<pb::BgpSessionState>,
 }
@@ -201,7 +202,7 @@ pub(crate) struct Fence {
     /// address waits for its fence would redo the O(cluster) work, starving the heartbeats it waits for.
     assignments_stale: bool,
     /// Each node's BGP configuration (step 9); nodes absent get an empty one.
-    bgp: BTreeMap<String, pb::BgpConfig>,
+    bgp: BTreeMap<String, Arc<pb::BgpConfig>>,
     /// Whether some session may lack its BGP configuration: it changed, or sets went out (a session's
     /// first set is what a BGP configuration follows).
     bgp_stale: bool,
@@ -623,7 +624,7 @@ impl Fence {
     /// node's after its first set, and again whenever it changes. Not fenced (step 9).
     pub(crate) fn set_bgp(
         &mut self,
-        desired: BTreeMap<String, pb::BgpConfig>,
+        desired: BTreeMap<String, Arc<pb::BgpConfig>>,
         now: Instant,
     ) -> Vec<Output> {
         self.bgp = desired;
@@ -639,7 +640,9 @@ impl Fence {
         if !std::mem::take(&mut self.bgp_stale) {
             return;
         }
-        let empty = pb::BgpConfig::default();
+        let empty = Arc::new(pb::BgpConfig::default());
+        let mut compared: HashMap<(*const pb::BgpConfig, *const pb::BgpConfig), bool> =
+            HashMap::new();
         for (name, node) in &mut self.nodes {
             let Some(session) = node.session.as_mut() else {
                 continue;
@@ -648,11 +651,15 @@ impl Fence {
                 continue;
             }
             let wanted = self.bgp.get(name).unwrap_or(&empty);
-            if session
-                .bgp_sent
-                .as_ref()
-                .is_some_and(|(_, sent)| sent == wanted)
-            {
+            // Nodes alike share one configuration (thousands of routes): each distinct pair of
+            // configurations is compared once per call, not once per node.
+            let unchanged = session.bgp_sent.as_ref().is_some_and(|(_, sent)| {
+                Arc::ptr_eq(sent, wanted)
+                    || *compared
+                        .entry((Arc::as_ptr(sent), Arc::as_ptr(wanted)))
+                        .or_insert_with(|| sent == wanted)
+            });
+            if unchanged {
                 continue;
             }
             let generation = session.bgp_sent.as_ref().map_or(1, |(g, _)| g + 1);
@@ -661,11 +668,11 @@ impl Fence {
                 message: pb::ControllerMessage {
                     body: Some(pb::controller_message::Body::Bgp(pb::BgpConfig {
                         generation,
-                        ..wanted.clone()
+                        ..(**wanted).clone()
                     })),
                 },
             });
-            session.bgp_sent = Some((generation, wanted.clone()));
+            session.bgp_sent = Some((generation, Arc::clone(wanted)));
         }
     }
 

@@ -934,7 +934,7 @@ fn bgp_configs(out: &[Output], session: SessionId) -> Vec<(u64, Vec<String>)> {
         .collect()
 }
 
-fn bgp_for(node: &str, peer: &str) -> BTreeMap<String, pb::BgpConfig> {
+fn bgp_for(node: &str, peer: &str) -> BTreeMap<String, std::sync::Arc<pb::BgpConfig>> {
     let config = pb::BgpConfig {
         peers: vec![pb::BgpPeer {
             name: peer.to_owned(),
@@ -942,7 +942,7 @@ fn bgp_for(node: &str, peer: &str) -> BTreeMap<String, pb::BgpConfig> {
         }],
         ..pb::BgpConfig::default()
     };
-    BTreeMap::from([(node.to_owned(), config)])
+    BTreeMap::from([(node.to_owned(), std::sync::Arc::new(config))])
 }
 
 #[test]

@@ -518,7 +518,7 @@ impl SpeakerHub {
 
     /// Replaces every node's BGP configuration (`announce.proto` step 9; nodes absent get an empty one).
     /// Sent to each speaker after its first set and whenever its node's changes; not fenced.
-    pub fn set_bgp(&self, desired: BTreeMap<String, pb::BgpConfig>) {
+    pub fn set_bgp(&self, desired: BTreeMap<String, Arc<pb::BgpConfig>>) {
         self.inner
             .with_fence(|fence, now| fence.set_bgp(desired, now));
     }

@@ -66,12 +66,26 @@ impl System {
 
     /// As [`System::start_with`], on the network `spec` (the seed's hosts and more, e.g. a router).
     pub fn start_on(what: &str, spec: &LabSpec, controllers: usize, hold: Duration) -> Self {
+        Self::start_on_with(what, spec, controllers, hold, |c| c, |_, _| {})
+    }
+
+    /// As [`System::start_on`], with `flags` added to each controller's command line, and `prepare` run
+    /// against the cluster before any controller starts (CRDs and objects it must find at its first list).
+    pub fn start_on_with(
+        what: &str,
+        spec: &LabSpec,
+        controllers: usize,
+        hold: Duration,
+        flags: impl Fn(LbController) -> LbController,
+        prepare: impl FnOnce(&tokio::runtime::Runtime, &KubeCluster),
+    ) -> Self {
         let lab = LabNetwork::create(spec).unwrap_or_else(|e| panic!("{e}"));
         let scratch = Scratch::new(what).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let cluster = runtime.block_on(KubeCluster::start()).unwrap();
         let client = cluster.client();
         runtime.block_on(seed_objects(&cluster));
+        prepare(&runtime, &cluster);
         // Each speaker proves its node with a token of the speakers' account from a Pod on that node.
         let account = SpeakerAccount::default();
         for node in NODES {
@@ -98,7 +112,7 @@ impl System {
         let mut replicas = Vec::new();
         for replica in 0..controllers {
             let grpc: SocketAddr = ([127, 0, 0, 1], free_port().unwrap()).into();
-            let mut launcher = LbController::new(&binary, cluster.kubeconfig())
+            let mut launcher = flags(LbController::new(&binary, cluster.kubeconfig()))
                 .grpc(grpc)
                 .tls(&server)
                 .speaker_account(&account)
