@@ -190,8 +190,9 @@ fn give<'w, 'a>(
 
 /// One node's config: its peers, and its routes grouped by (prefix, attributes).
 fn config(world: &World<'_>, peers: &[&PeerDef], given: &GivenMap<'_, '_>) -> pb::BgpConfig {
-    let mut routes: BTreeMap<(&str, &Attributes), (Vec<String>, BTreeSet<&ServiceKey>)> =
-        BTreeMap::new();
+    // Per (prefix, attributes): the peers and the Services.
+    type Routes<'g> = BTreeMap<(&'g str, &'g Attributes), (Vec<String>, BTreeSet<&'g ServiceKey>)>;
+    let mut routes: Routes<'_> = BTreeMap::new();
     for ((prefix, peer), given) in given {
         let route = routes.entry((prefix, &given.attributes)).or_default();
         route.0.push((*peer).to_owned());
