@@ -199,63 +199,71 @@ impl Metrics {
             "Interfaces the speaker announces on",
             metrics.interfaces_eligible.clone(),
         );
-        // --- BFD (`bfd`) ---
+        metrics.register_bfd(r);
+        metrics.register_bgp(r);
+        metrics
+    }
+
+    /// The BFD runner's metrics (`bfd`).
+    fn register_bfd(&self, r: &mut Registry) {
         r.register(
             "bfd_sessions",
             "BFD sessions by state (sessions being removed count as AdminDown until dropped)",
-            metrics.bfd_sessions.clone(),
+            self.bfd_sessions.clone(),
         );
         r.register(
             "bfd_state_changes",
             "BFD session state changes, by the state entered",
-            metrics.bfd_state_changes.clone(),
+            self.bfd_state_changes.clone(),
         );
         r.register(
             "bfd_packets_discarded",
             "BFD packets received and discarded, by reason (RFC 5880 6.8.6 checks, TTL not 255, no session)",
-            metrics.bfd_packets_discarded.clone(),
+            self.bfd_packets_discarded.clone(),
         );
         r.register(
             "bfd_packets_received",
             "BFD Control packets received and handed to a session",
-            metrics.bfd_packets_received.clone(),
+            self.bfd_packets_received.clone(),
         );
         r.register(
             "bfd_packets_sent",
             "BFD Control packets sent",
-            metrics.bfd_packets_sent.clone(),
+            self.bfd_packets_sent.clone(),
         );
         r.register(
             "bfd_send_errors",
             "BFD Control packets that could not be sent",
-            metrics.bfd_send_errors.clone(),
+            self.bfd_send_errors.clone(),
         );
-        // --- end BFD ---
+    }
+
+    /// The BGP speaker's metrics (`bgp`).
+    fn register_bgp(&self, r: &mut Registry) {
         r.register(
             "bgp_session_state",
             "1 for each BGP peer's current RFC 4271 state",
-            metrics.bgp_session_state.clone(),
+            self.bgp_session_state.clone(),
         );
         r.register(
             "bgp_sessions_established",
             "BGP sessions Established now",
-            metrics.bgp_sessions_established.clone(),
+            self.bgp_sessions_established.clone(),
         );
         r.register(
             "bgp_updates_sent",
             "BGP UPDATE messages sent, End-of-RIB markers included",
-            metrics.bgp_updates_sent.clone(),
+            self.bgp_updates_sent.clone(),
         );
         r.register(
             "bgp_prefixes_advertised",
             "Prefixes advertised to each BGP peer now",
-            metrics.bgp_prefixes_advertised.clone(),
+            self.bgp_prefixes_advertised.clone(),
         );
         r.register(
             "bgp_session_flaps",
             "Established BGP sessions that went down",
-            metrics.bgp_session_flaps.clone(),
+            self.bgp_session_flaps.clone(),
         );
-        metrics
     }
 }

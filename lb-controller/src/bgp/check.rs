@@ -90,7 +90,46 @@ impl AdvertisementDef {
 
 /// Checks a peer; `name` is how it is known to advertisements and speakers.
 pub fn peer(name: &str, spec: &BGPPeerSpec) -> Result<Checked<PeerDef>, CheckError> {
+    refuse_unsupported(spec)?;
+    if spec.my_asn == 0 {
+        return Err(error("myASN", "must be set (1-4294967295)"));
+    }
+    if spec.peer_asn == 0 {
+        return Err(error("peerASN", "must be set (1-4294967295)"));
+    }
+    let (address, source, router_id) = addresses(spec)?;
     let mut ignored = Vec::new();
+    let timers = timers(spec, &mut ignored)?;
+    Ok(Checked {
+        def: PeerDef {
+            name: name.to_owned(),
+            session: pb::BgpPeer {
+                name: name.to_owned(),
+                address: address.to_string(),
+                port: u32::from(spec.peer_port.unwrap_or(179)),
+                my_asn: spec.my_asn,
+                peer_asn: spec.peer_asn,
+                router_id: router_id.map(|r| r.to_string()).unwrap_or_default(),
+                hold_time_s: timers.hold,
+                keepalive_s: timers.keepalive,
+                connect_retry_s: timers.connect,
+                password: spec.password.clone().unwrap_or_default(),
+                source_address: source.map(|s| s.to_string()).unwrap_or_default(),
+                ebgp_multihop: spec.ebgp_multi_hop,
+                graceful_restart_s: timers.restart,
+                bfd: None,
+            },
+            bfd_profile: spec.bfd_profile.clone().filter(|p| !p.is_empty()),
+            node_selectors: selectors("nodeSelectors", &spec.node_selectors)?,
+            dual_stack: spec.dual_stack_address_family,
+            ipv4: address.is_ipv4(),
+        },
+        ignored,
+    })
+}
+
+/// MetalLB's peer fields we cannot honour: a peer setting one is not used, rather than peered wrongly.
+fn refuse_unsupported(spec: &BGPPeerSpec) -> Result<(), CheckError> {
     if let Some(mode) = &spec.dynamic_asn {
         return Err(error(
             "dynamicASN",
@@ -112,12 +151,17 @@ pub fn peer(name: &str, spec: &BGPPeerSpec) -> Result<Checked<PeerDef>, CheckErr
             "separate sessions per address family are not supported; use dualStackAddressFamily",
         ));
     }
-    if spec.my_asn == 0 {
-        return Err(error("myASN", "must be set (1-4294967295)"));
+    if spec.password_secret.is_some() {
+        return Err(error(
+            "passwordSecret",
+            "passwords from Secrets are not supported yet; set password",
+        ));
     }
-    if spec.peer_asn == 0 {
-        return Err(error("peerASN", "must be set (1-4294967295)"));
-    }
+    Ok(())
+}
+
+/// The router's address, the source address (same family) and the BGP identifier.
+fn addresses(spec: &BGPPeerSpec) -> Result<(IpAddr, Option<IpAddr>, Option<Ipv4Addr>), CheckError> {
     let address: IpAddr = spec.peer_address.trim().parse().map_err(|_| {
         error(
             "peerAddress",
@@ -146,6 +190,19 @@ pub fn peer(name: &str, spec: &BGPPeerSpec) -> Result<Checked<PeerDef>, CheckErr
             )
         })?),
     };
+    Ok((address, source, router_id))
+}
+
+/// A peer's timers, in whole seconds as BGP carries them.
+struct Timers {
+    hold: u32,
+    keepalive: u32,
+    connect: u32,
+    /// Graceful restart time; 0 = off.
+    restart: u32,
+}
+
+fn timers(spec: &BGPPeerSpec, ignored: &mut Vec<String>) -> Result<Timers, CheckError> {
     let hold = seconds("holdTime", spec.hold_time.as_deref(), 90)?;
     if hold == 1 || hold == 2 {
         return Err(error("holdTime", "must be 0 or at least 3s (RFC 4271)"));
@@ -174,37 +231,11 @@ pub fn peer(name: &str, spec: &BGPPeerSpec) -> Result<Checked<PeerDef>, CheckErr
         }
         0
     };
-    if spec.password_secret.is_some() {
-        return Err(error(
-            "passwordSecret",
-            "passwords from Secrets are not supported yet; set password",
-        ));
-    }
-    Ok(Checked {
-        def: PeerDef {
-            name: name.to_owned(),
-            session: pb::BgpPeer {
-                name: name.to_owned(),
-                address: address.to_string(),
-                port: u32::from(spec.peer_port.unwrap_or(179)),
-                my_asn: spec.my_asn,
-                peer_asn: spec.peer_asn,
-                router_id: router_id.map(|r| r.to_string()).unwrap_or_default(),
-                hold_time_s: hold,
-                keepalive_s: keepalive,
-                connect_retry_s: connect,
-                password: spec.password.clone().unwrap_or_default(),
-                source_address: source.map(|s| s.to_string()).unwrap_or_default(),
-                ebgp_multihop: spec.ebgp_multi_hop,
-                graceful_restart_s: restart,
-                bfd: None,
-            },
-            bfd_profile: spec.bfd_profile.clone().filter(|p| !p.is_empty()),
-            node_selectors: selectors("nodeSelectors", &spec.node_selectors)?,
-            dual_stack: spec.dual_stack_address_family,
-            ipv4: address.is_ipv4(),
-        },
-        ignored,
+    Ok(Timers {
+        hold,
+        keepalive,
+        connect,
+        restart,
     })
 }
 

@@ -155,94 +155,12 @@ pub fn desired(
     pool_labels: &HashMap<String, BTreeMap<String, String>>,
 ) -> (BTreeMap<String, Arc<pb::BgpConfig>>, Vec<Problem>) {
     let mut problems = Vec::new();
-    let mut report = |object: &ObjectReference, reason, message: String| {
-        problems.push((object.clone(), reason, message));
-    };
-    let mut bfd_profiles = BTreeMap::new();
-    for profile in &objects.profiles {
-        match check::bfd_profile(&profile.spec) {
-            Ok(checked) => {
-                for note in checked.ignored {
-                    report(&profile.object, "UnsupportedField", note);
-                }
-                if bfd_profiles.contains_key(&profile.name) {
-                    report(
-                        &profile.object,
-                        "InvalidConfiguration",
-                        format!(
-                            "metadata.name: another BFDProfile is named {:?}; this one is not used",
-                            profile.name
-                        ),
-                    );
-                } else {
-                    bfd_profiles.insert(profile.name.clone(), checked.def);
-                }
-            }
-            Err(error) => report(&profile.object, "InvalidConfiguration", error.to_string()),
-        }
-    }
-    let mut peers: Vec<check::PeerDef> = Vec::new();
-    for peer in &objects.peers {
-        match check::peer(&peer.name, &peer.spec) {
-            Ok(checked) => {
-                for note in checked.ignored {
-                    report(&peer.object, "UnsupportedField", note);
-                }
-                if peers.iter().any(|p| p.name == peer.name) {
-                    report(
-                        &peer.object,
-                        "InvalidConfiguration",
-                        format!(
-                            "metadata.name: another BGPPeer is named {:?}; this one is not used",
-                            peer.name
-                        ),
-                    );
-                    continue;
-                }
-                if let Some(profile) = checked.def.bfd_profile.as_ref()
-                    && !bfd_profiles.contains_key(profile)
-                {
-                    report(
-                        &peer.object,
-                        "InvalidConfiguration",
-                        format!(
-                            "spec.bfdProfile: no usable BFDProfile {profile:?}; peering without BFD"
-                        ),
-                    );
-                }
-                peers.push(checked.def);
-            }
-            Err(error) => report(&peer.object, "InvalidConfiguration", error.to_string()),
-        }
-    }
+    let bfd_profiles = profiles(objects, &mut problems);
+    let peers = peers(objects, &bfd_profiles, &mut problems);
     if peers.is_empty() {
         return (BTreeMap::new(), problems);
     }
-    let mut advertisements = Vec::new();
-    for advertisement in &objects.advertisements {
-        match check::advertisement(&advertisement.name, &advertisement.spec, &objects.aliases) {
-            Ok(checked) => {
-                for peer in checked
-                    .def
-                    .peers
-                    .iter()
-                    .filter(|p| !peers.iter().any(|d| d.name == **p))
-                {
-                    report(
-                        &advertisement.object,
-                        "InvalidConfiguration",
-                        format!("spec.peers: no usable BGPPeer {peer:?}"),
-                    );
-                }
-                advertisements.push(checked.def);
-            }
-            Err(error) => report(
-                &advertisement.object,
-                "InvalidConfiguration",
-                error.to_string(),
-            ),
-        }
-    }
+    let advertisements = advertisements(objects, &peers, &mut problems);
     let (nodes, held) = planner.bgp_view();
     let desired = plan::desired(
         &World {
@@ -255,6 +173,125 @@ pub fn desired(
         held,
     );
     (desired, problems)
+}
+
+fn report(
+    problems: &mut Vec<Problem>,
+    object: &ObjectReference,
+    reason: &'static str,
+    message: String,
+) {
+    problems.push((object.clone(), reason, message));
+}
+
+/// The usable BFD profiles by name (the first of a name wins).
+fn profiles(objects: &Objects, problems: &mut Vec<Problem>) -> BTreeMap<String, pb::BfdProfile> {
+    let mut profiles = BTreeMap::new();
+    for profile in &objects.profiles {
+        match check::bfd_profile(&profile.spec) {
+            Ok(checked) => {
+                for note in checked.ignored {
+                    report(problems, &profile.object, "UnsupportedField", note);
+                }
+                if profiles.contains_key(&profile.name) {
+                    let message = format!(
+                        "metadata.name: another BFDProfile is named {:?}; this one is not used",
+                        profile.name
+                    );
+                    report(problems, &profile.object, "InvalidConfiguration", message);
+                } else {
+                    profiles.insert(profile.name.clone(), checked.def);
+                }
+            }
+            Err(error) => report(
+                problems,
+                &profile.object,
+                "InvalidConfiguration",
+                error.to_string(),
+            ),
+        }
+    }
+    profiles
+}
+
+/// The usable peers (the first of a name wins); a missing BFD profile is reported, the peer kept.
+fn peers(
+    objects: &Objects,
+    profiles: &BTreeMap<String, pb::BfdProfile>,
+    problems: &mut Vec<Problem>,
+) -> Vec<check::PeerDef> {
+    let mut peers: Vec<check::PeerDef> = Vec::new();
+    for peer in &objects.peers {
+        let checked = match check::peer(&peer.name, &peer.spec) {
+            Ok(checked) => checked,
+            Err(error) => {
+                report(
+                    problems,
+                    &peer.object,
+                    "InvalidConfiguration",
+                    error.to_string(),
+                );
+                continue;
+            }
+        };
+        for note in checked.ignored {
+            report(problems, &peer.object, "UnsupportedField", note);
+        }
+        if peers.iter().any(|p| p.name == peer.name) {
+            let message = format!(
+                "metadata.name: another BGPPeer is named {:?}; this one is not used",
+                peer.name
+            );
+            report(problems, &peer.object, "InvalidConfiguration", message);
+            continue;
+        }
+        if let Some(profile) = checked.def.bfd_profile.as_ref()
+            && !profiles.contains_key(profile)
+        {
+            let message =
+                format!("spec.bfdProfile: no usable BFDProfile {profile:?}; peering without BFD");
+            report(problems, &peer.object, "InvalidConfiguration", message);
+        }
+        peers.push(checked.def);
+    }
+    peers
+}
+
+/// The usable advertisements; a peer they name that does not exist is reported.
+fn advertisements(
+    objects: &Objects,
+    peers: &[check::PeerDef],
+    problems: &mut Vec<Problem>,
+) -> Vec<check::AdvertisementDef> {
+    let mut advertisements = Vec::new();
+    for advertisement in &objects.advertisements {
+        match check::advertisement(&advertisement.name, &advertisement.spec, &objects.aliases) {
+            Ok(checked) => {
+                for peer in checked
+                    .def
+                    .peers
+                    .iter()
+                    .filter(|p| !peers.iter().any(|d| d.name == **p))
+                {
+                    let message = format!("spec.peers: no usable BGPPeer {peer:?}");
+                    report(
+                        problems,
+                        &advertisement.object,
+                        "InvalidConfiguration",
+                        message,
+                    );
+                }
+                advertisements.push(checked.def);
+            }
+            Err(error) => report(
+                problems,
+                &advertisement.object,
+                "InvalidConfiguration",
+                error.to_string(),
+            ),
+        }
+    }
+    advertisements
 }
 
 /// Labels per IPPool name, for `ipAddressPoolSelectors`.
