@@ -55,12 +55,17 @@ fn bird_config(system: &System, extra: &str) -> String {
 /// A system with a router, BIRD configured with `extra`, the peer `peer_spec`, an advertisement of every
 /// pool, every session Established and the Service `web` routed through every node.
 fn routed(what: &str, extra: &str, peer_spec: Value) -> (System, Bird) {
+    routed_with(what, extra, "", peer_spec)
+}
+
+/// [`routed`], with `global` added to BIRD's configuration (e.g. a kernel protocol).
+fn routed_with(what: &str, extra: &str, global: &str, peer_spec: Value) -> (System, Bird) {
     let system = System::start_on(what, &with_router(), 1, Duration::from_secs(2));
     let bird = Bird::start_in(
         system.host("router"),
         "bird-router",
         system.scratch(),
-        &bird_config(&system, extra),
+        &format!("{}{global}\n", bird_config(&system, extra)),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     create(&system, "BGPPeer", "bgppeers", "router", peer_spec);
@@ -529,4 +534,183 @@ fn a_metallb_bgp_configuration_applied_unchanged_routes_the_service() {
         "nobody answers ARP for a BGP-only address: {:?}",
         probe.macs()
     );
+}
+
+/// A client behind the router: its own namespace joined to the router by a veth pair (10.99.0.0/24), so
+/// its traffic to the Service address can only go where the router's table sends it. Deleted on drop.
+struct Outside {
+    sealed: integration_tests::netlab::SealedNamespace,
+}
+
+impl Outside {
+    const CLIENT: &'static str = "10.99.0.2";
+    const ROUTER: &'static str = "10.99.0.1";
+
+    fn attach(router: &integration_tests::netlab::Host) -> Self {
+        use integration_tests::netlab::ip;
+        let sealed = integration_tests::netlab::SealedNamespace::create("outside", &[]).unwrap();
+        let (r, o) = (router.netns.as_str(), sealed.host().netns.as_str());
+        ip(&[
+            "-n", r, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", o,
+        ])
+        .unwrap();
+        ip(&[
+            "-n",
+            r,
+            "addr",
+            "add",
+            &format!("{}/24", Self::ROUTER),
+            "dev",
+            "eth1",
+        ])
+        .unwrap();
+        ip(&["-n", r, "link", "set", "eth1", "up"]).unwrap();
+        ip(&[
+            "-n",
+            o,
+            "addr",
+            "add",
+            &format!("{}/24", Self::CLIENT),
+            "dev",
+            "eth1",
+        ])
+        .unwrap();
+        ip(&["-n", o, "link", "set", "eth1", "up"]).unwrap();
+        ip(&[
+            "-n",
+            o,
+            "route",
+            "add",
+            "10.10.39.0/24",
+            "via",
+            Self::ROUTER,
+        ])
+        .unwrap();
+        // The router forwards, and spreads flows over equal paths by their ports too (layer-4 hash).
+        for setting in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.fib_multipath_hash_policy=1",
+        ] {
+            let status = router
+                .command("sysctl")
+                .args(["-qw", setting])
+                .status()
+                .unwrap();
+            assert!(status.success(), "sysctl {setting} in the router");
+        }
+        Self { sealed }
+    }
+
+    fn host(&self) -> &integration_tests::netlab::Host {
+        self.sealed.host()
+    }
+}
+
+#[test]
+fn a_client_behind_the_router_reaches_the_service_through_every_node_over_ecmp() {
+    let peer = json!({"myASN": NODES_AS, "peerASN": ROUTER_AS, "peerAddress": "10.10.40.1", "holdTime": "9s"});
+    // BIRD installs what it learnt into the router's kernel table, the equal paths as one multipath route.
+    let kernel = "protocol kernel { ipv4 { export all; }; merge paths on; }";
+    let (system, _bird) = routed_with("lb-bgp-ecmp", "", kernel, peer);
+    let router = system.host("router");
+    let outside = Outside::attach(router);
+    // What kube-proxy does on a real node, by hand: the Service address is local, and a server answers on
+    // it (here with the node's name); replies to the outside go back through the router.
+    let mut servers = Vec::new();
+    for node in NODES {
+        let host = system.host(node);
+        integration_tests::netlab::ip(&[
+            "-n",
+            &host.netns,
+            "addr",
+            "add",
+            "10.10.39.200/32",
+            "dev",
+            "lo",
+        ])
+        .unwrap();
+        integration_tests::netlab::ip(&[
+            "-n",
+            &host.netns,
+            "route",
+            "add",
+            "10.99.0.0/24",
+            "via",
+            "10.10.40.1",
+        ])
+        .unwrap();
+        let root = system.scratch().join(format!("www-{node}"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), node).unwrap();
+        let mut httpd = host.command("busybox");
+        httpd
+            .args(["httpd", "-f", "-p", "10.10.39.200:8080", "-h"])
+            .arg(&root);
+        let log = system.scratch().join(format!("httpd-{node}.log"));
+        servers.push(
+            integration_tests::process::Process::spawn(&format!("httpd on {node}"), httpd, &log)
+                .unwrap(),
+        );
+    }
+
+    // The router's own table: one route with a next hop through each node.
+    let table = wait::until_blocking(
+        "a multipath route in the router's kernel table",
+        WAIT,
+        || {
+            let table = integration_tests::netlab::ip(&[
+                "-n",
+                &router.netns,
+                "route",
+                "show",
+                "10.10.39.200",
+            ])
+            .map_err(|e| e.to_string())?;
+            if table.matches("nexthop").count() == NODES.len() {
+                Ok(table)
+            } else {
+                Err(table)
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for node in NODES {
+        assert!(
+            table.contains(&system.host(node).ipv4.to_string()),
+            "{table}"
+        );
+    }
+
+    // Flows from the client (each its own source port) land on more than one node.
+    let mut answered = std::collections::BTreeSet::new();
+    wait::until_blocking("answers from at least two nodes", WAIT, || {
+        let output = outside
+            .host()
+            .command("busybox")
+            .args([
+                "wget",
+                "-q",
+                "-T",
+                "2",
+                "-O",
+                "-",
+                "http://10.10.39.200:8080/",
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let body = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if NODES.contains(&body.as_str()) {
+            answered.insert(body);
+        }
+        if answered.len() >= 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "answered so far: {answered:?}; last: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(servers);
 }

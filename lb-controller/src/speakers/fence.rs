@@ -524,6 +524,8 @@ impl Fence {
                         .or_insert_with(|| name.clone());
                 }
                 report_findings(node, &name, report, out);
+                // Reported BGP sessions may be left over from an earlier leader's configuration.
+                self.bgp_stale |= !report.bgp_sessions.is_empty();
             }
             Some(Body::Leaving(_)) if !session.leaving => {
                 session.leaving = true;
@@ -659,7 +661,13 @@ impl Fence {
                         .entry((Arc::as_ptr(sent), Arc::as_ptr(wanted)))
                         .or_insert_with(|| sent == wanted)
             });
-            if unchanged {
+            // A speaker that reported no BGP session holds no BGP configuration: an empty one would
+            // change nothing (the first Report of a session comes before its first set).
+            let nothing_to_clear = session.bgp_sent.is_none()
+                && session.bgp_sessions.is_empty()
+                && wanted.peers.is_empty()
+                && wanted.routes.is_empty();
+            if unchanged || nothing_to_clear {
                 continue;
             }
             let generation = session.bgp_sent.as_ref().map_or(1, |(g, _)| g + 1);

@@ -949,10 +949,10 @@ fn bgp_for(node: &str, peer: &str) -> BTreeMap<String, std::sync::Arc<pb::BgpCon
 fn bgp_configuration_follows_the_first_set_and_is_resent_only_when_it_changes() {
     let mut fence = Fence::new(LEASE, GRACE);
     let t = settled_with_x_on_a(&mut fence, Instant::now());
-    // Every session got an empty configuration after its first set (clearing what an earlier leader gave
-    // it); a session gets its node's new one at once, and a node left out keeps its empty one.
+    // A session that had its first set gets its node's configuration at once; a node left out gets
+    // nothing, as it reported no BGP session (nothing to clear).
     let out = fence.set_bgp(bgp_for("a", "router"), t);
-    assert_eq!(bgp_configs(&out, 1), vec![(2, vec!["router".to_owned()])]);
+    assert_eq!(bgp_configs(&out, 1), vec![(1, vec!["router".to_owned()])]);
     assert!(bgp_configs(&out, 2).is_empty());
     // Unchanged: nothing is resent, by a new call or by later steps.
     let out = fence.set_bgp(bgp_for("a", "router"), t);
@@ -961,7 +961,19 @@ fn bgp_configuration_follows_the_first_set_and_is_resent_only_when_it_changes() 
     assert!(bgp_configs(&out, 1).is_empty());
     // A change goes out with the next generation; BGP is not fenced, so no acknowledgement is awaited.
     let out = fence.set_bgp(bgp_for("a", "other"), t + ms(20));
-    assert_eq!(bgp_configs(&out, 1), vec![(3, vec!["other".to_owned()])]);
+    assert_eq!(bgp_configs(&out, 1), vec![(2, vec!["other".to_owned()])]);
+    // A node whose speaker reports sessions (from an earlier leader) while none are wanted is cleared.
+    let mut stale = report(1, &[]);
+    if let Some(pb::speaker_message::Body::Report(r)) = stale.body.as_mut() {
+        r.bgp_sessions = vec![pb::BgpSessionState {
+            peer: "old".to_owned(),
+            ..pb::BgpSessionState::default()
+        }];
+    }
+    let out = fence.message(2, &stale, t + ms(25));
+    let mut out = out;
+    out.extend(fence.set_bgp(bgp_for("a", "other"), t + ms(26)));
+    assert_eq!(bgp_configs(&out, 2), vec![(1, vec![])]);
     // A new session of the node gets its set first, then the configuration again.
     fence.disconnect(1, t + ms(30));
     let out = fence.connect(3, &hello("a", 2), stamp(), t + ms(40));
