@@ -272,8 +272,7 @@ impl MetalLb {
 /// and which the pinned MetalLB binaries read too.
 pub fn crds() -> Result<Vec<CustomResourceDefinition>> {
     let dir = module_dir(&pin("METALLB_CRD_VERSION")?)?.join("config/crd/bases");
-    let entries = std::fs::read_dir(&dir)
-        .map_err(io_err(format!("reading {}", dir.display())))?;
+    let entries = std::fs::read_dir(&dir).map_err(io_err(format!("reading {}", dir.display())))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
