@@ -81,23 +81,8 @@ fn routed(what: &str, extra: &str, peer_spec: Value) -> (System, Bird) {
 
 fn wait_established(bird: &Bird, nodes: &[&str]) {
     for node in nodes {
-        wait::until_blocking(&format!("BGP session with {node}"), WAIT, || {
-            match bird
-                .protocol_state(node)
-                .map_err(|e| e.to_string())?
-                .as_str()
-            {
-                "Established" => Ok(()),
-                other => Err(other.to_owned()),
-            }
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n{}",
-                bird.show(&format!("protocols all {node}"))
-                    .unwrap_or_default()
-            )
-        });
+        bird.wait_established(node, WAIT)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -195,25 +180,7 @@ fn a_service_is_routed_to_every_node_with_its_communities_and_withdrawn_when_it_
         "seed",
         json!({"communities": ["65000:100", "large:4200000001:7:8"]}),
     );
-    for node in NODES {
-        wait::until_blocking(&format!("BGP session with {node}"), WAIT, || {
-            match bird
-                .protocol_state(node)
-                .map_err(|e| e.to_string())?
-                .as_str()
-            {
-                "Established" => Ok(()),
-                other => Err(other.to_owned()),
-            }
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n{}",
-                bird.show(&format!("protocols all {node}"))
-                    .unwrap_or_default()
-            )
-        });
-    }
+    wait_established(&bird, &NODES);
 
     system.create_service("web");
     let routes = wait_route(&bird, "10.10.39.200/32", "a path through every node", |r| {
