@@ -445,6 +445,8 @@ impl World {
                             message: text.clone(),
                         })
                         .collect(),
+                    // BGP session states only become status Events; `Rogue::Encoded` reaches them.
+                    bgp_sessions: Vec::new(),
                 }),
             )),
             Rogue::Leaving(sent_at_ms) => {
