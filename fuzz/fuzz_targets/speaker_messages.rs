@@ -149,6 +149,8 @@ struct SessionView {
     open: bool,
     leaving: bool,
     generation: u64,
+    /// The generation of the last BGP configuration sent.
+    bgp_generation: u64,
 }
 
 struct World {
@@ -304,6 +306,21 @@ impl World {
                     "renewal of an old generation"
                 );
                 lease(&renewal.lease);
+            }
+            Some(pb::controller_message::Body::Bgp(bgp)) => {
+                // No BGP configuration is desired here: a session gets the empty one, after its first set.
+                assert!(
+                    view.generation > 0,
+                    "BGP configuration before the first set on session {session}"
+                );
+                assert!(bgp.peers.is_empty() && bgp.routes.is_empty(), "{bgp:?}");
+                assert!(
+                    bgp.generation > view.bgp_generation,
+                    "BGP generation {} after {}",
+                    bgp.generation,
+                    view.bgp_generation
+                );
+                view.bgp_generation = bgp.generation;
             }
             other => panic!("unexpected message {other:?}"),
         }
@@ -496,6 +513,7 @@ impl World {
                                 open: true,
                                 leaving: false,
                                 generation: 0,
+                                bgp_generation: 0,
                             },
                         );
                         Inbound::Hello { hello, sent_at_ms }
