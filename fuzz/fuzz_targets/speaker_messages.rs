@@ -280,13 +280,7 @@ impl World {
         };
         match &message.body {
             Some(pb::controller_message::Body::Snapshot(set)) => {
-                assert!(
-                    set.generation > view.generation,
-                    "generation {} after {}",
-                    set.generation,
-                    view.generation
-                );
-                view.generation = set.generation;
+                rise("set", set.generation, &mut view.generation);
                 lease(&set.lease);
                 let desired = self.desired.get(&view.node);
                 for assignment in &set.assignments {
@@ -314,13 +308,7 @@ impl World {
                     "BGP configuration before the first set on session {session}"
                 );
                 assert!(bgp.peers.is_empty() && bgp.routes.is_empty(), "{bgp:?}");
-                assert!(
-                    bgp.generation > view.bgp_generation,
-                    "BGP generation {} after {}",
-                    bgp.generation,
-                    view.bgp_generation
-                );
-                view.bgp_generation = bgp.generation;
+                rise("BGP", bgp.generation, &mut view.bgp_generation);
             }
             other => panic!("unexpected message {other:?}"),
         }
@@ -619,6 +607,12 @@ impl World {
             }
         }
     }
+}
+
+/// `next` follows `last` in a session's generations of `what`, which only rise.
+fn rise(what: &str, next: u64, last: &mut u64) {
+    assert!(next > *last, "{what} generation {next} after {last}");
+    *last = next;
 }
 
 fuzz_target!(|input: Input| {
