@@ -28,8 +28,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let (pools, _errors) = legacy::parse(Some(text));
-    pools.iter().for_each(check_pool);
+    let (legacy, _errors) = legacy::parse(Some(text));
+    legacy.pools.iter().for_each(check_pool);
     for line in text.lines() {
         if let Ok(range) = line.parse::<AddressRange>() {
             check_range(&range);

@@ -149,6 +149,8 @@ struct SessionView {
     open: bool,
     leaving: bool,
     generation: u64,
+    /// The generation of the last BGP configuration sent.
+    bgp_generation: u64,
 }
 
 struct World {
@@ -278,13 +280,7 @@ impl World {
         };
         match &message.body {
             Some(pb::controller_message::Body::Snapshot(set)) => {
-                assert!(
-                    set.generation > view.generation,
-                    "generation {} after {}",
-                    set.generation,
-                    view.generation
-                );
-                view.generation = set.generation;
+                rise("set", set.generation, &mut view.generation);
                 lease(&set.lease);
                 let desired = self.desired.get(&view.node);
                 for assignment in &set.assignments {
@@ -304,6 +300,15 @@ impl World {
                     "renewal of an old generation"
                 );
                 lease(&renewal.lease);
+            }
+            Some(pb::controller_message::Body::Bgp(bgp)) => {
+                // No BGP configuration is desired here: a session gets the empty one, after its first set.
+                assert!(
+                    view.generation > 0,
+                    "BGP configuration before the first set on session {session}"
+                );
+                assert!(bgp.peers.is_empty() && bgp.routes.is_empty(), "{bgp:?}");
+                rise("BGP", bgp.generation, &mut view.bgp_generation);
             }
             other => panic!("unexpected message {other:?}"),
         }
@@ -445,6 +450,8 @@ impl World {
                             message: text.clone(),
                         })
                         .collect(),
+                    // BGP session states only become status Events; `Rogue::Encoded` reaches them.
+                    bgp_sessions: Vec::new(),
                 }),
             )),
             Rogue::Leaving(sent_at_ms) => {
@@ -494,6 +501,7 @@ impl World {
                                 open: true,
                                 leaving: false,
                                 generation: 0,
+                                bgp_generation: 0,
                             },
                         );
                         Inbound::Hello { hello, sent_at_ms }
@@ -599,6 +607,12 @@ impl World {
             }
         }
     }
+}
+
+/// `next` follows `last` in a session's generations of `what`, which only rise.
+fn rise(what: &str, next: u64, last: &mut u64) {
+    assert!(next > *last, "{what} generation {next} after {last}");
+    *last = next;
 }
 
 fuzz_target!(|input: Input| {

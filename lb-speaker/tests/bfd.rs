@@ -14,13 +14,11 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
-use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use integration_tests::bird::Bird;
 use integration_tests::netlab::{HostSpec, LabNetwork, LabSpec};
-use integration_tests::process::{Process, Scratch};
 use integration_tests::wait;
 use lb_speaker::Metrics;
 use lb_speaker::bfd::packet::ControlPacket;
@@ -84,88 +82,52 @@ fn fast_profile() -> Profile {
     }
 }
 
-/// BIRD 2 in the router's namespace, with its own config, control socket and PID file in a scratch
-/// directory; killed by PID on drop.
-struct Bird {
-    process: Process,
-    control: PathBuf,
-    _scratch: Scratch,
+/// BIRD in the router's namespace with a `protocol bfd` asking for sessions to the node's two addresses,
+/// with `rx`/`tx` intervals and `multiplier`; killed on drop.
+fn start_bird(lab: &LabNetwork, rx: Duration, tx: Duration, multiplier: u32) -> Bird {
+    let config = format!(
+        "router id {ROUTER_V4};\n\
+         log stderr all;\n\
+         protocol device {{ }}\n\
+         protocol bfd {{\n\
+         \x20 debug {{ states, events }};\n\
+         \x20 interface \"eth0\" {{\n\
+         \x20   min rx interval {rx} ms;\n\
+         \x20   min tx interval {tx} ms;\n\
+         \x20   idle tx interval 1 s;\n\
+         \x20   multiplier {multiplier};\n\
+         \x20 }};\n\
+         \x20 neighbor {NODE_V4} dev \"eth0\";\n\
+         \x20 neighbor {NODE_V6} dev \"eth0\";\n\
+         }}\n",
+        rx = rx.as_millis(),
+        tx = tx.as_millis(),
+    );
+    Bird::start(lab.find("router").unwrap(), "bird-bfd", &config).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Bird {
-    /// Starts BIRD with a `protocol bfd` asking for sessions to the node's two addresses, with
-    /// `rx`/`tx` intervals and `multiplier`.
-    fn start(lab: &LabNetwork, rx: Duration, tx: Duration, multiplier: u32) -> Self {
-        let router = lab.find("router").unwrap();
-        let scratch = Scratch::new("bird-bfd").unwrap();
-        let config = scratch.join("bird.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "router id {ROUTER_V4};\n\
-                 log stderr all;\n\
-                 protocol device {{ }}\n\
-                 protocol bfd {{\n\
-                 \x20 debug {{ states, events }};\n\
-                 \x20 interface \"eth0\" {{\n\
-                 \x20   min rx interval {rx} ms;\n\
-                 \x20   min tx interval {tx} ms;\n\
-                 \x20   idle tx interval 1 s;\n\
-                 \x20   multiplier {multiplier};\n\
-                 \x20 }};\n\
-                 \x20 neighbor {NODE_V4} dev \"eth0\";\n\
-                 \x20 neighbor {NODE_V6} dev \"eth0\";\n\
-                 }}\n",
-                rx = rx.as_millis(),
-                tx = tx.as_millis(),
-            ),
-        )
-        .unwrap();
-        let control = scratch.join("bird.ctl");
-        let mut command = router.command("bird");
-        command
-            .arg("-f")
-            .arg("-c")
-            .arg(&config)
-            .arg("-s")
-            .arg(&control)
-            .arg("-P")
-            .arg(scratch.join("bird.pid"));
-        let process = Process::spawn("bird", command, &scratch.join("bird.log")).unwrap();
-        let mut bird = Self {
-            process,
-            control,
-            _scratch: scratch,
-        };
-        wait::until_blocking("BIRD's control socket", Duration::from_secs(10), || {
-            bird.process.check_running().map_err(|e| e.to_string())?;
-            bird.birdc(&["show", "status"]).map(|_| ())
-        })
-        .unwrap();
-        bird
-    }
-
-    fn birdc(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.control)
-            .args(args)
-            .output()
-            .map_err(|e| format!("running birdc: {e}"))?;
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        if output.status.success() {
-            Ok(text)
-        } else {
-            Err(format!(
-                "birdc {args:?}: {text}{}",
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    }
-
+/// What these tests read off BIRD's BFD, over the harness's `birdc`.
+trait BfdView {
     /// `show bfd sessions`, a row per peer.
+    fn sessions(&self) -> Result<Vec<Row>, String>;
+    /// The row of `peer`.
+    fn row(&self, peer: IpAddr) -> Result<Row, String>;
+    /// Waits until BIRD shows the session to `peer` Up, sending every `interval` and timing us out
+    /// after `timeout`: both sides' Poll Sequences are over and the Up timers in force.
+    fn wait_up(&self, peer: IpAddr, interval: Duration, timeout: Duration);
+    /// Polls `birdc` as fast as it answers until the session to `peer` leaves Up; how long that took
+    /// from `since`, or None by `deadline`.
+    fn time_until_not_up(
+        &self,
+        peer: IpAddr,
+        since: Instant,
+        deadline: Duration,
+    ) -> Option<Duration>;
+}
+
+impl BfdView for Bird {
     fn sessions(&self) -> Result<Vec<Row>, String> {
-        let text = self.birdc(&["show", "bfd", "sessions"])?;
+        let text = self.show("bfd sessions").map_err(|e| e.to_string())?;
         Ok(text
             .lines()
             .filter_map(|line| {
@@ -191,8 +153,6 @@ impl Bird {
             .ok_or_else(|| format!("BIRD has no session to {peer}"))
     }
 
-    /// Waits until BIRD shows the session to `peer` Up, sending every `interval` and timing us out
-    /// after `timeout`: both sides' Poll Sequences are over and the Up timers in force.
     fn wait_up(&self, peer: IpAddr, interval: Duration, timeout: Duration) {
         let want = (interval.as_secs_f64(), timeout.as_secs_f64());
         wait::until_blocking(
@@ -208,11 +168,9 @@ impl Bird {
                 }
             },
         )
-        .unwrap_or_else(|e| panic!("{e}\nBIRD log:\n{}", self.process.log_tail(30)));
+        .unwrap_or_else(|e| panic!("{e}\nBIRD log:\n{}", self.log_tail(30)));
     }
 
-    /// Polls `birdc` as fast as it answers until the session to `peer` leaves Up; how long that took
-    /// from `since`, or None by `deadline`.
     fn time_until_not_up(
         &self,
         peer: IpAddr,
@@ -362,7 +320,7 @@ struct UpWithBird {
 
 async fn up_with_bird(families: &[Family], profile: Profile) -> UpWithBird {
     let lab = lab();
-    let bird = Bird::start(&lab, INTERVAL, INTERVAL, MULTIPLIER);
+    let bird = start_bird(&lab, INTERVAL, INTERVAL, MULTIPLIER);
     let node = Node::start(&lab);
     let mut sessions = Vec::new();
     for family in families {
@@ -427,12 +385,7 @@ async fn sessions_come_up_on_both_sides_with_bird_over_ipv4_and_ipv6() {
             .any(|(address, _)| *address == NODE_V4.to_string()),
         "the IPv4 session sends from its local address: {sockets}"
     );
-    println!(
-        "BIRD: {}",
-        up.bird
-            .birdc(&["show", "bfd", "sessions"])
-            .unwrap_or_default()
-    );
+    println!("BIRD: {}", up.bird.show("bfd sessions").unwrap_or_default());
 }
 
 #[tokio::test]
@@ -448,7 +401,7 @@ async fn the_node_declares_bird_down_within_the_detection_time_when_bird_dies() 
     // multiplier x the greater of our min rx and its min tx) ends at most that long after the kill.
     let detection = INTERVAL * MULTIPLIER;
     let killed = Instant::now();
-    bird.process.kill();
+    bird.kill();
     for (session, family) in sessions.iter_mut().zip(["IPv4", "IPv6"]) {
         let down = wait_for(session, State::Down, detection + SLACK).await;
         let after = killed.elapsed();
@@ -532,12 +485,7 @@ async fn a_removed_session_tells_bird_admin_down_long_before_its_detection_time(
     println!(
         "BIRD: session Down {after:?} after the removal (its detection time: {bird_detection:?})"
     );
-    println!(
-        "BIRD: {}",
-        up.bird
-            .birdc(&["show", "bfd", "sessions"])
-            .unwrap_or_default()
-    );
+    println!("BIRD: {}", up.bird.show("bfd sessions").unwrap_or_default());
     assert!(
         !up.node
             .bfd
@@ -565,7 +513,7 @@ async fn stopping_the_runner_tells_bird_admin_down_long_before_its_detection_tim
             "BIRD: {family:?} session Down {after:?} after the runner stopped (its detection time: {SLOW_DETECTION:?})"
         );
     }
-    println!("BIRD log:\n{}", up.bird.process.log_tail(8));
+    println!("BIRD log:\n{}", up.bird.log_tail(8));
 }
 
 #[tokio::test]
@@ -590,7 +538,7 @@ async fn a_passive_session_stays_silent_until_bird_speaks_then_comes_up() {
         0,
         "a passive session waits"
     );
-    let bird = Bird::start(&lab, INTERVAL, INTERVAL, MULTIPLIER);
+    let bird = start_bird(&lab, INTERVAL, INTERVAL, MULTIPLIER);
     wait_for(&mut v4, State::Up, COME_UP).await;
     bird.wait_up(NODE_V4.into(), INTERVAL, INTERVAL * MULTIPLIER);
     assert!(node.metrics.bfd_packets_sent.get() > 0);

@@ -10,10 +10,9 @@ mod support;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use integration_tests::bird::Bird;
 use integration_tests::netlab::{Host, HostSpec, LabNetwork, LabSpec, SealedNamespace};
 use integration_tests::process::{Process, Scratch};
 use integration_tests::wait;
@@ -67,94 +66,75 @@ struct Neighbor {
     extra: &'static str,
 }
 
-/// BIRD in the router's namespace, with its own config, control socket and pid file; killed on drop.
-struct Bird {
-    socket: PathBuf,
-    _process: Process,
+/// BIRD in the router's namespace with a `protocol bgp` per neighbor (passive, importing everything),
+/// logging to its harness log; killed on drop.
+fn start_bird(router: &Host, scratch: &Scratch, neighbors: &[Neighbor]) -> Bird {
+    let mut config = format!(
+        "router id {};\nlog stderr all;\nprotocol device {{ }}\nprotocol direct {{ ipv4; ipv6; }}\n",
+        router.ipv4
+    );
+    for n in neighbors {
+        config.push_str(&format!(
+            "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {address} as {asn};\n  \
+             passive on;\n  {extra}\n  ipv4 {{ import all; export none; }};\n  \
+             ipv6 {{ import all; export none; }};\n}}\n",
+            name = n.name,
+            local = if n.address.is_ipv4() {
+                IpAddr::V4(router.ipv4)
+            } else {
+                IpAddr::V6(router.ipv6)
+            },
+            address = n.address,
+            asn = n.asn,
+            extra = n.extra,
+        ));
+    }
+    Bird::start_in(router, "bird", scratch.path(), &config).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Bird {
-    fn start(router: &Host, scratch: &Scratch, neighbors: &[Neighbor]) -> Self {
-        let mut config = format!(
-            "router id {};\nlog \"{}\" all;\nprotocol device {{ }}\nprotocol direct {{ ipv4; ipv6; }}\n",
-            router.ipv4,
-            scratch.join("bird.log").display()
-        );
-        for n in neighbors {
-            config.push_str(&format!(
-                "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {address} as {asn};\n  \
-                 passive on;\n  {extra}\n  ipv4 {{ import all; export none; }};\n  \
-                 ipv6 {{ import all; export none; }};\n}}\n",
-                name = n.name,
-                local = if n.address.is_ipv4() {
-                    IpAddr::V4(router.ipv4)
-                } else {
-                    IpAddr::V6(router.ipv6)
-                },
-                address = n.address,
-                asn = n.asn,
-                extra = n.extra,
-            ));
+/// The paths of one prefix in `show route <prefix> table <t> all`, one text block a path.
+fn split_paths(out: &str) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for line in out.lines() {
+        if line.contains(" unicast [") || line.contains(" blackhole [") {
+            paths.push(String::new());
         }
-        let conf = scratch.join("bird.conf");
-        std::fs::write(&conf, config).unwrap();
-        let socket = scratch.join("bird.ctl");
-        let mut command = router.command("bird");
-        command
-            .arg("-f")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-s")
-            .arg(&socket)
-            .arg("-P")
-            .arg(scratch.join("bird.pid"));
-        let process = Process::spawn("bird", command, &scratch.join("bird.out")).unwrap();
-        let bird = Self {
-            socket,
-            _process: process,
-        };
-        wait::until_blocking("BIRD to answer", UP_TIMEOUT, || {
-            bird.birdc(&["show", "status"])
-                .contains("Daemon is up and running")
-                .then_some(())
-                .ok_or_else(|| "not yet".to_owned())
-        })
-        .unwrap();
-        bird
-    }
-
-    fn birdc(&self, args: &[&str]) -> String {
-        let output = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// The routes BIRD holds for exactly `prefix`, one text block a path (`show route <prefix> all`).
-    fn paths(&self, prefix: &str) -> Vec<String> {
-        let table = if prefix.contains(':') {
-            "master6"
-        } else {
-            "master4"
-        };
-        let out = self.birdc(&["show", "route", prefix, "table", table, "all"]);
-        let mut paths: Vec<String> = Vec::new();
-        for line in out.lines() {
-            if line.contains(" unicast [") || line.contains(" blackhole [") {
-                paths.push(String::new());
-            }
-            if let Some(path) = paths.last_mut() {
-                path.push_str(line.trim());
-                path.push('\n');
-            }
+        if let Some(path) = paths.last_mut() {
+            path.push_str(line.trim());
+            path.push('\n');
         }
-        paths
     }
+    paths
+}
 
+/// What these tests read off the router, over the harness's `birdc`.
+trait RouterView {
+    /// The routes BIRD holds for exactly `prefix`, one text block a path.
+    fn paths(&self, prefix: &str) -> Vec<String>;
     /// "Import updates: received" of the channel (`ipv4`, `ipv6`) of protocol `n1`.
+    fn import_updates_received(&self, channel: &str) -> usize;
+    /// `show protocols all <name>`.
+    fn protocol(&self, name: &str) -> String;
+    /// Waits until `prefix` has exactly `count` paths; returns them.
+    fn wait_paths(&self, prefix: &str, count: usize, timeout: Duration) -> Vec<String>;
+}
+
+/// `show route <prefix> table <master4|master6> all`.
+fn show_route(bird: &Bird, prefix: &str) -> Result<String, String> {
+    let table = if prefix.contains(':') {
+        "master6"
+    } else {
+        "master4"
+    };
+    bird.birdc(&["show", "route", prefix, "table", table, "all"])
+        .map_err(|e| e.to_string())
+}
+
+impl RouterView for Bird {
+    fn paths(&self, prefix: &str) -> Vec<String> {
+        split_paths(&show_route(self, prefix).unwrap_or_else(|e| panic!("{e}")))
+    }
+
     fn import_updates_received(&self, channel: &str) -> usize {
         let out = self.protocol("n1");
         out.split(&format!("Channel {channel}"))
@@ -170,28 +150,16 @@ impl Bird {
     }
 
     fn protocol(&self, name: &str) -> String {
-        self.birdc(&["show", "protocols", "all", name])
+        self.show(&format!("protocols all {name}"))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn wait_established(&self, name: &str) {
-        wait::until_blocking(
-            &format!("BIRD's session {name} Established"),
-            UP_TIMEOUT,
-            || {
-                let out = self.protocol(name);
-                out.contains("Established").then_some(()).ok_or(out)
-            },
-        )
-        .unwrap();
-    }
-
-    /// Waits until `prefix` has exactly `count` paths; returns them.
     fn wait_paths(&self, prefix: &str, count: usize, timeout: Duration) -> Vec<String> {
         wait::until_blocking(
             &format!("{count} path(s) to {prefix} in BIRD"),
             timeout,
             || {
-                let paths = self.paths(prefix);
+                let paths = split_paths(&show_route(self, prefix)?);
                 if paths.len() == count {
                     Ok(paths)
                 } else {
@@ -343,7 +311,7 @@ impl Bed {
     fn new(what: &str, neighbors: &[Neighbor]) -> Self {
         let lab = lab();
         let scratch = Scratch::new(what).unwrap();
-        let bird = Bird::start(lab.host("rtr").unwrap(), &scratch, neighbors);
+        let bird = start_bird(lab.host("rtr").unwrap(), &scratch, neighbors);
         let node = Node::start(lab.host("n1").unwrap());
         Self {
             node,
@@ -371,7 +339,7 @@ fn ebgp_routes_reach_the_router_with_next_hop_as_path_and_communities() {
     v4.local_pref = Some(300);
     bed.node
         .apply(config(1, peer(N1_AS, bed.host("n1")), vec![v4, route(V6)]));
-    bed.bird.wait_established("n1");
+    bed.bird.wait_established("n1", UP_TIMEOUT).unwrap();
     let paths = bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
     let path = &paths[0];
     eprintln!("BIRD's path to {V4}:\n{path}");
@@ -404,7 +372,7 @@ fn ibgp_routes_carry_local_pref_and_an_empty_as_path() {
     v4.local_pref = Some(300);
     bed.node
         .apply(config(1, peer(ROUTER_AS, bed.host("n1")), vec![v4]));
-    bed.bird.wait_established("n1");
+    bed.bird.wait_established("n1", UP_TIMEOUT).unwrap();
     let path = bed.bird.wait_paths(V4, 1, UP_TIMEOUT).remove(0);
     eprintln!("BIRD's iBGP path to {V4}:\n{path}");
     assert!(path.contains("BGP.local_pref: 300"), "{path}");
@@ -490,13 +458,7 @@ fn a_graceful_stop_keeps_the_route_stale_until_the_speaker_returns_with_end_of_r
         "bgp-gr",
         &[n1("graceful restart on;\n  debug { states, packets };")],
     );
-    let log = bed._scratch.join("bird.log");
-    let end_of_ribs = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches("Got END-OF-RIB")
-            .count()
-    };
+    let end_of_ribs = || bed.bird.log().matches("Got END-OF-RIB").count();
     let mut gr_peer = peer(N1_AS, bed.host("n1"));
     gr_peer.graceful_restart_s = 120;
     bed.node.apply(config(1, gr_peer.clone(), vec![route(V4)]));
@@ -531,7 +493,7 @@ fn a_graceful_stop_keeps_the_route_stale_until_the_speaker_returns_with_end_of_r
     // The speaker process comes back (a new BgpSpeaker) and re-advertises; End-of-RIB ends the restart.
     let again = Node::start(bed.host("n1"));
     again.apply(config(1, gr_peer, vec![route(V4)]));
-    bed.bird.wait_established("n1");
+    bed.bird.wait_established("n1", UP_TIMEOUT).unwrap();
     wait::until_blocking("BIRD to end the graceful restart", UP_TIMEOUT, || {
         let protocol = bed.bird.protocol("n1");
         let done = end_of_ribs() == 4
@@ -553,7 +515,7 @@ fn an_md5_password_brings_the_session_up_only_when_it_matches() {
     let mut good = peer(N1_AS, bed.host("n1"));
     good.password = "s3cret".to_owned();
     bed.node.apply(config(1, good.clone(), vec![route(V4)]));
-    bed.bird.wait_established("n1");
+    bed.bird.wait_established("n1", UP_TIMEOUT).unwrap();
     bed.bird.wait_paths(V4, 1, UP_TIMEOUT);
     // A wrong key: the router's kernel drops the unsigned-as-expected SYNs, so the dial times out.
     let mut bad = good;
@@ -611,7 +573,7 @@ fn the_speaker_binary_applies_the_controllers_bgp_config_and_reports_the_session
     let scratch = Scratch::new("bgp-binary").unwrap();
     let router = lab.host("rtr").unwrap();
     let n1_host = lab.host("n1").unwrap();
-    let bird = Bird::start(router, &scratch, &[n1("")]);
+    let bird = start_bird(router, &scratch, &[n1("")]);
     let controller = StandIn::start_in(router, None);
     let mut speaker = start_speaker(SPEAKER, n1_host, &scratch, &controller.url("http"), |s| s);
     let session = controller.wait_session("n1", 0, UP_TIMEOUT);
@@ -874,7 +836,7 @@ fn an_ipv6_session_carries_ipv4_routes_with_the_nodes_ipv4_next_hop() {
     v6_peer.address = "fd20::1".to_owned();
     bed.node
         .apply(config(1, v6_peer, vec![route(V4), route(V6)]));
-    bed.bird.wait_established("n1");
+    bed.bird.wait_established("n1", UP_TIMEOUT).unwrap();
     let v4 = bed.bird.wait_paths(V4, 1, UP_TIMEOUT).remove(0);
     let v6 = bed.bird.wait_paths(V6, 1, UP_TIMEOUT).remove(0);
     eprintln!("over IPv6:\n{v4}{v6}");
@@ -901,7 +863,7 @@ fn a_route_refresh_gets_the_routes_again() {
             .ok_or(format!("{counts:?}"))
     })
     .unwrap();
-    let reload = bed.bird.birdc(&["reload", "in", "n1"]);
+    let reload = bed.bird.birdc(&["reload", "in", "n1"]).unwrap();
     eprintln!("{reload}");
     wait::until_blocking("the routes sent again", UP_TIMEOUT, || {
         let counts = (received("ipv4"), received("ipv6"));
@@ -911,7 +873,7 @@ fn a_route_refresh_gets_the_routes_again() {
     })
     .unwrap();
     assert_eq!(bed.bird.paths(V4).len(), 1);
-    bed.bird.wait_established("n1");
+    bed.bird.wait_established("n1", UP_TIMEOUT).unwrap();
 }
 
 /// A 4-octet AS on both sides (RFC 6793): the OPEN carries AS_TRANS and the capability, AS_PATH 4-octet ASes.
@@ -922,7 +884,7 @@ fn four_octet_as_numbers_reach_the_router_intact() {
     let bed = Bed::new("bgp-as4", &[neighbor]);
     bed.node
         .apply(config(1, peer(BIG, bed.host("n1")), vec![route(V4)]));
-    bed.bird.wait_established("n1");
+    bed.bird.wait_established("n1", UP_TIMEOUT).unwrap();
     let path = bed.bird.wait_paths(V4, 1, UP_TIMEOUT).remove(0);
     assert!(path.contains("BGP.as_path: 4200000001\n"), "{path}");
 }

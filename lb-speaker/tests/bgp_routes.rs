@@ -86,23 +86,8 @@ fn routed_with(what: &str, extra: &str, global: &str, peer_spec: Value) -> (Syst
 
 fn wait_established(bird: &Bird, nodes: &[&str]) {
     for node in nodes {
-        wait::until_blocking(&format!("BGP session with {node}"), WAIT, || {
-            match bird
-                .protocol_state(node)
-                .map_err(|e| e.to_string())?
-                .as_str()
-            {
-                "Established" => Ok(()),
-                other => Err(other.to_owned()),
-            }
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\n{}",
-                bird.show(&format!("protocols all {node}"))
-                    .unwrap_or_default()
-            )
-        });
+        bird.wait_established(node, WAIT)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
