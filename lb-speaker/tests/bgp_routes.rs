@@ -669,21 +669,26 @@ fn a_client_behind_the_router_reaches_the_service_through_every_node_over_ecmp()
     // Flows from the client (each its own source port) land on more than one node.
     let mut answered = std::collections::BTreeSet::new();
     wait::until_blocking("answers from at least two nodes", WAIT, || {
+        // bash's /dev/tcp: a new connection, from a new source port, each time (busybox's static wget
+        // crashes here).
         let output = outside
             .host()
-            .command("busybox")
+            .command("timeout")
             .args([
-                "wget",
-                "-q",
-                "-T",
-                "2",
-                "-O",
-                "-",
-                "http://10.10.39.200:8080/",
+                "3",
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/10.10.39.200/8080; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
             ])
             .output()
             .map_err(|e| e.to_string())?;
-        let body = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let response = String::from_utf8_lossy(&output.stdout).into_owned();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         if NODES.contains(&body.as_str()) {
             answered.insert(body);
         }
