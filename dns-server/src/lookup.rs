@@ -220,8 +220,8 @@ impl<'a> Lookup<'a> {
                 return;
             }
             // No data of the asked type: a CNAME, if the name holds one, is the answer (and is followed).
-            let cname_target =
-                cname_of(&records, self.zones.default_ttl).filter(|_| configured.is_empty());
+            let cname_target = cname_of(&records, self.zones.default_ttl)
+                .filter(|_| configured.is_empty() && !is_reverse(&zone));
             let Some((target, ttl)) = cname_target.filter(|_| qtype != RecordType::CNAME) else {
                 self.negative(&zone, ResponseCode::NoError);
                 return;
@@ -365,7 +365,11 @@ impl<'a> Lookup<'a> {
                 }
             }
             RecordType::CNAME => {
-                if let Some((target, ttl)) = cname_of(records, self.zones.default_ttl) {
+                // In a reverse zone a name-valued host is the name's PTR data, not an alias.
+                let reverse = self.zones.zone_of(owner).is_some_and(is_reverse);
+                if let Some((target, ttl)) =
+                    cname_of(records, self.zones.default_ttl).filter(|_| !reverse)
+                {
                     self.answer.answers.push(Record::from_rdata(
                         owner.clone(),
                         ttl,
@@ -610,6 +614,17 @@ fn cname_of(records: &[&StoredRecord], default_ttl: u32) -> Option<(Name, u32)> 
     })
 }
 
+/// Whether `zone` is a reverse zone (`in-addr.arpa`, `ip6.arpa` and below), where a name-valued host is a
+/// PTR record (what dns-sync's `--create-ptr` and CoreDNS's etcd plugin mean by it), never a CNAME.
+fn is_reverse(zone: &Name) -> bool {
+    let text = zone.to_ascii().to_ascii_lowercase();
+    let text = text.trim_end_matches('.');
+    text == "in-addr.arpa"
+        || text.ends_with(".in-addr.arpa")
+        || text == "ip6.arpa"
+        || text.ends_with(".ip6.arpa")
+}
+
 /// Whether a record is data other than a CNAME at its name (see [`cname_of`]).
 fn holds_other_data(record: &StoredRecord) -> bool {
     match record.host {
@@ -783,7 +798,9 @@ pub fn zone_transfer(index: &Index, zones: &Zones, zone: &Name) -> Vec<Record> {
         ] {
             lookup.answer_records(&name, &held, qtype);
         }
-        if let Some((target, ttl)) = cname_of(&held, zones.default_ttl) {
+        if is_reverse(zone) {
+            lookup.answer_records(&name, &held, RecordType::PTR);
+        } else if let Some((target, ttl)) = cname_of(&held, zones.default_ttl) {
             lookup.answer.answers.push(Record::from_rdata(
                 name.clone(),
                 ttl,

@@ -635,3 +635,43 @@ fn leaves_below_a_stored_wildcard_are_its_records_not_names_in_the_transfer() {
         ["shop.apps.test.org. 300 A 10.10.39.240"]
     );
 }
+
+#[test]
+fn in_a_reverse_zone_a_name_host_is_ptr_data_never_a_cname() {
+    let mut index = Index::new(KeyLayout::default(), &["10.in-addr.arpa".to_owned()]);
+    let records = [
+        (
+            "/skydns/arpa/in-addr/10/10/39/200",
+            r#"{"host":"web.test.org","ttl":60}"#,
+        ),
+        (
+            "/skydns/arpa/in-addr/10/10/39/200/1a2b3c4d",
+            r#"{"host":"www.test.org","ttl":60,"targetstrip":1}"#,
+        ),
+    ]
+    .map(|(key, value)| StoredRecord::parse(key, value.as_bytes(), 42).unwrap());
+    index.replace_all(records, 42);
+    let zones = Zones::new(vec![name("10.in-addr.arpa.")]);
+    let reverse = name("200.39.10.10.in-addr.arpa.");
+    let answer = resolve(&index, &zones, &reverse, RecordType::PTR, 0);
+    assert_eq!(
+        lines(&answer.answers),
+        [
+            "200.39.10.10.in-addr.arpa. 60 PTR web.test.org.",
+            "200.39.10.10.in-addr.arpa. 60 PTR www.test.org."
+        ]
+    );
+    // An address question gets no data, not an alias to follow.
+    let answer = resolve(&index, &zones, &reverse, RecordType::A, 0);
+    assert!(answer.answers.is_empty(), "{:?}", lines(&answer.answers));
+    let answer = resolve(&index, &zones, &reverse, RecordType::CNAME, 0);
+    assert!(answer.answers.is_empty(), "{:?}", lines(&answer.answers));
+    // And a transfer carries the PTR records (a secondary would otherwise serve a CNAME).
+    let transfer = zone_transfer(&index, &zones, &name("10.in-addr.arpa."));
+    let types: Vec<String> = transfer
+        .iter()
+        .map(|r| r.record_type().to_string())
+        .collect();
+    assert_eq!(types.iter().filter(|t| *t == "PTR").count(), 2, "{types:?}");
+    assert!(!types.iter().any(|t| t == "CNAME"), "{types:?}");
+}

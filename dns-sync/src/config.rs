@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "MAX_TARGETS_PER_NAME", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_targets_per_name: u32,
 
+    /// Also publish a PTR record for every A/AAAA record, at the address's reverse name, when that name is in
+    /// a zone served from this etcd (`--zone 10.in-addr.arpa`, `--zone 8.b.d.0.1.0.0.2.ip6.arpa`).
+    #[arg(long, env = "CREATE_PTR")]
+    pub create_ptr: bool,
+
     /// `sync` creates, updates and deletes; `upsert-only` never deletes; `create-only` never rewrites nor
     /// deletes a record once written (external-dns's policies).
     #[arg(long, env = "POLICY", value_enum, default_value = "sync")]

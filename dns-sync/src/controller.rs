@@ -144,13 +144,18 @@ impl Syncer {
             let client = etcd_client(&mut self.etcd, &self.settings.etcd).await?;
             let (existing, _undecodable) =
                 writer::read_state(client, &self.settings.layout).await?;
-            let decision = publish::decide(
+            let mut decision = publish::decide(
                 &asked.requests,
                 &existing,
                 &self.settings.layout,
                 &self.settings.owner,
                 &self.settings.publish,
             );
+            if self.settings.config.create_ptr {
+                let ptrs =
+                    crate::ptr::endpoints_for(&decision.endpoints, &self.settings.publish.zones);
+                decision.endpoints.extend(ptrs);
+            }
             let plan = plan::plan(&decision.endpoints, &existing, &rules);
             if self.settings.config.dry_run {
                 for change in &plan.changes {

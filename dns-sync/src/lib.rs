@@ -3,7 +3,7 @@
 //!
 //! Layers: [`source`] turns objects into wanted records (pure), [`publish`] decides which of them may be
 //! published and for which namespace (pure), [`plan`] diffs them against etcd under the ownership rules
-//! (pure), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
+//! (pure), [`ptr`] adds the reverse records of what was allowed (`--create-ptr`), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
 //! reflectors, debounce, periodic resync and leader election. `main.rs` only parses flags and calls [`run`].
 //!
 //! [`etcd_auth`] (the `etcd-auth` binary) gives etcd the least-privilege identities dns-sync and dns-server run
@@ -16,6 +16,7 @@ pub mod fqdn_template;
 pub mod label_filter;
 pub mod metrics;
 pub mod plan;
+pub mod ptr;
 pub mod publish;
 mod schedule;
 pub mod source;

@@ -167,19 +167,23 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
         let record = SkydnsRecord {
             host: target.clone(),
             ttl: endpoint.ttl.unwrap_or(0),
-            target_strip: 1,
+            target_strip: u32::from(!endpoint.at_name),
             owner: rules.owner.to_owned(),
             resource: endpoint.object.to_string(),
             ..SkydnsRecord::default()
         };
         // Our own key for the pair first, then any other of ours, then one to adopt.
         let candidates = by_pair.get(&(name.clone(), target.clone()));
+        let own = own_key(rules.layout, endpoint);
         let matched = candidates.and_then(|list| {
+            // A record kept at the name's own key is that key or nothing: another key would serve it
+            // under another name once rewritten.
+            let fits = |e: &&Existing| !endpoint.at_name || e.key == own;
             list.iter()
                 .copied()
-                .filter(|e| ours(e))
-                .min_by_key(|e| (e.key != own_key(rules.layout, name, target), e.key.clone()))
-                .or_else(|| list.iter().copied().find(|e| adoptable(e)))
+                .filter(|e| ours(e) && fits(e))
+                .min_by_key(|e| (e.key != own, e.key.clone()))
+                .or_else(|| list.iter().copied().find(|e| adoptable(e) && fits(e)))
         });
         if let Some(found) = matched {
             kept.insert(found.key.as_str());
@@ -197,7 +201,7 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
             }
             continue;
         }
-        let key = own_key(rules.layout, name, target);
+        let key = own;
         match by_key.get(key.as_str()) {
             Some(occupant) if !ours(occupant) => result.conflicts.push(Conflict {
                 name: name.clone(),
@@ -247,11 +251,17 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
     result
 }
 
-fn own_key(layout: &KeyLayout, name: &str, target: &str) -> String {
+fn own_key(layout: &KeyLayout, endpoint: &Endpoint) -> String {
     // Names were validated (RFC 1123 labels, optional leading `*`), so they always map onto keys.
-    layout
-        .record_key(name, &target_suffix(name, target))
-        .unwrap_or_default()
+    let key = if endpoint.at_name {
+        layout.directory_of(&endpoint.name)
+    } else {
+        layout.record_key(
+            &endpoint.name,
+            &target_suffix(&endpoint.name, &endpoint.target),
+        )
+    };
+    key.unwrap_or_default()
 }
 
 /// The name a key is served under: its path with `targetstrip` leftmost labels removed.

@@ -14,6 +14,7 @@ fn endpoint(name: &str, target: &str, object: &str) -> Endpoint {
             namespace: "default".to_owned(),
             name: object.to_owned(),
         },
+        at_name: false,
     }
 }
 

@@ -388,6 +388,7 @@ fn settle(
                 target: target.clone(),
                 ttl: claim.ttl,
                 object: claim.object.clone(),
+                at_name: false,
             });
         }
     }

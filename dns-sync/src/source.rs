@@ -91,6 +91,9 @@ pub struct Endpoint {
     pub ttl: Option<u32>,
     /// The object asking for it.
     pub object: ObjectId,
+    /// Stored at the name's own key (no suffix label), for readers that look up exactly that key: CoreDNS
+    /// answers PTR questions only from it. One record of a name at most.
+    pub at_name: bool,
 }
 
 /// Why a name (or a whole object) is not published: the metric label and the Event reason.
@@ -265,6 +268,7 @@ impl Request {
             target: target.to_owned(),
             ttl: self.ttl,
             object: self.object.clone(),
+            at_name: false,
         }
     }
 }

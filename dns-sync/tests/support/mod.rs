@@ -107,25 +107,27 @@ pub async fn set_service_ip(cluster: &KubeCluster, name: &str, ip: &str) {
     set_service_ip_in(cluster, "default", name, ip).await;
 }
 
-/// Every record stored for `name` (keys directly below its directory), as (key, record, create revision).
+/// Every record stored for `name` (at its directory's own key, and the keys directly below it), as (key,
+/// record, create revision).
 pub async fn records_of(etcd: &Etcd, name: &str) -> Vec<(String, SkydnsRecord, i64)> {
-    let dir = format!("{}/", KeyLayout::default().directory_of(name).unwrap());
+    let base = KeyLayout::default().directory_of(name).unwrap();
+    let dir = format!("{base}/");
     let response = etcd
         .client()
         .await
         .unwrap()
-        .get(dir.clone(), Some(GetOptions::new().with_prefix()))
+        .get(base.clone(), Some(GetOptions::new().with_prefix()))
         .await
         .unwrap();
     response
         .kvs()
         .iter()
         .filter(|kv| {
-            !kv.key_str()
-                .unwrap()
-                .strip_prefix(&dir)
-                .unwrap()
-                .contains('/')
+            let key = kv.key_str().unwrap();
+            key == base
+                || key
+                    .strip_prefix(&dir)
+                    .is_some_and(|rest| !rest.contains('/'))
         })
         .map(|kv| {
             let key = kv.key_str().unwrap().to_owned();

@@ -18,6 +18,8 @@ pub type DnsSync = Launcher<DnsSyncFlags>;
 pub struct DnsSyncFlags {
     owner_id: String,
     domain_filters: Vec<String>,
+    zones: Vec<String>,
+    create_ptr: bool,
     kubeconfig: String,
     etcd: EtcdAccess,
     annotation_filters: Vec<String>,
@@ -46,6 +48,8 @@ impl Launcher<DnsSyncFlags> {
             DnsSyncFlags {
                 owner_id: owner_id.to_owned(),
                 domain_filters: Vec::new(),
+                zones: Vec::new(),
+                create_ptr: false,
                 kubeconfig: path_value(kubeconfig),
                 etcd: EtcdAccess::of(etcd),
                 annotation_filters: Vec::new(),
@@ -60,6 +64,18 @@ impl Launcher<DnsSyncFlags> {
                 dry_run: false,
             },
         )
+    }
+
+    /// `--zone ZONE` (one more): a zone served from this etcd.
+    pub fn zone(mut self, zone: &str) -> Self {
+        self.daemon.zones.push(zone.to_owned());
+        self
+    }
+
+    /// `--create-ptr`: a PTR record for every address record, in the reverse zones given with `--zone`.
+    pub fn create_ptr(mut self) -> Self {
+        self.daemon.create_ptr = true;
+        self
     }
 
     /// `--domain-filter DOMAIN` (one more).
@@ -133,6 +149,8 @@ impl Flags for DnsSyncFlags {
     fn write(&self, args: &mut Vec<String>) {
         args.extend(["--owner-id".to_owned(), self.owner_id.clone()]);
         push_each(args, "--domain-filter", &self.domain_filters);
+        push_each(args, "--zone", &self.zones);
+        push_switch(args, "--create-ptr", self.create_ptr);
         args.extend(["--kubeconfig".to_owned(), self.kubeconfig.clone()]);
         self.etcd.write(args);
         push_each(args, "--annotation-filter", &self.annotation_filters);
