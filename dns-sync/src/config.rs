@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "MAX_TARGETS_PER_NAME", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_targets_per_name: u32,
 
+    /// Also publish ClusterIP Services' hostname annotations, at their cluster IPs (external-dns's flag). The
+    /// internal-hostname annotation is published at the cluster IPs for every Service type, with or without it.
+    #[arg(long, env = "PUBLISH_INTERNAL_SERVICES")]
+    pub publish_internal_services: bool,
+
     /// Also publish a PTR record for every A/AAAA record, at the address's reverse name, when that name is in
     /// a zone served from this etcd (`--zone 10.in-addr.arpa`, `--zone 8.b.d.0.1.0.0.2.ip6.arpa`).
     #[arg(long, env = "CREATE_PTR")]
@@ -322,6 +327,7 @@ impl Config {
                 annotations,
                 fqdn_templates: self.fqdn_templates()?,
                 combine_fqdn_annotation: self.combine_fqdn_annotation,
+                publish_internal: self.publish_internal_services,
                 limits: Limits {
                     names_per_object: self.max_names_per_object as usize,
                     targets_per_object: self.max_targets_per_object as usize,

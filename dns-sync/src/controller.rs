@@ -114,9 +114,11 @@ impl Syncer {
             }
             fresh &= is_fresh;
             for object in objects {
-                let found = source::from_service(&object, &self.settings.filters);
                 let id = ObjectId::of("service", &object.metadata);
-                asked.add(found, id, object.object_ref(&()));
+                let found = source::from_service(&object, &self.settings.filters);
+                asked.add(found, id.clone(), object.object_ref(&()));
+                let internal = source::internal_from_service(&object, &self.settings.filters);
+                asked.add(internal, id, object.object_ref(&()));
             }
         }
         if let Some(ingresses) = &self.ingresses {

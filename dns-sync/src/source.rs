@@ -32,6 +32,13 @@ pub const TARGET_ANNOTATIONS: [&str; 2] = [
     "external-dns.alpha.kubernetes.io/target",
     "external-dns.kubernetes.io/target",
 ];
+/// Names published at the Service's cluster IPs, whatever its type (external-dns's).
+pub const INTERNAL_HOSTNAME_ANNOTATIONS: [&str; 2] = [
+    "external-dns.alpha.kubernetes.io/internal-hostname",
+    "external-dns.kubernetes.io/internal-hostname",
+];
+/// Where a Service's cluster IPs are read from, as Events name it.
+const CLUSTER_IPS_FIELD: &str = "spec.clusterIPs";
 /// The legacy Ingress class annotation.
 const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
@@ -190,6 +197,8 @@ pub struct Filters {
     pub fqdn_templates: Vec<FqdnTemplate>,
     /// The templates' names in addition to the object's own (`--combine-fqdn-annotation`).
     pub combine_fqdn_annotation: bool,
+    /// ClusterIP Services' hostname annotations too, at their cluster IPs (`--publish-internal-services`).
+    pub publish_internal: bool,
     /// Per-object limits.
     pub limits: Limits,
 }
@@ -285,15 +294,17 @@ pub struct Wanted {
     pub waiting: Option<&'static str>,
 }
 
-/// The records a Service asks for: only type LoadBalancer with a hostname annotation.
+/// The records a Service asks for with its hostname annotation (or `--fqdn-template`): a LoadBalancer at the
+/// addresses in its status, and with `--publish-internal-services` a ClusterIP Service at its cluster IPs.
 pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
     let meta = &service.metadata;
-    let is_load_balancer = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        .is_some_and(|t| t == "LoadBalancer");
-    if !is_load_balancer || !filters.annotations_match(meta.annotations.as_ref()) {
+    let kind = service.spec.as_ref().and_then(|s| s.type_.as_deref());
+    let internal = match kind {
+        Some("LoadBalancer") => false,
+        None | Some("ClusterIP") if filters.publish_internal => true,
+        _ => return Wanted::default(),
+    };
+    if !filters.annotations_match(meta.annotations.as_ref()) {
         return Wanted::default();
     }
     let from_annotation = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS);
@@ -301,13 +312,18 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
     if from_annotation.is_none() && templated.is_empty() {
         return Wanted::default();
     }
-    let status: Vec<&str> = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ingress| ingress.iter().filter_map(service_target).collect())
-        .unwrap_or_default();
+    let (addresses, field) = if internal {
+        (cluster_ips(service), CLUSTER_IPS_FIELD)
+    } else {
+        let status = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .map(|ingress| ingress.iter().filter_map(service_target).collect())
+            .unwrap_or_default();
+        (status, "status.loadBalancer.ingress")
+    };
     let mut hostnames: Vec<(&str, &'static str)> = from_annotation
         .map(|(key, names)| split_list(names).map(|h| (h, key)).collect())
         .unwrap_or_default();
@@ -320,10 +336,63 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
         ObjectId::of("service", meta),
         meta,
         hostnames,
-        status,
-        "status.loadBalancer.ingress",
+        Targets::Overridable(addresses, field),
         filters,
     )
+}
+
+/// The records a Service asks for with its internal-hostname annotation: those names at its cluster IPs,
+/// whatever its type (not for a headless Service, which has none). The target annotation does not apply.
+pub fn internal_from_service(service: &Service, filters: &Filters) -> Wanted {
+    let meta = &service.metadata;
+    let Some((key, names)) = annotation(meta.annotations.as_ref(), &INTERNAL_HOSTNAME_ANNOTATIONS)
+    else {
+        return Wanted::default();
+    };
+    if !filters.annotations_match(meta.annotations.as_ref()) {
+        return Wanted::default();
+    }
+    let addresses = cluster_ips(service);
+    if addresses.is_empty() {
+        // Headless, or not allocated yet: nothing to point at (a headless Service's names are its Pods').
+        return Wanted::default();
+    }
+    collect(
+        ObjectId::of("service", meta),
+        meta,
+        split_list(names).map(|h| (h, key)).collect(),
+        Targets::Fixed(addresses, CLUSTER_IPS_FIELD),
+        filters,
+    )
+}
+
+/// A Service's cluster IPs (`spec.clusterIPs`, else `spec.clusterIP`), without `None` (headless).
+fn cluster_ips(service: &Service) -> Vec<&str> {
+    let Some(spec) = service.spec.as_ref() else {
+        return Vec::new();
+    };
+    let listed: Vec<&str> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let ips = if listed.is_empty() {
+        spec.cluster_ip.iter().map(String::as_str).collect()
+    } else {
+        listed
+    };
+    ips.into_iter()
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .collect()
+}
+
+/// Where an object's targets come from.
+enum Targets<'a> {
+    /// These addresses (from the named field), unless the target annotation names others.
+    Overridable(Vec<&'a str>, &'static str),
+    /// These addresses, whatever the annotations say.
+    Fixed(Vec<&'a str>, &'static str),
 }
 
 /// The records an Ingress asks for: every `spec.rules[].host` (and the hostname annotation), pointing at
@@ -382,8 +451,7 @@ pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
         ObjectId::of("ingress", meta),
         meta,
         hostnames,
-        status,
-        "status.loadBalancer.ingress",
+        Targets::Overridable(status, "status.loadBalancer.ingress"),
         filters,
     )
 }
@@ -402,8 +470,7 @@ fn collect(
     object: ObjectId,
     meta: &ObjectMeta,
     hostnames: Vec<(&str, &'static str)>,
-    status: Vec<&str>,
-    status_field: &'static str,
+    targets: Targets<'_>,
     filters: &Filters,
 ) -> Wanted {
     let annotations = meta.annotations.as_ref();
@@ -416,7 +483,14 @@ fn collect(
             return wanted;
         }
     };
-    let (targets, target_field) = distinct_targets(annotations, status, status_field);
+    let (targets, target_field) = match targets {
+        Targets::Overridable(status, field) => distinct_targets(annotations, status, field),
+        Targets::Fixed(mut addresses, field) => {
+            addresses.sort_unstable();
+            addresses.dedup();
+            (addresses, field)
+        }
+    };
     let hostnames = distinct_hostnames(hostnames);
     // Limits first, on the raw entries: nothing of an oversized object is validated, paired or published.
     let over = limit_rejections(&object, &hostnames, &targets, target_field, &filters.limits);

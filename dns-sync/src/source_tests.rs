@@ -390,3 +390,56 @@ fn fqdn_templates_name_objects_without_names_and_combine_on_request() {
     assert!(refused.request.is_none());
     assert_eq!(refused.rejections[0].field, "--fqdn-template");
 }
+
+/// A Service of `type_` with cluster IPs `ips` (`["None"]`: headless) and `annotations`.
+fn with_cluster_ips(annotations: &[(&str, &str)], type_: &str, ips: &[&str]) -> Service {
+    let mut svc = service(annotations, &["10.10.39.200"], type_);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.cluster_ip = ips.first().map(|ip| (*ip).to_owned());
+    spec.cluster_ips = Some(ips.iter().map(|ip| (*ip).to_owned()).collect());
+    svc
+}
+
+#[test]
+fn cluster_ip_services_publish_their_hostname_only_with_publish_internal_services() {
+    let hostname = [("external-dns.alpha.kubernetes.io/hostname", "api.test.org")];
+    let svc = with_cluster_ips(&hostname, "ClusterIP", &["10.96.0.10", "fd00::10"]);
+    assert_eq!(from_service(&svc, &filters()), Wanted::default());
+    let internal = Filters {
+        publish_internal: true,
+        ..filters()
+    };
+    assert_eq!(
+        names(&from_service(&svc, &internal)),
+        ["api.test.org 10.96.0.10 None", "api.test.org fd00::10 None"]
+    );
+    // A NodePort Service is not a ClusterIP one: nothing either way.
+    let node_port = with_cluster_ips(&hostname, "NodePort", &["10.96.0.11"]);
+    assert_eq!(from_service(&node_port, &internal), Wanted::default());
+}
+
+#[test]
+fn the_internal_hostname_is_published_at_the_cluster_ips_of_any_service_but_a_headless_one() {
+    let annotations = [
+        (
+            "external-dns.alpha.kubernetes.io/internal-hostname",
+            "web.internal.test.org",
+        ),
+        ("external-dns.alpha.kubernetes.io/target", "192.0.2.1"),
+    ];
+    let load_balancer = with_cluster_ips(&annotations, "LoadBalancer", &["10.96.0.12"]);
+    let wanted = internal_from_service(&load_balancer, &filters());
+    assert_eq!(
+        names(&wanted),
+        ["web.internal.test.org 10.96.0.12 None"],
+        "the target annotation is for the public names"
+    );
+    let headless = with_cluster_ips(&annotations, "ClusterIP", &["None"]);
+    assert_eq!(
+        internal_from_service(&headless, &filters()),
+        Wanted::default()
+    );
+    // Without the annotation, nothing.
+    let plain = with_cluster_ips(&[], "ClusterIP", &["10.96.0.13"]);
+    assert_eq!(internal_from_service(&plain, &filters()), Wanted::default());
+}

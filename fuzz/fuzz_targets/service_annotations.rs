@@ -226,6 +226,7 @@ fuzz_target!(|input: Input| {
         fqdn_templates: dns_sync::fqdn_template::parse("{{.Name}}.{{.Namespace}}.{{.Labels.team}}.example.org")
             .unwrap_or_default(),
         combine_fqdn_annotation: input.name.len() % 2 == 0,
+        publish_internal: input.name.len() % 3 == 0,
         // Small, so the fuzzer reaches them: an object over a limit asks for nothing new.
         limits: source::Limits {
             names_per_object: 8,
@@ -234,6 +235,7 @@ fuzz_target!(|input: Input| {
     };
     for wanted in [
         source::from_service(&service, &filters),
+        source::internal_from_service(&service, &filters),
         source::from_ingress(&ingress, &filters),
     ] {
         if let Some(request) = &wanted.request {

@@ -20,6 +20,7 @@ pub struct DnsSyncFlags {
     domain_filters: Vec<String>,
     zones: Vec<String>,
     create_ptr: bool,
+    publish_internal_services: bool,
     kubeconfig: String,
     etcd: EtcdAccess,
     annotation_filters: Vec<String>,
@@ -50,6 +51,7 @@ impl Launcher<DnsSyncFlags> {
                 domain_filters: Vec::new(),
                 zones: Vec::new(),
                 create_ptr: false,
+                publish_internal_services: false,
                 kubeconfig: path_value(kubeconfig),
                 etcd: EtcdAccess::of(etcd),
                 annotation_filters: Vec::new(),
@@ -75,6 +77,12 @@ impl Launcher<DnsSyncFlags> {
     /// `--create-ptr`: a PTR record for every address record, in the reverse zones given with `--zone`.
     pub fn create_ptr(mut self) -> Self {
         self.daemon.create_ptr = true;
+        self
+    }
+
+    /// `--publish-internal-services`: ClusterIP Services' hostnames too, at their cluster IPs.
+    pub fn publish_internal_services(mut self) -> Self {
+        self.daemon.publish_internal_services = true;
         self
     }
 
@@ -151,6 +159,11 @@ impl Flags for DnsSyncFlags {
         push_each(args, "--domain-filter", &self.domain_filters);
         push_each(args, "--zone", &self.zones);
         push_switch(args, "--create-ptr", self.create_ptr);
+        push_switch(
+            args,
+            "--publish-internal-services",
+            self.publish_internal_services,
+        );
         args.extend(["--kubeconfig".to_owned(), self.kubeconfig.clone()]);
         self.etcd.write(args);
         push_each(args, "--annotation-filter", &self.annotation_filters);
