@@ -726,12 +726,7 @@ async fn main() {
 
     let cluster = KubeCluster::start().await.unwrap();
     cluster
-        .install_crds(
-            &lb_controller::crds()
-                .into_iter()
-                .map(|(_, crd)| crd)
-                .collect::<Vec<_>>(),
-        )
+        .install_crds(&lb_controller::crd_definitions())
         .await
         .unwrap();
     let client = cluster.client();

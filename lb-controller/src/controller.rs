@@ -235,6 +235,37 @@ pub(crate) fn on_world_change<K: Resource<DynamicType = ()>, R: std::hash::Hash>
     }
 }
 
+/// A watch of the `K`s `api` sees whose changes call for a full pass, when what `read` sums up of one
+/// changed (as [`on_world_change`] decides).
+pub(crate) fn watch_world<K, R>(
+    api: Api<K>,
+    changes: &mpsc::UnboundedSender<(Change, Instant)>,
+    read: impl Fn(&K) -> R + Send + 'static,
+    shutdown: &CancellationToken,
+) -> Watched<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    R: std::hash::Hash,
+{
+    watch_kind(
+        api,
+        watcher::Config::default(),
+        on_world_change(changes, read),
+        shutdown.clone(),
+    )
+}
+
+/// What a pass reads of a resource whose spec is all it reads: the spec, as JSON.
+pub(crate) fn spec_json<T: serde::Serialize>(spec: &T) -> Option<String> {
+    serde_json::to_string(spec).ok()
+}
+
 /// `namespace/name`, or `name` for a cluster-scoped object.
 fn name_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
     let meta = object.meta();

@@ -32,8 +32,8 @@ pub use speakers::SpeakerHub;
 
 use ops::Context;
 
-/// Every CRD the controller reads, with the file name it has under `deploy/crds/` (generated from the Rust
-/// types; a test fails when the files drift).
+/// Every CRD the controller reads or writes, with the file name it has under `deploy/crds/` (generated from
+/// the Rust types; a test fails when the files drift).
 pub fn crds() -> Vec<(
     &'static str,
     k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -62,4 +62,11 @@ pub async fn run(
     context: Context,
 ) -> Result<(), Error> {
     controller::run(settings, metrics, hub, context.health, context.shutdown).await
+}
+
+/// The CRDs of [`crds`] alone, to install.
+pub fn crd_definitions()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    crds().into_iter().map(|(_, crd)| crd).collect()
 }

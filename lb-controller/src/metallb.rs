@@ -15,10 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::runtime::watcher;
 use kube::{Api, Client, CustomResource, Resource};
 use ops::CancellationToken;
-use ops::kube::{Watched, watch_kind};
+use ops::kube::Watched;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::bgp::crd::{BFDProfileSpec, BGPAdvertisementSpec, BGPPeerSpec, CommunityAlias};
 use crate::bgp::source::{Entry, Objects, Problem};
-use crate::controller::on_world_change;
+use crate::controller::{spec_json, watch_world};
 use crate::pool::{IPPoolSpec, Layer2, PoolDef, ServiceAllocation, selector_matches};
 use crate::schedule::Change;
 
@@ -197,58 +196,43 @@ impl Sources {
         changes: &mpsc::UnboundedSender<(Change, Instant)>,
         shutdown: &CancellationToken,
     ) -> Self {
-        let config = watcher::Config::default;
         Self {
-            pools: watch_kind(
+            // A pool's labels matter too: advertisements select pools by them.
+            pools: watch_world(
                 Api::namespaced(client.clone(), namespace),
-                config(),
-                on_world_change(changes, |o: &MetalLbIPAddressPool| {
-                    (
-                        serde_json::to_string(&o.spec).ok(),
-                        o.metadata.labels.clone(),
-                    )
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &MetalLbIPAddressPool| (spec_json(&o.spec), o.metadata.labels.clone()),
+                shutdown,
             ),
-            l2: watch_kind(
+            l2: watch_world(
                 Api::namespaced(client.clone(), namespace),
-                config(),
-                on_world_change(changes, |o: &MetalLbL2Advertisement| {
-                    serde_json::to_string(&o.spec).ok()
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &MetalLbL2Advertisement| spec_json(&o.spec),
+                shutdown,
             ),
-            peers: watch_kind(
+            peers: watch_world(
                 Api::namespaced(client.clone(), namespace),
-                config(),
-                on_world_change(changes, |o: &MetalLbBGPPeer| {
-                    serde_json::to_string(&o.spec).ok()
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &MetalLbBGPPeer| spec_json(&o.spec),
+                shutdown,
             ),
-            advertisements: watch_kind(
+            advertisements: watch_world(
                 Api::namespaced(client.clone(), namespace),
-                config(),
-                on_world_change(changes, |o: &MetalLbBGPAdvertisement| {
-                    serde_json::to_string(&o.spec).ok()
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &MetalLbBGPAdvertisement| spec_json(&o.spec),
+                shutdown,
             ),
-            profiles: watch_kind(
+            profiles: watch_world(
                 Api::namespaced(client.clone(), namespace),
-                config(),
-                on_world_change(changes, |o: &MetalLbBFDProfile| {
-                    serde_json::to_string(&o.spec).ok()
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &MetalLbBFDProfile| spec_json(&o.spec),
+                shutdown,
             ),
-            communities: watch_kind(
+            communities: watch_world(
                 Api::namespaced(client.clone(), namespace),
-                config(),
-                on_world_change(changes, |o: &MetalLbCommunity| {
-                    serde_json::to_string(&o.spec).ok()
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &MetalLbCommunity| spec_json(&o.spec),
+                shutdown,
             ),
         }
     }

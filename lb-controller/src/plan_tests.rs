@@ -68,6 +68,8 @@ fn filter() -> ClassFilter {
 struct World {
     services: Vec<Arc<Service>>,
     pools: Vec<Arc<IPPool>>,
+    /// Pools from the legacy ConfigMap or MetalLB's resources.
+    legacy: Vec<PoolDef>,
     nodes: Vec<Arc<Node>>,
     slices: Vec<Arc<EndpointSlice>>,
     speakers: BTreeMap<String, SpeakerInfo>,
@@ -82,6 +84,7 @@ impl World {
                 "seed",
                 json!({"addresses": ["10.10.39.200-10.10.39.220"]}),
             )],
+            legacy: vec![],
             nodes: vec![
                 node("m1", json!({})),
                 node("n1", json!({})),
@@ -102,7 +105,7 @@ impl World {
             &Inputs {
                 services: &self.services,
                 pools: &self.pools,
-                legacy_pools: &[],
+                legacy_pools: &self.legacy,
                 nodes: &self.nodes,
                 slices: &self.slices,
                 namespaces: &[],
@@ -430,22 +433,8 @@ fn legacy_pools_serve_unless_an_ippool_has_the_name() {
         "address-pools:\n- name: default\n  protocol: layer2\n  addresses: [10.10.39.200-10.10.39.220]\n",
     ));
     assert!(errors.is_empty());
-    let outcome = Planner::new(filter()).pass(
-        &Inputs {
-            services: &world.services,
-            pools: &world.pools,
-            legacy_pools: &legacy,
-            nodes: &world.nodes,
-            slices: &[],
-            namespaces: &[],
-            speakers: &world.speakers,
-            include_unconnected: false,
-            ever_connected: &BTreeSet::new(),
-            announced: &BTreeMap::new(),
-            announced_changed: true,
-        },
-        Scope::Everything,
-    );
+    world.legacy = legacy;
+    let outcome = world.pass(&mut Planner::new(filter()));
     assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
     assert!(
         outcome.pools.is_empty(),
@@ -829,23 +818,9 @@ fn a_pool_without_layer_2_gets_addresses_but_no_arp_announcer_and_no_warning() {
     let bgp_only = PoolDef::from_spec("bgp-only", &spec)
         .unwrap()
         .with_layer2(crate::pool::Layer2::Off);
+    world.legacy = vec![bgp_only];
     let mut planner = Planner::new(filter());
-    let outcome = planner.pass(
-        &Inputs {
-            services: &world.services,
-            pools: &world.pools,
-            legacy_pools: &[bgp_only],
-            nodes: &world.nodes,
-            slices: &[],
-            namespaces: &[],
-            speakers: &world.speakers,
-            include_unconnected: false,
-            ever_connected: &BTreeSet::new(),
-            announced: &BTreeMap::new(),
-            announced_changed: true,
-        },
-        Scope::Everything,
-    );
+    let outcome = world.pass(&mut planner);
     assert_eq!(outcome.statuses["ingress/nginx"], vec![ip("10.10.39.200")]);
     assert!(
         outcome.desired.values().all(Vec::is_empty),

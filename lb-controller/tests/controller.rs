@@ -31,12 +31,7 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn seed_cluster() -> (KubeCluster, Client) {
     let cluster = KubeCluster::start().await.unwrap();
     cluster
-        .install_crds(
-            &lb_controller::crds()
-                .into_iter()
-                .map(|(_, crd)| crd)
-                .collect::<Vec<_>>(),
-        )
+        .install_crds(&lb_controller::crd_definitions())
         .await
         .unwrap();
     let client = cluster.client();
@@ -551,12 +546,7 @@ async fn a_standby_takes_over_when_the_leader_dies_and_moves_nothing() {
 async fn other_classes_are_left_alone_and_metallb_configmap_pools_serve() {
     let cluster = KubeCluster::start().await.unwrap();
     cluster
-        .install_crds(
-            &lb_controller::crds()
-                .into_iter()
-                .map(|(_, crd)| crd)
-                .collect::<Vec<_>>(),
-        )
+        .install_crds(&lb_controller::crd_definitions())
         .await
         .unwrap();
     let client = cluster.client();

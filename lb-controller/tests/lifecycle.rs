@@ -8,12 +8,7 @@ use integration_tests::launch::LbController;
 async fn serves_probes_and_metrics_then_stops_on_sigterm() {
     let cluster = KubeCluster::start().await.unwrap();
     cluster
-        .install_crds(
-            &lb_controller::crds()
-                .into_iter()
-                .map(|(_, crd)| crd)
-                .collect::<Vec<_>>(),
-        )
+        .install_crds(&lb_controller::crd_definitions())
         .await
         .unwrap();
     let port = integration_tests::process::free_port().unwrap();

@@ -55,12 +55,20 @@ fn bird_config(system: &System, extra: &str) -> String {
 /// A system with a router, BIRD configured with `extra`, the peer `peer_spec`, an advertisement of every
 /// pool, every session Established and the Service `web` routed through every node.
 fn routed(what: &str, extra: &str, peer_spec: Value) -> (System, Bird) {
-    routed_with(what, extra, "", peer_spec)
+    routed_with(what, extra, "", peer_spec, |_| {})
 }
 
-/// [`routed`], with `global` added to BIRD's configuration (e.g. a kernel protocol).
-fn routed_with(what: &str, extra: &str, global: &str, peer_spec: Value) -> (System, Bird) {
+/// [`routed`], with `global` added to BIRD's configuration (e.g. a kernel protocol), and `setup` run once
+/// the cluster is up, before anything else (objects the peer refers to).
+fn routed_with(
+    what: &str,
+    extra: &str,
+    global: &str,
+    peer_spec: Value,
+    setup: impl FnOnce(&System),
+) -> (System, Bird) {
     let system = System::start_on(what, &with_router(), 1, Duration::from_secs(2));
+    setup(&system);
     let bird = Bird::start_in(
         system.host("router"),
         "bird-router",
@@ -258,30 +266,11 @@ fn a_service_is_routed_to_every_node_with_its_communities_and_withdrawn_when_it_
 fn a_cut_off_node_is_withdrawn_by_bfd_long_before_the_hold_timer() {
     let peer = json!({"myASN": NODES_AS, "peerASN": ROUTER_AS, "peerAddress": "10.10.40.1", "holdTime": "9s",
                       "bfdProfile": "fast"});
-    let system = System::start_on("lb-bgp-bfd", &with_router(), 1, Duration::from_secs(2));
-    create(
-        &system,
-        "BFDProfile",
-        "bfdprofiles",
-        "fast",
-        json!({"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3}),
-    );
-    let bird = Bird::start_in(
-        system.host("router"),
-        "bird-router",
-        system.scratch(),
-        &bird_config(&system, "bfd on;"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    create(&system, "BGPPeer", "bgppeers", "router", peer);
-    create(
-        &system,
-        "BGPAdvertisement",
-        "bgpadvertisements",
-        "all",
-        json!({}),
-    );
-    wait_established(&bird, &NODES);
+    let (system, bird) = routed_with("lb-bgp-bfd", "bfd on;", "", peer, |system| {
+        let profile =
+            json!({"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3});
+        create(system, "BFDProfile", "bfdprofiles", "fast", profile);
+    });
     wait::until_blocking("BFD Up with every node", WAIT, || {
         let sessions = bird.show("bfd sessions").map_err(|e| e.to_string())?;
         let up = sessions.lines().filter(|l| l.contains(" Up ")).count();
@@ -292,10 +281,6 @@ fn a_cut_off_node_is_withdrawn_by_bfd_long_before_the_hold_timer() {
         }
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    system.create_service("web");
-    wait_route(&bird, "10.10.39.200/32", "a path through every node", |r| {
-        next_hops(r).len() == NODES.len()
-    });
 
     // n1's link goes down: no FIN, no RST, only silence. The hold timer (9 s) would take that long; BFD
     // (100 ms x 3) takes 300 ms.
@@ -596,7 +581,7 @@ fn a_client_behind_the_router_reaches_the_service_through_every_node_over_ecmp()
     let peer = json!({"myASN": NODES_AS, "peerASN": ROUTER_AS, "peerAddress": "10.10.40.1", "holdTime": "9s"});
     // BIRD installs what it learnt into the router's kernel table, the equal paths as one multipath route.
     let kernel = "protocol kernel { ipv4 { export all; }; merge paths on; }";
-    let (system, _bird) = routed_with("lb-bgp-ecmp", "", kernel, peer);
+    let (system, _bird) = routed_with("lb-bgp-ecmp", "", kernel, peer, |_| {});
     let router = system.host("router");
     let outside = Outside::attach(router);
     // What kube-proxy does on a real node, by hand: the Service address is local, and a server answers on

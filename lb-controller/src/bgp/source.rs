@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use ops::CancellationToken;
-use ops::kube::{Watched, watch_kind};
+use ops::kube::Watched;
 use proto::announce::v1 as pb;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -19,7 +18,7 @@ use super::crd::{
     CommunityAlias,
 };
 use super::plan::{self, World};
-use crate::controller::on_world_change;
+use crate::controller::{spec_json, watch_world};
 use crate::plan::Planner;
 use crate::pool::IPPool;
 use crate::schedule::Change;
@@ -43,27 +42,23 @@ impl Sources {
         shutdown: &CancellationToken,
     ) -> Self {
         Self {
-            peers: watch_kind(
+            peers: watch_world(
                 Api::all(client.clone()),
-                watcher::Config::default(),
-                on_world_change(changes, |o: &BGPPeer| serde_json::to_string(&o.spec).ok()),
-                shutdown.clone(),
+                changes,
+                |o: &BGPPeer| spec_json(&o.spec),
+                shutdown,
             ),
-            advertisements: watch_kind(
+            advertisements: watch_world(
                 Api::all(client.clone()),
-                watcher::Config::default(),
-                on_world_change(changes, |o: &BGPAdvertisement| {
-                    serde_json::to_string(&o.spec).ok()
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &BGPAdvertisement| spec_json(&o.spec),
+                shutdown,
             ),
-            profiles: watch_kind(
+            profiles: watch_world(
                 Api::all(client.clone()),
-                watcher::Config::default(),
-                on_world_change(changes, |o: &BFDProfile| {
-                    serde_json::to_string(&o.spec).ok()
-                }),
-                shutdown.clone(),
+                changes,
+                |o: &BFDProfile| spec_json(&o.spec),
+                shutdown,
             ),
         }
     }
