@@ -1,6 +1,7 @@
-//! MetalLB in layer-2 mode as a peer to measure ours against: its real controller and speakers (built from
-//! the Go module by `scripts/build-peers metallb`, pinned in `peers/versions.env`) against a test bed
-//! kube-apiserver, one speaker in each node namespace of a lab.
+//! MetalLB as a peer to measure ours against, in layer-2 mode ([`MetalLb::start`]) or in BGP mode with its
+//! native BGP speaker ([`MetalLb::start_bgp`]): its real controller and speakers (built from the Go module by
+//! `scripts/build-peers metallb`, pinned in `peers/versions.env`) against a test bed kube-apiserver, one
+//! speaker in each node namespace of a lab.
 //!
 //! What a MetalLB install has that a lab lacks, and what stands in for it here:
 //! - Its CRDs: read at run time from the pinned module in the Go module cache (`config/crd/bases`), never
@@ -13,6 +14,13 @@
 //! - EndpointSlices: a speaker announces a Service only if it has a ready endpoint; with no
 //!   kube-controller-manager, [`MetalLb::create_backends`] writes one.
 //! - The memberlist key: a file, as the Secret would be mounted.
+//! - BGP mode: the router is whatever the caller runs at [`BgpPeer::peer_address`] (BIRD in the
+//!   benchmarks); MetalLB gets a `BGPPeer` (metallb.io/v1beta2) and a `BGPAdvertisement` of the pool
+//!   instead of the `L2Advertisement`, and its speakers run with `METALLB_BGP_TYPE=native` (the default of
+//!   v0.15.2, set explicitly: the FRR modes need an FRR daemon or frr-k8s beside each speaker, which a lab
+//!   does not have). Native mode refuses BFD profiles and graceful restart (the speaker discards the whole
+//!   configuration), so [`BgpPeer`] has neither. Memberlist still runs (the speaker starts it whenever
+//!   `--ml-labels` is given); in BGP mode no announcement depends on it.
 //!
 //! The controller runs on the root namespace's loopback side (as lb-controller does in the end-to-end
 //! system); each speaker reaches the apiserver through a [`Forward`] on its namespace's loopback, so a node
@@ -40,12 +48,35 @@ use crate::{HarnessError, Result, io_err, peers, wait, workspace_root};
 pub const NAMESPACE: &str = "metallb-system";
 /// The labels memberlist selects speaker Pods by (MetalLB's manifests use the same).
 pub const SPEAKER_LABELS: &str = "app=metallb,component=speaker";
-/// The name of the address pool [`MetalLb::start`] creates.
+/// The name of the address pool [`MetalLb::start`] creates (and of its advertisement and BGP peer).
 pub const POOL: &str = "lab";
 /// How long start-up steps may take (memberlist joins within a few seconds).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// MetalLB's controller and one layer-2 speaker per node, stopped when dropped (speakers first).
+/// How MetalLB announces the pool's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// An `L2Advertisement`: one speaker answers ARP/NDP for each address, chosen over memberlist.
+    Layer2,
+    /// A `BGPPeer` and a `BGPAdvertisement`: every speaker with a ready endpoint behind the Service
+    /// announces it to the peer over its own session (native BGP).
+    Bgp(BgpPeer),
+}
+
+/// The router every MetalLB speaker peers with in [`Mode::Bgp`] (a `BGPPeer` without a node selector).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpPeer {
+    /// The nodes' AS (`myASN`).
+    pub my_asn: u32,
+    /// The router's AS (`peerASN`).
+    pub peer_asn: u32,
+    /// The router's address (`peerAddress`), reachable from every node namespace on port 179.
+    pub peer_address: std::net::IpAddr,
+    /// The hold time the speakers offer (`holdTime`); the session uses the smaller of both sides'.
+    pub hold_time: Duration,
+}
+
+/// MetalLB's controller and one speaker per node, stopped when dropped (speakers first).
 pub struct MetalLb {
     speakers: BTreeMap<String, Process>,
     forwards: BTreeMap<String, Forward>,
@@ -53,6 +84,7 @@ pub struct MetalLb {
     controller: Option<Process>,
     kubeconfig: std::path::PathBuf,
     nodes: Vec<Host>,
+    mode: Mode,
     client: kube::Client,
     scratch: Scratch,
 }
@@ -72,9 +104,31 @@ impl MetalLb {
     /// `L2Advertisement`, starts the controller and a speaker in each of `nodes` (Node objects of the same
     /// names must exist), and waits until every speaker's memberlist holds every node.
     pub async fn start(cluster: &KubeCluster, nodes: &[Host], addresses: &str) -> Result<Self> {
+        Self::start_in(cluster, nodes, addresses, Mode::Layer2).await
+    }
+
+    /// As [`MetalLb::start`] in BGP mode: a `BGPPeer` for `peer` and a `BGPAdvertisement` of the pool
+    /// instead of the `L2Advertisement`, native BGP speakers. Returns once memberlist is joined; whether
+    /// the sessions are up is the router's to say.
+    pub async fn start_bgp(
+        cluster: &KubeCluster,
+        nodes: &[Host],
+        addresses: &str,
+        peer: &BgpPeer,
+    ) -> Result<Self> {
+        Self::start_in(cluster, nodes, addresses, Mode::Bgp(peer.clone())).await
+    }
+
+    /// The start shared by both modes.
+    async fn start_in(
+        cluster: &KubeCluster,
+        nodes: &[Host],
+        addresses: &str,
+        mode: Mode,
+    ) -> Result<Self> {
         // Both built, or a clear error before anything is created.
         peers::binary("metallb-controller")?;
-        let speaker_binary = peers::binary("metallb-speaker")?;
+        peers::binary("metallb-speaker")?;
         let scratch = Scratch::new("metallb")?;
         let client = cluster.client();
         cluster.install_crds(&crds()?).await?;
@@ -82,7 +136,7 @@ impl MetalLb {
         for node in nodes {
             create_speaker_pod(&client, node).await?;
         }
-        configure(&client, addresses).await?;
+        configure(&client, addresses, &mode).await?;
 
         let secret_dir = scratch.join("memberlist");
         std::fs::create_dir_all(&secret_dir).map_err(io_err("creating the memberlist key dir"))?;
@@ -93,47 +147,66 @@ impl MetalLb {
         let controller = spawn_controller(cluster.kubeconfig(), &scratch)?;
 
         let apiserver = apiserver_addr(cluster)?;
-        let mut speakers = BTreeMap::new();
         let mut forwards = BTreeMap::new();
         for node in nodes {
             let forward = Forward::start(node, apiserver)?;
             let kubeconfig = scratch.join(&format!("{}.kubeconfig", node.name));
             write_kubeconfig_via(cluster, &kubeconfig, forward.local())?;
-            let mut command = node.command(&speaker_binary.display().to_string());
-            command.env("KUBECONFIG", &kubeconfig).args([
-                "--node-name",
-                &node.name,
-                "--pod-name",
-                &speaker_pod(node),
-                "--namespace",
-                NAMESPACE,
-                "--host",
-                "127.0.0.1",
-                "--ml-bindaddr",
-                &node.ipv4.to_string(),
-                "--ml-labels",
-                SPEAKER_LABELS,
-                "--ml-secret-key-path",
-                &secret_dir.display().to_string(),
-                "--log-level=info",
-            ]);
-            let log = scratch.join(&format!("metallb-speaker-{}.log", node.name));
-            let process =
-                Process::spawn(&format!("metallb-speaker on {}", node.name), command, &log)?;
-            speakers.insert(node.name.clone(), process);
             forwards.insert(node.name.clone(), forward);
         }
         let mut metallb = Self {
-            speakers,
+            speakers: BTreeMap::new(),
             forwards,
             controller: Some(controller),
             kubeconfig: cluster.kubeconfig().to_owned(),
             nodes: nodes.to_vec(),
+            mode,
             client,
             scratch,
         };
+        for node in nodes {
+            metallb.start_speaker(&node.name)?;
+        }
         metallb.wait_memberlist().await?;
         Ok(metallb)
+    }
+
+    /// Starts `node`'s speaker (again, after it was stopped or killed: a restart), with the flags of
+    /// [`MetalLb::start_in`]; its log goes on in the same file.
+    pub fn start_speaker(&mut self, node: &str) -> Result<()> {
+        let host = self.node(node)?.clone();
+        let kubeconfig = self.scratch.join(&format!("{node}.kubeconfig"));
+        let secret_dir = self.scratch.join("memberlist");
+        let binary = peers::binary("metallb-speaker")?;
+        let mut command = host.command(&binary.display().to_string());
+        command.env("KUBECONFIG", &kubeconfig).args([
+            "--node-name",
+            node,
+            "--pod-name",
+            &speaker_pod(&host),
+            "--namespace",
+            NAMESPACE,
+            "--host",
+            "127.0.0.1",
+            "--ml-bindaddr",
+            &host.ipv4.to_string(),
+            "--ml-labels",
+            SPEAKER_LABELS,
+            "--ml-secret-key-path",
+            &secret_dir.display().to_string(),
+            "--log-level=info",
+        ]);
+        if matches!(self.mode, Mode::Bgp(_)) {
+            command.env("METALLB_BGP_TYPE", "native");
+        }
+        // One speaker a node: one still running there would hold its ports.
+        if let Some(mut old) = self.speakers.remove(node) {
+            old.stop(Duration::from_secs(5));
+        }
+        let log = self.scratch.join(&format!("metallb-speaker-{node}.log"));
+        let process = Process::spawn(&format!("metallb-speaker on {node}"), command, &log)?;
+        self.speakers.insert(node.to_owned(), process);
+        Ok(())
     }
 
     /// Waits until each speaker logged a memberlist join of every node (itself included): from then on
@@ -409,35 +482,72 @@ async fn create_speaker_pod(client: &kube::Client, node: &Host) -> Result<()> {
     Ok(())
 }
 
-/// The `IPAddressPool` and an `L2Advertisement` of it.
-async fn configure(client: &kube::Client, addresses: &str) -> Result<()> {
-    let resource = |kind: &str, plural: &str| ApiResource {
+/// The `IPAddressPool`, and per `mode` an `L2Advertisement` of it or a `BGPPeer` and a `BGPAdvertisement`
+/// of it.
+async fn configure(client: &kube::Client, addresses: &str, mode: &Mode) -> Result<()> {
+    create_object(
+        client,
+        "v1beta1",
+        "IPAddressPool",
+        "ipaddresspools",
+        json!({"addresses": [addresses]}),
+    )
+    .await?;
+    match mode {
+        Mode::Layer2 => {
+            create_object(
+                client,
+                "v1beta1",
+                "L2Advertisement",
+                "l2advertisements",
+                json!({"ipAddressPools": [POOL]}),
+            )
+            .await
+        }
+        Mode::Bgp(peer) => {
+            create_object(
+                client,
+                "v1beta2",
+                "BGPPeer",
+                "bgppeers",
+                json!({"myASN": peer.my_asn, "peerASN": peer.peer_asn,
+                       "peerAddress": peer.peer_address.to_string(),
+                       "holdTime": format!("{}s", peer.hold_time.as_secs())}),
+            )
+            .await?;
+            create_object(
+                client,
+                "v1beta1",
+                "BGPAdvertisement",
+                "bgpadvertisements",
+                json!({"ipAddressPools": [POOL]}),
+            )
+            .await
+        }
+    }
+}
+
+/// Creates the metallb.io object `kind` named [`POOL`] in [`NAMESPACE`] with `spec`.
+async fn create_object(
+    client: &kube::Client,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    spec: Value,
+) -> Result<()> {
+    let api_version = format!("metallb.io/{version}");
+    let resource = ApiResource {
         group: "metallb.io".into(),
-        version: "v1beta1".into(),
-        api_version: "metallb.io/v1beta1".into(),
+        version: version.into(),
+        api_version: api_version.clone(),
         kind: kind.into(),
         plural: plural.into(),
     };
-    let pools: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &resource("IPAddressPool", "ipaddresspools"),
-    );
-    let pool = object(json!({
-        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-        "metadata": {"name": POOL}, "spec": {"addresses": [addresses]}
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &resource);
+    let object = object(json!({
+        "apiVersion": api_version, "kind": kind, "metadata": {"name": POOL}, "spec": spec
     }))?;
-    pools.create(&PostParams::default(), &pool).await?;
-    let adverts: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &resource("L2Advertisement", "l2advertisements"),
-    );
-    let advert = object(json!({
-        "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-        "metadata": {"name": POOL}, "spec": {"ipAddressPools": [POOL]}
-    }))?;
-    adverts.create(&PostParams::default(), &advert).await?;
+    api.create(&PostParams::default(), &object).await?;
     Ok(())
 }
 

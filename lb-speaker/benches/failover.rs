@@ -32,6 +32,7 @@ use integration_tests::metallb::MetalLb;
 use integration_tests::netlab::{Host, LabNetwork, LabSpec};
 use integration_tests::wait;
 use lb_speaker::frames::Mac;
+use support::peer::Peer;
 use support::system::{NODES, PROBE_EVERY, System, WAIT};
 use support::{arping, probe_arp};
 
@@ -145,25 +146,11 @@ impl Subject for MetalLbLab {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Groundwork,
-    MetalLb,
-}
-
-impl Peer {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Groundwork => "groundwork",
-            Self::MetalLb => "metallb",
-        }
-    }
-
-    fn start(self, round: &str) -> Box<dyn Subject> {
-        match self {
-            Self::Groundwork => Box::new(System::start(&format!("lb-failover-bench-{round}"))),
-            Self::MetalLb => Box::new(MetalLbLab::start()),
-        }
+/// A fresh system of `peer` for the round `round`.
+fn start(peer: Peer, round: &str) -> Box<dyn Subject> {
+    match peer {
+        Peer::Groundwork => Box::new(System::start(&format!("lb-failover-bench-{round}"))),
+        Peer::MetalLb => Box::new(MetalLbLab::start()),
     }
 }
 
@@ -191,11 +178,7 @@ struct Figures {
 }
 
 fn main() {
-    let peers: Vec<Peer> = match std::env::var("FAILOVER_PEERS").as_deref() {
-        Ok("groundwork") => vec![Peer::Groundwork],
-        Ok("metallb") => vec![Peer::MetalLb],
-        _ => vec![Peer::Groundwork, Peer::MetalLb],
-    };
+    let peers = Peer::from_env("FAILOVER_PEERS");
     if peers.contains(&Peer::MetalLb) {
         build_metallb();
     }
@@ -233,7 +216,7 @@ fn build_metallb() {
 /// Services created one at a time in one system, each timed until its address answers ARP; and whether
 /// any of those probes was answered by two nodes.
 fn creates(peer: Peer) -> (Vec<Duration>, bool) {
-    let subject = peer.start("create");
+    let subject = start(peer, "create");
     let client = subject.client();
     let mut times = Vec::new();
     let mut two = false;
@@ -261,7 +244,7 @@ fn creates(peer: Peer) -> (Vec<Duration>, bool) {
 
 /// A fresh system with one Service; the announcing node is killed or cut off while the client probes.
 fn failover(peer: Peer, fault: Fault, round: &str) -> Failover {
-    let mut subject = peer.start(round);
+    let mut subject = start(peer, round);
     let client = subject.client();
     subject.prepare("web0");
     subject.create_service("web0");

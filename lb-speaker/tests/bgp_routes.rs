@@ -6,97 +6,42 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use integration_tests::bird::Bird;
-use integration_tests::netlab::{HostSpec, LabSpec};
 use integration_tests::wait;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
+use support::bgp::{
+    self, NODES_AS, ROUTER_AS, create, create_fast_bfd_profile, next_hops, peered, peered_with,
+    resource, wait_bfd_up, wait_established, wait_route, with_router,
+};
 use support::system::{NODES, System, WAIT};
 
-const ROUTER_AS: u32 = 64500;
-const NODES_AS: u32 = 4_200_000_001;
-
-/// The seed's network with a router at 10.10.40.1 / fd10:10::40:1.
-fn with_router() -> LabSpec {
-    let mut spec = LabSpec::seed();
-    spec.hosts.push(HostSpec {
-        name: "router".to_owned(),
-        ipv4: Ipv4Addr::new(10, 10, 40, 1),
-        ipv6: Ipv6Addr::new(0xfd10, 0x10, 0, 0, 0, 0, 0x40, 1),
-    });
-    spec
-}
-
-/// BIRD peering passively with every node (the speakers dial out, as MetalLB's do), importing
-/// everything into its IPv4 and IPv6 tables; `extra` goes into each BGP protocol (`bfd on;`,
-/// `graceful restart on;`), and with BFD, BIRD runs it at 100 ms x 3.
+/// BIRD's configuration for the system's nodes with `extra` in each BGP protocol.
 fn bird_config(system: &System, extra: &str) -> String {
-    let mut config = "router id 10.10.40.1;\nprotocol device {}\n".to_owned();
-    if extra.contains("bfd") {
-        config.push_str(
-            "protocol bfd { interface \"eth0\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\n",
-        );
-    }
-    for node in NODES {
-        let address = system.host(node).ipv4;
-        config.push_str(&format!(
-            "protocol bgp {node} {{\n  local 10.10.40.1 as {ROUTER_AS};\n  neighbor {address} as {NODES_AS};\n  \
-             passive on;\n  hold time 9;\n  {extra}\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
-        ));
-    }
-    config
+    let nodes: Vec<(&str, Ipv4Addr)> = NODES.iter().map(|n| (*n, system.host(n).ipv4)).collect();
+    bgp::bird_config(&nodes, extra)
 }
 
 /// A system with a router, BIRD configured with `extra`, the peer `peer_spec`, an advertisement of every
 /// pool, every session Established and the Service `web` routed through every node.
 fn routed(what: &str, extra: &str, peer_spec: Value) -> (System, Bird) {
-    routed_with(what, extra, "", peer_spec, |_| {})
+    routed_with(what, extra, "", peer_spec)
 }
 
-/// [`routed`], with `global` added to BIRD's configuration (e.g. a kernel protocol), and `setup` run once
-/// the cluster is up, before anything else (objects the peer refers to).
-fn routed_with(
-    what: &str,
-    extra: &str,
-    global: &str,
-    peer_spec: Value,
-    setup: impl FnOnce(&System),
-) -> (System, Bird) {
+/// [`routed`], with `global` added to BIRD's configuration (e.g. a kernel protocol).
+fn routed_with(what: &str, extra: &str, global: &str, peer_spec: Value) -> (System, Bird) {
     let system = System::start_on(what, &with_router(), 1, Duration::from_secs(2));
-    setup(&system);
-    let bird = Bird::start_in(
-        system.host("router"),
-        "bird-router",
-        system.scratch(),
-        &format!("{}{global}\n", bird_config(&system, extra)),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    create(&system, "BGPPeer", "bgppeers", "router", peer_spec);
-    create(
-        &system,
-        "BGPAdvertisement",
-        "bgpadvertisements",
-        "all",
-        json!({}),
-    );
-    wait_established(&bird, &NODES);
+    let bird = peered_with(&system, extra, global, peer_spec);
     system.create_service("web");
     wait_route(&bird, "10.10.39.200/32", "a path through every node", |r| {
         next_hops(r).len() == NODES.len()
     });
     (system, bird)
-}
-
-fn wait_established(bird: &Bird, nodes: &[&str]) {
-    for node in nodes {
-        bird.wait_established(node, WAIT)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
 }
 
 /// Polls BIRD until the path through `node` is gone; how long that took from `since`.
@@ -119,52 +64,6 @@ fn path_gone(
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", bird.log_tail(20)))
-}
-
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "groundwork.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "groundwork.dev/v1alpha1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
-fn create(system: &System, kind: &str, plural: &str, name: &str, spec: Value) {
-    let api: Api<DynamicObject> = Api::all_with(system.client(), &resource(kind, plural));
-    let object = serde_json::from_value(json!({
-        "apiVersion": "groundwork.dev/v1alpha1", "kind": kind,
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    system
-        .block_on(api.create(&PostParams::default(), &object))
-        .unwrap();
-}
-
-/// BIRD's routes for `prefix`, once `check` accepts them.
-fn wait_route(bird: &Bird, prefix: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-    wait::until_blocking(&format!("{prefix}: {what}"), WAIT, || {
-        let routes = bird.route(prefix).map_err(|e| e.to_string())?;
-        if check(&routes) {
-            Ok(routes)
-        } else {
-            Err(format!("router shows:\n{routes}"))
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", bird.log_tail(20)))
-}
-
-/// Next hops of the BGP paths in `birdc show route all` output.
-fn next_hops(routes: &str) -> Vec<String> {
-    let mut hops: Vec<String> = routes
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("BGP.next_hop: "))
-        .map(|h| h.split_whitespace().next().unwrap_or_default().to_owned())
-        .collect();
-    hops.sort();
-    hops
 }
 
 #[test]
@@ -266,21 +165,14 @@ fn a_service_is_routed_to_every_node_with_its_communities_and_withdrawn_when_it_
 fn a_cut_off_node_is_withdrawn_by_bfd_long_before_the_hold_timer() {
     let peer = json!({"myASN": NODES_AS, "peerASN": ROUTER_AS, "peerAddress": "10.10.40.1", "holdTime": "9s",
                       "bfdProfile": "fast"});
-    let (system, bird) = routed_with("lb-bgp-bfd", "bfd on;", "", peer, |system| {
-        let profile =
-            json!({"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3});
-        create(system, "BFDProfile", "bfdprofiles", "fast", profile);
+    let system = System::start_on("lb-bgp-bfd", &with_router(), 1, Duration::from_secs(2));
+    create_fast_bfd_profile(&system);
+    let bird = peered(&system, "bfd on;", peer);
+    wait_bfd_up(&bird, NODES.len());
+    system.create_service("web");
+    wait_route(&bird, "10.10.39.200/32", "a path through every node", |r| {
+        next_hops(r).len() == NODES.len()
     });
-    wait::until_blocking("BFD Up with every node", WAIT, || {
-        let sessions = bird.show("bfd sessions").map_err(|e| e.to_string())?;
-        let up = sessions.lines().filter(|l| l.contains(" Up ")).count();
-        if up == NODES.len() {
-            Ok(())
-        } else {
-            Err(sessions)
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
 
     // n1's link goes down: no FIN, no RST, only silence. The hold timer (9 s) would take that long; BFD
     // (100 ms x 3) takes 300 ms.
@@ -581,7 +473,7 @@ fn a_client_behind_the_router_reaches_the_service_through_every_node_over_ecmp()
     let peer = json!({"myASN": NODES_AS, "peerASN": ROUTER_AS, "peerAddress": "10.10.40.1", "holdTime": "9s"});
     // BIRD installs what it learnt into the router's kernel table, the equal paths as one multipath route.
     let kernel = "protocol kernel { ipv4 { export all; }; merge paths on; }";
-    let (system, _bird) = routed_with("lb-bgp-ecmp", "", kernel, peer, |_| {});
+    let (system, _bird) = routed_with("lb-bgp-ecmp", "", kernel, peer);
     let router = system.host("router");
     let outside = Outside::attach(router);
     // What kube-proxy does on a real node, by hand: the Service address is local, and a server answers on

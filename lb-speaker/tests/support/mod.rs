@@ -10,6 +10,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bgp;
+pub mod peer;
 pub mod system;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
