@@ -529,6 +529,10 @@ impl Fence {
             }
             Some(Body::Leaving(_)) if !session.leaving => {
                 session.leaving = true;
+                // Rule 6: the speaker stops once it applied an empty set. One that holds nothing gets a
+                // new (empty) one all the same, or it would wait out its --leave-timeout for nothing.
+                session.needs_snapshot = true;
+                self.assignments_stale = true;
                 out.push(Output::Event(HubEvent::Disconnected {
                     node: name.clone(),
                     why: DisconnectReason::Leaving,

@@ -1023,3 +1023,14 @@ fn a_change_in_reported_bgp_sessions_is_one_event() {
         1
     );
 }
+
+#[test]
+fn a_leaving_speaker_that_holds_nothing_gets_an_empty_set_at_once() {
+    let mut fence = Fence::new(LEASE, GRACE);
+    let t = settled_with_x_on_a(&mut fence, Instant::now());
+    // b holds nothing; without a new set it would wait out its --leave-timeout.
+    let out = fence.message(2, &leaving(), t + ms(10));
+    let sets = snapshots(&out, 2);
+    assert_eq!(sets.len(), 1, "{out:?}");
+    assert!(sets[0].1.is_empty());
+}
