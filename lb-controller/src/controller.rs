@@ -70,6 +70,7 @@ impl Watchers {
     fn start(
         client: &Client,
         settings: &Settings,
+        bgp: bool,
         changes: &mpsc::UnboundedSender<(Change, Instant)>,
         shutdown: &CancellationToken,
     ) -> Self {
@@ -129,10 +130,7 @@ impl Watchers {
                     shutdown.clone(),
                 )
             }),
-            bgp: settings
-                .config
-                .bgp
-                .then(|| crate::bgp::source::Sources::start(client, changes, shutdown)),
+            bgp: bgp.then(|| crate::bgp::source::Sources::start(client, changes, shutdown)),
             metallb: settings
                 .config
                 .metallb_namespace
@@ -318,7 +316,19 @@ pub async fn run(
     }
     let server = serve_speakers(&settings, &hub, &shutdown)?;
     let (changes, changed) = mpsc::unbounded_channel::<(Change, Instant)>();
-    let watchers = Watchers::start(&client, &settings, &changes, &shutdown);
+    let bgp = settings.config.bgp
+        && {
+            let installed = crate::bgp::source::installed(&client).await;
+            if !installed {
+                tracing::warn!(
+                    "BGP mode is off: the apiserver does not serve the BGPPeer, BGPAdvertisement, BFDProfile and \
+                 BGPSessionState kinds; install their CRDs (deploy/crds/, or the chart's crds/ which `helm upgrade` \
+                 does not apply) and restart, or run with --bgp=false"
+                );
+            }
+            installed
+        };
+    let watchers = Watchers::start(&client, &settings, bgp, &changes, &shutdown);
     let writer = Writer::new(
         client.clone(),
         // A start at ten thousand Services makes twenty thousand Events: a few at a time, beside the

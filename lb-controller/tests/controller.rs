@@ -941,3 +941,24 @@ async fn metallb_resources_are_read_in_place_unchanged() {
         "a BGP-only address is no warning: {warnings:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_bgp_crds_layer_2_still_serves() {
+    use kube::CustomResourceExt;
+    // A cluster upgraded with `helm upgrade`, which does not apply CRDs a chart gained since its install.
+    let cluster = KubeCluster::start().await.unwrap();
+    cluster.install_crds(&[IPPool::crd()]).await.unwrap();
+    let client = cluster.client();
+    add_ready_node(&client, "n1").await;
+    apply_pool(
+        &client,
+        "seed",
+        json!({"addresses": ["10.10.39.200-10.10.39.220"]}),
+    )
+    .await;
+    let (mut controller, _) = start_controller(&cluster);
+    create_service(&client, "default", "web", json!({})).await;
+    wait_status(&client, "default", "web", &["10.10.39.200"]).await;
+    let log = controller.process().log_tail(200);
+    assert!(log.contains("BGP mode is off"), "the log says why: {log}");
+}

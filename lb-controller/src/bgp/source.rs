@@ -23,6 +23,29 @@ use crate::plan::Planner;
 use crate::pool::IPPool;
 use crate::schedule::Change;
 
+/// Whether the apiserver serves the BGP kinds (their CRDs are installed). `helm upgrade` does not install CRDs
+/// a chart gained since its first install: a controller upgraded without them must still serve layer 2, not
+/// wait for a list that never comes.
+pub async fn installed(client: &Client) -> bool {
+    let wanted = [
+        "bgppeers",
+        "bgpadvertisements",
+        "bfdprofiles",
+        "bgpsessionstates",
+    ];
+    match kube::discovery::group(client, "groundwork.dev").await {
+        Ok(group) => {
+            let served: Vec<String> = group
+                .recommended_resources()
+                .into_iter()
+                .map(|(resource, _)| resource.plural)
+                .collect();
+            wanted.iter().all(|w| served.iter().any(|s| s == w))
+        }
+        Err(_) => false,
+    }
+}
+
 /// A problem with a BGP object, for a Warning Event on it: (object, reason, message).
 pub type Problem = (ObjectReference, &'static str, String);
 
