@@ -286,6 +286,8 @@ struct Leading {
     publishing: Option<CancellationToken>,
     /// Whether the hub takes speakers yet: only once the first pass rebuilt the assignments.
     hub_active: bool,
+    /// The BGP objects as of the last full pass.
+    bgp: Option<crate::bgp::source::Checked>,
 }
 
 impl Drop for Leading {
@@ -517,6 +519,7 @@ impl Loop {
                 ever_connected: BTreeSet::new(),
                 publishing,
                 hub_active: false,
+                bgp: None,
             });
             self.schedule.start_leading(Instant::now());
         } else if !is_leader && self.leading.is_some() {
@@ -564,7 +567,20 @@ impl Loop {
         } else if !outcome.desired.is_empty() {
             self.hub.update_desired(outcome.desired.clone());
         }
-        push_bgp(state, &self.watchers, &self.hub, &mut self.writer);
+        let bgp_sources = self.watchers.bgp.is_some()
+            || self.watchers.metallb.is_some()
+            || self.watchers.configmap.is_some();
+        if bgp_sources {
+            // The objects are checked on full passes only (any change to them calls for one); every pass
+            // places the addresses it may have changed.
+            if matches!(pass.order, Order::Full { .. }) || state.bgp.is_none() {
+                state.bgp = Some(check_bgp(&self.watchers, &mut self.writer));
+            }
+            if let Some(checked) = &state.bgp {
+                self.hub
+                    .set_bgp(crate::bgp::source::desired(checked, &state.planner));
+            }
+        }
         let handed = started.elapsed();
         if !state.hub_active {
             // Only now, with the assignments rebuilt: active before, the hub told every speaker that
@@ -605,9 +621,10 @@ impl Loop {
     }
 }
 
-/// Hands every speaker its node's BGP configuration as of the pass just made, and reports what is wrong
-/// with the BGP objects and MetalLB's.
-fn push_bgp(state: &Leading, watchers: &Watchers, hub: &SpeakerHub, writer: &mut Writer) {
+/// The BGP objects (ours, MetalLB's, the legacy ConfigMap's) checked, and what is wrong with them reported.
+/// Only a full pass calls for this: a change to any of them is one.
+fn check_bgp(watchers: &Watchers, writer: &mut Writer) -> crate::bgp::source::Checked {
+    use crate::bgp::source::{Entry, Objects};
     let mut problems = Vec::new();
     let mut objects = watchers
         .bgp
@@ -625,30 +642,24 @@ fn push_bgp(state: &Leading, watchers: &Watchers, hub: &SpeakerHub, writer: &mut
     }
     if let Some((Some(map), legacy, _)) = watchers.legacy() {
         let reference = map.object_ref(&());
-        let name = |n: String| Some(n);
-        let legacy_objects = crate::bgp::source::Objects {
+        objects.extend(Objects {
             peers: legacy
                 .peers
                 .into_iter()
-                .map(|(n, spec)| crate::bgp::source::Entry::new(reference.clone(), &name(n), spec))
+                .map(|(name, spec)| Entry::new(reference.clone(), &Some(name), spec))
                 .collect(),
             advertisements: legacy
                 .advertisements
                 .into_iter()
-                .map(|(n, spec)| crate::bgp::source::Entry::new(reference.clone(), &name(n), spec))
+                .map(|(name, spec)| Entry::new(reference.clone(), &Some(name), spec))
                 .collect(),
             profiles: Vec::new(),
             aliases: legacy.aliases,
-        };
-        objects.extend(legacy_objects);
+        });
     }
-    if watchers.bgp.is_some() || watchers.metallb.is_some() || watchers.configmap.is_some() {
-        let (desired, bgp_problems) =
-            crate::bgp::source::desired(&objects, &state.planner, &labels);
-        problems.extend(bgp_problems);
-        hub.set_bgp(desired);
-        writer.tell_bgp(problems);
-    }
+    let checked = crate::bgp::source::check(&objects, labels, &mut problems);
+    writer.tell_bgp(problems);
+    checked
 }
 
 /// Starts the speakers' gRPC server on a thread of its own; the receiver says how it ended.

@@ -165,32 +165,54 @@ impl Objects {
     }
 }
 
-/// Every node's BGP configuration after the pass `planner` just made, and what is wrong with the
-/// objects. Without any usable peer this costs nothing and every node's configuration is empty.
-pub fn desired(
+/// The BGP objects that checked out, with the pool labels advertisements select by: what only a full pass
+/// (the only kind a change to them calls for) needs to rebuild.
+#[derive(Debug, Default)]
+pub struct Checked {
+    peers: Vec<check::PeerDef>,
+    profiles: BTreeMap<String, pb::BfdProfile>,
+    advertisements: Vec<check::AdvertisementDef>,
+    pool_labels: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// Checks `objects`; what is wrong with them goes to `problems`.
+pub fn check(
     objects: &Objects,
-    planner: &Planner,
-    pool_labels: &HashMap<String, BTreeMap<String, String>>,
-) -> (BTreeMap<String, Arc<pb::BgpConfig>>, Vec<Problem>) {
-    let mut problems = Vec::new();
-    let bfd_profiles = profiles(objects, &mut problems);
-    let peers = peers(objects, &bfd_profiles, &mut problems);
-    if peers.is_empty() {
-        return (BTreeMap::new(), problems);
+    pool_labels: HashMap<String, BTreeMap<String, String>>,
+    problems: &mut Vec<Problem>,
+) -> Checked {
+    let profiles = profiles(objects, problems);
+    let peers = peers(objects, &profiles, problems);
+    let advertisements = if peers.is_empty() {
+        Vec::new()
+    } else {
+        advertisements(objects, &peers, problems)
+    };
+    Checked {
+        peers,
+        profiles,
+        advertisements,
+        pool_labels,
     }
-    let advertisements = advertisements(objects, &peers, &mut problems);
+}
+
+/// Every node's BGP configuration after the pass `planner` just made. Without any usable peer this costs
+/// nothing and every node's configuration is empty.
+pub fn desired(checked: &Checked, planner: &Planner) -> BTreeMap<String, Arc<pb::BgpConfig>> {
+    if checked.peers.is_empty() {
+        return BTreeMap::new();
+    }
     let (nodes, held) = planner.bgp_view();
-    let desired = plan::desired(
+    plan::desired(
         &World {
-            peers: &peers,
-            bfd_profiles: &bfd_profiles,
-            advertisements: &advertisements,
+            peers: &checked.peers,
+            bfd_profiles: &checked.profiles,
+            advertisements: &checked.advertisements,
             nodes,
-            pool_labels,
+            pool_labels: &checked.pool_labels,
         },
         held,
-    );
-    (desired, problems)
+    )
 }
 
 fn report(
