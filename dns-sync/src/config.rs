@@ -82,7 +82,8 @@ pub struct Config {
     #[arg(long, env = "POLICY", value_enum, default_value = "sync")]
     pub policy: Policy,
 
-    /// Where names come from (repeatable): `service`, `ingress`. Default: both.
+    /// Where names come from (repeatable): `service`, `ingress`, `crd` (external-dns's `DNSEndpoint`).
+    /// Default: `service` and `ingress`.
     #[arg(long = "source", value_enum, value_delimiter = ',')]
     pub sources: Vec<SourceKind>,
 
@@ -167,6 +168,8 @@ pub enum SourceKind {
     Service,
     /// Ingresses (rule hosts).
     Ingress,
+    /// `DNSEndpoint` objects (`externaldns.k8s.io/v1alpha1`), external-dns's `crd` source.
+    Crd,
 }
 
 /// A flag value that cannot be used; names the flag.
@@ -295,6 +298,8 @@ pub struct Settings {
     pub services: bool,
     /// Watch Ingresses.
     pub ingresses: bool,
+    /// Watch `DNSEndpoint`s.
+    pub dns_endpoints: bool,
     /// Which objects the watches see.
     pub scope: WatchScope,
     /// The rest of the flags, as given.
@@ -342,6 +347,7 @@ impl Config {
             },
             services: both || self.sources.contains(&SourceKind::Service),
             ingresses: both || self.sources.contains(&SourceKind::Ingress),
+            dns_endpoints: self.sources.contains(&SourceKind::Crd),
             scope: self.watch_scope()?,
             config: self.clone(),
         })

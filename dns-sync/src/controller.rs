@@ -7,7 +7,9 @@
 //! directly, and if that fails too, it upserts and defers every deletion.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -17,9 +19,11 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use ops::CancellationToken;
 use ops::endpoint::Health;
 use ops::kube::{Watched, watch_kind};
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
+use crate::dnsendpoint::{self, DNSEndpoint};
 use crate::metrics::Metrics;
 use crate::plan::{self, Change, Conflict, Rules};
 use crate::publish;
@@ -38,6 +42,14 @@ pub enum Error {
     /// No Kubernetes client could be built.
     #[error(transparent)]
     Kube(#[from] ops::kube::ClientError),
+    /// A requested source's resource is not served (its CRD is not installed).
+    #[error("--source {flag}: the apiserver does not serve {resource}; install its CRD first")]
+    NotServed {
+        /// The `--source` value.
+        flag: &'static str,
+        /// The resource, as `plural.group/version`.
+        resource: &'static str,
+    },
     /// Leader election could not start.
     #[error("leader election: {0}")]
     Lease(String),
@@ -77,6 +89,7 @@ struct Syncer {
     reported: HashMap<(ObjectId, &'static str), u64>,
     services: Option<Watched<Service>>,
     ingresses: Option<Watched<Ingress>>,
+    dns_endpoints: Option<Watched<DNSEndpoint>>,
 }
 
 /// What the objects ask for, gathered from the reflectors.
@@ -90,49 +103,57 @@ struct Asked {
 }
 
 impl Asked {
-    fn add(&mut self, found: source::Wanted, object: ObjectId, reference: ObjectReference) {
+    fn add(&mut self, found: source::Wanted, object: ObjectId, reference: &ObjectReference) {
         if found.request.is_none() && found.rejections.is_empty() && found.waiting.is_none() {
             return;
         }
         if let Some(field) = found.waiting {
             self.waiting.push((object.clone(), field));
         }
-        self.refs.insert(object, reference);
+        self.refs.insert(object, reference.clone());
         self.requests.extend(found.request);
         self.rejections.extend(found.rejections);
     }
 }
 
 impl Syncer {
-    async fn sync(&mut self) -> Result<Summary, SyncError> {
+    /// What every watched object asks for, and whether the view of all of them is complete and fresh.
+    async fn ask(&self) -> Result<(Asked, bool), SyncError> {
         let mut asked = Asked::default();
         let mut fresh = true;
-        if let Some(services) = &self.services {
-            let (objects, is_fresh) = services.objects().await;
-            if !services.has_listed() {
-                return Err(SyncError::NotReady("services"));
-            }
-            fresh &= is_fresh;
-            for object in objects {
-                let id = ObjectId::of("service", &object.metadata);
-                let found = source::from_service(&object, &self.settings.filters);
-                asked.add(found, id.clone(), object.object_ref(&()));
-                let internal = source::internal_from_service(&object, &self.settings.filters);
-                asked.add(internal, id, object.object_ref(&()));
+        let filters = &self.settings.filters;
+        for object in objects_of(self.services.as_ref(), "services", &mut fresh).await? {
+            let id = ObjectId::of("service", &object.metadata);
+            let reference = object.object_ref(&());
+            asked.add(
+                source::from_service(&object, filters),
+                id.clone(),
+                &reference,
+            );
+            let internal = source::internal_from_service(&object, filters);
+            asked.add(internal, id, &reference);
+        }
+        for object in objects_of(self.ingresses.as_ref(), "ingresses", &mut fresh).await? {
+            let id = ObjectId::of("ingress", &object.metadata);
+            asked.add(
+                source::from_ingress(&object, filters),
+                id,
+                &object.object_ref(&()),
+            );
+        }
+        let dns_endpoints = self.dns_endpoints.as_ref();
+        for object in objects_of(dns_endpoints, "dnsendpoints", &mut fresh).await? {
+            let id = ObjectId::of("dnsendpoint", &object.metadata);
+            let reference = object.object_ref(&());
+            for found in dnsendpoint::from_dns_endpoint(&object, filters) {
+                asked.add(found, id.clone(), &reference);
             }
         }
-        if let Some(ingresses) = &self.ingresses {
-            let (objects, is_fresh) = ingresses.objects().await;
-            if !ingresses.has_listed() {
-                return Err(SyncError::NotReady("ingresses"));
-            }
-            fresh &= is_fresh;
-            for object in objects {
-                let found = source::from_ingress(&object, &self.settings.filters);
-                let id = ObjectId::of("ingress", &object.metadata);
-                asked.add(found, id, object.object_ref(&()));
-            }
-        }
+        Ok((asked, fresh))
+    }
+
+    async fn sync(&mut self) -> Result<Summary, SyncError> {
+        let (mut asked, fresh) = self.ask().await?;
         let rules = Rules {
             layout: &self.settings.layout,
             owner: &self.settings.owner,
@@ -158,6 +179,7 @@ impl Syncer {
                     crate::ptr::endpoints_for(&decision.endpoints, &self.settings.publish.zones);
                 decision.endpoints.extend(ptrs);
             }
+            crate::ptr::place_at_names(&mut decision.endpoints);
             let plan = plan::plan(&decision.endpoints, &existing, &rules);
             if self.settings.config.dry_run {
                 for change in &plan.changes {
@@ -361,6 +383,22 @@ pub async fn run(
             shutdown.clone(),
         )
     });
+    let dns_endpoints = if settings.dns_endpoints {
+        if !ops::kube::serves(&client, "externaldns.k8s.io", "v1alpha1", "dnsendpoints").await {
+            return Err(Error::NotServed {
+                flag: "crd",
+                resource: "dnsendpoints.externaldns.k8s.io/v1alpha1",
+            });
+        }
+        Some(watch_kind(
+            settings.scope.api::<DNSEndpoint>(client.clone()),
+            settings.scope.watch_config(),
+            ops::kube::send_time(trigger.clone()),
+            shutdown.clone(),
+        ))
+    } else {
+        None
+    };
     let reporter = Reporter {
         controller: "dns-sync".to_owned(),
         instance: Some(identity.clone()),
@@ -379,6 +417,7 @@ pub async fn run(
         reported: HashMap::new(),
         services,
         ingresses,
+        dns_endpoints,
     };
 
     if once {
@@ -413,6 +452,11 @@ async fn run_once(syncer: &mut Syncer) -> Result<(), Error> {
         && !ingresses.wait_listed(limit).await
     {
         return Err(SyncError::NotReady("ingresses").into());
+    }
+    if let Some(dns_endpoints) = &syncer.dns_endpoints
+        && !dns_endpoints.wait_listed(limit).await
+    {
+        return Err(SyncError::NotReady("dnsendpoints").into());
     }
     let summary = syncer.sync().await?;
     tracing::info!(
@@ -505,6 +549,27 @@ async fn follow(
             }
         }
     }
+}
+
+/// The objects of a watched kind (none when it is not watched); clears `fresh` when they are not a complete,
+/// fresh view, and fails before the kind was ever listed.
+async fn objects_of<K>(
+    watched: Option<&Watched<K>>,
+    kind: &'static str,
+    fresh: &mut bool,
+) -> Result<Vec<Arc<K>>, SyncError>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let Some(watched) = watched else {
+        return Ok(Vec::new());
+    };
+    let (objects, is_fresh) = watched.objects().await;
+    if !watched.has_listed() {
+        return Err(SyncError::NotReady(kind));
+    }
+    *fresh &= is_fresh;
+    Ok(objects)
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

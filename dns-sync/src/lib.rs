@@ -1,7 +1,8 @@
-//! `dns-sync`: watches Services and Ingresses and keeps their DNS records in etcd, in the skydns format that
-//! CoreDNS and external-dns use (`proto::skydns`), changing only the records it owns.
+//! `dns-sync`: watches Services, Ingresses and `DNSEndpoint`s and keeps their DNS records in etcd, in the
+//! skydns format that CoreDNS and external-dns use (`proto::skydns`), changing only the records it owns.
 //!
-//! Layers: [`source`] turns objects into wanted records (pure), [`publish`] decides which of them may be
+//! Layers: [`source`] and [`dnsendpoint`] turn objects into wanted records (pure), each record's data a
+//! [`target::Target`], [`publish`] decides which of them may be
 //! published and for which namespace (pure), [`plan`] diffs them against etcd under the ownership rules
 //! (pure), [`ptr`] adds the reverse records of what was allowed (`--create-ptr`), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
 //! reflectors, debounce, periodic resync and leader election. `main.rs` only parses flags and calls [`run`].
@@ -11,6 +12,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod dnsendpoint;
 pub mod etcd_auth;
 pub mod fqdn_template;
 pub mod label_filter;
@@ -20,6 +22,7 @@ pub mod ptr;
 pub mod publish;
 mod schedule;
 pub mod source;
+pub mod target;
 pub mod writer;
 
 pub use config::{Config, ConfigError, Settings};

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 use proto::skydns::{KeyLayout, SkydnsRecord, target_suffix};
 
 use crate::source::{Endpoint, ObjectId};
+use crate::target::Target;
 
 /// What may be changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -141,7 +142,7 @@ pub struct Plan {
 /// Computes the changes that make etcd hold exactly `wanted` among our keys.
 pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Plan {
     // One desired record per (name, target); the smallest object wins the attribution.
-    let mut desired: BTreeMap<(String, String), &Endpoint> = BTreeMap::new();
+    let mut desired: BTreeMap<(String, Target), &Endpoint> = BTreeMap::new();
     for endpoint in wanted {
         let slot = desired
             .entry((endpoint.name.clone(), endpoint.target.clone()))
@@ -153,25 +154,27 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
     let ours = |e: &Existing| e.record.owner == rules.owner;
     let adoptable = |e: &Existing| rules.adopt.is_some_and(|a| e.record.owner == a);
     let by_key: BTreeMap<&str, &Existing> = existing.iter().map(|e| (e.key.as_str(), e)).collect();
-    let mut by_pair: BTreeMap<(String, String), Vec<&Existing>> = BTreeMap::new();
+    let mut by_pair: BTreeMap<(String, Target), Vec<&Existing>> = BTreeMap::new();
     for record in existing.iter().filter(|e| ours(e) || adoptable(e)) {
-        if let Some(name) = served_name(rules.layout, record) {
-            let pair = (name, record.record.host.to_ascii_lowercase());
-            by_pair.entry(pair).or_default().push(record);
+        if let (Some(name), Some(target)) = (
+            served_name(rules.layout, record),
+            Target::of_record(&record.record),
+        ) {
+            by_pair.entry((name, target)).or_default().push(record);
         }
     }
 
     let mut result = Plan::default();
     let mut kept: HashSet<&str> = HashSet::new();
     for ((name, target), endpoint) in &desired {
-        let record = SkydnsRecord {
-            host: target.clone(),
+        let mut record = SkydnsRecord {
             ttl: endpoint.ttl.unwrap_or(0),
             target_strip: u32::from(!endpoint.at_name),
             owner: rules.owner.to_owned(),
             resource: endpoint.object.to_string(),
             ..SkydnsRecord::default()
         };
+        target.fill(&mut record);
         // Our own key for the pair first, then any other of ours, then one to adopt.
         let candidates = by_pair.get(&(name.clone(), target.clone()));
         let own = own_key(rules.layout, endpoint);
@@ -258,7 +261,7 @@ fn own_key(layout: &KeyLayout, endpoint: &Endpoint) -> String {
     } else {
         layout.record_key(
             &endpoint.name,
-            &target_suffix(&endpoint.name, &endpoint.target),
+            &target_suffix(&endpoint.name, &endpoint.target.key_seed()),
         )
     };
     key.unwrap_or_default()

@@ -7,7 +7,7 @@ const OWNER: &str = "groundwork";
 fn endpoint(name: &str, target: &str, object: &str) -> Endpoint {
     Endpoint {
         name: name.to_owned(),
-        target: target.to_owned(),
+        target: Target::host(target),
         ttl: None,
         object: ObjectId {
             kind: "service",

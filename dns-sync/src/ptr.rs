@@ -11,10 +11,11 @@
 //! record: the first name (in name order) goes there, served by both servers; the others under suffix keys,
 //! served by dns-server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::source::Endpoint;
+use crate::target::Target;
 
 /// The reverse name of `address`, lower case, without the trailing dot.
 pub fn reverse_name(address: IpAddr) -> String {
@@ -37,12 +38,13 @@ pub fn reverse_name(address: IpAddr) -> String {
 }
 
 /// The PTR endpoints for `endpoints` (those whose target is an address and whose name is not a wildcard),
-/// each inside one of `zones`; one per (reverse name, name), the first name of each reverse name at its own key.
+/// each inside one of `zones`; one per (reverse name, name). [`place_at_names`] then says which goes to the
+/// reverse name's own key.
 pub fn endpoints_for(endpoints: &[Endpoint], zones: &[String]) -> Vec<Endpoint> {
     let mut seen: BTreeSet<(String, &str)> = BTreeSet::new();
     let mut ptrs: Vec<Endpoint> = Vec::new();
     for endpoint in endpoints {
-        let Ok(address) = endpoint.target.parse::<IpAddr>() else {
+        let Some(address) = endpoint.target.address() else {
             continue;
         };
         if endpoint.name.starts_with("*.") {
@@ -55,7 +57,7 @@ pub fn endpoints_for(endpoints: &[Endpoint], zones: &[String]) -> Vec<Endpoint> 
         if seen.insert((reverse.clone(), endpoint.name.as_str())) {
             ptrs.push(Endpoint {
                 name: reverse,
-                target: endpoint.name.clone(),
+                target: Target::Host(endpoint.name.clone()),
                 ttl: endpoint.ttl,
                 object: endpoint.object.clone(),
                 at_name: false,
@@ -63,12 +65,35 @@ pub fn endpoints_for(endpoints: &[Endpoint], zones: &[String]) -> Vec<Endpoint> 
         }
     }
     ptrs.sort_by(|a, b| (&a.name, &a.target).cmp(&(&b.name, &b.target)));
-    let mut previous: Option<String> = None;
-    for ptr in &mut ptrs {
-        ptr.at_name = previous.as_deref() != Some(ptr.name.as_str());
-        previous = Some(ptr.name.clone());
-    }
     ptrs
+}
+
+/// Marks, for every reverse name among `endpoints` with host name targets (from `--create-ptr` or a
+/// `DNSEndpoint`'s PTR entries alike), the first target in order to be stored at the name's own key, where
+/// CoreDNS reads PTR answers from; every endpoint of that (name, target) is marked, the others are not.
+pub fn place_at_names(endpoints: &mut [Endpoint]) {
+    let mut first: BTreeMap<&str, &Target> = BTreeMap::new();
+    for endpoint in endpoints
+        .iter()
+        .filter(|e| is_reverse(&e.name) && e.target.is_name())
+    {
+        let slot = first.entry(&endpoint.name).or_insert(&endpoint.target);
+        if endpoint.target < **slot {
+            *slot = &endpoint.target;
+        }
+    }
+    let first: BTreeSet<(String, Target)> = first
+        .into_iter()
+        .map(|(name, target)| (name.to_owned(), target.clone()))
+        .collect();
+    for endpoint in endpoints.iter_mut() {
+        endpoint.at_name = first.contains(&(endpoint.name.clone(), endpoint.target.clone()));
+    }
+}
+
+/// Whether `name` is below `in-addr.arpa` or `ip6.arpa`.
+fn is_reverse(name: &str) -> bool {
+    in_zone(name, "in-addr.arpa") || in_zone(name, "ip6.arpa")
 }
 
 /// Whether `name` is `zone` or below it (at a label boundary).
@@ -87,7 +112,7 @@ mod tests {
     fn endpoint(name: &str, target: &str) -> Endpoint {
         Endpoint {
             name: name.to_owned(),
-            target: target.to_owned(),
+            target: Target::host(target),
             ttl: Some(60),
             object: ObjectId::parse("service/default/web").unwrap(),
             at_name: false,
@@ -120,23 +145,25 @@ mod tests {
             ],
             &zones,
         );
-        let pairs: Vec<(&str, &str)> = ptrs
-            .iter()
-            .map(|p| (p.name.as_str(), p.target.as_str()))
-            .collect();
+        let pairs: Vec<(&str, &Target)> =
+            ptrs.iter().map(|p| (p.name.as_str(), &p.target)).collect();
         assert_eq!(
             pairs,
             [
-                ("200.39.10.10.in-addr.arpa", "nginx.test.org"),
-                ("200.39.10.10.in-addr.arpa", "shop.test.org"),
+                ("200.39.10.10.in-addr.arpa", &Target::host("nginx.test.org")),
+                ("200.39.10.10.in-addr.arpa", &Target::host("shop.test.org")),
             ]
         );
         assert_eq!(ptrs[0].ttl, Some(60));
+        let mut ptrs = ptrs;
+        ptrs.push(endpoint("200.39.10.10.in-addr.arpa", "nginx.test.org"));
+        ptrs.push(endpoint("nginx.test.org", "10.10.39.200"));
+        place_at_names(&mut ptrs);
         let at_name: Vec<bool> = ptrs.iter().map(|p| p.at_name).collect();
         assert_eq!(
             at_name,
-            [true, false],
-            "the first name of a reverse name at its own key"
+            [true, false, true, false],
+            "the first name of a reverse name at its own key, every endpoint of it, no forward name"
         );
         assert!(!in_zone("200.39.10.110.in-addr.arpa", "10.in-addr.arpa"));
     }

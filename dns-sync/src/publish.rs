@@ -27,6 +27,7 @@ use proto::skydns::KeyLayout;
 
 use crate::plan::{Existing, served_name};
 use crate::source::{Endpoint, ObjectId, Rejection, RejectionKind, Request};
+use crate::target::Target;
 
 /// The field named in Events for claims rebuilt from etcd (objects over a limit).
 const KEPT_FIELD: &str = "(records kept from before)";
@@ -185,7 +186,7 @@ struct Claim<'a> {
     created: Option<i64>,
     name: &'a str,
     field: &'a str,
-    targets: &'a [String],
+    targets: &'a [Target],
     ttl: Option<u32>,
 }
 
@@ -212,7 +213,7 @@ impl Claim<'_> {
 }
 
 /// A name with the targets etcd holds for one object (rebuilt claims of objects over a limit).
-type Kept = BTreeMap<(ObjectId, String), (Vec<String>, Option<u32>)>;
+type Kept = BTreeMap<(ObjectId, String), (Vec<Target>, Option<u32>)>;
 
 /// Our records' names, each with the namespaces whose objects they are attributed to.
 type Holders = BTreeMap<String, BTreeSet<String>>;
@@ -255,9 +256,10 @@ fn read_existing(
     let mut holders: Holders = BTreeMap::new();
     let mut kept: Kept = BTreeMap::new();
     for record in existing.iter().filter(|e| e.record.owner == owner) {
-        let (Some(name), Some(object)) = (
+        let (Some(name), Some(object), Some(target)) = (
             served_name(layout, record),
             ObjectId::parse(&record.record.resource),
+            Target::of_record(&record.record),
         ) else {
             continue;
         };
@@ -267,7 +269,7 @@ fn read_existing(
             .insert(object.namespace.clone());
         if keep.contains_key(&object) {
             let entry = kept.entry((object, name)).or_default();
-            entry.0.push(record.record.host.to_ascii_lowercase());
+            entry.0.push(target);
             entry.1 = (record.record.ttl > 0).then_some(record.record.ttl);
         }
     }
@@ -350,7 +352,7 @@ fn settle(
     rules: &PublishRules,
     decision: &mut Decision,
 ) {
-    let mut union: BTreeSet<&str> = BTreeSet::new();
+    let mut union: BTreeSet<&Target> = BTreeSet::new();
     for claim in claims {
         if claim.object.namespace != holder.namespace {
             let reason = format!(
@@ -364,11 +366,7 @@ fn settle(
             continue;
         }
         // Counted before anything is added: the cap is never crossed, not even in memory.
-        let new = claim
-            .targets
-            .iter()
-            .filter(|t| !union.contains(t.as_str()))
-            .count();
+        let new = claim.targets.iter().filter(|t| !union.contains(t)).count();
         if union.len() + new > rules.max_targets_per_name {
             let reason = format!(
                 "{name} would have {} targets with this object's, more than the limit of {} \

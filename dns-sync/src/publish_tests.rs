@@ -30,7 +30,7 @@ fn request(id: &str, created: Option<i64>, names: &[&str], targets: &[&str]) -> 
                 field: "external-dns.alpha.kubernetes.io/hostname",
             })
             .collect(),
-        targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+        targets: targets.iter().map(|t| Target::host(*t)).collect(),
         keep_published: false,
     }
 }

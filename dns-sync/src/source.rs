@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::fqdn_template::FqdnTemplate;
+use crate::target::Target;
 
 /// Hostname annotations, in order of precedence (external-dns reads both).
 pub const HOSTNAME_ANNOTATIONS: [&str; 2] = [
@@ -45,7 +46,7 @@ const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Which object a record or a rejection comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId {
-    /// `service` or `ingress`.
+    /// `service`, `ingress` or `dnsendpoint`.
     pub kind: &'static str,
     /// Namespace.
     pub namespace: String,
@@ -69,6 +70,7 @@ impl ObjectId {
         let kind = match parts.next()? {
             "service" => "service",
             "ingress" => "ingress",
+            "dnsendpoint" => "dnsendpoint",
             _ => return None,
         };
         let namespace = parts.next()?.to_owned();
@@ -92,8 +94,8 @@ impl std::fmt::Display for ObjectId {
 pub struct Endpoint {
     /// Lower-case DNS name without the trailing dot (may start with `*.`).
     pub name: String,
-    /// An IP address or a host name.
-    pub target: String,
+    /// What the record holds.
+    pub target: Target,
     /// TTL from the annotation, if any.
     pub ttl: Option<u32>,
     /// The object asking for it.
@@ -213,7 +215,7 @@ impl Filters {
         self.fqdn_templates.iter().map(|t| t.render(meta)).collect()
     }
 
-    fn in_domain(&self, name: &str) -> bool {
+    pub(crate) fn in_domain(&self, name: &str) -> bool {
         self.domains.is_empty()
             || self.domains.iter().any(|domain| {
                 name == domain
@@ -223,7 +225,7 @@ impl Filters {
             })
     }
 
-    fn annotations_match(&self, annotations: Option<&BTreeMap<String, String>>) -> bool {
+    pub(crate) fn annotations_match(&self, annotations: Option<&BTreeMap<String, String>>) -> bool {
         self.annotations.iter().all(|(key, value)| {
             annotations
                 .and_then(|a| a.get(key))
@@ -254,7 +256,7 @@ pub struct Request {
     /// Names, sorted and distinct.
     pub names: Vec<NameRequest>,
     /// Targets, sorted and distinct.
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     /// The object went over a [`Limits`] entry: it publishes nothing new and keeps the records it already had
     /// (`names` and `targets` are empty).
     pub keep_published: bool,
@@ -271,10 +273,10 @@ impl Request {
     }
 
     /// One endpoint of this object.
-    pub fn endpoint(&self, name: &str, target: &str) -> Endpoint {
+    pub fn endpoint(&self, name: &str, target: &Target) -> Endpoint {
         Endpoint {
             name: name.to_owned(),
-            target: target.to_owned(),
+            target: target.clone(),
             ttl: self.ttl,
             object: self.object.clone(),
             at_name: false,
@@ -532,7 +534,12 @@ fn collect(
 }
 
 /// A rejection of `object`'s `field`.
-fn rejection(object: &ObjectId, field: &str, kind: RejectionKind, reason: String) -> Rejection {
+pub(crate) fn rejection(
+    object: &ObjectId,
+    field: &str,
+    kind: RejectionKind,
+    reason: String,
+) -> Rejection {
     Rejection {
         object: object.clone(),
         field: field.to_owned(),
@@ -625,11 +632,11 @@ fn valid_targets(
     targets: Vec<&str>,
     target_field: &str,
     rejections: &mut Vec<Rejection>,
-) -> Vec<String> {
+) -> Vec<Target> {
     let mut good_targets = Vec::new();
     for target in targets {
         match validate_target(target) {
-            Ok(target) => good_targets.push(target),
+            Ok(target) => good_targets.push(Target::Host(target)),
             Err(reason) => rejections.push(rejection(
                 object,
                 target_field,
@@ -674,7 +681,7 @@ fn valid_names(
     names
 }
 
-fn created(meta: &ObjectMeta) -> Option<i64> {
+pub(crate) fn created(meta: &ObjectMeta) -> Option<i64> {
     meta.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
 
@@ -740,7 +747,7 @@ pub fn validate_hostname(hostname: &str) -> Result<String, String> {
     Ok(name)
 }
 
-fn validate_target(target: &str) -> Result<String, String> {
+pub(crate) fn validate_target(target: &str) -> Result<String, String> {
     if target.parse::<IpAddr>().is_ok() {
         return Ok(target.to_owned());
     }

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use arbitrary::Arbitrary;
 use dns_sync::source::{self, Filters};
+use dns_sync::target::Target;
 use k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
 };
@@ -265,7 +266,9 @@ fuzz_target!(|input: Input| {
                 "{name:?} outside {:?}",
                 filters.domains
             );
-            let target = &endpoint.target;
+            let Target::Host(target) = &endpoint.target else {
+                panic!("a Service asked for {:?}, not an address or name", endpoint.target);
+            };
             KeyLayout::default()
                 .record_key(name, &target_suffix(name, target))
                 .unwrap_or_else(|e| panic!("{name:?} -> {target:?} has no etcd key: {e}"));

@@ -65,7 +65,13 @@ impl CoreDns {
             })
             .unwrap_or_default();
         let corefile = format!(
-            "{zones}:{port} {{\n    bind 127.0.0.1\n    ready {ready}\n    {plugins}\n    etcd {zones} {{\n        path /skydns\n        endpoint {endpoint}{tls}\n    }}\n}}\n",
+            "{keys} {{\n    bind 127.0.0.1\n    ready {ready}\n    {plugins}\n    etcd {zones} {{\n        path /skydns\n        endpoint {endpoint}{tls}\n    }}\n}}\n",
+            // Every zone of the server block with the port: a zone without one would be served on 53.
+            keys = zones
+                .iter()
+                .map(|zone| format!("{zone}:{port}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             zones = zones.join(" "),
             endpoint = etcd.endpoint(),
         );

@@ -129,6 +129,18 @@ impl EventPublisher {
     }
 }
 
+/// Whether the apiserver serves `plural` in `group`/`version` (a CRD-defined resource is served once its
+/// CRD is installed). Any error, a 404 for an unknown group included, counts as not served.
+pub async fn serves(client: &Client, group: &str, version: &str, plural: &str) -> bool {
+    match client
+        .list_api_group_resources(&format!("{group}/{version}"))
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == plural),
+        Err(_) => false,
+    }
+}
+
 /// One watched kind: its reflector store and whether that store is fresh (listed, and its watch has not
 /// failed since).
 pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {

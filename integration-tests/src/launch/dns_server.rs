@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{EtcdAccess, Flags, Launcher, path_value};
+use super::{EtcdAccess, Flags, Launcher, path_value, push_each};
 use crate::Result;
 use crate::certs::TlsFiles;
 use crate::daemon::Daemon;
@@ -21,6 +21,7 @@ pub type DnsServer = Launcher<DnsServerFlags>;
 #[derive(Debug, Clone)]
 pub struct DnsServerFlags {
     zone: String,
+    more_zones: Vec<String>,
     listen: String,
     etcd: EtcdAccess,
     /// The other flags, in the order given.
@@ -35,6 +36,7 @@ impl Launcher<DnsServerFlags> {
             binary,
             DnsServerFlags {
                 zone: "test.org".to_owned(),
+                more_zones: Vec::new(),
                 listen: "127.0.0.1:0".to_owned(),
                 etcd: EtcdAccess::of(etcd),
                 options: Vec::new(),
@@ -45,6 +47,12 @@ impl Launcher<DnsServerFlags> {
     /// `--zone ZONE` in place of `test.org`.
     pub fn zone(mut self, zone: &str) -> Self {
         self.daemon.zone = zone.to_owned();
+        self
+    }
+
+    /// One more `--zone ZONE`, served besides the first.
+    pub fn and_zone(mut self, zone: &str) -> Self {
+        self.daemon.more_zones.push(zone.to_owned());
         self
     }
 
@@ -146,6 +154,7 @@ fn ready(mut daemon: Daemon) -> Result<(Daemon, SocketAddr)> {
 impl Flags for DnsServerFlags {
     fn write(&self, args: &mut Vec<String>) {
         args.extend(["--zone", &self.zone, "--listen", &self.listen].map(str::to_owned));
+        push_each(args, "--zone", &self.more_zones);
         self.etcd.write(args);
         for (flag, value) in &self.options {
             args.extend([(*flag).to_owned(), value.clone()]);

@@ -19,6 +19,7 @@ pub struct DnsSyncFlags {
     owner_id: String,
     domain_filters: Vec<String>,
     zones: Vec<String>,
+    sources: Vec<String>,
     create_ptr: bool,
     publish_internal_services: bool,
     kubeconfig: String,
@@ -50,6 +51,7 @@ impl Launcher<DnsSyncFlags> {
                 owner_id: owner_id.to_owned(),
                 domain_filters: Vec::new(),
                 zones: Vec::new(),
+                sources: Vec::new(),
                 create_ptr: false,
                 publish_internal_services: false,
                 kubeconfig: path_value(kubeconfig),
@@ -71,6 +73,12 @@ impl Launcher<DnsSyncFlags> {
     /// `--zone ZONE` (one more): a zone served from this etcd.
     pub fn zone(mut self, zone: &str) -> Self {
         self.daemon.zones.push(zone.to_owned());
+        self
+    }
+
+    /// `--source SOURCE` (one more; without any, dns-sync's default `service` and `ingress`).
+    pub fn source(mut self, source: &str) -> Self {
+        self.daemon.sources.push(source.to_owned());
         self
     }
 
@@ -158,6 +166,7 @@ impl Flags for DnsSyncFlags {
         args.extend(["--owner-id".to_owned(), self.owner_id.clone()]);
         push_each(args, "--domain-filter", &self.domain_filters);
         push_each(args, "--zone", &self.zones);
+        push_each(args, "--source", &self.sources);
         push_switch(args, "--create-ptr", self.create_ptr);
         push_switch(
             args,
