@@ -141,105 +141,165 @@ pub struct Plan {
 
 /// Computes the changes that make etcd hold exactly `wanted` among our keys.
 pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Plan {
-    // One desired record per (name, target); the smallest object wins the attribution.
-    let mut desired: BTreeMap<(String, Target), &Endpoint> = BTreeMap::new();
+    let held = Held::of(existing, rules);
+    let mut result = Plan::default();
+    let mut kept: HashSet<&str> = HashSet::new();
+    for ((name, target), endpoint) in desired(wanted) {
+        place(name, target, endpoint, &held, rules, &mut kept, &mut result);
+    }
+    delete_unwanted(existing, &kept, rules, &mut result);
+    result.changes.sort_by(|a, b| a.key().cmp(b.key()));
+    result
+}
+
+/// One desired record per (name, target); the smallest object wins the attribution.
+fn desired(wanted: &[Endpoint]) -> BTreeMap<(&str, &Target), &Endpoint> {
+    let mut desired: BTreeMap<(&str, &Target), &Endpoint> = BTreeMap::new();
     for endpoint in wanted {
         let slot = desired
-            .entry((endpoint.name.clone(), endpoint.target.clone()))
+            .entry((endpoint.name.as_str(), &endpoint.target))
             .or_insert(endpoint);
         if endpoint.object < slot.object {
             *slot = endpoint;
         }
     }
-    let ours = |e: &Existing| e.record.owner == rules.owner;
-    let adoptable = |e: &Existing| rules.adopt.is_some_and(|a| e.record.owner == a);
-    let by_key: BTreeMap<&str, &Existing> = existing.iter().map(|e| (e.key.as_str(), e)).collect();
-    let mut by_pair: BTreeMap<(String, Target), Vec<&Existing>> = BTreeMap::new();
-    for record in existing.iter().filter(|e| ours(e) || adoptable(e)) {
-        if let (Some(name), Some(target)) = (
-            served_name(rules.layout, record),
-            Target::of_record(&record.record),
-        ) {
-            by_pair.entry((name, target)).or_default().push(record);
+    desired
+}
+
+/// What etcd holds, indexed for placing: every key, and the keys we own or may adopt by the (name, target)
+/// they serve.
+struct Held<'a> {
+    by_key: BTreeMap<&'a str, &'a Existing>,
+    by_pair: BTreeMap<(String, Target), Vec<&'a Existing>>,
+    owner: &'a str,
+    adopt: Option<&'a str>,
+}
+
+impl<'a> Held<'a> {
+    fn of(existing: &'a [Existing], rules: &Rules<'a>) -> Self {
+        let mut by_pair: BTreeMap<(String, Target), Vec<&Existing>> = BTreeMap::new();
+        let claimable = |e: &Existing| {
+            e.record.owner == rules.owner || rules.adopt.is_some_and(|a| e.record.owner == a)
+        };
+        for record in existing.iter().filter(|e| claimable(e)) {
+            if let (Some(name), Some(target)) = (
+                served_name(rules.layout, record),
+                Target::of_record(&record.record),
+            ) {
+                by_pair.entry((name, target)).or_default().push(record);
+            }
+        }
+        Self {
+            by_key: existing.iter().map(|e| (e.key.as_str(), e)).collect(),
+            by_pair,
+            owner: rules.owner,
+            adopt: rules.adopt,
         }
     }
 
-    let mut result = Plan::default();
-    let mut kept: HashSet<&str> = HashSet::new();
-    for ((name, target), endpoint) in &desired {
-        let mut record = SkydnsRecord {
-            ttl: endpoint.ttl.unwrap_or(0),
-            target_strip: u32::from(!endpoint.at_name),
-            owner: rules.owner.to_owned(),
-            resource: endpoint.object.to_string(),
-            ..SkydnsRecord::default()
-        };
-        target.fill(&mut record);
-        // Our own key for the pair first, then any other of ours, then one to adopt.
-        let candidates = by_pair.get(&(name.clone(), target.clone()));
-        let own = own_key(rules.layout, endpoint);
-        let matched = candidates.and_then(|list| {
-            // A record kept at the name's own key is that key or nothing: another key would serve it
-            // under another name once rewritten.
-            let fits = |e: &&Existing| !endpoint.at_name || e.key == own;
-            list.iter()
-                .copied()
-                .filter(|e| ours(e) && fits(e))
-                .min_by_key(|e| (e.key != own, e.key.clone()))
-                .or_else(|| list.iter().copied().find(|e| adoptable(e) && fits(e)))
-        });
-        if let Some(found) = matched {
-            kept.insert(found.key.as_str());
-            if !ours(found) && !rules.policy.updates() {
-                // Adoption is a rewrite: under create-only the record stays its owner's, serving the pair.
-                continue;
-            }
-            result.managed += 1;
-            if found.record != record && rules.policy.updates() {
-                result.changes.push(Change::Update {
-                    key: found.key.clone(),
-                    mod_revision: found.mod_revision,
-                    record,
-                });
-            }
-            continue;
+    fn ours(&self, existing: &Existing) -> bool {
+        existing.record.owner == self.owner
+    }
+
+    fn adoptable(&self, existing: &Existing) -> bool {
+        self.adopt.is_some_and(|a| existing.record.owner == a)
+    }
+
+    /// The record already serving (name, target) that we keep for it: our own key for the pair first, then
+    /// any other of ours, then one to adopt. A record kept at the name's own key is that key or nothing:
+    /// another key would serve it under another name once rewritten.
+    fn matching(
+        &self,
+        name: &str,
+        target: &Target,
+        own: &str,
+        at_name: bool,
+    ) -> Option<&'a Existing> {
+        let list = self.by_pair.get(&(name.to_owned(), target.clone()))?;
+        let fits = |e: &&Existing| !at_name || e.key == own;
+        list.iter()
+            .copied()
+            .filter(|e| self.ours(e) && fits(e))
+            .min_by_key(|e| (e.key != own, e.key.clone()))
+            .or_else(|| list.iter().copied().find(|e| self.adoptable(e) && fits(e)))
+    }
+}
+
+/// Plans one desired record: kept (rewritten if it changed), or written at its own key.
+fn place<'a>(
+    name: &str,
+    target: &Target,
+    endpoint: &Endpoint,
+    held: &Held<'a>,
+    rules: &Rules<'_>,
+    kept: &mut HashSet<&'a str>,
+    result: &mut Plan,
+) {
+    let mut record = SkydnsRecord {
+        ttl: endpoint.ttl.unwrap_or(0),
+        target_strip: u32::from(!endpoint.at_name),
+        owner: rules.owner.to_owned(),
+        resource: endpoint.object.to_string(),
+        ..SkydnsRecord::default()
+    };
+    target.fill(&mut record);
+    let key = own_key(rules.layout, endpoint);
+    if let Some(found) = held.matching(name, target, &key, endpoint.at_name) {
+        kept.insert(found.key.as_str());
+        if !held.ours(found) && !rules.policy.updates() {
+            // Adoption is a rewrite: under create-only the record stays its owner's, serving the pair.
+            return;
         }
-        let key = own;
-        match by_key.get(key.as_str()) {
-            Some(occupant) if !ours(occupant) => result.conflicts.push(Conflict {
-                name: name.clone(),
-                object: endpoint.object.clone(),
-                key,
-                owner: occupant.record.owner.clone(),
-            }),
-            Some(occupant) if !rules.policy.updates() => {
-                // Ours, holding another pair (a suffix collision); create-only does not rewrite it.
-                kept.insert(occupant.key.as_str());
-                result.managed += 1;
-            }
-            Some(occupant) => {
-                // Ours, but holding another pair (a suffix collision): take it over for this pair.
-                kept.insert(occupant.key.as_str());
-                result.managed += 1;
+        result.managed += 1;
+        if found.record != record && rules.policy.updates() {
+            result.changes.push(Change::Update {
+                key: found.key.clone(),
+                mod_revision: found.mod_revision,
+                record,
+            });
+        }
+        return;
+    }
+    match held.by_key.get(key.as_str()) {
+        Some(occupant) if !held.ours(occupant) => result.conflicts.push(Conflict {
+            name: name.to_owned(),
+            object: endpoint.object.clone(),
+            key,
+            owner: occupant.record.owner.clone(),
+        }),
+        Some(occupant) => {
+            // Ours, holding another pair (a suffix collision): taken over for this pair, unless create-only.
+            kept.insert(occupant.key.as_str());
+            result.managed += 1;
+            if rules.policy.updates() {
                 result.changes.push(Change::Update {
                     key,
                     mod_revision: occupant.mod_revision,
                     record,
                 });
             }
-            None => {
-                result.managed += 1;
-                result.changes.push(Change::Create { key, record });
-            }
         }
+        None => {
+            result.managed += 1;
+            result.changes.push(Change::Create { key, record });
+        }
+    }
+}
+
+/// Deletes our keys no desired record kept, under `--policy sync` and from a fresh view only.
+fn delete_unwanted(
+    existing: &[Existing],
+    kept: &HashSet<&str>,
+    rules: &Rules<'_>,
+    result: &mut Plan,
+) {
+    if !rules.policy.deletes() {
+        return;
     }
     for record in existing
         .iter()
-        .filter(|e| ours(e) && !kept.contains(e.key.as_str()))
+        .filter(|e| e.record.owner == rules.owner && !kept.contains(e.key.as_str()))
     {
-        if !rules.policy.deletes() {
-            continue;
-        }
         if !rules.allow_deletes {
             result.deferred_deletes += 1;
             continue;
@@ -250,8 +310,6 @@ pub fn plan(wanted: &[Endpoint], existing: &[Existing], rules: &Rules<'_>) -> Pl
             record: record.record.clone(),
         });
     }
-    result.changes.sort_by(|a, b| a.key().cmp(b.key()));
-    result
 }
 
 fn own_key(layout: &KeyLayout, endpoint: &Endpoint) -> String {

@@ -342,16 +342,13 @@ impl MetalLb {
 /// MetalLB's CRDs from the module pinned as `METALLB_CRD_VERSION`: the resources users write, which
 /// lb-controller reads in place, and which the pinned MetalLB binaries read too.
 pub fn crds() -> Result<Vec<CustomResourceDefinition>> {
-    let dir = gomod::module_dir(
-        "go.universe.tf/metallb",
-        &gomod::pin("METALLB_CRD_VERSION")?,
-    )?;
+    let dir = peers::go_module_dir("go.universe.tf/metallb", "METALLB_CRD_VERSION")?;
     gomod::crds_in(&dir.join("config/crd/bases"), |_| true)
 }
 
 /// The pinned version of the MetalLB binaries (`METALLB_VERSION` in `integration-tests/peers/versions.env`).
 pub fn version() -> Result<String> {
-    gomod::pin("METALLB_VERSION")
+    peers::pinned_version("METALLB_VERSION")
 }
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T> {
