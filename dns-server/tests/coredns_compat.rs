@@ -87,13 +87,11 @@ impl Pair {
 
 /// What must agree: the code, AA, and the answer records (owner, TTL, type, data) as a set.
 fn comparable(answer: &Answer) -> (String, bool, Vec<String>) {
-    let mut records: Vec<String> = answer
-        .answer
-        .iter()
-        .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.rtype, r.data))
-        .collect();
-    records.sort();
-    (answer.status.clone(), answer.has_flag("aa"), records)
+    (
+        answer.status.clone(),
+        answer.has_flag("aa"),
+        answer.records(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use dns_sync::dnsendpoint::DNSEndpoint;
 use integration_tests::etcd::Etcd;
-use integration_tests::gomod;
 use integration_tests::kube::KubeCluster;
 use integration_tests::launch::{DnsServer, DnsSync};
 use integration_tests::peers::CoreDns;
@@ -22,7 +21,9 @@ use serde_json::json;
 
 mod support;
 
-use support::{OWNER, keys_under, start_sync_with, wait_event};
+use support::{
+    OWNER, cluster_with_dns_endpoints, dns_endpoint, keys_under, start_sync_with, wait_event,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -46,11 +47,9 @@ fn wait_answer(server: SocketAddr, name: &str, rtype: &str, want: &[&str]) {
 }
 
 fn records() -> DNSEndpoint {
-    serde_json::from_value(json!({
-        "apiVersion": "externaldns.k8s.io/v1alpha1",
-        "kind": "DNSEndpoint",
-        "metadata": {"name": "records", "namespace": "default"},
-        "spec": {"endpoints": [
+    dns_endpoint(
+        "records",
+        json!([
             {"dnsName": "web.test.org", "recordType": "A", "targets": ["192.0.2.10", "192.0.2.11"], "recordTTL": 60},
             {"dnsName": "web.test.org", "recordType": "AAAA", "targets": ["2001:db8::10"]},
             {"dnsName": "www.test.org", "recordType": "CNAME", "targets": ["web.test.org"]},
@@ -59,18 +58,13 @@ fn records() -> DNSEndpoint {
             {"dnsName": "corp.test.org", "recordType": "MX", "targets": ["10 mail.test.org", "20 mail2.test.org"]},
             {"dnsName": "10.2.0.192.in-addr.arpa", "recordType": "PTR", "targets": ["web.test.org"]},
             {"dnsName": "sub.test.org", "recordType": "NS", "targets": ["ns1.other.org"]}
-        ]}
-    }))
-    .unwrap()
+        ]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_record_type_of_a_dns_endpoint_is_answered_alike_by_dns_server_and_coredns() {
-    let cluster = KubeCluster::start().await.unwrap();
-    cluster
-        .install_crds(&[gomod::dns_endpoint_crd().unwrap()])
-        .await
-        .unwrap();
+    let cluster = cluster_with_dns_endpoints().await;
     let etcd = Etcd::start().await.unwrap();
     let mut sync = start_sync_with(&cluster, &etcd, |s| {
         s.source("crd")

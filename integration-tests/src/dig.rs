@@ -41,6 +41,17 @@ impl Answer {
         self.flags.iter().any(|f| f == flag)
     }
 
+    /// The answer records as `name ttl type data` lines, sorted: what two servers' answers are compared by.
+    pub fn records(&self) -> Vec<String> {
+        let mut records: Vec<String> = self
+            .answer
+            .iter()
+            .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.rtype, r.data))
+            .collect();
+        records.sort();
+        records
+    }
+
     /// The data of every answer record of type `rtype`, sorted.
     pub fn data_of(&self, rtype: &str) -> Vec<String> {
         let mut data: Vec<String> = self

@@ -49,6 +49,11 @@ impl CoreDns {
 
     /// [`CoreDns::start_with_etcd`] with extra plugin lines in the server block (e.g. `cache 30`).
     pub async fn start_with_plugins(etcd: &Etcd, zones: &[&str], plugins: &str) -> Result<Self> {
+        Self::start_at(etcd, zones, plugins, "/skydns").await
+    }
+
+    /// [`CoreDns::start_with_plugins`] reading records under `path` (the etcd plugin's `path`).
+    pub async fn start_at(etcd: &Etcd, zones: &[&str], plugins: &str, path: &str) -> Result<Self> {
         let binary = binary("coredns")?;
         let scratch = Scratch::new("coredns")?;
         let port = free_port()?;
@@ -65,7 +70,7 @@ impl CoreDns {
             })
             .unwrap_or_default();
         let corefile = format!(
-            "{keys} {{\n    bind 127.0.0.1\n    ready {ready}\n    {plugins}\n    etcd {zones} {{\n        path /skydns\n        endpoint {endpoint}{tls}\n    }}\n}}\n",
+            "{keys} {{\n    bind 127.0.0.1\n    ready {ready}\n    {plugins}\n    etcd {zones} {{\n        path {path}\n        endpoint {endpoint}{tls}\n    }}\n}}\n",
             // Every zone of the server block with the port: a zone without one would be served on 53.
             keys = zones
                 .iter()

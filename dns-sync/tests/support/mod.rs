@@ -45,6 +45,28 @@ pub fn start_sync_with(
     extra(sync).start().unwrap()
 }
 
+/// A kube-apiserver serving external-dns's `DNSEndpoint` CRD (from its pinned module).
+pub async fn cluster_with_dns_endpoints() -> KubeCluster {
+    let cluster = KubeCluster::start().await.unwrap();
+    let crd = integration_tests::gomod::dns_endpoint_crd().unwrap();
+    cluster.install_crds(&[crd]).await.unwrap();
+    cluster
+}
+
+/// A `DNSEndpoint` `default/NAME` with these `spec.endpoints`.
+pub fn dns_endpoint(
+    name: &str,
+    endpoints: serde_json::Value,
+) -> dns_sync::dnsendpoint::DNSEndpoint {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "externaldns.k8s.io/v1alpha1",
+        "kind": "DNSEndpoint",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"endpoints": endpoints},
+    }))
+    .unwrap()
+}
+
 /// A LoadBalancer Service in `namespace` with these annotations.
 pub fn service_in(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> Service {
     let annotations: serde_json::Map<String, serde_json::Value> = annotations

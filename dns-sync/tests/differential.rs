@@ -1,0 +1,237 @@
+//! dns-sync against external-dns, differentially: one set of objects (Services of each type published,
+//! Ingresses, DNSEndpoints) is given to the real external-dns (its CoreDNS provider) and to dns-sync, each
+//! writing under its own etcd prefix. The two record sets, read back as (name, type, data, TTL), must be equal
+//! except for the differences `docs/dns-sync.md` lists; and dns-server and CoreDNS, each serving each prefix,
+//! must give the same answers to every question about those records.
+
+// Helpers of this test file panic like assertions do: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use dns_sync::dnsendpoint::DNSEndpoint;
+use dns_sync::target::Target;
+use integration_tests::etcd::Etcd;
+use integration_tests::kube::KubeCluster;
+use integration_tests::launch::DnsServer;
+use integration_tests::peers::{CoreDns, external_dns_once};
+use integration_tests::{dig, process};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use proto::skydns::{KeyLayout, SkydnsRecord};
+use serde_json::json;
+
+mod support;
+
+use support::{
+    HOSTNAME, TARGET, cluster_with_dns_endpoints, create, dns_endpoint, keys_under, service_in,
+    start_sync_with,
+};
+
+const EXTERNAL: &str = "/external/";
+const OURS: &str = "/groundwork/";
+const INTERNAL: &str = "external-dns.alpha.kubernetes.io/internal-hostname";
+const TTL: &str = "external-dns.alpha.kubernetes.io/ttl";
+
+/// One record as a user sees it: name, type, data, TTL.
+type Rr = (String, &'static str, String, u32);
+
+/// The records under `prefix`, as the names and types CoreDNS's etcd plugin serves them.
+async fn records_under(etcd: &Etcd, prefix: &str) -> BTreeSet<Rr> {
+    let layout = KeyLayout::new(prefix).unwrap();
+    let mut set = BTreeSet::new();
+    for (key, value, _) in keys_under(etcd, prefix).await {
+        let record = SkydnsRecord::from_etcd(&key, value.as_bytes()).unwrap();
+        let full = layout.name_of(&key).unwrap();
+        let labels: Vec<&str> = full.split('.').collect();
+        let name = labels[record.target_strip as usize..].join(".");
+        let (rtype, data) = match Target::of_record(&record).unwrap() {
+            Target::Host(host) => match host.parse::<IpAddr>() {
+                Ok(IpAddr::V4(_)) => ("A", host),
+                Ok(IpAddr::V6(_)) => ("AAAA", host),
+                Err(_) => ("CNAME", host),
+            },
+            Target::Text(text) => ("TXT", text),
+            other => ("OTHER", other.to_string()),
+        };
+        set.insert((name, rtype, data, record.ttl));
+    }
+    set
+}
+
+async fn create_ingress(
+    cluster: &KubeCluster,
+    name: &str,
+    hosts: &[&str],
+    status: serde_json::Value,
+) {
+    let rules: Vec<serde_json::Value> = hosts.iter().map(|h| json!({"host": h})).collect();
+    let ingress: Ingress = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"rules": rules},
+    }))
+    .unwrap();
+    let api: Api<Ingress> = Api::namespaced(cluster.client(), "default");
+    api.create(&PostParams::default(), &ingress).await.unwrap();
+    let status = json!({"status": {"loadBalancer": {"ingress": [status]}}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+async fn create_cluster_ip(cluster: &KubeCluster, name: &str, annotation: &str, hostname: &str) {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default", "annotations": {annotation: hostname}},
+        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    api.create(&PostParams::default(), &service).await.unwrap();
+}
+
+/// The objects both are given.
+async fn create_objects(cluster: &KubeCluster) {
+    let web = service_in("default", "web", &[(HOSTNAME, "web.test.org"), (TTL, "60")]);
+    create(cluster, &web, Some("10.10.39.200")).await;
+    let two = service_in("default", "two", &[(HOSTNAME, "a.test.org,b.test.org")]);
+    create(cluster, &two, Some("fd00::200")).await;
+    let aliased = service_in(
+        "default",
+        "aliased",
+        &[(HOSTNAME, "alias.test.org"), (TARGET, "lb.other.org")],
+    );
+    create(cluster, &aliased, Some("10.10.39.201")).await;
+    create_ingress(
+        cluster,
+        "nginx",
+        &["nginx.test.org", "*.apps.test.org"],
+        json!({"ip": "10.10.39.202"}),
+    )
+    .await;
+    create_ingress(
+        cluster,
+        "cloud",
+        &["cloud.test.org"],
+        json!({"hostname": "lb.cloud.example"}),
+    )
+    .await;
+    create_cluster_ip(cluster, "internal", INTERNAL, "internal.test.org").await;
+    create_cluster_ip(cluster, "clusterip", HOSTNAME, "clusterip.test.org").await;
+    let endpoints = dns_endpoint(
+        "records",
+        json!([
+            {"dnsName": "crd.test.org", "recordType": "A", "targets": ["192.0.2.10", "192.0.2.11"], "recordTTL": 120},
+            {"dnsName": "crd.test.org", "recordType": "AAAA", "targets": ["2001:db8::10"]},
+            {"dnsName": "www.test.org", "recordType": "CNAME", "targets": ["crd.test.org"]},
+            {"dnsName": "txt.test.org", "recordType": "TXT", "targets": ["v=spf1 -all"]}
+        ]),
+    );
+    let api: Api<DNSEndpoint> = Api::namespaced(cluster.client(), "default");
+    api.create(&PostParams::default(), &endpoints)
+        .await
+        .unwrap();
+}
+
+/// The sorted answer records of `server` for one question.
+fn answer(server: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
+    dig::query(server, name, rtype, &[]).unwrap().records()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answers_them_alike() {
+    let cluster = cluster_with_dns_endpoints().await;
+    let etcd = Etcd::start().await.unwrap();
+    create_objects(&cluster).await;
+
+    external_dns_once(
+        cluster.kubeconfig(),
+        &etcd,
+        &[
+            "--source=service",
+            "--source=ingress",
+            "--source=crd",
+            "--publish-internal-services",
+            "--domain-filter=test.org",
+            "--registry=noop",
+            // external-dns manages A, AAAA and CNAME unless told otherwise; dns-sync publishes every type it
+            // reads (docs/dns-sync.md).
+            "--managed-record-types=A",
+            "--managed-record-types=AAAA",
+            "--managed-record-types=CNAME",
+            "--managed-record-types=TXT",
+            &format!("--coredns-prefix={EXTERNAL}"),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut once = start_sync_with(&cluster, &etcd, |s| {
+        s.source("service")
+            .source("ingress")
+            .source("crd")
+            .publish_internal_services()
+            .flag("--etcd-prefix", OURS)
+            .once()
+    });
+    let status = once.process().wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{}",
+        once.process().log_tail(20)
+    );
+
+    let theirs = records_under(&etcd, EXTERNAL).await;
+    let ours = records_under(&etcd, OURS).await;
+    assert!(
+        theirs.len() >= 12,
+        "external-dns wrote too little: {theirs:#?}"
+    );
+    let only_theirs: Vec<&Rr> = theirs.difference(&ours).collect();
+    let only_ours: Vec<&Rr> = ours.difference(&theirs).collect();
+    assert!(
+        only_theirs.is_empty() && only_ours.is_empty(),
+        "only external-dns wrote {only_theirs:#?}\nonly dns-sync wrote {only_ours:#?}"
+    );
+
+    // Each server, reading each prefix, answers every question about them alike.
+    let binary = process::workspace_binary("dns-server").unwrap();
+    let mut servers = Vec::new();
+    let mut keep = Vec::new();
+    let mut corednses = Vec::new();
+    for prefix in [EXTERNAL, OURS] {
+        let (daemon, addr) = DnsServer::new(&binary, &etcd)
+            .flag("--etcd-prefix", prefix)
+            .serve()
+            .unwrap();
+        keep.push(daemon);
+        let coredns = CoreDns::start_at(&etcd, &["test.org"], "", prefix.trim_end_matches('/'))
+            .await
+            .unwrap();
+        servers.push((format!("dns-server {prefix}"), addr));
+        servers.push((format!("CoreDNS {prefix}"), coredns.addr()));
+        corednses.push(coredns);
+    }
+    let questions: BTreeSet<(String, &str)> = theirs
+        .iter()
+        .map(|(name, rtype, _, _)| (name.replace('*', "any"), *rtype))
+        .collect();
+    for (name, rtype) in &questions {
+        // A CNAME question is asked as A: CoreDNS reads only a name's own key for a CNAME question.
+        let asked = if *rtype == "CNAME" { "A" } else { rtype };
+        let (first_server, first) = (&servers[0].0, answer(servers[0].1, name, asked));
+        assert!(
+            !first.is_empty(),
+            "{first_server} has no {asked} for {name}"
+        );
+        for (server, addr) in &servers[1..] {
+            assert_eq!(
+                answer(*addr, name, asked),
+                first,
+                "{server} and {first_server} differ on {name} {asked}"
+            );
+        }
+    }
+}
