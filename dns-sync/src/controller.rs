@@ -1,4 +1,4 @@
-//! The event loop: reflectors on Services and Ingresses trigger a sync; changes arriving within the
+//! The event loop: reflectors on Services, Ingresses and Gateway API objects trigger a sync; changes arriving within the
 //! debounce window are written together; a periodic full sync repairs drift; with `--leader-elect` only the
 //! Lease holder writes.
 //!
@@ -41,6 +41,9 @@ pub enum Error {
     /// Leader election could not start.
     #[error("leader election: {0}")]
     Lease(String),
+    /// A Gateway API source cannot start (its CRD is not served).
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::watch::StartError),
     /// `--once` failed.
     #[error("sync failed: {0}")]
     Sync(#[from] SyncError),
@@ -77,6 +80,7 @@ struct Syncer {
     reported: HashMap<(ObjectId, &'static str), u64>,
     services: Option<Watched<Service>>,
     ingresses: Option<Watched<Ingress>>,
+    gateway: Option<crate::gateway::watch::Watches>,
 }
 
 /// What the objects ask for, gathered from the reflectors.
@@ -131,6 +135,16 @@ impl Syncer {
                 let found = source::from_ingress(&object, &self.settings.filters);
                 let id = ObjectId::of("ingress", &object.metadata);
                 asked.add(found, id, object.object_ref(&()));
+            }
+        }
+        if let Some(gateway) = &self.gateway {
+            let (found, is_fresh) = gateway
+                .wanted(&self.settings.filters)
+                .await
+                .map_err(SyncError::NotReady)?;
+            fresh &= is_fresh;
+            for (wanted, id, reference) in found {
+                asked.add(wanted, id, reference);
             }
         }
         let rules = Rules {
@@ -361,6 +375,14 @@ pub async fn run(
             shutdown.clone(),
         )
     });
+    let gateway = crate::gateway::watch::Watches::start(
+        &client,
+        &settings.gateway,
+        &settings.scope,
+        trigger.clone(),
+        &shutdown,
+    )
+    .await?;
     let reporter = Reporter {
         controller: "dns-sync".to_owned(),
         instance: Some(identity.clone()),
@@ -379,6 +401,7 @@ pub async fn run(
         reported: HashMap::new(),
         services,
         ingresses,
+        gateway,
     };
 
     if once {
@@ -413,6 +436,11 @@ async fn run_once(syncer: &mut Syncer) -> Result<(), Error> {
         && !ingresses.wait_listed(limit).await
     {
         return Err(SyncError::NotReady("ingresses").into());
+    }
+    if let Some(gateway) = &syncer.gateway
+        && let Err(resource) = gateway.wait_listed(limit).await
+    {
+        return Err(SyncError::NotReady(resource).into());
     }
     let summary = syncer.sync().await?;
     tracing::info!(

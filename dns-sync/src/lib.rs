@@ -1,7 +1,7 @@
-//! `dns-sync`: watches Services and Ingresses and keeps their DNS records in etcd, in the skydns format that
+//! `dns-sync`: watches Services, Ingresses and Gateway API routes and keeps their DNS records in etcd, in the skydns format that
 //! CoreDNS and external-dns use (`proto::skydns`), changing only the records it owns.
 //!
-//! Layers: [`source`] turns objects into wanted records (pure), [`publish`] decides which of them may be
+//! Layers: [`source`] turns objects into wanted records (pure; [`gateway`] for Gateway API routes), [`publish`] decides which of them may be
 //! published and for which namespace (pure), [`plan`] diffs them against etcd under the ownership rules
 //! (pure), [`ptr`] adds the reverse records of what was allowed (`--create-ptr`), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
 //! reflectors, debounce, periodic resync and leader election. `main.rs` only parses flags and calls [`run`].
@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod etcd_auth;
 pub mod fqdn_template;
+pub mod gateway;
 pub mod label_filter;
 pub mod metrics;
 pub mod plan;

@@ -45,7 +45,7 @@ const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Which object a record or a rejection comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId {
-    /// `service` or `ingress`.
+    /// `service`, `ingress`, or a Gateway API route kind (`httproute`, ...).
     pub kind: &'static str,
     /// Namespace.
     pub namespace: String,
@@ -69,7 +69,7 @@ impl ObjectId {
         let kind = match parts.next()? {
             "service" => "service",
             "ingress" => "ingress",
-            _ => return None,
+            other => crate::gateway::api::RouteKind::from_id(other)?.id(),
         };
         let namespace = parts.next()?.to_owned();
         let name = parts.next()?.to_owned();
@@ -206,7 +206,7 @@ pub struct Filters {
 impl Filters {
     /// The `--fqdn-template` names of the object of `meta`: for objects without names of their own, or for
     /// every object with `--combine-fqdn-annotation`.
-    fn templated(&self, meta: &ObjectMeta, has_names: bool) -> Vec<String> {
+    pub(crate) fn templated(&self, meta: &ObjectMeta, has_names: bool) -> Vec<String> {
         if has_names && !self.combine_fqdn_annotation {
             return Vec::new();
         }
@@ -223,7 +223,7 @@ impl Filters {
             })
     }
 
-    fn annotations_match(&self, annotations: Option<&BTreeMap<String, String>>) -> bool {
+    pub(crate) fn annotations_match(&self, annotations: Option<&BTreeMap<String, String>>) -> bool {
         self.annotations.iter().all(|(key, value)| {
             annotations
                 .and_then(|a| a.get(key))
@@ -388,7 +388,7 @@ fn cluster_ips(service: &Service) -> Vec<&str> {
 }
 
 /// Where an object's targets come from.
-enum Targets<'a> {
+pub(crate) enum Targets<'a> {
     /// These addresses (from the named field), unless the target annotation names others.
     Overridable(Vec<&'a str>, &'static str),
     /// These addresses, whatever the annotations say.
@@ -466,7 +466,7 @@ fn ingress_target(ingress: &IngressLoadBalancerIngress) -> Option<&str> {
 
 /// Checks the limits on the raw lists, then validates names, TTL and targets of one object. Names and targets
 /// stay two lists: pairing them is left to whoever publishes.
-fn collect(
+pub(crate) fn collect(
     object: ObjectId,
     meta: &ObjectMeta,
     hostnames: Vec<(&str, &'static str)>,
@@ -678,7 +678,7 @@ fn created(meta: &ObjectMeta) -> Option<i64> {
     meta.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
 
-fn annotation<'a>(
+pub(crate) fn annotation<'a>(
     annotations: Option<&'a BTreeMap<String, String>>,
     keys: &[&'static str],
 ) -> Option<(&'static str, &'a str)> {
@@ -687,7 +687,7 @@ fn annotation<'a>(
         .find_map(|key| annotations.get(*key).map(|v| (*key, v.as_str())))
 }
 
-fn split_list(value: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
