@@ -28,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
@@ -42,7 +41,7 @@ use crate::forward::Forward;
 use crate::kube::KubeCluster;
 use crate::netlab::{Host, ip};
 use crate::process::{Process, Scratch, free_port};
-use crate::{HarnessError, Result, io_err, peers, wait, workspace_root};
+use crate::{HarnessError, Result, io_err, peers, wait};
 
 /// The namespace MetalLB's objects and speaker Pods live in.
 pub const NAMESPACE: &str = "metallb-system";
@@ -344,69 +343,16 @@ impl MetalLb {
 /// through the module proxy if missing): the resources users write, which lb-controller reads in place,
 /// and which the pinned MetalLB binaries read too.
 pub fn crds() -> Result<Vec<CustomResourceDefinition>> {
-    let dir = module_dir(&pin("METALLB_CRD_VERSION")?)?.join("config/crd/bases");
-    let entries = std::fs::read_dir(&dir).map_err(io_err(format!("reading {}", dir.display())))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .map_err(io_err(format!("reading {}", path.display())))?;
-            serde_yaml::from_str(&text)
-                .map_err(|e| HarnessError::Setup(format!("{}: {e}", path.display())))
-        })
-        .collect()
+    crate::kube::module_crds(
+        "go.universe.tf/metallb",
+        "METALLB_CRD_VERSION",
+        "config/crd/bases",
+    )
 }
 
 /// The pinned version of the MetalLB binaries (`METALLB_VERSION` in `integration-tests/peers/versions.env`).
 pub fn version() -> Result<String> {
-    pin("METALLB_VERSION")
-}
-
-/// A pin from `integration-tests/peers/versions.env`.
-fn pin(name: &str) -> Result<String> {
-    let path = workspace_root().join("integration-tests/peers/versions.env");
-    let text =
-        std::fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix(&format!("{name}=")))
-        .map(str::to_owned)
-        .ok_or_else(|| HarnessError::Setup(format!("no {name} in {}", path.display())))
-}
-
-/// Where MetalLB's module at `version` is unpacked in the Go module cache.
-fn module_dir(version: &str) -> Result<PathBuf> {
-    let out = std::process::Command::new("go")
-        .args(["env", "GOMODCACHE"])
-        .output()
-        .map_err(io_err("running `go env GOMODCACHE`"))?;
-    let cache = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if cache.is_empty() {
-        return Err(HarnessError::Setup(
-            "`go env GOMODCACHE` printed nothing".to_owned(),
-        ));
-    }
-    let dir = PathBuf::from(cache).join(format!("go.universe.tf/metallb@{version}"));
-    if !dir.is_dir() {
-        // Only the MetalLB benchmarks build MetalLB (scripts/build-peers metallb); the tests that read its
-        // CRDs need the module alone, fetched here through the Go module proxy like any other peer's.
-        let module = format!("go.universe.tf/metallb@{version}");
-        let out = std::process::Command::new("go")
-            .args(["mod", "download", &module])
-            .output()
-            .map_err(io_err(format!("running `go mod download {module}`")))?;
-        if !out.status.success() {
-            return Err(HarnessError::Setup(format!(
-                "go mod download {module}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-    }
-    Ok(dir)
+    peers::pinned_version("METALLB_VERSION")
 }
 
 fn object<T: k8s_openapi::serde::de::DeserializeOwned>(value: Value) -> Result<T> {

@@ -187,7 +187,7 @@ pub fn from_route(
                     object: object.clone(),
                     field: (*field).to_owned(),
                     reason: format!(
-                        "{name:?} matches no listener hostname of the Gateways that accepted the route"
+                        "{name:?}: no listener of the Gateways that accepted the route takes it (its hostname, the parentRef's sectionName and port, its protocol and allowedRoutes decide)"
                     ),
                     kind: RejectionKind::Invalid,
                 });

@@ -245,7 +245,7 @@ fn bad_hostnames_and_hostnames_no_listener_accepts_are_rejected_naming_the_field
     assert!(
         rejected
             .iter()
-            .any(|r| r.starts_with("spec.hostnames") && r.contains("matches no listener")),
+            .any(|r| r.starts_with("spec.hostnames") && r.contains("no listener")),
         "{rejected:?}"
     );
 }

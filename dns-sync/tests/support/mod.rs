@@ -190,6 +190,22 @@ pub async fn wait_hosts(etcd: &Etcd, name: &str, owner: &str, hosts: &[&str]) ->
     start.elapsed()
 }
 
+/// Waits until `server` answers `name` `rtype` with exactly the (sorted) data `want`.
+pub fn wait_answer(server: std::net::SocketAddr, rtype: &str, name: &str, want: &[&str]) {
+    wait::until_blocking(
+        &format!("{rtype} {name} -> {want:?}"),
+        Duration::from_secs(20),
+        || {
+            let answer = integration_tests::dig::query(server, name, rtype, &[])
+                .map_err(|e| e.to_string())?;
+            let mut got = answer.data_of(rtype);
+            got.sort();
+            if got == want { Ok(()) } else { Err(answer.raw) }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Every Event about object `name` in `namespace`.
 async fn list_events(cluster: &KubeCluster, namespace: &str, name: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(cluster.client(), namespace);
