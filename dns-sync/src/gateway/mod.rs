@@ -127,7 +127,73 @@ pub fn from_route(
         let targets = Targets::Overridable(Vec::new(), ADDRESSES_FIELD);
         return vec![source::collect(object, meta, names, targets, filters)];
     }
-    let route_namespace = meta.namespace.as_deref().unwrap_or_default();
+    let Attached {
+        through,
+        matched,
+        any_accepted,
+    } = attach(kind, route, world, &candidates, &object);
+    if any_accepted {
+        for ((candidate, field), matched) in candidates.iter().zip(matched) {
+            if let (Some(name), false) = (candidate, matched) {
+                rejections.push(Rejection {
+                    object: object.clone(),
+                    field: (*field).to_owned(),
+                    reason: format!(
+                        "{name:?}: no listener of the Gateways that accepted the route takes it (its hostname, the parentRef's sectionName and port, its protocol and allowedRoutes decide)"
+                    ),
+                    kind: RejectionKind::Invalid,
+                });
+            }
+        }
+    }
+    let mut found: Vec<Wanted> = through
+        .into_iter()
+        .map(|((namespace, name), (gateway, hosts))| {
+            let hostnames = hosts.iter().map(|(h, f)| (h.as_str(), *f)).collect();
+            let mut wanted = source::collect(
+                object.clone(),
+                meta,
+                hostnames,
+                gateway_targets(gateway),
+                filters,
+            );
+            // Fields read from the Gateway (addresses, its target annotation, a listener's hostname) name it.
+            for rejection in &mut wanted.rejections {
+                if rejection.field.starts_with("Gateway ") {
+                    rejection.field = format!("{} ({namespace}/{name})", rejection.field);
+                }
+            }
+            wanted
+        })
+        .collect();
+    if !rejections.is_empty() {
+        found.push(Wanted {
+            rejections,
+            ..Wanted::default()
+        });
+    }
+    found
+}
+
+/// Where a route is attached, and which of its candidate names that reaches.
+struct Attached<'a> {
+    /// The names it publishes through each Gateway.
+    through: Through<'a>,
+    /// For each candidate, whether some listener took it.
+    matched: Vec<bool>,
+    /// Whether any parent dns-sync watches accepted the route.
+    any_accepted: bool,
+}
+
+/// Matches a route's candidate names against the listeners of the Gateways that accepted it.
+fn attach<'a>(
+    kind: RouteKind,
+    route: &'a Route,
+    world: &World<'a>,
+    candidates: &[Candidate],
+    object: &ObjectId,
+) -> Attached<'a> {
+    let route_namespace = route.metadata.namespace.as_deref().unwrap_or_default();
     let mut through = Through::new();
     let mut matched = vec![false; candidates.len()];
     let mut any_accepted = false;
@@ -180,46 +246,11 @@ pub fn from_route(
             }
         }
     }
-    if any_accepted {
-        for ((candidate, field), matched) in candidates.iter().zip(matched) {
-            if let (Some(name), false) = (candidate, matched) {
-                rejections.push(Rejection {
-                    object: object.clone(),
-                    field: (*field).to_owned(),
-                    reason: format!(
-                        "{name:?}: no listener of the Gateways that accepted the route takes it (its hostname, the parentRef's sectionName and port, its protocol and allowedRoutes decide)"
-                    ),
-                    kind: RejectionKind::Invalid,
-                });
-            }
-        }
+    Attached {
+        through,
+        matched,
+        any_accepted,
     }
-    let mut found: Vec<Wanted> = through
-        .into_iter()
-        .map(|((namespace, name), (gateway, hosts))| {
-            let hostnames = hosts.iter().map(|(h, f)| (h.as_str(), *f)).collect();
-            let mut wanted = source::collect(
-                object.clone(),
-                meta,
-                hostnames,
-                gateway_targets(gateway),
-                filters,
-            );
-            for rejection in &mut wanted.rejections {
-                if rejection.field.starts_with("Gateway ") {
-                    rejection.field = format!("{} ({namespace}/{name})", rejection.field);
-                }
-            }
-            wanted
-        })
-        .collect();
-    if !rejections.is_empty() {
-        found.push(Wanted {
-            rejections,
-            ..Wanted::default()
-        });
-    }
-    found
 }
 
 /// A route's candidate names, distinct: its `spec.hostnames` (or, for kinds that have them and when it
