@@ -1316,6 +1316,20 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
             .wait_ready(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
     }
+    // With every Gateway API source too, once their CRDs are installed: the chart's grants suffice.
+    let gateway_api = integration_tests::kube::gateway_api_crds(
+        integration_tests::kube::GatewayApiChannel::Experimental,
+    )
+    .unwrap();
+    cluster.install_crds(&gateway_api).await.unwrap();
+    {
+        let sources = "service,ingress,gateway-httproute,gateway-grpcroute,gateway-tlsroute,\
+                       gateway-tcproute,gateway-udproute";
+        let mut daemon = single.clone().flag("--source", sources).start().unwrap();
+        daemon
+            .wait_ready(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
+    }
 
     // Without their cluster-wide grants (the ClusterRoleBindings removed), neither may pass for working.
     let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
