@@ -12,16 +12,18 @@ use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::{GatewayApiChannel, KubeCluster, gateway_api_crds};
 use integration_tests::launch::{DnsServer, DnsSync};
+use integration_tests::peers::external_dns_once;
 use integration_tests::process;
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use proto::skydns::{KeyLayout, SkydnsRecord};
 use serde_json::{Value, json};
 
 mod support;
 
 use support::{
-    HOSTNAME, OWNER, TARGET, create_namespaces, events_with_type, records_of, start_sync_with,
-    wait_answer, wait_event, wait_hosts,
+    HOSTNAME, OWNER, TARGET, create_namespaces, events_with_type, keys_under, records_of,
+    start_sync_with, wait_answer, wait_event, wait_hosts,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -107,6 +109,11 @@ async fn create_gateway(
     }
 }
 
+/// Gateway `infra/edge` with `listeners`, at `ip`.
+async fn create_edge(cluster: &KubeCluster, listeners: Value, ip: &str) {
+    create_gateway(cluster, "infra", "edge", json!({}), listeners, &[ip]).await;
+}
+
 /// Sets a route's `status.parents`: one entry per parent reference, `Accepted` as given.
 async fn set_route_status(
     cluster: &KubeCluster,
@@ -165,6 +172,43 @@ async fn create_route(
     set_route_status(cluster, kind, namespace, name, &[(parent, accepted)]).await;
 }
 
+/// Routes in `apps`, each (kind, name, annotations, hostnames, parent) accepted by its parent.
+async fn create_accepted_routes<'a>(
+    cluster: &KubeCluster,
+    routes: impl IntoIterator<Item = (&'a str, &'a str, Value, &'a [&'a str], Value)>,
+) {
+    for (kind, name, annotations, hostnames, parent) in routes {
+        create_route(
+            cluster,
+            kind,
+            "apps",
+            name,
+            annotations,
+            hostnames,
+            parent,
+            true,
+        )
+        .await;
+    }
+}
+
+/// `HTTPRoute` `apps/refused` for `refused.apps.test.org`, which listener `apps` of `infra/edge` did not accept.
+async fn create_refused_route(cluster: &KubeCluster) {
+    let parent = json!({"name": "edge", "namespace": "infra", "sectionName": "apps"});
+    let hostnames = ["refused.apps.test.org"];
+    create_route(
+        cluster,
+        "HTTPRoute",
+        "apps",
+        "refused",
+        json!({}),
+        &hostnames,
+        parent,
+        false,
+    )
+    .await;
+}
+
 /// An `HTTPRoute` without annotations, accepted by `parent`.
 async fn http_route(
     cluster: &KubeCluster,
@@ -184,6 +228,47 @@ async fn http_route(
         true,
     )
     .await;
+}
+
+/// Listener `name` for `protocol` on `port` with `hostname`, taking routes from every namespace (`TLS` ones
+/// pass through, `HTTPS` ones terminate with a certificate nobody checks here).
+fn listener(name: &str, protocol: &str, port: u16, hostname: Option<&str>) -> Value {
+    let mut listener = json!({"name": name, "port": port, "protocol": protocol,
+                              "allowedRoutes": {"namespaces": {"from": "All"}}});
+    if let Some(hostname) = hostname {
+        listener["hostname"] = hostname.into();
+    }
+    match protocol {
+        "TLS" => listener["tls"] = json!({"mode": "Passthrough"}),
+        "HTTPS" => {
+            listener["tls"] =
+                json!({"mode": "Terminate", "certificateRefs": [{"name": "wildcard"}]});
+        }
+        _ => {}
+    }
+    listener
+}
+
+/// The TLS (`*.tls.test.org`), TCP and UDP listeners `tls`, `tcp` and `udp`.
+fn layer4_listeners() -> [Value; 3] {
+    [
+        listener("tls", "TLS", 8443, Some("*.tls.test.org")),
+        listener("tcp", "TCP", 5432, None),
+        listener("udp", "UDP", 5353, None),
+    ]
+}
+
+/// Listener `shop` for `shop.test.org`, taking routes from its Gateway's namespace only (the default).
+fn shop_listener() -> Value {
+    json!({"name": "shop", "port": 8080, "protocol": "HTTP", "hostname": "shop.test.org"})
+}
+
+/// Listener `team` for `team.test.org`, taking routes from the namespaces labelled as `apps` (the apiserver
+/// labels each namespace with its name).
+fn team_listener() -> Value {
+    json!({"name": "team", "port": 8081, "protocol": "HTTP", "hostname": "team.test.org",
+           "allowedRoutes": {"namespaces": {"from": "Selector",
+              "selector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}}})
 }
 
 /// Starts the kube-apiserver with the Gateway API CRDs of `channel` and namespaces `infra` and `apps`.
@@ -209,25 +294,15 @@ async fn every_route_kind_answers_at_its_gateways_address_and_follows_it_until_d
     let cluster = cluster_with(GatewayApiChannel::Experimental).await;
     let etcd = Etcd::start().await.unwrap();
     let _sync = start(&cluster, &etcd, ALL_ROUTES);
-    let all = json!({"namespaces": {"from": "All"}});
+    let [tls, tcp, udp] = layer4_listeners();
     let listeners = json!([
-        {"name": "http", "port": 80, "protocol": "HTTP", "hostname": "*.test.org", "allowedRoutes": all},
-        {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.test.org", "allowedRoutes": all,
-         "tls": {"mode": "Terminate", "certificateRefs": [{"name": "wildcard"}]}},
-        {"name": "tls", "port": 8443, "protocol": "TLS", "hostname": "*.tls.test.org", "allowedRoutes": all,
-         "tls": {"mode": "Passthrough"}},
-        {"name": "tcp", "port": 5432, "protocol": "TCP", "allowedRoutes": all},
-        {"name": "udp", "port": 5353, "protocol": "UDP", "allowedRoutes": all},
+        listener("http", "HTTP", 80, Some("*.test.org")),
+        listener("https", "HTTPS", 443, Some("*.test.org")),
+        tls,
+        tcp,
+        udp,
     ]);
-    create_gateway(
-        &cluster,
-        "infra",
-        "edge",
-        json!({}),
-        listeners,
-        &["10.10.39.200"],
-    )
-    .await;
+    create_edge(&cluster, listeners, "10.10.39.200").await;
     let edge = json!({"name": "edge", "namespace": "infra"});
     let ttl = json!({"external-dns.alpha.kubernetes.io/ttl": "60"});
     let cases: [(&str, &str, Value, &[&str], &str); 5] = [
@@ -256,20 +331,10 @@ async fn every_route_kind_answers_at_its_gateways_address_and_follows_it_until_d
             "udp.test.org",
         ),
     ];
-    for (kind, name, annotations, hostnames, _) in &cases {
-        let (annotations, parent) = (annotations.clone(), edge.clone());
-        create_route(
-            &cluster,
-            kind,
-            "apps",
-            name,
-            annotations,
-            hostnames,
-            parent,
-            true,
-        )
-        .await;
-    }
+    let routes = cases.iter().map(|(kind, name, annotations, hostnames, _)| {
+        (*kind, *name, annotations.clone(), *hostnames, edge.clone())
+    });
+    create_accepted_routes(&cluster, routes).await;
     for (kind, name, _, _, published) in &cases {
         wait_hosts(&etcd, published, OWNER, &["10.10.39.200"]).await;
         let (_, record, _) = records_of(&etcd, published).await.remove(0);
@@ -314,41 +379,18 @@ async fn listeners_acceptance_and_allowed_routes_decide_which_names_are_publishe
     let etcd = Etcd::start().await.unwrap();
     let _sync = start(&cluster, &etcd, "gateway-httproute");
     let listeners = json!([
-        {"name": "apps", "port": 80, "protocol": "HTTP", "hostname": "*.apps.test.org",
-         "allowedRoutes": {"namespaces": {"from": "All"}}},
+        listener("apps", "HTTP", 80, Some("*.apps.test.org")),
         // From its own namespace only (the default).
-        {"name": "shop", "port": 8080, "protocol": "HTTP", "hostname": "shop.test.org"},
-        // From the namespaces whose labels match (the apiserver labels each with its name).
-        {"name": "team", "port": 8081, "protocol": "HTTP", "hostname": "team.test.org",
-         "allowedRoutes": {"namespaces": {"from": "Selector",
-            "selector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}}},
+        shop_listener(),
+        // From the namespaces whose labels match.
+        team_listener(),
     ]);
-    create_gateway(
-        &cluster,
-        "infra",
-        "edge",
-        json!({}),
-        listeners,
-        &["10.10.39.210"],
-    )
-    .await;
+    create_edge(&cluster, listeners, "10.10.39.210").await;
     let section = |name: &str| json!({"name": "edge", "namespace": "infra", "sectionName": name});
 
     // Written first, so the sync that publishes the last route has seen them all.
     // A parent that did not accept the route.
-    let refused = section("apps");
-    let hostnames = ["refused.apps.test.org"];
-    create_route(
-        &cluster,
-        "HTTPRoute",
-        "apps",
-        "refused",
-        json!({}),
-        &hostnames,
-        refused,
-        false,
-    )
-    .await;
+    create_refused_route(&cluster).await;
     // The shop listener takes routes from `infra` only.
     let shop = section("shop");
     http_route(&cluster, "apps", "shop", &["shop.test.org"], shop.clone()).await;
@@ -424,8 +466,7 @@ async fn annotations_on_the_route_and_the_gateway_set_targets_and_a_gateway_with
     let cluster = cluster_with(GatewayApiChannel::Standard).await;
     let etcd = Etcd::start().await.unwrap();
     let _sync = start(&cluster, &etcd, "gateway-httproute,gateway-grpcroute");
-    let listeners = json!([{"name": "http", "port": 80, "protocol": "HTTP",
-                            "allowedRoutes": {"namespaces": {"from": "All"}}}]);
+    let listeners = json!([listener("http", "HTTP", 80, None)]);
     // A Gateway whose target annotation replaces its addresses (external-dns reads it there).
     let lb = json!({TARGET: "10.10.39.250"});
     create_gateway(
@@ -512,8 +553,7 @@ async fn gateway_and_route_filters_and_the_fqdn_template_apply_as_to_other_sourc
             .fqdn_template("{{.Name}}.{{.Namespace}}.test.org")
     });
     sync.wait_ready(WAIT).unwrap();
-    let listeners = json!([{"name": "http", "port": 80, "protocol": "HTTP",
-                            "allowedRoutes": {"namespaces": {"from": "All"}}}]);
+    let listeners = json!([listener("http", "HTTP", 80, None)]);
     let public = json!({"name": "public", "namespace": "infra"});
     let private = json!({"name": "private", "namespace": "infra"});
     create_gateway(
@@ -568,6 +608,135 @@ async fn gateway_and_route_filters_and_the_fqdn_template_apply_as_to_other_sourc
     .await;
     wait_hosts(&etcd, "web.apps.test.org", OWNER, &["10.10.39.230"]).await;
     assert!(records_of(&etcd, "outside.test.org").await.is_empty());
+}
+
+/// Every (name, address) pair served from `etcd`: the address records, not external-dns's TXT registry.
+async fn served_pairs(etcd: &Etcd) -> Vec<String> {
+    let layout = KeyLayout::default();
+    let mut pairs: Vec<String> = keys_under(etcd, "/skydns/")
+        .await
+        .into_iter()
+        .filter_map(|(key, value, _)| {
+            let record = SkydnsRecord::from_etcd(&key, value.as_bytes()).ok()?;
+            let name = layout.name_of(&key)?;
+            let name = if record.target_strip > 0 {
+                name.split_once('.')?.1.to_owned()
+            } else {
+                name
+            };
+            (record.text.is_empty()).then(|| format!("{name} {}", record.host))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// The real external-dns v0.20.0 and dns-sync, each once over the same objects into its own etcd, serve the
+/// same names at the same addresses: wildcards, sectionName, allowedRoutes Same and Selector, a parent that
+/// did not accept, every route kind, a Gateway's target annotation. (Where the two differ on purpose, see
+/// docs/dns-sync.md, is left out: a route's own target annotation, a TCP route on a TLS listener, names under
+/// `dns.<zone>`, which dns-sync reserves for dns-server.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_gateways_and_routes_publish_the_same_names_as_external_dns() {
+    let cluster = cluster_with(GatewayApiChannel::Experimental).await;
+    let [tls, tcp, udp] = layer4_listeners();
+    let listeners = json!([
+        listener("apps", "HTTP", 80, Some("*.apps.test.org")),
+        shop_listener(),
+        team_listener(),
+        tls,
+        tcp,
+        udp,
+    ]);
+    create_edge(&cluster, listeners, "10.10.39.240").await;
+    let open = json!([listener("http", "HTTP", 80, None)]);
+    let lb = json!({TARGET: "10.10.39.241"});
+    create_gateway(&cluster, "infra", "lb", lb, open, &["10.10.39.242"]).await;
+    let section = |name: &str| json!({"name": "edge", "namespace": "infra", "sectionName": name});
+    let hostnames = ["a.apps.test.org", "*.x.apps.test.org", "other.test.org"];
+    http_route(&cluster, "apps", "wild", &hostnames, section("apps")).await;
+    http_route(
+        &cluster,
+        "apps",
+        "shop",
+        &["shop.test.org"],
+        section("shop"),
+    )
+    .await;
+    http_route(&cluster, "infra", "shop", &[], section("shop")).await;
+    http_route(
+        &cluster,
+        "apps",
+        "team",
+        &["team.test.org"],
+        section("team"),
+    )
+    .await;
+    let lb = json!({"name": "lb", "namespace": "infra"});
+    http_route(&cluster, "apps", "lb", &["lb.test.org"], lb).await;
+    create_refused_route(&cluster).await;
+    let edge = json!({"name": "edge", "namespace": "infra"});
+    let routes: [(&str, &str, Value, &[&str], Value); 4] = [
+        ("GRPCRoute", "api", json!({}), &["api.apps.test.org"], edge),
+        ("TLSRoute", "secure", json!({}), &[], section("tls")),
+        (
+            "TCPRoute",
+            "db",
+            json!({HOSTNAME: "db.test.org"}),
+            &[],
+            section("tcp"),
+        ),
+        // Not dns.test.org: dns-sync keeps `dns.<zone>` for dns-server's own records.
+        (
+            "UDPRoute",
+            "udp",
+            json!({HOSTNAME: "udp.test.org"}),
+            &[],
+            section("udp"),
+        ),
+    ];
+    create_accepted_routes(&cluster, routes).await;
+
+    let theirs = Etcd::start().await.unwrap();
+    let sources: Vec<String> = ALL_ROUTES
+        .split(',')
+        .map(|s| format!("--source={s}"))
+        .collect();
+    let mut args: Vec<&str> = sources.iter().map(String::as_str).collect();
+    args.extend(["--domain-filter=test.org", "--txt-owner-id=extdns"]);
+    external_dns_once(cluster.kubeconfig(), &theirs, &args)
+        .await
+        .unwrap();
+    let ours = Etcd::start().await.unwrap();
+    let launcher = DnsSync::new(
+        env!("CARGO_BIN_EXE_dns-sync"),
+        OWNER,
+        cluster.kubeconfig(),
+        &ours,
+    )
+    .domain_filter("test.org")
+    .flag("--source", ALL_ROUTES)
+    .once();
+    let mut once = launcher.start().unwrap();
+    let status = once
+        .process()
+        .wait_exit(WAIT)
+        .expect("dns-sync --once to finish");
+    assert!(status.success(), "{}", once.process().log_tail(30));
+
+    let want = [
+        "*.tls.test.org 10.10.39.240",
+        "*.x.apps.test.org 10.10.39.240",
+        "a.apps.test.org 10.10.39.240",
+        "api.apps.test.org 10.10.39.240",
+        "db.test.org 10.10.39.240",
+        "lb.test.org 10.10.39.241",
+        "shop.test.org 10.10.39.240",
+        "team.test.org 10.10.39.240",
+        "udp.test.org 10.10.39.240",
+    ];
+    assert_eq!(served_pairs(&theirs).await, want, "external-dns");
+    assert_eq!(served_pairs(&ours).await, want, "dns-sync");
 }
 
 #[tokio::test(flavor = "multi_thread")]
