@@ -166,6 +166,11 @@ pub fn from_route(
             wanted
         })
         .collect();
+    // One route waits once, however many of its Gateways have no address yet (it is one waiting object).
+    let mut waits = found.iter_mut().filter(|w| w.waiting.is_some()).skip(1);
+    for wanted in &mut waits {
+        wanted.waiting = None;
+    }
     if !rejections.is_empty() {
         found.push(Wanted {
             rejections,

@@ -193,6 +193,16 @@ fn a_gateway_without_an_address_yet_leaves_the_route_waiting() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].waiting, Some(ADDRESSES_FIELD));
     assert!(found[0].rejections.is_empty() && found[0].request.is_none());
+    // Two such Gateways: still one waiting route.
+    let other = gateway("infra", "other", http_listener(None), &[]);
+    let both = route(
+        &["web.test.org"],
+        json!({}),
+        &[("infra/edge", true), ("infra/other", true)],
+    );
+    let gateways = [gateway("infra", "edge", http_listener(None), &[]), other];
+    let found = resolve(RouteKind::Http, &both, &gateways);
+    assert_eq!(found.iter().filter(|w| w.waiting.is_some()).count(), 1);
 }
 
 #[test]
