@@ -46,6 +46,62 @@ fn hostnames_intersect_as_the_gateway_api_specifies() {
     }
 }
 
+/// Whether host name pattern `pattern` (a name, or `*.suffix`) covers `name` (which may be a wildcard too).
+fn covers(pattern: &str, name: &str) -> bool {
+    pattern == name
+        || pattern
+            .strip_prefix('*')
+            .is_some_and(|suffix| name.len() > suffix.len() && name.ends_with(suffix))
+}
+
+/// Host names over a few labels, half of them wildcards.
+fn host_name() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+    use proptest::prelude::*;
+    let label = prop::sample::select(vec!["a", "b", "x"]);
+    (
+        prop::collection::vec(label, 0..3),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(labels, wildcard, any)| {
+            if any {
+                return None;
+            }
+            let mut name: Vec<&str> = if wildcard { vec!["*"] } else { Vec::new() };
+            name.extend(labels);
+            name.extend(["test", "org"]);
+            Some(name.join("."))
+        })
+}
+
+proptest::proptest! {
+    /// The intersection does not depend on which side is the listener, is covered by both sides, and
+    /// covers every concrete name both sides cover.
+    #[test]
+    fn the_intersection_is_symmetric_and_exactly_what_both_sides_take(
+        listener in host_name(),
+        route in host_name(),
+        probe in host_name(),
+    ) {
+        let (l, r) = (listener.as_deref(), route.as_deref());
+        let both = intersect(l, r);
+        proptest::prop_assert_eq!(&both, &intersect(r, l));
+        let takes = |side: Option<&str>, name: &str| side.is_none_or(|p| covers(p, name));
+        if let Some(name) = &both {
+            proptest::prop_assert!(takes(l, name) && takes(r, name), "{name}");
+        }
+        let concrete = probe.filter(|p| !p.starts_with('*'));
+        if let Some(probe) = concrete
+            && takes(l, &probe)
+            && takes(r, &probe)
+            && (l.is_some() || r.is_some())
+        {
+            let found = both.as_deref().is_some_and(|b| covers(b, &probe));
+            proptest::prop_assert!(found, "{probe} {both:?}");
+        }
+    }
+}
+
 #[test]
 fn route_kinds_attach_to_the_protocols_external_dns_pairs_them_with() {
     use RouteKind::*;
