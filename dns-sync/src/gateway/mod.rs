@@ -229,10 +229,14 @@ fn attach<'a>(
                 tracing::debug!(route = %object, gateway = %format!("{namespace}/{name}"), listener = %listener.name, ?refusal, "listener does not allow the route");
                 continue;
             }
-            let listener_host = listener
-                .hostname
-                .as_deref()
-                .and_then(|h| source::validate_hostname(h).ok());
+            // A hostname that is not one takes nothing (never "any": the CRD refuses such a listener anyway).
+            let listener_host = match listener.hostname.as_deref().filter(|h| !h.is_empty()) {
+                None => None,
+                Some(hostname) => match source::validate_hostname(hostname) {
+                    Ok(hostname) => Some(hostname),
+                    Err(_) => continue,
+                },
+            };
             for (i, (candidate, field)) in candidates.iter().enumerate() {
                 let Some(host) = rules::intersect(listener_host.as_deref(), candidate.as_deref())
                 else {
@@ -283,7 +287,13 @@ fn candidates(
     raw.extend(templated.into_iter().map(|n| (n, FQDN_TEMPLATE_FIELD)));
     let mut candidates: Vec<Candidate> = Vec::new();
     for (name, field) in raw {
-        match source::validate_hostname(&name) {
+        // As the Gateway API (and external-dns) say: a hostname is never an IP address.
+        let checked = if name.trim().parse::<std::net::IpAddr>().is_ok() {
+            Err("is an IP address, not a host name".to_owned())
+        } else {
+            source::validate_hostname(&name)
+        };
+        match checked {
             Ok(name) => candidates.push((Some(name), field)),
             Err(reason) => rejections.push(Rejection {
                 object: object.clone(),

@@ -236,7 +236,7 @@ fn bad_hostnames_and_hostnames_no_listener_accepts_are_rejected_naming_the_field
     let gw = wildcard_edge();
     let web = route(
         &["web.test.org", "web.other.org"],
-        json!({HOSTNAME: "bad_name.test.org, extra.test.org"}),
+        json!({HOSTNAME: "bad_name.test.org, extra.test.org, 10.10.39.9"}),
         &[("infra/edge", true)],
     );
     let found = resolve(RouteKind::Http, &web, &[gw]);
@@ -245,7 +245,13 @@ fn bad_hostnames_and_hostnames_no_listener_accepts_are_rejected_naming_the_field
         ["extra.test.org 10.10.39.200", "web.test.org 10.10.39.200"]
     );
     let rejected = rejections(&found);
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert!(
+        rejected
+            .iter()
+            .any(|r| r.starts_with(HOSTNAME) && r.contains("IP address")),
+        "{rejected:?}"
+    );
     assert!(
         rejected
             .iter()
