@@ -8,6 +8,8 @@ use ops::OpsArgs;
 use ops::etcd::{EtcdArgs, EtcdConfigError, EtcdConnection};
 use proto::skydns::KeyLayout;
 
+use crate::gateway::GatewaySettings;
+use crate::gateway::api::RouteKind;
 use crate::plan::Policy;
 use crate::publish::{NamePattern, PublishRules};
 use crate::source::{Filters, Limits, validate_hostname};
@@ -82,10 +84,27 @@ pub struct Config {
     #[arg(long, env = "POLICY", value_enum, default_value = "sync")]
     pub policy: Policy,
 
-    /// Where names come from (repeatable): `service`, `ingress`, `crd` (external-dns's `DNSEndpoint`).
+    /// Where names come from (repeatable): `service`, `ingress`, `crd` (external-dns's `DNSEndpoint`), and
+    /// the Gateway API routes `gateway-httproute`, `gateway-grpcroute`, `gateway-tlsroute`,
+    /// `gateway-tcproute`, `gateway-udproute` (external-dns's names; their CRDs must be served, or dns-sync
+    /// stops at start).
     /// Default: `service` and `ingress`.
     #[arg(long = "source", value_enum, value_delimiter = ',')]
     pub sources: Vec<SourceKind>,
+
+    /// Gateway API routes are published only through Gateways of this name (external-dns's flag).
+    #[arg(long, env = "GATEWAY_NAME")]
+    pub gateway_name: Option<String>,
+
+    /// Only Gateways in this namespace (external-dns's flag; `--namespace` selects the routes). Default:
+    /// every namespace.
+    #[arg(long, env = "GATEWAY_NAMESPACE")]
+    pub gateway_namespace: Option<String>,
+
+    /// Only Gateways whose labels match this selector, in kubectl's `-l` syntax (external-dns's flag;
+    /// `--label-filter` selects the routes).
+    #[arg(long, env = "GATEWAY_LABEL_FILTER")]
+    pub gateway_label_filter: Option<String>,
 
     /// Only Ingresses of this class (`spec.ingressClassName`, or the legacy annotation).
     #[arg(long, env = "INGRESS_CLASS")]
@@ -170,6 +189,30 @@ pub enum SourceKind {
     Ingress,
     /// `DNSEndpoint` objects (`externaldns.k8s.io/v1alpha1`), external-dns's `crd` source.
     Crd,
+    /// Gateway API `HTTPRoute`s.
+    GatewayHttproute,
+    /// Gateway API `GRPCRoute`s.
+    GatewayGrpcroute,
+    /// Gateway API `TLSRoute`s (experimental channel).
+    GatewayTlsroute,
+    /// Gateway API `TCPRoute`s (experimental channel).
+    GatewayTcproute,
+    /// Gateway API `UDPRoute`s (experimental channel).
+    GatewayUdproute,
+}
+
+impl SourceKind {
+    /// The Gateway API route kind this source reads, if it is one.
+    pub fn route(self) -> Option<RouteKind> {
+        match self {
+            Self::Service | Self::Ingress | Self::Crd => None,
+            Self::GatewayHttproute => Some(RouteKind::Http),
+            Self::GatewayGrpcroute => Some(RouteKind::Grpc),
+            Self::GatewayTlsroute => Some(RouteKind::Tls),
+            Self::GatewayTcproute => Some(RouteKind::Tcp),
+            Self::GatewayUdproute => Some(RouteKind::Udp),
+        }
+    }
 }
 
 /// A flag value that cannot be used; names the flag.
@@ -235,6 +278,19 @@ pub enum ConfigError {
         "--namespace {0:?}: a namespace is a DNS label (lower-case letters, digits, '-'; up to 63)"
     )]
     Namespace(String),
+    /// `--gateway-namespace` is not a namespace name.
+    #[error(
+        "--gateway-namespace {0:?}: a namespace is a DNS label (lower-case letters, digits, '-'; up to 63)"
+    )]
+    GatewayNamespace(String),
+    /// `--gateway-label-filter` does not parse.
+    #[error("--gateway-label-filter {value:?}: {reason}")]
+    GatewayLabelFilter {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// The label selector does not parse.
     #[error("--label-filter {value:?}: {reason}")]
     LabelFilter {
@@ -302,6 +358,8 @@ pub struct Settings {
     pub dns_endpoints: bool,
     /// Which objects the watches see.
     pub scope: WatchScope,
+    /// The Gateway API sources.
+    pub gateway: GatewaySettings,
     /// The rest of the flags, as given.
     pub config: Config,
 }
@@ -349,6 +407,7 @@ impl Config {
             ingresses: both || self.sources.contains(&SourceKind::Ingress),
             dns_endpoints: self.sources.contains(&SourceKind::Crd),
             scope: self.watch_scope()?,
+            gateway: self.gateway_settings()?,
             config: self.clone(),
         })
     }
@@ -363,34 +422,31 @@ impl Config {
         })
     }
 
+    /// The route kinds asked for and `--gateway-*`, checked.
+    fn gateway_settings(&self) -> Result<GatewaySettings, ConfigError> {
+        let mut routes: Vec<RouteKind> = self.sources.iter().filter_map(|s| s.route()).collect();
+        routes.sort();
+        routes.dedup();
+        Ok(GatewaySettings {
+            routes,
+            name: self.gateway_name.clone(),
+            scope: scope_of(
+                self.gateway_namespace.as_ref(),
+                self.gateway_label_filter.as_ref(),
+                ConfigError::GatewayNamespace,
+                |value, reason| ConfigError::GatewayLabelFilter { value, reason },
+            )?,
+        })
+    }
+
     /// `--namespace` and `--label-filter`, checked.
     fn watch_scope(&self) -> Result<WatchScope, ConfigError> {
-        if let Some(namespace) = &self.namespace {
-            let ok = !namespace.is_empty()
-                && namespace.len() <= 63
-                && namespace
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !namespace.starts_with('-')
-                && !namespace.ends_with('-');
-            if !ok {
-                return Err(ConfigError::Namespace(namespace.clone()));
-            }
-        }
-        let labels = self
-            .label_filter
-            .as_ref()
-            .map(|text| {
-                crate::label_filter::parse(text).map_err(|reason| ConfigError::LabelFilter {
-                    value: text.clone(),
-                    reason,
-                })
-            })
-            .transpose()?;
-        Ok(WatchScope {
-            namespace: self.namespace.clone(),
-            labels,
-        })
+        scope_of(
+            self.namespace.as_ref(),
+            self.label_filter.as_ref(),
+            ConfigError::Namespace,
+            |value, reason| ConfigError::LabelFilter { value, reason },
+        )
     }
 
     /// The domain filters and the zones, each defaulting to the other: the zones are what we may write
@@ -416,6 +472,28 @@ impl Config {
         }
         Ok((domains, zones))
     }
+}
+
+/// A namespace and a label selector (kubectl's `-l` syntax), checked, as a [`WatchScope`]; the errors name
+/// the flags they came from.
+fn scope_of(
+    namespace: Option<&String>,
+    labels: Option<&String>,
+    namespace_error: fn(String) -> ConfigError,
+    labels_error: fn(String, String) -> ConfigError,
+) -> Result<WatchScope, ConfigError> {
+    if let Some(namespace) = namespace.filter(|n| !is_namespace(n)) {
+        return Err(namespace_error(namespace.clone()));
+    }
+    let labels = labels
+        .map(|text| {
+            crate::label_filter::parse(text).map_err(|reason| labels_error(text.clone(), reason))
+        })
+        .transpose()?;
+    Ok(WatchScope {
+        namespace: namespace.cloned(),
+        labels,
+    })
 }
 
 /// Checks our owner id and the one to adopt from (which may be empty: records without an owner).
@@ -526,6 +604,44 @@ mod tests {
         assert_eq!(settings.filters.domains, ["test.org"]);
         let only = parse(&["--owner-id", "gw", "--source", "ingress"]).unwrap();
         assert!(!only.services && only.ingresses);
+        assert!(only.gateway.routes.is_empty());
+    }
+
+    #[test]
+    fn gateway_sources_take_external_dns_names_and_leave_services_and_ingresses_out() {
+        let settings = parse(&[
+            "--owner-id",
+            "gw",
+            "--source",
+            "gateway-udproute,gateway-httproute",
+            "--source",
+            "gateway-httproute",
+            "--gateway-namespace",
+            "infra",
+            "--gateway-label-filter",
+            "dns=public",
+            "--gateway-name",
+            "edge",
+        ])
+        .unwrap();
+        assert!(!settings.services && !settings.ingresses);
+        assert_eq!(settings.gateway.routes, [RouteKind::Http, RouteKind::Udp]);
+        assert_eq!(settings.gateway.name.as_deref(), Some("edge"));
+        assert_eq!(settings.gateway.scope.namespace.as_deref(), Some("infra"));
+        assert!(settings.gateway.scope.labels.is_some());
+        for (args, flag) in [
+            (&["--gateway-namespace", "Infra"][..], "--gateway-namespace"),
+            (
+                &["--gateway-label-filter", "a in (b"][..],
+                "--gateway-label-filter",
+            ),
+            (&["--source", "gateway-route"][..], "--source"),
+        ] {
+            let mut all = vec!["--owner-id", "gw"];
+            all.extend_from_slice(args);
+            let err = parse(&all).unwrap_err();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
     }
 
     #[test]

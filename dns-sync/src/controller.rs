@@ -1,4 +1,4 @@
-//! The event loop: reflectors on Services and Ingresses trigger a sync; changes arriving within the
+//! The event loop: reflectors on Services, Ingresses and Gateway API objects trigger a sync; changes arriving within the
 //! debounce window are written together; a periodic full sync repairs drift; with `--leader-elect` only the
 //! Lease holder writes.
 //!
@@ -53,6 +53,9 @@ pub enum Error {
     /// Leader election could not start.
     #[error("leader election: {0}")]
     Lease(String),
+    /// A Gateway API source cannot start (its CRD is not served).
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::watch::StartError),
     /// `--once` failed.
     #[error("sync failed: {0}")]
     Sync(#[from] SyncError),
@@ -90,6 +93,7 @@ struct Syncer {
     services: Option<Watched<Service>>,
     ingresses: Option<Watched<Ingress>>,
     dns_endpoints: Option<Watched<DNSEndpoint>>,
+    gateway: Option<crate::gateway::watch::Watches>,
 }
 
 /// What the objects ask for, gathered from the reflectors.
@@ -147,6 +151,16 @@ impl Syncer {
             let reference = object.object_ref(&());
             for found in dnsendpoint::from_dns_endpoint(&object, filters) {
                 asked.add(found, id.clone(), &reference);
+            }
+        }
+        if let Some(gateway) = &self.gateway {
+            let (found, is_fresh) = gateway
+                .wanted(&self.settings.filters)
+                .await
+                .map_err(SyncError::NotReady)?;
+            fresh &= is_fresh;
+            for (wanted, id, reference) in found {
+                asked.add(wanted, id, &reference);
             }
         }
         Ok((asked, fresh))
@@ -399,6 +413,14 @@ pub async fn run(
     } else {
         None
     };
+    let gateway = crate::gateway::watch::Watches::start(
+        &client,
+        &settings.gateway,
+        &settings.scope,
+        trigger.clone(),
+        &shutdown,
+    )
+    .await?;
     let reporter = Reporter {
         controller: "dns-sync".to_owned(),
         instance: Some(identity.clone()),
@@ -418,6 +440,7 @@ pub async fn run(
         services,
         ingresses,
         dns_endpoints,
+        gateway,
     };
 
     if once {
@@ -457,6 +480,11 @@ async fn run_once(syncer: &mut Syncer) -> Result<(), Error> {
         && !dns_endpoints.wait_listed(limit).await
     {
         return Err(SyncError::NotReady("dnsendpoints").into());
+    }
+    if let Some(gateway) = &syncer.gateway
+        && let Err(resource) = gateway.wait_listed(limit).await
+    {
+        return Err(SyncError::NotReady(resource).into());
     }
     let summary = syncer.sync().await?;
     tracing::info!(

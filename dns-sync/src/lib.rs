@@ -1,8 +1,9 @@
-//! `dns-sync`: watches Services, Ingresses and `DNSEndpoint`s and keeps their DNS records in etcd, in the
-//! skydns format that CoreDNS and external-dns use (`proto::skydns`), changing only the records it owns.
+//! `dns-sync`: watches Services, Ingresses, `DNSEndpoint`s and Gateway API routes and keeps their DNS records
+//! in etcd, in the skydns format that CoreDNS and external-dns use (`proto::skydns`), changing only the
+//! records it owns.
 //!
-//! Layers: [`source`] and [`dnsendpoint`] turn objects into wanted records (pure), each record's data a
-//! [`target::Target`], [`publish`] decides which of them may be
+//! Layers: [`source`], [`dnsendpoint`] and [`gateway`] turn objects into wanted records (pure), each record's
+//! data a [`target::Target`], [`publish`] decides which of them may be
 //! published and for which namespace (pure), [`plan`] diffs them against etcd under the ownership rules
 //! (pure), [`ptr`] adds the reverse records of what was allowed (`--create-ptr`), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
 //! reflectors, debounce, periodic resync and leader election. `main.rs` only parses flags and calls [`run`].
@@ -15,6 +16,7 @@ pub mod controller;
 pub mod dnsendpoint;
 pub mod etcd_auth;
 pub mod fqdn_template;
+pub mod gateway;
 pub mod label_filter;
 pub mod metrics;
 pub mod plan;

@@ -46,7 +46,7 @@ const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Which object a record or a rejection comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId {
-    /// `service`, `ingress` or `dnsendpoint`.
+    /// `service`, `ingress`, `dnsendpoint`, or a Gateway API route kind (`httproute`, ...).
     pub kind: &'static str,
     /// Namespace.
     pub namespace: String,
@@ -71,7 +71,7 @@ impl ObjectId {
             "service" => "service",
             "ingress" => "ingress",
             "dnsendpoint" => "dnsendpoint",
-            _ => return None,
+            other => crate::gateway::api::RouteKind::from_id(other)?.id(),
         };
         let namespace = parts.next()?.to_owned();
         let name = parts.next()?.to_owned();
@@ -208,7 +208,7 @@ pub struct Filters {
 impl Filters {
     /// The `--fqdn-template` names of the object of `meta`: for objects without names of their own, or for
     /// every object with `--combine-fqdn-annotation`.
-    fn templated(&self, meta: &ObjectMeta, has_names: bool) -> Vec<String> {
+    pub(crate) fn templated(&self, meta: &ObjectMeta, has_names: bool) -> Vec<String> {
         if has_names && !self.combine_fqdn_annotation {
             return Vec::new();
         }
@@ -390,7 +390,7 @@ fn cluster_ips(service: &Service) -> Vec<&str> {
 }
 
 /// Where an object's targets come from.
-enum Targets<'a> {
+pub(crate) enum Targets<'a> {
     /// These addresses (from the named field), unless the target annotation names others.
     Overridable(Vec<&'a str>, &'static str),
     /// These addresses, whatever the annotations say.
@@ -468,7 +468,7 @@ fn ingress_target(ingress: &IngressLoadBalancerIngress) -> Option<&str> {
 
 /// Checks the limits on the raw lists, then validates names, TTL and targets of one object. Names and targets
 /// stay two lists: pairing them is left to whoever publishes.
-fn collect(
+pub(crate) fn collect(
     object: ObjectId,
     meta: &ObjectMeta,
     hostnames: Vec<(&str, &'static str)>,
@@ -685,7 +685,7 @@ pub(crate) fn created(meta: &ObjectMeta) -> Option<i64> {
     meta.creation_timestamp.as_ref().map(|t| t.0.as_second())
 }
 
-fn annotation<'a>(
+pub(crate) fn annotation<'a>(
     annotations: Option<&'a BTreeMap<String, String>>,
     keys: &[&'static str],
 ) -> Option<(&'static str, &'a str)> {
@@ -694,7 +694,7 @@ fn annotation<'a>(
         .find_map(|key| annotations.get(*key).map(|v| (*key, v.as_str())))
 }
 
-fn split_list(value: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 

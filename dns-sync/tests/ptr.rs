@@ -11,7 +11,7 @@ use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
 use integration_tests::launch::DnsServer;
 use integration_tests::peers::CoreDns;
-use integration_tests::{dig, process, wait};
+use integration_tests::{dig, process};
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -24,13 +24,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Waits until `server` answers the PTR question for `name` with exactly `want`.
 fn wait_ptr(server: std::net::SocketAddr, name: &str, want: &[&str]) {
-    wait::until_blocking(&format!("PTR {name} -> {want:?}"), WAIT, || {
-        let answer = dig::query(server, name, "PTR", &[]).map_err(|e| e.to_string())?;
-        let mut got = answer.data_of("PTR");
-        got.sort();
-        if got == want { Ok(()) } else { Err(answer.raw) }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    support::wait_answer(server, "PTR", name, want);
 }
 
 #[tokio::test(flavor = "multi_thread")]

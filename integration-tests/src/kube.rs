@@ -256,22 +256,7 @@ impl KubeCluster {
     /// [`KubeCluster::install_crds`] with the CRDs of YAML files (one or more `---`-separated documents each,
     /// as projects publish them).
     pub async fn install_crd_files(&self, files: &[PathBuf]) -> Result<()> {
-        let mut crds = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(file)
-                .map_err(crate::io_err(format!("reading {}", file.display())))?;
-            for document in serde_yaml::Deserializer::from_str(&text) {
-                let value = serde_yaml::Value::deserialize(document)
-                    .map_err(|e| HarnessError::Setup(format!("{}: {e}", file.display())))?;
-                if value.is_null() {
-                    continue;
-                }
-                crds.push(serde_yaml::from_value(value).map_err(|e| {
-                    HarnessError::Setup(format!("{}: not a CRD: {e}", file.display()))
-                })?);
-            }
-        }
-        self.install_crds(&crds).await
+        self.install_crds(&read_crd_files(files)?).await
     }
 
     /// Creates or updates CustomResourceDefinitions (server-side apply) and waits until each is Established.
@@ -311,6 +296,81 @@ impl KubeCluster {
         }
         Ok(())
     }
+}
+
+/// The CRDs of YAML files (one or more `---`-separated documents each, as projects publish them).
+pub fn read_crd_files(files: &[PathBuf]) -> Result<Vec<CustomResourceDefinition>> {
+    let mut crds = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(crate::io_err(format!("reading {}", file.display())))?;
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document)
+                .map_err(|e| HarnessError::Setup(format!("{}: {e}", file.display())))?;
+            if value.is_null() {
+                continue;
+            }
+            crds.push(
+                serde_yaml::from_value(value).map_err(|e| {
+                    HarnessError::Setup(format!("{}: not a CRD: {e}", file.display()))
+                })?,
+            );
+        }
+    }
+    Ok(crds)
+}
+
+/// The CRDs in directory `dir` of Go module `module` at the version pinned as `version_key` (its `*.yaml`
+/// files but `kustomization.yaml`, in name order), read from the module cache ([`crate::peers::go_module_dir`]
+/// fetches the module if needed): upstream's own files, not copies in this repository.
+pub fn module_crds(
+    module: &str,
+    version_key: &str,
+    dir: &str,
+) -> Result<Vec<CustomResourceDefinition>> {
+    let dir = crate::peers::go_module_dir(module, version_key)?.join(dir);
+    let entries =
+        std::fs::read_dir(&dir).map_err(crate::io_err(format!("reading {}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+        .collect();
+    files.sort();
+    read_crd_files(&files)
+}
+
+/// Which Gateway API CRDs to install: `standard` has Gateways, HTTPRoutes and GRPCRoutes; `experimental`
+/// adds TLSRoutes, TCPRoutes and UDPRoutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayApiChannel {
+    /// `config/crd/standard`.
+    Standard,
+    /// `config/crd/experimental`.
+    Experimental,
+}
+
+/// external-dns's `DNSEndpoint` CRD, from its pinned module (`EXTERNAL_DNS_VERSION`).
+pub fn dns_endpoint_crd() -> Result<CustomResourceDefinition> {
+    let mut crds = module_crds(
+        "sigs.k8s.io/external-dns",
+        "EXTERNAL_DNS_VERSION",
+        "config/crd/standard",
+    )?;
+    crds.retain(|crd| crd.metadata.name.as_deref() == Some("dnsendpoints.externaldns.k8s.io"));
+    crds.pop().ok_or_else(|| {
+        crate::HarnessError::Setup("external-dns's module has no DNSEndpoint CRD".to_owned())
+    })
+}
+
+/// The Gateway API's CRDs at the version pinned as `GATEWAY_API_VERSION` (v1.4.0, the one external-dns
+/// v0.20.0 reads), of `channel`.
+pub fn gateway_api_crds(channel: GatewayApiChannel) -> Result<Vec<CustomResourceDefinition>> {
+    let dir = match channel {
+        GatewayApiChannel::Standard => "config/crd/standard",
+        GatewayApiChannel::Experimental => "config/crd/experimental",
+    };
+    module_crds("sigs.k8s.io/gateway-api", "GATEWAY_API_VERSION", dir)
 }
 
 /// Server-side applies every object of a YAML stream (`---`-separated, as manifests are published), each at

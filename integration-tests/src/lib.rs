@@ -30,7 +30,6 @@ pub mod dns_peer;
 pub mod etcd;
 pub mod flood;
 pub mod forward;
-pub mod gomod;
 pub mod http;
 pub mod images;
 pub mod knot;

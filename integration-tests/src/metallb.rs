@@ -41,7 +41,7 @@ use crate::forward::Forward;
 use crate::kube::KubeCluster;
 use crate::netlab::{Host, ip};
 use crate::process::{Process, Scratch, free_port};
-use crate::{HarnessError, Result, gomod, io_err, peers, wait};
+use crate::{HarnessError, Result, io_err, peers, wait};
 
 /// The namespace MetalLB's objects and speaker Pods live in.
 pub const NAMESPACE: &str = "metallb-system";
@@ -339,11 +339,15 @@ impl MetalLb {
     }
 }
 
-/// MetalLB's CRDs from the module pinned as `METALLB_CRD_VERSION`: the resources users write, which
-/// lb-controller reads in place, and which the pinned MetalLB binaries read too.
+/// MetalLB's CRDs from the module pinned as `METALLB_CRD_VERSION` in the Go module cache (fetched
+/// through the module proxy if missing): the resources users write, which lb-controller reads in place,
+/// and which the pinned MetalLB binaries read too.
 pub fn crds() -> Result<Vec<CustomResourceDefinition>> {
-    let dir = peers::go_module_dir("go.universe.tf/metallb", "METALLB_CRD_VERSION")?;
-    gomod::crds_in(&dir.join("config/crd/bases"), |_| true)
+    crate::kube::module_crds(
+        "go.universe.tf/metallb",
+        "METALLB_CRD_VERSION",
+        "config/crd/bases",
+    )
 }
 
 /// The pinned version of the MetalLB binaries (`METALLB_VERSION` in `integration-tests/peers/versions.env`).

@@ -900,6 +900,12 @@ const DNS_SYNC_NEEDS: &[Permission] = &[
     ("watch", "", "services", "", "", ""),
     ("list", "networking.k8s.io", "ingresses", "", "", ""),
     ("watch", "networking.k8s.io", "ingresses", "", "", ""),
+    ("list", GATEWAY_API, "httproutes", "", "", ""),
+    ("watch", GATEWAY_API, "udproutes", "", "", ""),
+    ("list", GATEWAY_API, "gateways", "", "", ""),
+    ("watch", GATEWAY_API, "gateways", "", "", ""),
+    ("list", "", "namespaces", "", "", ""),
+    ("watch", "", "namespaces", "", "", ""),
     ("create", "events.k8s.io", "events", "", "demo", ""),
     ("patch", "events.k8s.io", "events", "", "demo", "x"),
     (
@@ -913,6 +919,9 @@ const DNS_SYNC_NEEDS: &[Permission] = &[
     ("create", "coordination.k8s.io", "leases", "", NAMESPACE, ""),
     DNS_SYNC_RENEWS_ITS_LEASE,
 ];
+
+/// The Gateway API's group (dns-sync's gateway-*route sources).
+const GATEWAY_API: &str = "gateway.networking.k8s.io";
 
 /// dns-sync's leader election renewing its Lease.
 const DNS_SYNC_RENEWS_ITS_LEASE: Permission = (
@@ -953,6 +962,10 @@ const DNS_SYNC_MUST_NOT: &[Permission] = &[
         NAMESPACE,
         "groundwork-lb-controller-x",
     ),
+    // Reading routes, not writing them (a gateway controller writes their status), nor Gateways.
+    ("patch", GATEWAY_API, "httproutes", "status", "demo", "web"),
+    ("patch", GATEWAY_API, "gateways", "", "demo", "edge"),
+    ("patch", "", "namespaces", "", "", "demo"),
 ];
 
 /// Asks the apiserver's authorizer (RBAC, as it runs here) whether `user` may do `permission`.
@@ -1071,11 +1084,16 @@ async fn with_a_namespace_dns_sync_is_granted_that_namespace_only() {
         ("watch", "", "services", "", "demo", ""),
         ("list", "networking.k8s.io", "ingresses", "", "demo", ""),
         ("watch", "networking.k8s.io", "ingresses", "", "demo", ""),
+        ("list", GATEWAY_API, "tcproutes", "", "demo", ""),
+        // Routes attach to Gateways in any namespace, and allowedRoutes selects namespaces by label.
+        ("watch", GATEWAY_API, "gateways", "", "", ""),
+        ("list", "", "namespaces", "", "", ""),
         ("create", "events.k8s.io", "events", "", "demo", ""),
         DNS_SYNC_RENEWS_ITS_LEASE,
     ];
     let must_not: &[Permission] = &[
         ("list", "", "services", "", "", ""),
+        ("list", GATEWAY_API, "httproutes", "", "", ""),
         ("watch", "", "services", "", "other", ""),
         ("list", "networking.k8s.io", "ingresses", "", "", ""),
         ("create", "events.k8s.io", "events", "", "other", ""),
@@ -1294,6 +1312,20 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
             .pod_name("groundwork-dns-sync-0")
             .start()
             .unwrap();
+        daemon
+            .wait_ready(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
+    }
+    // With every Gateway API source too, once their CRDs are installed: the chart's grants suffice.
+    let gateway_api = integration_tests::kube::gateway_api_crds(
+        integration_tests::kube::GatewayApiChannel::Experimental,
+    )
+    .unwrap();
+    cluster.install_crds(&gateway_api).await.unwrap();
+    {
+        let sources = "service,ingress,gateway-httproute,gateway-grpcroute,gateway-tlsroute,\
+                       gateway-tcproute,gateway-udproute";
+        let mut daemon = single.clone().flag("--source", sources).start().unwrap();
         daemon
             .wait_ready(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));

@@ -48,7 +48,7 @@ pub fn start_sync_with(
 /// A kube-apiserver serving external-dns's `DNSEndpoint` CRD (from its pinned module).
 pub async fn cluster_with_dns_endpoints() -> KubeCluster {
     let cluster = KubeCluster::start().await.unwrap();
-    let crd = integration_tests::gomod::dns_endpoint_crd().unwrap();
+    let crd = integration_tests::kube::dns_endpoint_crd().unwrap();
     cluster.install_crds(&[crd]).await.unwrap();
     cluster
 }
@@ -210,6 +210,22 @@ pub async fn wait_hosts(etcd: &Etcd, name: &str, owner: &str, hosts: &[&str]) ->
     .await
     .unwrap();
     start.elapsed()
+}
+
+/// Waits until `server` answers `name` `rtype` with exactly the (sorted) data `want`.
+pub fn wait_answer(server: std::net::SocketAddr, rtype: &str, name: &str, want: &[&str]) {
+    wait::until_blocking(
+        &format!("{rtype} {name} -> {want:?}"),
+        Duration::from_secs(20),
+        || {
+            let answer = integration_tests::dig::query(server, name, rtype, &[])
+                .map_err(|e| e.to_string())?;
+            let mut got = answer.data_of(rtype);
+            got.sort();
+            if got == want { Ok(()) } else { Err(answer.raw) }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Every Event about object `name` in `namespace`.
