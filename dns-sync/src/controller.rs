@@ -1,6 +1,6 @@
-//! The event loop: reflectors on Services, Ingresses and Gateway API objects trigger a sync; changes arriving within the
-//! debounce window are written together; a periodic full sync repairs drift; with `--leader-elect` only the
-//! Lease holder writes.
+//! The event loop: reflectors on Services, Ingresses and Gateway API objects trigger a sync; changes
+//! arriving within the debounce window are written together; a periodic full sync repairs drift; with
+//! `--leader-elect` only the Lease holder writes.
 //!
 //! Safety against mass deletion: deletions are planned only from a complete, fresh view. A reflector is
 //! fresh after its list completed and until its watch fails; while it is not, the sync lists the objects
