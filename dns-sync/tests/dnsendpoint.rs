@@ -12,7 +12,7 @@ use std::time::Duration;
 use dns_sync::dnsendpoint::DNSEndpoint;
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
-use integration_tests::launch::{DnsServer, DnsSync};
+use integration_tests::launch::DnsServer;
 use integration_tests::peers::CoreDns;
 use integration_tests::{dig, process, wait};
 use kube::Api;
@@ -22,7 +22,8 @@ use serde_json::json;
 mod support;
 
 use support::{
-    OWNER, cluster_with_dns_endpoints, dns_endpoint, keys_under, start_sync_with, wait_event,
+    OWNER, cluster_with_dns_endpoints, dns_endpoint, failed_start_log, keys_under, start_sync_with,
+    sync_launcher, wait_answer, wait_event,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -31,19 +32,6 @@ const WAIT: Duration = Duration::from_secs(20);
 fn answers(server: SocketAddr, name: &str, rtype: &str) -> Result<Vec<String>, String> {
     let answer = dig::query(server, name, rtype, &[]).map_err(|e| e.to_string())?;
     Ok(answer.data_of(rtype))
-}
-
-/// Waits until `server` answers `name` `rtype` with exactly `want`.
-fn wait_answer(server: SocketAddr, name: &str, rtype: &str, want: &[&str]) {
-    wait::until_blocking(&format!("{rtype} {name} -> {want:?}"), WAIT, || {
-        let answer = dig::query(server, name, rtype, &[]).map_err(|e| e.to_string())?;
-        if answer.data_of(rtype) == want {
-            Ok(())
-        } else {
-            Err(answer.raw)
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn records() -> DNSEndpoint {
@@ -100,25 +88,25 @@ async fn every_record_type_of_a_dns_endpoint_is_answered_alike_by_dns_server_and
         ("10.2.0.192.in-addr.arpa", "PTR", &["web.test.org."]),
     ];
     for (name, rtype, want) in questions {
-        wait_answer(dns, name, rtype, want);
-        wait_answer(coredns.addr(), name, rtype, want);
+        wait_answer(dns, rtype, name, want);
+        wait_answer(coredns.addr(), rtype, name, want);
     }
     // SRV and MX from dns-server only: CoreDNS strips `targetstrip` labels from their targets (it serves
     // `sip.test.org` as `test.org`), which docs/dns-sync.md tells users. Weights are served as shares of
     // 100 within a priority, as CoreDNS serves skydns records.
     wait_answer(
         dns,
-        "_sip._tcp.test.org",
         "SRV",
+        "_sip._tcp.test.org",
         &["10 100 5060 sip.test.org."],
     );
     wait_answer(
         dns,
-        "corp.test.org",
         "MX",
+        "corp.test.org",
         &["10 mail.test.org.", "20 mail2.test.org."],
     );
-    wait_answer(dns, "www.test.org", "CNAME", &["web.test.org."]);
+    wait_answer(dns, "CNAME", "www.test.org", &["web.test.org."]);
     let ttl = dig::query(dns, "web.test.org", "A", &[]).unwrap();
     assert!(
         ttl.raw.contains("\t60\tIN\tA\t192.0.2.10"),
@@ -152,32 +140,14 @@ async fn every_record_type_of_a_dns_endpoint_is_answered_alike_by_dns_server_and
     })
     .await
     .unwrap();
-    wait_answer(dns, "web.test.org", "A", &[]);
+    wait_answer(dns, "A", "web.test.org", &[]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_crd_the_crd_source_stops_at_start_and_says_what_to_install() {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
-    let launcher = DnsSync::new(
-        env!("CARGO_BIN_EXE_dns-sync"),
-        OWNER,
-        cluster.kubeconfig(),
-        &etcd,
-    )
-    .domain_filter("test.org")
-    .source("crd");
-    let log = match launcher.start() {
-        Err(error) => error.to_string(),
-        Ok(mut daemon) => {
-            let status = daemon.process().wait_exit(WAIT);
-            assert!(
-                status.is_some_and(|s| !s.success()),
-                "dns-sync must stop: {status:?}"
-            );
-            daemon.process().log_tail(20)
-        }
-    };
+    let log = failed_start_log(&sync_launcher(&cluster, &etcd).source("crd"));
     assert!(
         log.contains("--source crd: the apiserver does not serve dnsendpoints.externaldns.k8s.io"),
         "{log}"

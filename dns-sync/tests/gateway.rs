@@ -11,7 +11,7 @@ use std::time::Duration;
 use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::{GatewayApiChannel, KubeCluster, gateway_api_crds};
-use integration_tests::launch::{DnsServer, DnsSync};
+use integration_tests::launch::DnsServer;
 use integration_tests::peers::external_dns_once;
 use integration_tests::process;
 use kube::Api;
@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 mod support;
 
 use support::{
-    HOSTNAME, OWNER, TARGET, create_namespaces, events_with_type, keys_under, records_of,
-    start_sync_with, wait_answer, wait_event, wait_hosts,
+    HOSTNAME, OWNER, TARGET, create_namespaces, events_with_type, failed_start_log, keys_under,
+    records_of, start_sync_with, sync_launcher, wait_answer, wait_event, wait_hosts,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -708,15 +708,9 @@ async fn the_same_gateways_and_routes_publish_the_same_names_as_external_dns() {
         .await
         .unwrap();
     let ours = Etcd::start().await.unwrap();
-    let launcher = DnsSync::new(
-        env!("CARGO_BIN_EXE_dns-sync"),
-        OWNER,
-        cluster.kubeconfig(),
-        &ours,
-    )
-    .domain_filter("test.org")
-    .flag("--source", ALL_ROUTES)
-    .once();
+    let launcher = sync_launcher(&cluster, &ours)
+        .flag("--source", ALL_ROUTES)
+        .once();
     let mut once = launcher.start().unwrap();
     let status = once
         .process()
@@ -744,17 +738,9 @@ async fn a_route_kind_whose_crd_is_not_served_stops_dns_sync_at_start_naming_bot
     // The standard channel: no TCPRoute.
     let cluster = cluster_with(GatewayApiChannel::Standard).await;
     let etcd = Etcd::start().await.unwrap();
-    let launcher = DnsSync::new(
-        env!("CARGO_BIN_EXE_dns-sync"),
-        OWNER,
-        cluster.kubeconfig(),
-        &etcd,
-    )
-    .flag("--source", "gateway-httproute,gateway-tcproute");
-    let mut sync = launcher.start().unwrap();
-    let status = sync.process().wait_exit(WAIT).expect("dns-sync to stop");
-    assert!(!status.success());
-    let log = sync.process().log_tail(20);
+    let launcher =
+        sync_launcher(&cluster, &etcd).flag("--source", "gateway-httproute,gateway-tcproute");
+    let log = failed_start_log(&launcher);
     assert!(
         log.contains("--source gateway-tcproute")
             && log.contains("tcproutes.gateway.networking.k8s.io/v1alpha2"),

@@ -35,14 +35,33 @@ pub fn start_sync_with(
     etcd: &Etcd,
     extra: impl FnOnce(DnsSync) -> DnsSync,
 ) -> Daemon {
-    let sync = DnsSync::new(
+    extra(sync_launcher(cluster, etcd)).start().unwrap()
+}
+
+/// The dns-sync launcher for `test.org` against `cluster` and `etcd`, not started.
+pub fn sync_launcher(cluster: &KubeCluster, etcd: &Etcd) -> DnsSync {
+    DnsSync::new(
         env!("CARGO_BIN_EXE_dns-sync"),
         OWNER,
         cluster.kubeconfig(),
         etcd,
     )
-    .domain_filter("test.org");
-    extra(sync).start().unwrap()
+    .domain_filter("test.org")
+}
+
+/// Starts `launcher` expecting dns-sync to stop with a failure, and returns what it logged last.
+pub fn failed_start_log(launcher: &DnsSync) -> String {
+    match launcher.start() {
+        Err(error) => error.to_string(),
+        Ok(mut daemon) => {
+            let status = daemon.process().wait_exit(Duration::from_secs(20));
+            assert!(
+                status.is_some_and(|s| !s.success()),
+                "dns-sync must stop: {status:?}"
+            );
+            daemon.process().log_tail(20)
+        }
+    }
 }
 
 /// A kube-apiserver serving external-dns's `DNSEndpoint` CRD (from its pinned module).
