@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
+use integration_tests::gateway_api::{
+    api, create, set_gateway_addresses, set_route_status, version_of,
+};
 use integration_tests::kube::{GatewayApiChannel, KubeCluster, gateway_api_crds};
 use integration_tests::launch::DnsServer;
 use integration_tests::peers::external_dns_once;
 use integration_tests::process;
-use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use proto::skydns::{KeyLayout, SkydnsRecord};
 use serde_json::{Value, json};
 
@@ -30,69 +32,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const ALL_ROUTES: &str =
     "gateway-httproute,gateway-grpcroute,gateway-tlsroute,gateway-tcproute,gateway-udproute";
 
-/// The API resource of a Gateway API `kind` at `version`.
-fn resource(kind: &str, version: &str) -> ApiResource {
-    let plural = format!("{}s", kind.to_ascii_lowercase());
-    ApiResource {
-        group: "gateway.networking.k8s.io".to_owned(),
-        version: version.to_owned(),
-        api_version: format!("gateway.networking.k8s.io/{version}"),
-        kind: kind.to_owned(),
-        plural,
-    }
-}
-
-/// The version dns-sync reads `kind` at (Gateway API v1.4.0).
-fn version_of(kind: &str) -> &'static str {
-    match kind {
-        "TLSRoute" | "TCPRoute" | "UDPRoute" => "v1alpha2",
-        _ => "v1",
-    }
-}
-
-fn api(cluster: &KubeCluster, kind: &str, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        cluster.client(),
-        namespace,
-        &resource(kind, version_of(kind)),
-    )
-}
-
-/// Creates a Gateway API object of `kind` from `spec` and `annotations`.
-async fn create(
-    cluster: &KubeCluster,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-    annotations: Value,
-    spec: Value,
-) {
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": format!("gateway.networking.k8s.io/{}", version_of(kind)),
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-        "spec": spec,
-    }))
-    .unwrap();
-    api(cluster, kind, namespace)
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap();
-}
-
-/// Sets a Gateway's `status.addresses`, as its controller does once it is programmed.
-async fn set_gateway_addresses(cluster: &KubeCluster, namespace: &str, name: &str, ips: &[&str]) {
-    let addresses: Vec<Value> = ips
-        .iter()
-        .map(|ip| json!({"type": "IPAddress", "value": ip}))
-        .collect();
-    let status = json!({"status": {"addresses": addresses}});
-    api(cluster, "Gateway", namespace)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 /// A Gateway `namespace/name` of class `lab` with `listeners`, at `ips`.
 async fn create_gateway(
     cluster: &KubeCluster,
@@ -103,48 +42,19 @@ async fn create_gateway(
     ips: &[&str],
 ) {
     let spec = json!({"gatewayClassName": "lab", "listeners": listeners});
-    create(cluster, "Gateway", namespace, name, annotations, spec).await;
+    create(cluster, "Gateway", namespace, name, annotations, spec)
+        .await
+        .unwrap();
     if !ips.is_empty() {
-        set_gateway_addresses(cluster, namespace, name, ips).await;
+        set_gateway_addresses(cluster, namespace, name, ips)
+            .await
+            .unwrap();
     }
 }
 
 /// Gateway `infra/edge` with `listeners`, at `ip`.
 async fn create_edge(cluster: &KubeCluster, listeners: Value, ip: &str) {
     create_gateway(cluster, "infra", "edge", json!({}), listeners, &[ip]).await;
-}
-
-/// Sets a route's `status.parents`: one entry per parent reference, `Accepted` as given.
-async fn set_route_status(
-    cluster: &KubeCluster,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-    parents: &[(Value, bool)],
-) {
-    let parents: Vec<Value> = parents
-        .iter()
-        .map(|(parent, accepted)| {
-            let (status, reason) = if *accepted {
-                ("True", "Accepted")
-            } else {
-                ("False", "NotAllowedByListeners")
-            };
-            json!({
-                "parentRef": parent,
-                "controllerName": "lab.test.org/gateway",
-                "conditions": [{
-                    "type": "Accepted", "status": status, "reason": reason, "message": "",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1,
-                }],
-            })
-        })
-        .collect();
-    let status = json!({"status": {"parents": parents}});
-    api(cluster, kind, namespace)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
 }
 
 /// A route of `kind` in `namespace` with `hostnames` (none for TCP and UDP routes) attached to `parent`,
@@ -168,8 +78,12 @@ async fn create_route(
     if !hostnames.is_empty() {
         spec["hostnames"] = json!(hostnames);
     }
-    create(cluster, kind, namespace, name, annotations, spec).await;
-    set_route_status(cluster, kind, namespace, name, &[(parent, accepted)]).await;
+    create(cluster, kind, namespace, name, annotations, spec)
+        .await
+        .unwrap();
+    set_route_status(cluster, kind, namespace, name, &[(parent, accepted)])
+        .await
+        .unwrap();
 }
 
 /// Routes in `apps`, each (kind, name, annotations, hostnames, parent) accepted by its parent.
@@ -357,7 +271,9 @@ async fn every_route_kind_answers_at_its_gateways_address_and_follows_it_until_d
     }
 
     // The Gateway moves: every route's names follow.
-    set_gateway_addresses(&cluster, "infra", "edge", &["10.10.39.201"]).await;
+    set_gateway_addresses(&cluster, "infra", "edge", &["10.10.39.201"])
+        .await
+        .unwrap();
     for (_, _, _, _, published) in &cases {
         wait_hosts(&etcd, published, OWNER, &["10.10.39.201"]).await;
     }
@@ -456,7 +372,8 @@ async fn listeners_acceptance_and_allowed_routes_decide_which_names_are_publishe
         "refused",
         &[(section("apps"), true)],
     )
-    .await;
+    .await
+    .unwrap();
     wait_hosts(&etcd, "refused.apps.test.org", OWNER, &["10.10.39.210"]).await;
 }
 
@@ -538,7 +455,9 @@ async fn annotations_on_the_route_and_the_gateway_set_targets_and_a_gateway_with
         events.iter().all(|(type_, _, _)| type_ == "Normal"),
         "{events:?}"
     );
-    set_gateway_addresses(&cluster, "infra", "pending", &["10.10.39.221"]).await;
+    set_gateway_addresses(&cluster, "infra", "pending", &["10.10.39.221"])
+        .await
+        .unwrap();
     wait_hosts(&etcd, "early.test.org", OWNER, &["10.10.39.221"]).await;
 }
 
@@ -597,7 +516,8 @@ async fn gateway_and_route_filters_and_the_fqdn_template_apply_as_to_other_sourc
         json!({}),
         json!({"parentRefs": [public.clone(), private.clone()]}),
     )
-    .await;
+    .await
+    .unwrap();
     set_route_status(
         &cluster,
         "HTTPRoute",
@@ -605,7 +525,8 @@ async fn gateway_and_route_filters_and_the_fqdn_template_apply_as_to_other_sourc
         "web",
         &[(public, true), (private, true)],
     )
-    .await;
+    .await
+    .unwrap();
     wait_hosts(&etcd, "web.apps.test.org", OWNER, &["10.10.39.230"]).await;
     assert!(records_of(&etcd, "outside.test.org").await.is_empty());
 }

@@ -30,6 +30,7 @@ pub mod dns_peer;
 pub mod etcd;
 pub mod flood;
 pub mod forward;
+pub mod gateway_api;
 pub mod http;
 pub mod images;
 pub mod knot;
