@@ -1,7 +1,8 @@
 //! Side-by-side speed of dns-sync and external-dns (CoreDNS provider) against the same real kube-apiserver
-//! and etcd: time from a Service's (or an Ingress's) status getting its address to the etcd commit, and to
-//! the name being answered by dns-server and by CoreDNS (etcd plugin) reading that same etcd; etcd writes
-//! per change; and the initial sync of 5,000 annotated Services.
+//! and etcd: time from a Service's (or an Ingress's) status getting its address, or an HTTPRoute's status
+//! saying its Gateway accepted it, to the etcd commit, and to the name being answered by dns-server and by
+//! CoreDNS (etcd plugin) reading that same etcd; etcd writes per change; and the initial sync of 5,000
+//! annotated Services and of 5,000 HTTPRoutes.
 //!
 //! Run: `cargo bench -p dns-sync --bench propagation` (needs the peers from `scripts/build-peers`; builds
 //! the release dns-server if it is not there). Figures go to `docs/benchmarks.md` by hand.
@@ -18,7 +19,8 @@ use futures::StreamExt;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use integration_tests::etcd::Etcd;
-use integration_tests::kube::KubeCluster;
+use integration_tests::gateway_api;
+use integration_tests::kube::{GatewayApiChannel, KubeCluster, gateway_api_crds};
 use integration_tests::launch::{DnsServer, DnsSync};
 use integration_tests::peers::CoreDns;
 use integration_tests::peers::{external_dns, external_dns_once};
@@ -51,22 +53,75 @@ fn ingress(name: &str, hostname: &str) -> Ingress {
     .unwrap()
 }
 
-/// What changes in a round: a new annotated LoadBalancer Service, or a new Ingress with a host.
+/// The Gateway (`default/edge`) the HTTPRoutes attach to, and its address.
+const GATEWAY: &str = "edge";
+const GATEWAY_IP: &str = "10.99.0.1";
+
+/// Installs the Gateway API CRDs and creates the Gateway every HTTPRoute attaches to, with its address.
+async fn create_gateway(cluster: &KubeCluster) {
+    cluster
+        .install_crds(&gateway_api_crds(GatewayApiChannel::Standard).unwrap())
+        .await
+        .unwrap();
+    let spec = serde_json::json!({"gatewayClassName": "lab",
+        "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]});
+    gateway_api::create(
+        cluster,
+        "Gateway",
+        "default",
+        GATEWAY,
+        serde_json::json!({}),
+        spec,
+    )
+    .await
+    .unwrap();
+    gateway_api::set_gateway_addresses(cluster, "default", GATEWAY, &[GATEWAY_IP])
+        .await
+        .unwrap();
+}
+
+/// A new HTTPRoute for `host` on the Gateway, then its status saying the Gateway accepted it.
+async fn create_route(cluster: &KubeCluster, name: &str, host: &str) {
+    let parent = serde_json::json!({"name": GATEWAY});
+    let spec = serde_json::json!({"parentRefs": [parent.clone()], "hostnames": [host]});
+    gateway_api::create(
+        cluster,
+        "HTTPRoute",
+        "default",
+        name,
+        serde_json::json!({}),
+        spec,
+    )
+    .await
+    .unwrap();
+    gateway_api::set_route_status(cluster, "HTTPRoute", "default", name, &[(parent, true)])
+        .await
+        .unwrap();
+}
+
+/// What changes in a round: a new annotated LoadBalancer Service, a new Ingress with a host, or a new
+/// HTTPRoute accepted by the Gateway.
 #[derive(Clone, Copy)]
 enum Object {
     Service,
     Ingress,
+    HttpRoute,
 }
 
-/// Creates the object for `host`, then writes `ip` into its status; returns when the status write returned.
+/// Creates the object for `host`, then writes `ip` into its status (an HTTPRoute's status says it is
+/// accepted; its address is the Gateway's); returns the address to expect once the status write returned.
 async fn create_and_publish(
     cluster: &KubeCluster,
     object: Object,
     name: &str,
     host: &str,
     ip: &str,
-) {
+) -> String {
     match object {
+        Object::HttpRoute => {
+            create_route(cluster, name, host).await;
+            return GATEWAY_IP.to_owned();
+        }
         Object::Service => {
             let api: Api<Service> = Api::namespaced(cluster.client(), "default");
             api.create(&PostParams::default(), &service(name, host))
@@ -85,6 +140,7 @@ async fn create_and_publish(
                 .unwrap();
         }
     }
+    ip.to_owned()
 }
 
 async fn set_ip(api: &Api<Service>, name: &str, ip: &str) {
@@ -183,7 +239,7 @@ async fn propagate(
         let ip = format!("10.77.{}.{}", i / 250, i % 250 + 1);
         let dir = format!("/skydns/org/test/{name}/");
         let started = Instant::now();
-        create_and_publish(cluster, object, &name, &host, &ip).await;
+        let ip = create_and_publish(cluster, object, &name, &host, &ip).await;
         let started = started.max(Instant::now());
         let mut to_etcd = None;
         let mut to_dns = None;
@@ -262,6 +318,9 @@ fn dns_sync(cluster: &KubeCluster, etcd: &Etcd, owner: &str) -> DnsSync {
         etcd,
     )
     .domain_filter("test.org")
+    .source("service")
+    .source("ingress")
+    .source("gateway-httproute")
 }
 
 #[tokio::main]
@@ -275,6 +334,7 @@ async fn main() {
         .rrl_exempt("127.0.0.1/32")
         .serve()
         .unwrap();
+    create_gateway(&cluster).await;
     let coredns = CoreDns::start_with_etcd(&etcd, &["test.org"])
         .await
         .unwrap();
@@ -305,6 +365,7 @@ async fn main() {
     for (object, label, what) in [
         (Object::Service, "sync", "Service"),
         (Object::Ingress, "sync-ing", "Ingress"),
+        (Object::HttpRoute, "sync-rt", "HTTPRoute"),
     ] {
         let count = 50;
         let limit = Duration::from_secs(10);
@@ -320,6 +381,7 @@ async fn main() {
         &[
             "--source=service",
             "--source=ingress",
+            "--source=gateway-httproute",
             "--domain-filter=test.org",
             "--txt-owner-id=extdns-events",
             "--events",
@@ -329,6 +391,7 @@ async fn main() {
     for (object, label, what) in [
         (Object::Service, "events", "Service"),
         (Object::Ingress, "events-ing", "Ingress"),
+        (Object::HttpRoute, "events-rt", "HTTPRoute"),
     ] {
         let count = 10;
         let limit = Duration::from_secs(20);
@@ -385,8 +448,8 @@ async fn main() {
     println!("(created in {:.1} s)", created.elapsed().as_secs_f64());
     // Services and Ingresses created so far, each one name; the 100 that the first dns-sync (owner `gw`)
     // wrote stay its own, so this one (owner `bulk`) manages the rest.
-    let total = BULK + 50 + 10 + 3 + 50 + 10;
-    let others = 50 + 50;
+    let total = BULK + 50 + 10 + 3 + 50 + 10 + 50 + 10;
+    let others = 50 + 50 + 50;
     let bulk_sync = dns_sync(&cluster, &etcd, "bulk");
     let started = Instant::now();
     let mut bulk = bulk_sync.start().unwrap();
@@ -420,6 +483,62 @@ async fn main() {
     let keys = run.log.matches("Add/set key").count();
     println!(
         "external-dns --once: {:.2} s for the same Services ({keys} keys written)",
+        started.elapsed().as_secs_f64()
+    );
+    bulk_routes(&cluster, &kubeconfig).await;
+}
+
+/// The initial sync of 5,000 HTTPRoutes: dns-sync reading only routes, from process start to ready, and
+/// external-dns `--once` into an empty etcd, each on its own etcd.
+async fn bulk_routes(cluster: &KubeCluster, kubeconfig: &std::path::Path) {
+    println!(
+        "\ninitial sync of {BULK} HTTPRoutes (plus the 60 above), each writer into an empty etcd:"
+    );
+    let created = Instant::now();
+    futures::stream::iter(0..BULK)
+        .map(|i| async move {
+            let name = format!("route-{i}");
+            create_route(cluster, &name, &format!("{name}.test.org")).await;
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    println!("(created in {:.1} s)", created.elapsed().as_secs_f64());
+    let ours = Etcd::start().await.unwrap();
+    let launcher = DnsSync::new(env!("CARGO_BIN_EXE_dns-sync"), "routes", kubeconfig, &ours)
+        .domain_filter("test.org")
+        .source("gateway-httproute");
+    let started = Instant::now();
+    let mut sync = launcher.start().unwrap();
+    sync.wait_ready(Duration::from_secs(120)).unwrap();
+    let took = started.elapsed();
+    let metrics = sync.get("/metrics").unwrap().body;
+    let managed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("groundwork_dns_sync_records_managed "))
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "dns-sync: process start -> {managed} route records written and ready: {:.2} s",
+        took.as_secs_f64()
+    );
+    drop(sync);
+    let theirs = Etcd::start().await.unwrap();
+    let started = Instant::now();
+    let run = external_dns_once(
+        kubeconfig,
+        &theirs,
+        &[
+            "--source=gateway-httproute",
+            "--domain-filter=test.org",
+            "--txt-owner-id=routes-extdns",
+        ],
+    )
+    .await
+    .unwrap();
+    let keys = run.log.matches("Add/set key").count();
+    println!(
+        "external-dns --once: {:.2} s for the same HTTPRoutes ({keys} keys written)",
         started.elapsed().as_secs_f64()
     );
 }
