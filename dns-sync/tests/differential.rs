@@ -1,5 +1,5 @@
 //! dns-sync against external-dns, differentially: one set of objects (Services of each type published,
-//! Ingresses, DNSEndpoints) is given to the real external-dns (its CoreDNS provider) and to dns-sync, each
+//! Ingresses, DNSEndpoints, an HTTPRoute) is given to the real external-dns (its CoreDNS provider) and to dns-sync, each
 //! writing under its own etcd prefix. The two record sets, read back as (name, type, data, TTL), must be equal
 //! except for the differences `docs/dns-sync.md` lists; and dns-server and CoreDNS, each serving each prefix,
 //! must give the same answers to every question about those records.
@@ -14,7 +14,8 @@ use std::time::Duration;
 use dns_sync::dnsendpoint::DNSEndpoint;
 use dns_sync::target::Target;
 use integration_tests::etcd::Etcd;
-use integration_tests::kube::KubeCluster;
+use integration_tests::gateway_api;
+use integration_tests::kube::{GatewayApiChannel, KubeCluster, gateway_api_crds};
 use integration_tests::launch::DnsServer;
 use integration_tests::peers::{CoreDns, external_dns_once};
 use integration_tests::{dig, process};
@@ -131,6 +132,23 @@ async fn create_objects(cluster: &KubeCluster) {
         ]),
     );
     let api: Api<DNSEndpoint> = Api::namespaced(cluster.client(), "default");
+    let listeners = json!({"gatewayClassName": "lab", "listeners": [
+        {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "*.gw.test.org"}]});
+    gateway_api::create(cluster, "Gateway", "default", "edge", json!({}), listeners)
+        .await
+        .unwrap();
+    gateway_api::set_gateway_addresses(cluster, "default", "edge", &["10.10.39.240"])
+        .await
+        .unwrap();
+    let parent = json!({"name": "edge"});
+    // One host within the listener's, one outside it (published by neither).
+    let spec = json!({"parentRefs": [parent.clone()], "hostnames": ["shop.gw.test.org", "other.test.org"]});
+    gateway_api::create(cluster, "HTTPRoute", "default", "shop", json!({}), spec)
+        .await
+        .unwrap();
+    gateway_api::set_route_status(cluster, "HTTPRoute", "default", "shop", &[(parent, true)])
+        .await
+        .unwrap();
     api.create(&PostParams::default(), &endpoints)
         .await
         .unwrap();
@@ -144,6 +162,10 @@ fn answer(server: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answers_them_alike() {
     let cluster = cluster_with_dns_endpoints().await;
+    cluster
+        .install_crds(&gateway_api_crds(GatewayApiChannel::Standard).unwrap())
+        .await
+        .unwrap();
     let etcd = Etcd::start().await.unwrap();
     create_objects(&cluster).await;
 
@@ -154,6 +176,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             "--source=service",
             "--source=ingress",
             "--source=crd",
+            "--source=gateway-httproute",
             "--publish-internal-services",
             "--domain-filter=test.org",
             "--registry=noop",
@@ -172,6 +195,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
         s.source("service")
             .source("ingress")
             .source("crd")
+            .source("gateway-httproute")
             .publish_internal_services()
             .flag("--etcd-prefix", OURS)
             .once()
@@ -189,6 +213,17 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
         theirs.len() >= 12,
         "external-dns wrote too little: {theirs:#?}"
     );
+    for name in [
+        "shop.gw.test.org",
+        "internal.test.org",
+        "txt.test.org",
+        "*.apps.test.org",
+    ] {
+        assert!(
+            theirs.iter().any(|(n, ..)| n == name),
+            "every source is in the comparison; {name} is missing: {theirs:#?}"
+        );
+    }
     let only_theirs: Vec<&Rr> = theirs.difference(&ours).collect();
     let only_ours: Vec<&Rr> = ours.difference(&theirs).collect();
     assert!(
