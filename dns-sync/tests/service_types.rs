@@ -1,0 +1,319 @@
+//! NodePort and headless Services (`--service-type-filter`) against the real kube-apiserver, etcd and
+//! dns-server. No kubelet runs: the tests make the Node objects and EndpointSlices the cluster would (a
+//! kubelet registering its node, the EndpointSlice controller following Pods), and `dig` asks dns-server for
+//! the names.
+
+// Helpers of this test file panic like assertions do: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use integration_tests::daemon::Daemon;
+use integration_tests::etcd::Etcd;
+use integration_tests::kube::KubeCluster;
+use integration_tests::launch::DnsServer;
+use integration_tests::{dig, process, wait};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+
+mod support;
+
+use support::{HOSTNAME, OWNER, start_sync_with, wait_event, wait_hosts};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// dns-sync with `--service-type-filter service_type`, and dns-server for `test.org` over the same etcd.
+fn start(cluster: &KubeCluster, etcd: &Etcd, service_type: &str) -> (Daemon, Daemon, SocketAddr) {
+    let mut sync = start_sync_with(cluster, etcd, |s| s.service_type(service_type));
+    sync.wait_ready(WAIT).unwrap();
+    let binary = process::workspace_binary("dns-server").unwrap();
+    let (server, dns) = DnsServer::new(&binary, etcd)
+        .zone("test.org")
+        .serve()
+        .unwrap();
+    (sync, server, dns)
+}
+
+/// Waits until dns-server answers `name`/`rtype` with exactly `want` (none: no record of that type).
+fn wait_answer(server: SocketAddr, name: &str, rtype: &str, want: &[&str]) {
+    wait::until_blocking(&format!("{rtype} {name} -> {want:?}"), WAIT, || {
+        let answer = dig::query(server, name, rtype, &[]).map_err(|e| e.to_string())?;
+        let got = answer.data_of(rtype);
+        if got == want { Ok(()) } else { Err(answer.raw) }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Registers a Node with these (type, address) pairs, as a kubelet does.
+async fn create_node(cluster: &KubeCluster, name: &str, addresses: &[(&str, &str)]) {
+    let api: Api<Node> = Api::all(cluster.client());
+    let node: Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &node).await.unwrap();
+    let addresses: Vec<serde_json::Value> = addresses
+        .iter()
+        .map(|(kind, address)| serde_json::json!({"type": kind, "address": address}))
+        .collect();
+    let status = serde_json::json!({"status": {"addresses": addresses}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+async fn delete_node(cluster: &KubeCluster, name: &str) {
+    let api: Api<Node> = Api::all(cluster.client());
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+}
+
+/// Creates a Service in `default` with `spec` and `annotations`.
+async fn create_service(
+    cluster: &KubeCluster,
+    name: &str,
+    spec: serde_json::Value,
+    annotations: serde_json::Value,
+) {
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": spec,
+    }))
+    .unwrap();
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    api.create(&PostParams::default(), &service).await.unwrap();
+}
+
+/// One endpoint of a Pod: its address, node, readiness and (a StatefulSet's Pods have one) hostname.
+struct PodEndpoint<'a> {
+    pod: &'a str,
+    address: &'a str,
+    node: &'a str,
+    ready: bool,
+    hostname: Option<&'a str>,
+}
+
+/// Creates or replaces the IPv4 EndpointSlice of Service `default/service`, as the EndpointSlice controller
+/// keeps it for the Service's Pods.
+async fn set_endpoints(cluster: &KubeCluster, service: &str, pods: &[PodEndpoint<'_>]) {
+    let endpoints: Vec<serde_json::Value> = pods
+        .iter()
+        .map(|p| {
+            let mut endpoint = serde_json::json!({
+                "addresses": [p.address],
+                "conditions": {"ready": p.ready, "serving": p.ready, "terminating": false},
+                "nodeName": p.node,
+                "targetRef": {"kind": "Pod", "namespace": "default", "name": p.pod},
+            });
+            if let Some(hostname) = p.hostname {
+                endpoint["hostname"] = hostname.into();
+            }
+            endpoint
+        })
+        .collect();
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-ipv4"),
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "tests.groundwork.dev",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+    });
+    let api: Api<EndpointSlice> = Api::namespaced(cluster.client(), "default");
+    let params = PatchParams::apply("groundwork-tests").force();
+    api.patch(&format!("{service}-ipv4"), &params, &Patch::Apply(&slice))
+        .await
+        .unwrap();
+}
+
+fn ready<'a>(pod: &'a str, address: &'a str, node: &'a str) -> PodEndpoint<'a> {
+    PodEndpoint {
+        pod,
+        address,
+        node,
+        ready: true,
+        hostname: Some(pod),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_and_local_endpoints()
+{
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let (_sync, _server, dns) = start(&cluster, &etcd, "NodePort");
+    create_node(
+        &cluster,
+        "n1",
+        &[("InternalIP", "10.0.0.1"), ("ExternalIP", "192.0.2.1")],
+    )
+    .await;
+    create_node(
+        &cluster,
+        "n2",
+        &[("InternalIP", "10.0.0.2"), ("InternalIP", "fd00::2")],
+    )
+    .await;
+
+    // A node with an external IP: only external IPs are published (external-dns's rule).
+    let port = serde_json::json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]});
+    create_service(
+        &cluster,
+        "web",
+        port.clone(),
+        serde_json::json!({HOSTNAME: "web.test.org"}),
+    )
+    .await;
+    wait_answer(dns, "web.test.org", "A", &["192.0.2.1"]);
+    // `access: private`: every node's internal addresses, IPv6 as AAAA.
+    create_service(
+        &cluster,
+        "intra",
+        port.clone(),
+        serde_json::json!({HOSTNAME: "intra.test.org", "external-dns.alpha.kubernetes.io/access": "private"}),
+    )
+    .await;
+    wait_answer(dns, "intra.test.org", "A", &["10.0.0.1", "10.0.0.2"]);
+    wait_answer(dns, "intra.test.org", "AAAA", &["fd00::2"]);
+
+    // The node with the external IP goes: no node has one any more, so the internal addresses answer.
+    delete_node(&cluster, "n1").await;
+    wait_answer(dns, "web.test.org", "A", &["10.0.0.2"]);
+    wait_answer(dns, "web.test.org", "AAAA", &["fd00::2"]);
+    wait_answer(dns, "intra.test.org", "A", &["10.0.0.2"]);
+
+    // externalTrafficPolicy: Local: only the nodes with a ready endpoint of the Service.
+    create_node(&cluster, "n3", &[("InternalIP", "10.0.0.3")]).await;
+    let local = serde_json::json!({
+        "type": "NodePort", "externalTrafficPolicy": "Local", "ports": [{"name": "http", "port": 80}],
+    });
+    create_service(
+        &cluster,
+        "local",
+        local,
+        serde_json::json!({HOSTNAME: "local.test.org"}),
+    )
+    .await;
+    wait_event(
+        &cluster,
+        "default",
+        "local",
+        "WaitingForAddress",
+        &["externalTrafficPolicy"],
+    )
+    .await;
+    let not_ready = PodEndpoint {
+        ready: false,
+        ..ready("local-b", "10.244.3.1", "n3")
+    };
+    set_endpoints(
+        &cluster,
+        "local",
+        &[ready("local-a", "10.244.2.1", "n2"), not_ready],
+    )
+    .await;
+    wait_answer(dns, "local.test.org", "A", &["10.0.0.2"]);
+    set_endpoints(
+        &cluster,
+        "local",
+        &[
+            ready("local-a", "10.244.2.1", "n2"),
+            ready("local-b", "10.244.3.1", "n3"),
+        ],
+    )
+    .await;
+    wait_answer(dns, "local.test.org", "A", &["10.0.0.2", "10.0.0.3"]);
+
+    // The Service goes, and its names with it.
+    Api::<Service>::namespaced(cluster.client(), "default")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_hosts(&etcd, "web.test.org", OWNER, &[]).await;
+    wait_answer(dns, "web.test.org", "A", &[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let (_sync, _server, dns) = start(&cluster, &etcd, "ClusterIP");
+    let headless = serde_json::json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]});
+    create_service(
+        &cluster,
+        "db",
+        headless.clone(),
+        serde_json::json!({HOSTNAME: "db.test.org"}),
+    )
+    .await;
+    // No endpoints yet: a Normal Event, nothing published.
+    wait_event(
+        &cluster,
+        "default",
+        "db",
+        "WaitingForAddress",
+        &["EndpointSlice"],
+    )
+    .await;
+
+    let db2_not_ready = PodEndpoint {
+        ready: false,
+        ..ready("db-2", "10.244.0.12", "n1")
+    };
+    set_endpoints(
+        &cluster,
+        "db",
+        &[
+            ready("db-0", "10.244.0.10", "n1"),
+            ready("db-1", "10.244.0.11", "n1"),
+            db2_not_ready,
+        ],
+    )
+    .await;
+    wait_answer(dns, "db.test.org", "A", &["10.244.0.10", "10.244.0.11"]);
+    wait_answer(dns, "db-0.db.test.org", "A", &["10.244.0.10"]);
+    wait_answer(dns, "db-1.db.test.org", "A", &["10.244.0.11"]);
+    // The not-ready Pod has no name and is not in the set.
+    wait_answer(dns, "db-2.db.test.org", "A", &[]);
+
+    // db-1 goes away (its endpoint leaves the slice) and db-2 becomes ready.
+    set_endpoints(
+        &cluster,
+        "db",
+        &[
+            ready("db-0", "10.244.0.10", "n1"),
+            ready("db-2", "10.244.0.12", "n1"),
+        ],
+    )
+    .await;
+    wait_answer(dns, "db.test.org", "A", &["10.244.0.10", "10.244.0.12"]);
+    wait_answer(dns, "db-2.db.test.org", "A", &["10.244.0.12"]);
+    wait_answer(dns, "db-1.db.test.org", "A", &[]);
+    wait_hosts(&etcd, "db-1.db.test.org", OWNER, &[]).await;
+
+    // A value external-dns does not know is a Warning naming the annotation; the Pod IPs still answer.
+    create_service(
+        &cluster,
+        "cache",
+        headless,
+        serde_json::json!({HOSTNAME: "cache.test.org", "external-dns.alpha.kubernetes.io/endpoints-type": "Pod"}),
+    )
+    .await;
+    set_endpoints(&cluster, "cache", &[ready("cache-0", "10.244.1.10", "n1")]).await;
+    wait_answer(dns, "cache-0.cache.test.org", "A", &["10.244.1.10"]);
+    wait_event(
+        &cluster,
+        "default",
+        "cache",
+        "Rejected",
+        &["external-dns.alpha.kubernetes.io/endpoints-type", "\"Pod\""],
+    )
+    .await;
+}
