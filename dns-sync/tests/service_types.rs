@@ -13,11 +13,13 @@ use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
 use integration_tests::launch::DnsServer;
+use integration_tests::peers::external_dns_once;
 use integration_tests::{dig, process, wait};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use proto::skydns::{KeyLayout, SkydnsRecord};
 
 mod support;
 
@@ -143,54 +145,73 @@ fn ready<'a>(pod: &'a str, address: &'a str, node: &'a str) -> PodEndpoint<'a> {
     }
 }
 
+/// Nodes n1 (internal and external IPv4), n2 (internal IPv4 and IPv6) and n3 (internal IPv4), and two
+/// NodePort Services: `web.test.org`, and `intra.test.org` with `access: private`.
+async fn nodes_and_node_port_services(cluster: &KubeCluster) {
+    let nodes: [(&str, &[(&str, &str)]); 3] = [
+        (
+            "n1",
+            &[("InternalIP", "10.0.0.1"), ("ExternalIP", "192.0.2.1")],
+        ),
+        (
+            "n2",
+            &[("InternalIP", "10.0.0.2"), ("InternalIP", "fd00::2")],
+        ),
+        ("n3", &[("InternalIP", "10.0.0.3")]),
+    ];
+    for (name, addresses) in nodes {
+        create_node(cluster, name, addresses).await;
+    }
+    let port = serde_json::json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]});
+    let services = [
+        ("web", serde_json::json!({HOSTNAME: "web.test.org"})),
+        (
+            "intra",
+            serde_json::json!({HOSTNAME: "intra.test.org", "external-dns.alpha.kubernetes.io/access": "private"}),
+        ),
+    ];
+    for (name, annotations) in services {
+        create_service(cluster, name, port.clone(), annotations).await;
+    }
+}
+
+/// The endpoints of StatefulSet-like Service `db`: db-0 and db-1 ready, db-2 not, one a node.
+fn db_endpoints() -> [PodEndpoint<'static>; 3] {
+    [
+        ready("db-0", "10.244.0.10", "n1"),
+        ready("db-1", "10.244.0.11", "n2"),
+        PodEndpoint {
+            ready: false,
+            ..ready("db-2", "10.244.0.12", "n3")
+        },
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_and_local_endpoints()
 {
     let cluster = KubeCluster::start().await.unwrap();
     let etcd = Etcd::start().await.unwrap();
     let (_sync, _server, dns) = start(&cluster, &etcd, "NodePort");
-    create_node(
-        &cluster,
-        "n1",
-        &[("InternalIP", "10.0.0.1"), ("ExternalIP", "192.0.2.1")],
-    )
-    .await;
-    create_node(
-        &cluster,
-        "n2",
-        &[("InternalIP", "10.0.0.2"), ("InternalIP", "fd00::2")],
-    )
-    .await;
-
+    nodes_and_node_port_services(&cluster).await;
     // A node with an external IP: only external IPs are published (external-dns's rule).
-    let port = serde_json::json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]});
-    create_service(
-        &cluster,
-        "web",
-        port.clone(),
-        serde_json::json!({HOSTNAME: "web.test.org"}),
-    )
-    .await;
     wait_answer(dns, "web.test.org", "A", &["192.0.2.1"]);
     // `access: private`: every node's internal addresses, IPv6 as AAAA.
-    create_service(
-        &cluster,
-        "intra",
-        port.clone(),
-        serde_json::json!({HOSTNAME: "intra.test.org", "external-dns.alpha.kubernetes.io/access": "private"}),
-    )
-    .await;
-    wait_answer(dns, "intra.test.org", "A", &["10.0.0.1", "10.0.0.2"]);
+    wait_answer(
+        dns,
+        "intra.test.org",
+        "A",
+        &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+    );
     wait_answer(dns, "intra.test.org", "AAAA", &["fd00::2"]);
 
     // The node with the external IP goes: no node has one any more, so the internal addresses answer.
     delete_node(&cluster, "n1").await;
-    wait_answer(dns, "web.test.org", "A", &["10.0.0.2"]);
+    wait_answer(dns, "web.test.org", "A", &["10.0.0.2", "10.0.0.3"]);
     wait_answer(dns, "web.test.org", "AAAA", &["fd00::2"]);
-    wait_answer(dns, "intra.test.org", "A", &["10.0.0.2"]);
+    wait_answer(dns, "intra.test.org", "A", &["10.0.0.2", "10.0.0.3"]);
 
     // externalTrafficPolicy: Local: only the nodes with a ready endpoint of the Service.
-    create_node(&cluster, "n3", &[("InternalIP", "10.0.0.3")]).await;
     let local = serde_json::json!({
         "type": "NodePort", "externalTrafficPolicy": "Local", "ports": [{"name": "http", "port": 80}],
     });
@@ -263,20 +284,7 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
     )
     .await;
 
-    let db2_not_ready = PodEndpoint {
-        ready: false,
-        ..ready("db-2", "10.244.0.12", "n1")
-    };
-    set_endpoints(
-        &cluster,
-        "db",
-        &[
-            ready("db-0", "10.244.0.10", "n1"),
-            ready("db-1", "10.244.0.11", "n1"),
-            db2_not_ready,
-        ],
-    )
-    .await;
+    set_endpoints(&cluster, "db", &db_endpoints()).await;
     wait_answer(dns, "db.test.org", "A", &["10.244.0.10", "10.244.0.11"]);
     wait_answer(dns, "db-0.db.test.org", "A", &["10.244.0.10"]);
     wait_answer(dns, "db-1.db.test.org", "A", &["10.244.0.11"]);
@@ -316,4 +324,138 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
         &["external-dns.alpha.kubernetes.io/endpoints-type", "\"Pod\""],
     )
     .await;
+}
+
+/// Creates Pod `default/name` (label `app`, on `node`, with `hostname` and subdomain `app`) and gives it the
+/// status a kubelet would: running, with `ip`, ready or not.
+async fn create_pod(
+    cluster: &KubeCluster,
+    name: &str,
+    app: &str,
+    node: &str,
+    ip: &str,
+    ready: bool,
+) {
+    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+        "spec": {
+            "hostname": name, "subdomain": app, "nodeName": node,
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "main", "image": "registry.invalid/none"}],
+        },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    let status = serde_json::json!({"status": {
+        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Every (name, address) of the address records (not SRV, not TXT) under `/skydns` in `etcd`, sorted.
+async fn addresses_in(etcd: &Etcd) -> Vec<(String, String)> {
+    let layout = KeyLayout::default();
+    let mut found: Vec<(String, String)> = support::keys_under(etcd, "/skydns/")
+        .await
+        .into_iter()
+        .filter_map(|(key, value, _)| {
+            let record = SkydnsRecord::from_etcd(&key, value.as_bytes()).ok()?;
+            if record.port != 0 || !record.text.is_empty() {
+                return None;
+            }
+            let name = layout.name_of(&key)?;
+            let strip = usize::try_from(record.target_strip).ok()?;
+            let name = name.splitn(strip + 1, '.').last()?.to_owned();
+            Some((name, record.host))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_port_and_headless_services_get_the_addresses_external_dns_gives_them() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let ours = Etcd::start().await.unwrap();
+    let theirs = Etcd::start().await.unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), "default");
+    let default: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &default)
+        .await
+        .unwrap();
+    nodes_and_node_port_services(&cluster).await;
+    let local = serde_json::json!({
+        "type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "local"},
+        "ports": [{"name": "http", "port": 80}],
+    });
+    create_service(
+        &cluster,
+        "local",
+        local,
+        serde_json::json!({HOSTNAME: "local.test.org"}),
+    )
+    .await;
+    create_pod(&cluster, "local-a", "local", "n2", "10.244.2.1", true).await;
+    create_pod(&cluster, "local-b", "local", "n3", "10.244.3.1", false).await;
+    let local_b = PodEndpoint {
+        ready: false,
+        hostname: None,
+        ..ready("local-b", "10.244.3.1", "n3")
+    };
+    let local_a = PodEndpoint {
+        hostname: None,
+        ..ready("local-a", "10.244.2.1", "n2")
+    };
+    set_endpoints(&cluster, "local", &[local_a, local_b]).await;
+
+    let headless = serde_json::json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]});
+    create_service(
+        &cluster,
+        "db",
+        headless,
+        serde_json::json!({HOSTNAME: "db.test.org"}),
+    )
+    .await;
+    create_pod(&cluster, "db-0", "db", "n1", "10.244.0.10", true).await;
+    create_pod(&cluster, "db-1", "db", "n2", "10.244.0.11", true).await;
+    create_pod(&cluster, "db-2", "db", "n3", "10.244.0.12", false).await;
+    set_endpoints(&cluster, "db", &db_endpoints()).await;
+
+    external_dns_once(
+        cluster.kubeconfig(),
+        &theirs,
+        &[
+            "--source=service",
+            "--domain-filter=test.org",
+            "--service-type-filter=NodePort",
+            "--service-type-filter=ClusterIP",
+        ],
+    )
+    .await
+    .unwrap();
+    let want = addresses_in(&theirs).await;
+    println!("external-dns wrote {want:?}");
+    // web 1, intra 4 (two families), local 2 (node n2's only), db 2 and one per ready Pod.
+    assert_eq!(want.len(), 11, "{want:?}");
+
+    let mut sync = start_sync_with(&cluster, &ours, |s| {
+        s.service_type("NodePort").service_type("ClusterIP")
+    });
+    sync.wait_ready(WAIT).unwrap();
+    wait::until("the same address records as external-dns", WAIT, || async {
+        let got = addresses_in(&ours).await;
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("ours {got:?}\ntheirs {want:?}"))
+        }
+    })
+    .await
+    .unwrap();
 }
