@@ -193,7 +193,7 @@ pub fn wanted(service: &Service, filters: &Filters, view: &ClusterView<'_>) -> V
             found.extend(headless(service, filters, view));
         }
         (Some(ServiceType::NodePort), _) if options.node_ports() => {
-            found.push(node_port(service, filters, view));
+            found.extend(node_port(service, filters, view));
         }
         (Some(ServiceType::ExternalName), _) if options.publishes(ServiceType::ExternalName) => {
             found.push(external_name(service, filters));
@@ -254,11 +254,12 @@ fn external_name(service: &Service, filters: &Filters) -> Wanted {
 }
 
 /// A NodePort Service: its names at the nodes' addresses (only the nodes with a ready endpoint under
-/// `externalTrafficPolicy: Local`), unless the target annotation names others.
-fn node_port(service: &Service, filters: &Filters, view: &ClusterView<'_>) -> Wanted {
+/// `externalTrafficPolicy: Local`), and an SRV record per port and name; or, with the target annotation,
+/// its names at those targets only (external-dns).
+fn node_port(service: &Service, filters: &Filters, view: &ClusterView<'_>) -> Vec<Wanted> {
     let hostnames = source::service_hostnames(service, filters);
     if hostnames.is_empty() {
-        return Wanted::default();
+        return Vec::new();
     }
     let object = ObjectId::of("service", &service.metadata);
     let annotations = service.metadata.annotations.as_ref();
@@ -291,6 +292,29 @@ fn node_port(service: &Service, filters: &Filters, view: &ClusterView<'_>) -> Wa
         (view.nodes.values().copied().collect(), NODES_FIELD)
     };
     let targets = node_port_targets(&nodes, access, filters.services.expose_internal_ipv6);
+    let ports = if source::annotation(annotations, &TARGET_ANNOTATIONS).is_some() {
+        Vec::new()
+    } else {
+        node_ports(service, &object, &mut rejections)
+    };
+    if !ports.is_empty() {
+        // The SRV names count too, before any is built: each name once per protocol.
+        let hostnames = source::distinct_hostnames(borrowed(&hostnames));
+        let protocols: BTreeSet<&str> = ports.iter().map(|(protocol, _)| *protocol).collect();
+        let names = hostnames.len().saturating_mul(1 + protocols.len());
+        let mut distinct = targets.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let counts = (names, distinct.len().max(ports.len()));
+        let fields: Vec<&str> = hostnames.iter().map(|(_, f)| *f).collect();
+        let limits = &filters.limits;
+        let over = source::limit_rejections(&object, counts, &fields, field, limits);
+        if !over.is_empty() {
+            rejections.extend(over);
+            let ttl = source::ttl_of(annotations).ok().flatten();
+            return vec![keep_published(object, &service.metadata, ttl, rejections)];
+        }
+    }
     let mut wanted = source::collect(
         object,
         &service.metadata,
@@ -299,7 +323,129 @@ fn node_port(service: &Service, filters: &Filters, view: &ClusterView<'_>) -> Wa
         filters,
     );
     wanted.rejections.splice(0..0, rejections);
-    wanted
+    let mut found = Vec::new();
+    if let Some(request) = wanted.request.as_ref().filter(|r| !r.keep_published) {
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        found = srv_requests(name, request, &ports, &mut wanted.rejections);
+    }
+    found.insert(0, wanted);
+    found
+}
+
+/// The (protocol, node port) of each port of a NodePort Service that has one; a node port that is not a
+/// port number is rejected into `rejections`.
+fn node_ports<'a>(
+    service: &'a Service,
+    object: &ObjectId,
+    rejections: &mut Vec<source::Rejection>,
+) -> Vec<(&'a str, u16)> {
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+    let mut found = Vec::new();
+    for port in ports.into_iter().flatten() {
+        let Some(node_port) = port.node_port.filter(|p| *p > 0) else {
+            continue;
+        };
+        let Ok(node_port) = u16::try_from(node_port) else {
+            let reason = format!("{node_port} is not a port number");
+            let field = "spec.ports[].nodePort";
+            rejections.push(source::rejection(
+                object,
+                field,
+                RejectionKind::Invalid,
+                reason,
+            ));
+            continue;
+        };
+        let protocol = match port.protocol.as_deref() {
+            None | Some("" | "TCP") => "tcp",
+            Some("UDP") => "udp",
+            Some("SCTP") => "sctp",
+            Some(_) => continue,
+        };
+        found.push((protocol, node_port));
+    }
+    found
+}
+
+/// The SRV records external-dns makes for a NodePort Service: `_<service>._<protocol>.<name>` for each
+/// published name and protocol, one record per port of that protocol (priority 0, weight 50, the node
+/// port, the name). A wildcard name gets none (`_web._tcp.*.test.org` names nothing), with a Warning.
+fn srv_requests(
+    service: &str,
+    request: &Request,
+    ports: &[(&str, u16)],
+    rejections: &mut Vec<source::Rejection>,
+) -> Vec<Wanted> {
+    let mut found = Vec::new();
+    for name in &request.names {
+        if ports.is_empty() {
+            break;
+        }
+        if name.name.starts_with("*.") {
+            let reason = format!("{}: a wildcard name gets no SRV record", name.name);
+            let refused =
+                source::rejection(&request.object, name.field, RejectionKind::Invalid, reason);
+            rejections.push(refused);
+            continue;
+        }
+        let mut by_protocol: BTreeMap<&str, Vec<Target>> = BTreeMap::new();
+        for (protocol, port) in ports {
+            by_protocol.entry(protocol).or_default().push(Target::Srv {
+                priority: 0,
+                weight: 50,
+                port: *port,
+                host: name.name.clone(),
+            });
+        }
+        for (protocol, mut targets) in by_protocol {
+            let srv_name = format!("_{service}._{protocol}.{}", name.name);
+            if srv_name.len() > 253 || service.len() + 1 > 63 {
+                let reason = format!("{srv_name}: too long for an SRV record's name");
+                let refused =
+                    source::rejection(&request.object, name.field, RejectionKind::Invalid, reason);
+                rejections.push(refused);
+                continue;
+            }
+            targets.sort();
+            targets.dedup();
+            found.push(Wanted {
+                request: Some(Request {
+                    object: request.object.clone(),
+                    created: request.created,
+                    ttl: request.ttl,
+                    names: vec![NameRequest {
+                        name: srv_name,
+                        field: name.field,
+                    }],
+                    targets,
+                    keep_published: false,
+                }),
+                ..Wanted::default()
+            });
+        }
+    }
+    found
+}
+
+/// What an object over a limit asks for: nothing new, the records it has kept (see [`Request`]).
+fn keep_published(
+    object: ObjectId,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ttl: Option<u32>,
+    rejections: Vec<source::Rejection>,
+) -> Wanted {
+    Wanted {
+        request: Some(Request {
+            object,
+            created: source::created(meta),
+            ttl,
+            names: Vec::new(),
+            targets: Vec::new(),
+            keep_published: true,
+        }),
+        rejections,
+        waiting: None,
+    }
 }
 
 /// The `access` annotation of a NodePort Service.
@@ -482,15 +628,7 @@ fn headless(service: &Service, filters: &Filters, view: &ClusterView<'_>) -> Vec
     let over = source::limit_rejections(&object, (names, union.len()), &fields, field, limits);
     if !over.is_empty() {
         first.rejections.extend(over);
-        first.request = Some(Request {
-            object,
-            created: source::created(meta),
-            ttl,
-            names: Vec::new(),
-            targets: Vec::new(),
-            keep_published: true,
-        });
-        return vec![first];
+        return vec![keep_published(object, meta, ttl, first.rejections)];
     }
     if union.is_empty() {
         first.waiting = Some(field);

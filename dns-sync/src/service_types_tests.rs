@@ -547,3 +547,107 @@ fn an_external_name_service_is_a_cname_to_its_external_name_or_its_external_ips(
     assert_eq!(rejections(&found)[0].field, "spec.externalName");
     assert!(records(&wanted(&svc, &filters(NODE_PORT), &view)).is_empty());
 }
+
+fn with_ports(annotations: serde_json::Value) -> Service {
+    service(
+        serde_json::json!({"type": "NodePort", "ports": [
+            {"name": "http", "port": 80, "nodePort": 30080},
+            {"name": "https", "port": 443, "protocol": "TCP", "nodePort": 30443},
+            {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+        ]}),
+        annotations,
+    )
+}
+
+#[test]
+fn a_node_port_service_gets_an_srv_record_per_port_named_after_the_service_and_protocol() {
+    let nodes = three_nodes();
+    let view = ClusterView::new(&nodes, []);
+    let svc = with_ports(
+        serde_json::json!({HOSTNAME: "web.test.org", "external-dns.alpha.kubernetes.io/ttl": "60"}),
+    );
+    let found = wanted(&svc, &filters(NODE_PORT), &view);
+    assert_eq!(
+        records(&found),
+        [
+            "_web._tcp.web.test.org SRV 0 50 30080 web.test.org",
+            "_web._tcp.web.test.org SRV 0 50 30443 web.test.org",
+            "_web._udp.web.test.org SRV 0 50 30053 web.test.org",
+            "web.test.org 192.0.2.1",
+            "web.test.org 192.0.2.3",
+        ]
+    );
+    let ttls: BTreeSet<Option<u32>> = found
+        .iter()
+        .filter_map(|w| w.request.as_ref())
+        .map(|r| r.ttl)
+        .collect();
+    assert_eq!(
+        ttls,
+        BTreeSet::from([Some(60)]),
+        "the TTL annotation applies to SRV too"
+    );
+    assert!(rejections(&found).is_empty());
+}
+
+#[test]
+fn no_srv_record_without_addresses_with_a_target_annotation_or_for_a_wildcard() {
+    let svc = with_ports(serde_json::json!({HOSTNAME: "web.test.org,*.apps.test.org"}));
+    // No node yet: the names wait, and so do their SRV records (they would point at nothing).
+    let found = wanted(&svc, &filters(NODE_PORT), &ClusterView::default());
+    assert!(records(&found).is_empty());
+    assert_eq!(waiting(&found), [NODES_FIELD]);
+
+    let nodes = three_nodes();
+    let view = ClusterView::new(&nodes, []);
+    let found = wanted(&svc, &filters(NODE_PORT), &view);
+    let srv: Vec<String> = records(&found)
+        .into_iter()
+        .filter(|r| r.contains(" SRV "))
+        .collect();
+    assert_eq!(srv.len(), 3, "{srv:?}");
+    assert!(srv.iter().all(|r| r.ends_with(" web.test.org")), "{srv:?}");
+    let refused = rejections(&found);
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].reason.contains("*.apps.test.org"),
+        "{:?}",
+        refused[0]
+    );
+    assert_eq!(refused[0].field, HOSTNAME);
+
+    let targeted = with_ports(
+        serde_json::json!({HOSTNAME: "web.test.org", "external-dns.alpha.kubernetes.io/target": "203.0.113.5"}),
+    );
+    assert_eq!(
+        records(&wanted(&targeted, &filters(NODE_PORT), &view)),
+        ["web.test.org 203.0.113.5"]
+    );
+}
+
+#[test]
+fn srv_names_count_against_the_names_limit_before_they_are_built() {
+    let nodes = three_nodes();
+    let view = ClusterView::new(&nodes, []);
+    // 2 names x (1 + 2 protocols) = 6 names.
+    let svc = with_ports(serde_json::json!({HOSTNAME: "web.test.org,www.test.org"}));
+    let mut tight = filters(NODE_PORT);
+    tight.limits.names_per_object = 5;
+    let found = wanted(&svc, &tight, &view);
+    assert!(records(&found).is_empty());
+    assert!(
+        found
+            .iter()
+            .filter_map(|w| w.request.as_ref())
+            .all(|r| r.keep_published)
+    );
+    let refused = rejections(&found);
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].reason.contains("6 host names"),
+        "{:?}",
+        refused[0]
+    );
+    tight.limits.names_per_object = 6;
+    assert_eq!(records(&wanted(&svc, &tight, &view)).len(), 4 + 6);
+}

@@ -196,6 +196,14 @@ async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_a
     nodes_and_node_port_services(&cluster).await;
     // A node with an external IP: only external IPs are published (external-dns's rule).
     wait_answer(dns, "web.test.org", "A", &["192.0.2.1"]);
+    // The SRV record of the port: priority 0 (served as 10, as CoreDNS does), the node port, the name.
+    let web = Api::<Service>::namespaced(cluster.client(), "default")
+        .get("web")
+        .await
+        .unwrap();
+    let node_port = web.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+    let srv = format!("10 100 {node_port} web.test.org.");
+    wait_answer(dns, "_web._tcp.web.test.org", "SRV", &[&srv]);
     // `access: private`: every node's internal addresses, IPv6 as AAAA.
     wait_answer(
         dns,
@@ -356,21 +364,28 @@ async fn create_pod(
         .unwrap();
 }
 
-/// Every (name, address) of the address records (not SRV, not TXT) under `/skydns` in `etcd`, sorted.
-async fn addresses_in(etcd: &Etcd) -> Vec<(String, String)> {
+/// Every (name, data) of the address and SRV records (not TXT: external-dns's registry) under `/skydns`
+/// in `etcd`, sorted.
+async fn records_in(etcd: &Etcd) -> Vec<(String, String)> {
     let layout = KeyLayout::default();
     let mut found: Vec<(String, String)> = support::keys_under(etcd, "/skydns/")
         .await
         .into_iter()
         .filter_map(|(key, value, _)| {
             let record = SkydnsRecord::from_etcd(&key, value.as_bytes()).ok()?;
-            if record.port != 0 || !record.text.is_empty() {
+            if !record.text.is_empty() {
                 return None;
             }
             let name = layout.name_of(&key)?;
             let strip = usize::try_from(record.target_strip).ok()?;
             let name = name.splitn(strip + 1, '.').last()?.to_owned();
-            Some((name, record.host))
+            let data = if record.port == 0 {
+                record.host
+            } else {
+                let (priority, weight) = (record.priority, record.weight);
+                format!("SRV {priority} {weight} {} {}", record.port, record.host)
+            };
+            Some((name, data))
         })
         .collect();
     found.sort();
@@ -378,7 +393,7 @@ async fn addresses_in(etcd: &Etcd) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn node_port_and_headless_services_get_the_addresses_external_dns_gives_them() {
+async fn node_port_and_headless_services_get_the_records_external_dns_gives_them() {
     let cluster = KubeCluster::start().await.unwrap();
     let ours = Etcd::start().await.unwrap();
     let theirs = Etcd::start().await.unwrap();
@@ -435,21 +450,40 @@ async fn node_port_and_headless_services_get_the_addresses_external_dns_gives_th
             "--domain-filter=test.org",
             "--service-type-filter=NodePort",
             "--service-type-filter=ClusterIP",
+            // Without SRV here external-dns drops its NodePort SRV records (the default is A, AAAA, CNAME).
+            "--managed-record-types=A",
+            "--managed-record-types=AAAA",
+            "--managed-record-types=CNAME",
+            "--managed-record-types=SRV",
         ],
     )
     .await
     .unwrap();
-    let want = addresses_in(&theirs).await;
-    println!("external-dns wrote {want:?}");
-    // web 1, intra 4 (two families), local 2 (node n2's only), db 2 and one per ready Pod.
-    assert_eq!(want.len(), 11, "{want:?}");
+    let written = records_in(&theirs).await;
+    println!("external-dns wrote {written:?}");
+    // web 1, intra 4 (two families), local 2 (node n2's only), db 2 and one per ready Pod; one SRV record
+    // for each NodePort Service.
+    assert_eq!(written.len(), 11 + 3, "{written:?}");
+    // Its CoreDNS provider stores an SRV target whole in `host` ("0 50 31234 web.test.org", no `port`), which
+    // CoreDNS cannot serve as SRV; dns-sync writes the SRV fields. Compared as what external-dns meant.
+    let want: Vec<(String, String)> = written
+        .into_iter()
+        .map(|(name, data)| {
+            if name.starts_with('_') {
+                assert!(!data.starts_with("SRV"), "{name}: {data}");
+                (name, format!("SRV {data}"))
+            } else {
+                (name, data)
+            }
+        })
+        .collect();
 
     let mut sync = start_sync_with(&cluster, &ours, |s| {
         s.service_type("NodePort").service_type("ClusterIP")
     });
     sync.wait_ready(WAIT).unwrap();
     wait::until("the same address records as external-dns", WAIT, || async {
-        let got = addresses_in(&ours).await;
+        let got = records_in(&ours).await;
         if got == want {
             Ok(())
         } else {
