@@ -233,6 +233,8 @@ fuzz_target!(|input: Input| {
             names_per_object: 8,
             targets_per_object: 8,
         },
+        // NodePort and headless Services read Nodes and EndpointSlices: `service_types`' unit tests.
+        services: Default::default(),
     };
     for wanted in [
         source::from_service(&service, &filters),
