@@ -209,7 +209,7 @@ pub struct Config {
 /// The kinds of object names come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SourceKind {
-    /// Services of type LoadBalancer with a hostname annotation.
+    /// Services with a hostname annotation (LoadBalancer and ExternalName; see --service-type-filter).
     Service,
     /// Ingresses (rule hosts).
     Ingress,

@@ -493,3 +493,41 @@ async fn node_port_and_headless_services_get_the_records_external_dns_gives_them
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn by_default_external_name_services_are_a_cname_and_node_ports_wait_for_the_filter() {
+    let cluster = KubeCluster::start().await.unwrap();
+    let etcd = Etcd::start().await.unwrap();
+    let mut sync = start_sync_with(&cluster, &etcd, |s| s);
+    sync.wait_ready(WAIT).unwrap();
+    let binary = process::workspace_binary("dns-server").unwrap();
+    let (_server, dns) = DnsServer::new(&binary, &etcd)
+        .zone("test.org")
+        .serve()
+        .unwrap();
+    create_node(&cluster, "n1", &[("InternalIP", "10.0.0.1")]).await;
+    let port = serde_json::json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]});
+    create_service(
+        &cluster,
+        "web",
+        port,
+        serde_json::json!({HOSTNAME: "web.test.org"}),
+    )
+    .await;
+    let external = serde_json::json!({"type": "ExternalName", "externalName": "db.example.org"});
+    create_service(
+        &cluster,
+        "db",
+        external,
+        serde_json::json!({HOSTNAME: "db.test.org"}),
+    )
+    .await;
+    wait_answer(dns, "db.test.org", "CNAME", &["db.example.org."]);
+    // Synced after the NodePort Service was created: without the filter it asks for nothing.
+    wait_hosts(&etcd, "web.test.org", OWNER, &[]).await;
+    assert!(
+        support::keys_under(&etcd, "/skydns/org/test/_web")
+            .await
+            .is_empty()
+    );
+}
