@@ -291,6 +291,7 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
         &["EndpointSlice"],
     )
     .await;
+    assert_event_type(&cluster, "db", "WaitingForAddress", "Normal").await;
 
     set_endpoints(&cluster, "db", &db_endpoints()).await;
     wait_answer(dns, "db.test.org", "A", &["10.244.0.10", "10.244.0.11"]);
@@ -332,6 +333,21 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
         &["external-dns.alpha.kubernetes.io/endpoints-type", "\"Pod\""],
     )
     .await;
+    assert_event_type(&cluster, "cache", "Rejected", "Warning").await;
+}
+
+/// Every Event of `reason` on Service `default/name` is of type `kind`.
+async fn assert_event_type(cluster: &KubeCluster, name: &str, reason: &str, kind: &str) {
+    let events = support::events_with_type(cluster, "default", name).await;
+    let types: Vec<&str> = events
+        .iter()
+        .filter(|(_, r, _)| r == reason)
+        .map(|(t, _, _)| t.as_str())
+        .collect();
+    assert!(
+        !types.is_empty() && types.iter().all(|t| *t == kind),
+        "{events:?}"
+    );
 }
 
 /// Creates Pod `default/name` (label `app`, on `node`, with `hostname` and subdomain `app`) and gives it the
