@@ -47,16 +47,16 @@ const HOST_ADDRESSES_FIELD: &str = "EndpointSlice endpoints[].nodeName -> Node s
 /// A Service type, as `spec.type` and `--service-type-filter` spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum ServiceType {
-    /// `ClusterIP`: with `--publish-internal-services` at the cluster IP; headless ones at their Pods.
+    /// At the cluster IP with `--publish-internal-services`; headless ones at their Pods.
     #[value(name = "ClusterIP")]
     ClusterIp,
-    /// `NodePort`: at the nodes' addresses, with an SRV record per port.
+    /// At the nodes' addresses, with an SRV record per port.
     #[value(name = "NodePort")]
     NodePort,
-    /// `LoadBalancer`: at the addresses in its status.
+    /// At the addresses in its status.
     #[value(name = "LoadBalancer")]
     LoadBalancer,
-    /// `ExternalName`: a CNAME to `spec.externalName`.
+    /// A CNAME to `spec.externalName`.
     #[value(name = "ExternalName")]
     ExternalName,
 }
