@@ -14,7 +14,7 @@ use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
 use integration_tests::launch::DnsServer;
 use integration_tests::peers::external_dns_once;
-use integration_tests::{dig, process, wait};
+use integration_tests::{process, wait};
 use k8s_openapi::api::core::v1::{Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -23,7 +23,7 @@ use proto::skydns::{KeyLayout, SkydnsRecord};
 
 mod support;
 
-use support::{HOSTNAME, OWNER, start_sync_with, wait_event, wait_hosts};
+use support::{HOSTNAME, OWNER, start_sync_with, wait_answer, wait_event, wait_hosts};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -37,16 +37,6 @@ fn start(cluster: &KubeCluster, etcd: &Etcd, service_type: &str) -> (Daemon, Dae
         .serve()
         .unwrap();
     (sync, server, dns)
-}
-
-/// Waits until dns-server answers `name`/`rtype` with exactly `want` (none: no record of that type).
-fn wait_answer(server: SocketAddr, name: &str, rtype: &str, want: &[&str]) {
-    wait::until_blocking(&format!("{rtype} {name} -> {want:?}"), WAIT, || {
-        let answer = dig::query(server, name, rtype, &[]).map_err(|e| e.to_string())?;
-        let got = answer.data_of(rtype);
-        if got == want { Ok(()) } else { Err(answer.raw) }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Registers a Node with these (type, address) pairs, as a kubelet does.
@@ -71,7 +61,7 @@ async fn delete_node(cluster: &KubeCluster, name: &str) {
 }
 
 /// Creates a Service in `default` with `spec` and `annotations`.
-async fn create_service(
+async fn create_with_spec(
     cluster: &KubeCluster,
     name: &str,
     spec: serde_json::Value,
@@ -171,7 +161,7 @@ async fn nodes_and_node_port_services(cluster: &KubeCluster) {
         ),
     ];
     for (name, annotations) in services {
-        create_service(cluster, name, port.clone(), annotations).await;
+        create_with_spec(cluster, name, port.clone(), annotations).await;
     }
 }
 
@@ -195,7 +185,7 @@ async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_a
     let (_sync, _server, dns) = start(&cluster, &etcd, "NodePort");
     nodes_and_node_port_services(&cluster).await;
     // A node with an external IP: only external IPs are published (external-dns's rule).
-    wait_answer(dns, "web.test.org", "A", &["192.0.2.1"]);
+    wait_answer(dns, "A", "web.test.org", &["192.0.2.1"]);
     // The SRV record of the port: priority 0 (served as 10, as CoreDNS does), the node port, the name.
     let web = Api::<Service>::namespaced(cluster.client(), "default")
         .get("web")
@@ -203,27 +193,27 @@ async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_a
         .unwrap();
     let node_port = web.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
     let srv = format!("10 100 {node_port} web.test.org.");
-    wait_answer(dns, "_web._tcp.web.test.org", "SRV", &[&srv]);
+    wait_answer(dns, "SRV", "_web._tcp.web.test.org", &[&srv]);
     // `access: private`: every node's internal addresses, IPv6 as AAAA.
     wait_answer(
         dns,
-        "intra.test.org",
         "A",
+        "intra.test.org",
         &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
     );
-    wait_answer(dns, "intra.test.org", "AAAA", &["fd00::2"]);
+    wait_answer(dns, "AAAA", "intra.test.org", &["fd00::2"]);
 
     // The node with the external IP goes: no node has one any more, so the internal addresses answer.
     delete_node(&cluster, "n1").await;
-    wait_answer(dns, "web.test.org", "A", &["10.0.0.2", "10.0.0.3"]);
-    wait_answer(dns, "web.test.org", "AAAA", &["fd00::2"]);
-    wait_answer(dns, "intra.test.org", "A", &["10.0.0.2", "10.0.0.3"]);
+    wait_answer(dns, "A", "web.test.org", &["10.0.0.2", "10.0.0.3"]);
+    wait_answer(dns, "AAAA", "web.test.org", &["fd00::2"]);
+    wait_answer(dns, "A", "intra.test.org", &["10.0.0.2", "10.0.0.3"]);
 
     // externalTrafficPolicy: Local: only the nodes with a ready endpoint of the Service.
     let local = serde_json::json!({
         "type": "NodePort", "externalTrafficPolicy": "Local", "ports": [{"name": "http", "port": 80}],
     });
-    create_service(
+    create_with_spec(
         &cluster,
         "local",
         local,
@@ -248,7 +238,7 @@ async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_a
         &[ready("local-a", "10.244.2.1", "n2"), not_ready],
     )
     .await;
-    wait_answer(dns, "local.test.org", "A", &["10.0.0.2"]);
+    wait_answer(dns, "A", "local.test.org", &["10.0.0.2"]);
     set_endpoints(
         &cluster,
         "local",
@@ -258,7 +248,7 @@ async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_a
         ],
     )
     .await;
-    wait_answer(dns, "local.test.org", "A", &["10.0.0.2", "10.0.0.3"]);
+    wait_answer(dns, "A", "local.test.org", &["10.0.0.2", "10.0.0.3"]);
 
     // The Service goes, and its names with it.
     Api::<Service>::namespaced(cluster.client(), "default")
@@ -266,7 +256,7 @@ async fn node_port_services_answer_at_the_nodes_addresses_and_follow_the_nodes_a
         .await
         .unwrap();
     wait_hosts(&etcd, "web.test.org", OWNER, &[]).await;
-    wait_answer(dns, "web.test.org", "A", &[]);
+    wait_answer(dns, "A", "web.test.org", &[]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,7 +265,7 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
     let etcd = Etcd::start().await.unwrap();
     let (_sync, _server, dns) = start(&cluster, &etcd, "ClusterIP");
     let headless = serde_json::json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]});
-    create_service(
+    create_with_spec(
         &cluster,
         "db",
         headless.clone(),
@@ -294,11 +284,11 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
     assert_event_type(&cluster, "db", "WaitingForAddress", "Normal").await;
 
     set_endpoints(&cluster, "db", &db_endpoints()).await;
-    wait_answer(dns, "db.test.org", "A", &["10.244.0.10", "10.244.0.11"]);
-    wait_answer(dns, "db-0.db.test.org", "A", &["10.244.0.10"]);
-    wait_answer(dns, "db-1.db.test.org", "A", &["10.244.0.11"]);
+    wait_answer(dns, "A", "db.test.org", &["10.244.0.10", "10.244.0.11"]);
+    wait_answer(dns, "A", "db-0.db.test.org", &["10.244.0.10"]);
+    wait_answer(dns, "A", "db-1.db.test.org", &["10.244.0.11"]);
     // The not-ready Pod has no name and is not in the set.
-    wait_answer(dns, "db-2.db.test.org", "A", &[]);
+    wait_answer(dns, "A", "db-2.db.test.org", &[]);
 
     // db-1 goes away (its endpoint leaves the slice) and db-2 becomes ready.
     set_endpoints(
@@ -310,13 +300,13 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
         ],
     )
     .await;
-    wait_answer(dns, "db.test.org", "A", &["10.244.0.10", "10.244.0.12"]);
-    wait_answer(dns, "db-2.db.test.org", "A", &["10.244.0.12"]);
-    wait_answer(dns, "db-1.db.test.org", "A", &[]);
+    wait_answer(dns, "A", "db.test.org", &["10.244.0.10", "10.244.0.12"]);
+    wait_answer(dns, "A", "db-2.db.test.org", &["10.244.0.12"]);
+    wait_answer(dns, "A", "db-1.db.test.org", &[]);
     wait_hosts(&etcd, "db-1.db.test.org", OWNER, &[]).await;
 
     // A value external-dns does not know is a Warning naming the annotation; the Pod IPs still answer.
-    create_service(
+    create_with_spec(
         &cluster,
         "cache",
         headless,
@@ -324,7 +314,7 @@ async fn headless_services_answer_for_each_ready_pod_and_for_the_set_of_them() {
     )
     .await;
     set_endpoints(&cluster, "cache", &[ready("cache-0", "10.244.1.10", "n1")]).await;
-    wait_answer(dns, "cache-0.cache.test.org", "A", &["10.244.1.10"]);
+    wait_answer(dns, "A", "cache-0.cache.test.org", &["10.244.1.10"]);
     wait_event(
         &cluster,
         "default",
@@ -425,7 +415,7 @@ async fn node_port_and_headless_services_get_the_records_external_dns_gives_them
         "type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "local"},
         "ports": [{"name": "http", "port": 80}],
     });
-    create_service(
+    create_with_spec(
         &cluster,
         "local",
         local,
@@ -446,7 +436,7 @@ async fn node_port_and_headless_services_get_the_records_external_dns_gives_them
     set_endpoints(&cluster, "local", &[local_a, local_b]).await;
 
     let headless = serde_json::json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]});
-    create_service(
+    create_with_spec(
         &cluster,
         "db",
         headless,
@@ -523,7 +513,7 @@ async fn by_default_external_name_services_are_a_cname_and_node_ports_wait_for_t
         .unwrap();
     create_node(&cluster, "n1", &[("InternalIP", "10.0.0.1")]).await;
     let port = serde_json::json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]});
-    create_service(
+    create_with_spec(
         &cluster,
         "web",
         port,
@@ -531,14 +521,14 @@ async fn by_default_external_name_services_are_a_cname_and_node_ports_wait_for_t
     )
     .await;
     let external = serde_json::json!({"type": "ExternalName", "externalName": "db.example.org"});
-    create_service(
+    create_with_spec(
         &cluster,
         "db",
         external,
         serde_json::json!({HOSTNAME: "db.test.org"}),
     )
     .await;
-    wait_answer(dns, "db.test.org", "CNAME", &["db.example.org."]);
+    wait_answer(dns, "CNAME", "db.test.org", &["db.example.org."]);
     // Synced after the NodePort Service was created: without the filter it asks for nothing.
     wait_hosts(&etcd, "web.test.org", OWNER, &[]).await;
     assert!(
