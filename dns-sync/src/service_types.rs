@@ -399,8 +399,13 @@ fn srv_requests(
         }
         for (protocol, mut targets) in by_protocol {
             let srv_name = format!("_{service}._{protocol}.{}", name.name);
-            if srv_name.len() > 253 || service.len() + 1 > 63 {
-                let reason = format!("{srv_name}: too long for an SRV record's name");
+            // The apiserver keeps Service names DNS labels; checked anyway, since the name becomes a label.
+            let label_ok = service.len() < 63
+                && service
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if srv_name.len() > 253 || !label_ok {
+                let reason = format!("{srv_name:?}: not a valid SRV record name");
                 let refused =
                     source::rejection(&request.object, name.field, RejectionKind::Invalid, reason);
                 rejections.push(refused);

@@ -651,3 +651,18 @@ fn srv_names_count_against_the_names_limit_before_they_are_built() {
     tight.limits.names_per_object = 6;
     assert_eq!(records(&wanted(&svc, &tight, &view)).len(), 4 + 6);
 }
+
+#[test]
+fn a_service_name_that_is_no_dns_label_gets_no_srv_record() {
+    // Found by the fuzzer: the apiserver never stores such a name, but it would become a label of the record.
+    let nodes = three_nodes();
+    let view = ClusterView::new(&nodes, []);
+    let mut svc = with_ports(serde_json::json!({HOSTNAME: "web.test.org"}));
+    svc.metadata.name = Some("we\u{1f}b".to_owned());
+    let found = wanted(&svc, &filters(NODE_PORT), &view);
+    assert_eq!(
+        records(&found),
+        ["web.test.org 192.0.2.1", "web.test.org 192.0.2.3"]
+    );
+    assert_eq!(rejections(&found).len(), 2, "one per protocol");
+}
