@@ -12,6 +12,7 @@ use crate::gateway::GatewaySettings;
 use crate::gateway::api::RouteKind;
 use crate::plan::Policy;
 use crate::publish::{NamePattern, PublishRules};
+use crate::service_types::{ServiceOptions, ServiceType};
 use crate::source::{Filters, Limits, validate_hostname};
 
 /// `dns-sync`: keeps DNS records for Services and Ingresses in etcd, in the skydns format that CoreDNS and
@@ -73,6 +74,31 @@ pub struct Config {
     /// internal-hostname annotation is published at the cluster IPs for every Service type, with or without it.
     #[arg(long, env = "PUBLISH_INTERNAL_SERVICES")]
     pub publish_internal_services: bool,
+
+    /// Only Services of these types (repeatable): ClusterIP, NodePort, LoadBalancer, ExternalName
+    /// (external-dns's flag). Default: LoadBalancer, ExternalName and, with --publish-internal-services,
+    /// ClusterIP Services with a cluster IP. NodePort and headless (ClusterIP) Services are published only when
+    /// named here, since they need watches on Nodes and EndpointSlices (and the rights to them).
+    #[arg(
+        long = "service-type-filter",
+        env = "SERVICE_TYPE_FILTER",
+        value_enum,
+        value_delimiter = ','
+    )]
+    pub service_type_filter: Vec<ServiceType>,
+
+    /// Publish headless Services at their Pods' host IPs (the node's) instead of the Pod IPs.
+    #[arg(long, env = "PUBLISH_HOST_IP")]
+    pub publish_host_ip: bool,
+
+    /// Publish headless Services at their not-ready Pods too, as if every Service set
+    /// `publishNotReadyAddresses`.
+    #[arg(long, env = "ALWAYS_PUBLISH_NOT_READY_ADDRESSES")]
+    pub always_publish_not_ready_addresses: bool,
+
+    /// Publish NodePort Services at the nodes' internal IPv6 addresses too, beside their external addresses.
+    #[arg(long, env = "EXPOSE_INTERNAL_IPV6")]
+    pub expose_internal_ipv6: bool,
 
     /// Also publish a PTR record for every A/AAAA record, at the address's reverse name, when that name is in
     /// a zone served from this etcd (`--zone 10.in-addr.arpa`, `--zone 8.b.d.0.1.0.0.2.ip6.arpa`).
@@ -183,7 +209,7 @@ pub struct Config {
 /// The kinds of object names come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SourceKind {
-    /// Services of type LoadBalancer with a hostname annotation.
+    /// Services with a hostname annotation (LoadBalancer and ExternalName; see --service-type-filter).
     Service,
     /// Ingresses (rule hosts).
     Ingress,
@@ -391,6 +417,12 @@ impl Config {
                 fqdn_templates: self.fqdn_templates()?,
                 combine_fqdn_annotation: self.combine_fqdn_annotation,
                 publish_internal: self.publish_internal_services,
+                services: ServiceOptions {
+                    types: self.service_type_filter.clone(),
+                    publish_host_ip: self.publish_host_ip,
+                    always_publish_not_ready: self.always_publish_not_ready_addresses,
+                    expose_internal_ipv6: self.expose_internal_ipv6,
+                },
                 limits: Limits {
                     names_per_object: self.max_names_per_object as usize,
                     targets_per_object: self.max_targets_per_object as usize,
@@ -707,6 +739,42 @@ mod tests {
             let err = parse(&all).unwrap_err();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn service_types_are_spelled_as_kubernetes_and_external_dns_spell_them() {
+        let default = parse(&["--owner-id", "gw"]).unwrap();
+        assert!(default.filters.services.types.is_empty());
+        assert!(!default.filters.services.needs_endpoints());
+        let settings = parse(&[
+            "--owner-id",
+            "gw",
+            "--service-type-filter",
+            "NodePort,LoadBalancer",
+            "--service-type-filter",
+            "ExternalName",
+            "--publish-host-ip",
+            "--always-publish-not-ready-addresses",
+            "--expose-internal-ipv6",
+        ])
+        .unwrap();
+        let services = &settings.filters.services;
+        assert_eq!(
+            services.types,
+            [
+                ServiceType::NodePort,
+                ServiceType::LoadBalancer,
+                ServiceType::ExternalName
+            ]
+        );
+        assert!(services.needs_endpoints() && !services.headless());
+        assert!(
+            services.publish_host_ip
+                && services.always_publish_not_ready
+                && services.expose_internal_ipv6
+        );
+        let err = parse(&["--owner-id", "gw", "--service-type-filter", "Headless"]).unwrap_err();
+        assert!(err.contains("--service-type-filter"), "{err}");
     }
 
     #[test]

@@ -22,12 +22,14 @@ use ops::kube::{Watched, watch_kind};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use crate::cluster_watch::ClusterWatch;
 use crate::config::Settings;
 use crate::dnsendpoint::{self, DNSEndpoint};
 use crate::metrics::Metrics;
 use crate::plan::{self, Change, Conflict, Rules};
 use crate::publish;
 use crate::schedule::Schedule;
+use crate::service_types;
 use crate::source::{self, Endpoint, ObjectId, Rejection, RejectionKind, Request};
 use crate::writer::{self, WriteError};
 
@@ -94,6 +96,8 @@ struct Syncer {
     ingresses: Option<Watched<Ingress>>,
     dns_endpoints: Option<Watched<DNSEndpoint>>,
     gateway: Option<crate::gateway::watch::Watches>,
+    /// Nodes and EndpointSlices, for NodePort and headless Services (`--service-type-filter`).
+    cluster: Option<ClusterWatch>,
 }
 
 /// What the objects ask for, gathered from the reflectors.
@@ -126,16 +130,25 @@ impl Syncer {
         let mut asked = Asked::default();
         let mut fresh = true;
         let filters = &self.settings.filters;
-        for object in objects_of(self.services.as_ref(), "services", &mut fresh).await? {
+        let services = objects_of(self.services.as_ref(), "services", &mut fresh).await?;
+        let snapshot = match &self.cluster {
+            Some(cluster) => {
+                let (snapshot, is_fresh) = cluster
+                    .snapshot(&services, filters)
+                    .await
+                    .map_err(SyncError::NotReady)?;
+                fresh &= is_fresh;
+                snapshot
+            }
+            None => Default::default(),
+        };
+        let view = snapshot.view();
+        for object in services {
             let id = ObjectId::of("service", &object.metadata);
             let reference = object.object_ref(&());
-            asked.add(
-                source::from_service(&object, filters),
-                id.clone(),
-                &reference,
-            );
-            let internal = source::internal_from_service(&object, filters);
-            asked.add(internal, id, &reference);
+            for found in service_types::wanted(&object, filters, &view) {
+                asked.add(found, id.clone(), &reference);
+            }
         }
         for object in objects_of(self.ingresses.as_ref(), "ingresses", &mut fresh).await? {
             let id = ObjectId::of("ingress", &object.metadata);
@@ -421,6 +434,8 @@ pub async fn run(
         &shutdown,
     )
     .await?;
+    let cluster = (settings.services && settings.filters.services.needs_endpoints())
+        .then(|| ClusterWatch::start(&client, &settings.scope, &trigger, &shutdown));
     let reporter = Reporter {
         controller: "dns-sync".to_owned(),
         instance: Some(identity.clone()),
@@ -441,6 +456,7 @@ pub async fn run(
         ingresses,
         dns_endpoints,
         gateway,
+        cluster,
     };
 
     if once {
@@ -485,6 +501,11 @@ async fn run_once(syncer: &mut Syncer) -> Result<(), Error> {
         && let Err(resource) = gateway.wait_listed(limit).await
     {
         return Err(SyncError::NotReady(resource).into());
+    }
+    if let Some(cluster) = &syncer.cluster
+        && !cluster.wait_listed(limit).await
+    {
+        return Err(SyncError::NotReady("nodes and endpointslices").into());
     }
     let summary = syncer.sync().await?;
     tracing::info!(

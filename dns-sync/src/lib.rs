@@ -2,8 +2,9 @@
 //! in etcd, in the skydns format that CoreDNS and external-dns use (`proto::skydns`), changing only the
 //! records it owns.
 //!
-//! Layers: [`source`], [`dnsendpoint`] and [`gateway`] turn objects into wanted records (pure), each record's
-//! data a [`target::Target`], [`publish`] decides which of them may be
+//! Layers: [`source`], [`dnsendpoint`] and [`gateway`] turn objects into wanted records (pure), with
+//! [`service_types`] for the Services whose addresses live in Nodes and EndpointSlices, each record's data a
+//! [`target::Target`], [`publish`] decides which of them may be
 //! published and for which namespace (pure), [`plan`] diffs them against etcd under the ownership rules
 //! (pure), [`ptr`] adds the reverse records of what was allowed (`--create-ptr`), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
 //! reflectors, debounce, periodic resync and leader election. `main.rs` only parses flags and calls [`run`].
@@ -11,6 +12,7 @@
 //! [`etcd_auth`] (the `etcd-auth` binary) gives etcd the least-privilege identities dns-sync and dns-server run
 //! as.
 
+mod cluster_watch;
 pub mod config;
 pub mod controller;
 pub mod dnsendpoint;
@@ -23,6 +25,7 @@ pub mod plan;
 pub mod ptr;
 pub mod publish;
 mod schedule;
+pub mod service_types;
 pub mod source;
 pub mod target;
 pub mod writer;

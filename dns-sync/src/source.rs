@@ -203,6 +203,8 @@ pub struct Filters {
     pub publish_internal: bool,
     /// Per-object limits.
     pub limits: Limits,
+    /// Which Service types are published, and how (`--service-type-filter` and friends).
+    pub services: crate::service_types::ServiceOptions,
 }
 
 impl Filters {
@@ -306,12 +308,8 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
         None | Some("ClusterIP") if filters.publish_internal => true,
         _ => return Wanted::default(),
     };
-    if !filters.annotations_match(meta.annotations.as_ref()) {
-        return Wanted::default();
-    }
-    let from_annotation = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS);
-    let templated = filters.templated(meta, from_annotation.is_some());
-    if from_annotation.is_none() && templated.is_empty() {
+    let hostnames = service_hostnames(service, filters);
+    if hostnames.is_empty() {
         return Wanted::default();
     }
     let (addresses, field) = if internal {
@@ -326,14 +324,10 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
             .unwrap_or_default();
         (status, "status.loadBalancer.ingress")
     };
-    let mut hostnames: Vec<(&str, &'static str)> = from_annotation
-        .map(|(key, names)| split_list(names).map(|h| (h, key)).collect())
-        .unwrap_or_default();
-    hostnames.extend(
-        templated
-            .iter()
-            .map(|name| (name.as_str(), FQDN_TEMPLATE_FIELD)),
-    );
+    let hostnames = hostnames
+        .iter()
+        .map(|(h, key)| (h.as_str(), *key))
+        .collect();
     collect(
         ObjectId::of("service", meta),
         meta,
@@ -341,6 +335,29 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
         Targets::Overridable(addresses, field),
         filters,
     )
+}
+
+/// The names a Service asks for with its hostname annotation (or `--fqdn-template`), each with the field it
+/// comes from; none when the annotation filter leaves the Service out.
+pub(crate) fn service_hostnames(
+    service: &Service,
+    filters: &Filters,
+) -> Vec<(String, &'static str)> {
+    let meta = &service.metadata;
+    if !filters.annotations_match(meta.annotations.as_ref()) {
+        return Vec::new();
+    }
+    let from_annotation = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS);
+    let templated = filters.templated(meta, from_annotation.is_some());
+    let mut hostnames: Vec<(String, &'static str)> = from_annotation
+        .map(|(key, names)| split_list(names).map(|h| (h.to_owned(), key)).collect())
+        .unwrap_or_default();
+    hostnames.extend(
+        templated
+            .into_iter()
+            .map(|name| (name, FQDN_TEMPLATE_FIELD)),
+    );
+    hostnames
 }
 
 /// The records a Service asks for with its internal-hostname annotation: those names at its cluster IPs,
@@ -495,7 +512,9 @@ pub(crate) fn collect(
     };
     let hostnames = distinct_hostnames(hostnames);
     // Limits first, on the raw entries: nothing of an oversized object is validated, paired or published.
-    let over = limit_rejections(&object, &hostnames, &targets, target_field, &filters.limits);
+    let name_fields: Vec<&str> = hostnames.iter().map(|(_, field)| *field).collect();
+    let counts = (hostnames.len(), targets.len());
+    let over = limit_rejections(&object, counts, &name_fields, target_field, &filters.limits);
     if !over.is_empty() {
         wanted.rejections = over;
         wanted.request = Some(Request {
@@ -549,7 +568,7 @@ pub(crate) fn rejection(
 }
 
 /// The TTL annotation's value, if any; the annotation and the reason when it is not a usable TTL.
-fn ttl_of(
+pub(crate) fn ttl_of(
     annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<Option<u32>, (&'static str, String)> {
     match annotation(annotations, &TTL_ANNOTATIONS) {
@@ -575,7 +594,7 @@ fn distinct_targets<'a>(
 }
 
 /// The raw host name entries, sorted, one entry per name.
-fn distinct_hostnames<'a>(
+pub(crate) fn distinct_hostnames<'a>(
     mut hostnames: Vec<(&'a str, &'static str)>,
 ) -> Vec<(&'a str, &'static str)> {
     hostnames.sort_unstable();
@@ -583,21 +602,20 @@ fn distinct_hostnames<'a>(
     hostnames
 }
 
-/// A `Limit` rejection for each per-object limit the distinct raw entries go over (targets, then names);
-/// none when the object is within its limits.
-fn limit_rejections(
+/// A `Limit` rejection for each per-object limit the counts of distinct raw (names, targets) go over
+/// (targets, then names, the names' fields in `name_fields`); none when the object is within its limits.
+pub(crate) fn limit_rejections(
     object: &ObjectId,
-    hostnames: &[(&str, &'static str)],
-    targets: &[&str],
+    (names, targets): (usize, usize),
+    name_fields: &[&str],
     target_field: &str,
     limits: &Limits,
 ) -> Vec<Rejection> {
     let mut over = Vec::new();
-    if targets.len() > limits.targets_per_object {
+    if targets > limits.targets_per_object {
         let reason = format!(
             "{} targets, more than the limit of {} (--max-targets-per-object); nothing new is published for this object",
-            targets.len(),
-            limits.targets_per_object
+            targets, limits.targets_per_object
         );
         over.push(rejection(
             object,
@@ -606,14 +624,13 @@ fn limit_rejections(
             reason,
         ));
     }
-    if hostnames.len() > limits.names_per_object {
-        let mut fields: Vec<&str> = hostnames.iter().map(|(_, field)| *field).collect();
+    if names > limits.names_per_object {
+        let mut fields = name_fields.to_vec();
         fields.sort_unstable();
         fields.dedup();
         let reason = format!(
             "{} host names, more than the limit of {} (--max-names-per-object); nothing new is published for this object",
-            hostnames.len(),
-            limits.names_per_object
+            names, limits.names_per_object
         );
         over.push(rejection(
             object,
@@ -627,7 +644,7 @@ fn limit_rejections(
 
 /// The targets that are IP addresses or host names, lower-case, sorted and distinct; each other one is
 /// rejected into `rejections`.
-fn valid_targets(
+pub(crate) fn valid_targets(
     object: &ObjectId,
     targets: Vec<&str>,
     target_field: &str,
@@ -652,7 +669,7 @@ fn valid_targets(
 
 /// The host names that are valid and inside the domain filter, lower-case, sorted and distinct; each other
 /// one is rejected into `rejections`.
-fn valid_names(
+pub(crate) fn valid_names(
     object: &ObjectId,
     hostnames: Vec<(&str, &'static str)>,
     filters: &Filters,

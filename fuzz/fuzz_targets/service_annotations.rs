@@ -1,10 +1,12 @@
 //! Service and Ingress annotations, spec and status fields as users (and MetalLB or external-dns
-//! configurations) write them: dns-sync's `source::from_service` / `from_ingress` (hostname, target and
-//! TTL annotations) and lb-controller's `request::read` (requested addresses, pool, sharing key, families).
+//! configurations) write them: dns-sync's `service_types::wanted` (every Service type, over fuzzed Nodes and
+//! EndpointSlices) / `source::from_ingress` (hostname, target and TTL annotations) and lb-controller's
+//! `request::read` (requested addresses, pool, sharing key, families).
 //!
 //! Asserts: nothing panics; every endpoint dns-sync wants has a valid lower-case name inside the domain
 //! filter that maps onto an etcd key (plan.rs relies on that), a target that is an address or a valid
-//! non-wildcard name, a TTL within i32, and no (name, target) twice; every request the controller reads
+//! non-wildcard name (or an SRV record `_<service>._<protocol>.<name>` pointing at its name), a TTL within
+//! i32, no (name, target) twice, and one Service's names and targets within the per-object limits; every request the controller reads
 //! asks for at most one address per family, its families follow the requested addresses, and its key is
 //! `namespace/name`.
 #![no_main]
@@ -13,11 +15,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use arbitrary::Arbitrary;
+use dns_sync::service_types::{self, ClusterView, ServiceOptions, ServiceType};
 use dns_sync::source::{self, Filters};
 use dns_sync::target::Target;
 use k8s_openapi::api::core::v1::{
-    LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
+    LoadBalancerIngress, LoadBalancerStatus, Node, NodeAddress, NodeStatus, ObjectReference, Service,
+    ServicePort, ServiceSpec, ServiceStatus,
 };
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::api::networking::v1::{
     Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressRule, IngressSpec,
     IngressStatus,
@@ -43,6 +48,9 @@ const KEYS: &[&str] = &[
     "groundwork.dev/allow-shared-ip",
     "metallb.io/allow-shared-ip",
     "kubernetes.io/ingress.class",
+    "external-dns.alpha.kubernetes.io/access",
+    "external-dns.alpha.kubernetes.io/endpoints-type",
+    "external-dns.alpha.kubernetes.io/internal-hostname",
 ];
 
 const VALUES: &[&str] = &[
@@ -69,6 +77,13 @@ const VALUES: &[&str] = &[
     "PreferDualStack",
     "RequireDualStack",
     "nginx",
+    "public",
+    "private",
+    "HostIP",
+    "NodeExternalIP",
+    "10.244.0.1",
+    "fd00:244::1",
+    "web-0",
 ];
 
 #[derive(Debug, Arbitrary)]
@@ -113,6 +128,30 @@ struct Input {
     rules: Vec<Option<Text>>,
     domains: Vec<Text>,
     ingress_class: Option<Text>,
+    /// Picks ClusterIP, NodePort or ExternalName when not `load_balancer`.
+    kind: u8,
+    headless: bool,
+    external_name: Option<Text>,
+    /// Per node: its (external?, address) pairs.
+    nodes: Vec<Vec<(bool, Text)>>,
+    endpoints: Vec<FuzzEndpoint>,
+    /// Bits: every type in the filter, --publish-host-ip, --always-publish-not-ready-addresses,
+    /// --expose-internal-ipv6, publishNotReadyAddresses.
+    flags: u8,
+}
+
+/// One endpoint of the Service's EndpointSlices.
+#[derive(Debug, Arbitrary)]
+struct FuzzEndpoint {
+    /// Picks the slice: IPv4, IPv6 or FQDN.
+    address_type: u8,
+    addresses: Vec<Text>,
+    ready: Option<bool>,
+    serving: Option<bool>,
+    hostname: Option<Text>,
+    /// Picks a node by index (one past the last: a node that does not exist).
+    node: u8,
+    pod: bool,
 }
 
 fn opt(text: &Option<Text>) -> Option<String> {
@@ -144,10 +183,13 @@ fuzz_target!(|input: Input| {
                 if input.load_balancer {
                     "LoadBalancer"
                 } else {
-                    "ClusterIP"
+                    ["ClusterIP", "NodePort", "ExternalName"][usize::from(input.kind % 3)]
                 }
                 .to_owned(),
             ),
+            cluster_ip: input.headless.then(|| "None".to_owned()),
+            external_name: opt(&input.external_name),
+            publish_not_ready_addresses: Some(input.flags & 16 != 0),
             load_balancer_ip: opt(&input.load_balancer_ip),
             ip_families: input
                 .ip_families
@@ -163,6 +205,7 @@ fuzz_target!(|input: Input| {
                     .map(|(protocol, port)| ServicePort {
                         protocol: opt(protocol),
                         port: *port,
+                        node_port: Some(*port),
                         ..ServicePort::default()
                     })
                     .collect(),
@@ -233,12 +276,30 @@ fuzz_target!(|input: Input| {
             names_per_object: 8,
             targets_per_object: 8,
         },
+        services: ServiceOptions {
+            types: if input.flags & 1 != 0 {
+                vec![
+                    ServiceType::ClusterIp,
+                    ServiceType::NodePort,
+                    ServiceType::LoadBalancer,
+                    ServiceType::ExternalName,
+                ]
+            } else {
+                Vec::new()
+            },
+            publish_host_ip: input.flags & 2 != 0,
+            always_publish_not_ready: input.flags & 4 != 0,
+            expose_internal_ipv6: input.flags & 8 != 0,
+        },
     };
-    for wanted in [
-        source::from_service(&service, &filters),
-        source::internal_from_service(&service, &filters),
-        source::from_ingress(&ingress, &filters),
-    ] {
+    let nodes = fuzz_nodes(&input.nodes);
+    let slices = fuzz_slices(&input, nodes.len());
+    let view = ClusterView::new(&nodes, &slices);
+    let of_service = service_types::wanted(&service, &filters, &view);
+    within_object_limits(&of_service, &filters.limits);
+    let mut all = of_service;
+    all.push(source::from_ingress(&ingress, &filters));
+    for wanted in all {
         if let Some(request) = &wanted.request {
             assert!(request.names.len() <= filters.limits.names_per_object);
             assert!(request.targets.len() <= filters.limits.targets_per_object);
@@ -252,9 +313,26 @@ fuzz_target!(|input: Input| {
         let mut pairs = std::collections::BTreeSet::new();
         for endpoint in &endpoints {
             let name = &endpoint.name;
+            assert!(endpoint.ttl.is_none_or(|ttl| ttl <= i32::MAX as u32));
+            let pair = (name.clone(), endpoint.target.to_string());
+            assert!(pairs.insert(pair), "{name:?} -> {} twice", endpoint.target);
+            // An SRV record's name is `_<service>._<protocol>.<host>`, the name it points at.
+            let named = match &endpoint.target {
+                Target::Host(_) => name.as_str(),
+                Target::Srv { priority: 0, weight: 50, port: _, host } => {
+                    let mut labels = name.splitn(3, '.');
+                    let (service_label, protocol, rest) = (labels.next(), labels.next(), labels.next());
+                    assert!(service_label.is_some_and(|l| l.starts_with('_') && l.len() <= 63), "{name:?}");
+                    assert!(matches!(protocol, Some("_tcp" | "_udp" | "_sctp")), "{name:?}");
+                    assert_eq!(rest, Some(host.as_str()), "{name:?}");
+                    assert!(!host.starts_with("*."), "SRV at a wildcard {host:?}");
+                    host.as_str()
+                }
+                other => panic!("a Service asked for {other:?}, not an address, name or SRV record"),
+            };
             assert_eq!(
-                source::validate_hostname(name).as_ref(),
-                Ok(name),
+                source::validate_hostname(named).as_deref(),
+                Ok(named),
                 "name {name:?}"
             );
             assert!(
@@ -262,17 +340,16 @@ fuzz_target!(|input: Input| {
                     || filters
                         .domains
                         .iter()
-                        .any(|d| name == d || name.ends_with(&format!(".{d}"))),
+                        .any(|d| named == d || named.ends_with(&format!(".{d}"))),
                 "{name:?} outside {:?}",
                 filters.domains
             );
-            let Target::Host(target) = &endpoint.target else {
-                panic!("a Service asked for {:?}, not an address or name", endpoint.target);
-            };
             KeyLayout::default()
-                .record_key(name, &target_suffix(name, target))
-                .unwrap_or_else(|e| panic!("{name:?} -> {target:?} has no etcd key: {e}"));
-            if target.parse::<IpAddr>().is_err() {
+                .record_key(name, &target_suffix(name, &endpoint.target.key_seed()))
+                .unwrap_or_else(|e| panic!("{name:?} -> {} has no etcd key: {e}", endpoint.target));
+            if let Target::Host(target) = &endpoint.target
+                && target.parse::<IpAddr>().is_err()
+            {
                 assert_eq!(
                     source::validate_hostname(target).as_ref(),
                     Ok(target),
@@ -280,8 +357,6 @@ fuzz_target!(|input: Input| {
                 );
                 assert!(!target.starts_with("*."), "wildcard target {target:?}");
             }
-            assert!(endpoint.ttl.is_none_or(|ttl| ttl <= i32::MAX as u32));
-            assert!(pairs.insert((name, target)), "{name:?} -> {target:?} twice");
         }
     }
 
@@ -313,3 +388,101 @@ fuzz_target!(|input: Input| {
         );
     }
 });
+
+/// Nodes `n0`, `n1`, ... with the fuzzed addresses.
+fn fuzz_nodes(nodes: &[Vec<(bool, Text)>]) -> Vec<Node> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, addresses)| Node {
+            metadata: ObjectMeta {
+                name: Some(format!("n{i}")),
+                ..ObjectMeta::default()
+            },
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .iter()
+                        .map(|(external, address)| NodeAddress {
+                            type_: if *external { "ExternalIP" } else { "InternalIP" }.to_owned(),
+                            address: address.text(),
+                        })
+                        .collect(),
+                ),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        })
+        .collect()
+}
+
+/// The Service's EndpointSlices, one per address type, with the fuzzed endpoints.
+fn fuzz_slices(input: &Input, nodes: usize) -> Vec<EndpointSlice> {
+    ["IPv4", "IPv6", "FQDN"]
+        .iter()
+        .enumerate()
+        .map(|(i, address_type)| EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-{i}", input.name)),
+                namespace: Some(input.namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    service_types::SERVICE_NAME_LABEL.to_owned(),
+                    input.name.clone(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            address_type: (*address_type).to_owned(),
+            endpoints: Some(
+                input
+                    .endpoints
+                    .iter()
+                    .filter(|e| usize::from(e.address_type % 3) == i)
+                    .map(|e| Endpoint {
+                        addresses: e.addresses.iter().map(Text::text).collect(),
+                        conditions: Some(EndpointConditions {
+                            ready: e.ready,
+                            serving: e.serving,
+                            terminating: None,
+                        }),
+                        hostname: opt(&e.hostname),
+                        node_name: Some(format!("n{}", usize::from(e.node) % (nodes + 1))),
+                        target_ref: e.pod.then(|| ObjectReference {
+                            kind: Some("Pod".to_owned()),
+                            ..ObjectReference::default()
+                        }),
+                        ..Endpoint::default()
+                    })
+                    .collect(),
+            ),
+            ports: None,
+        })
+        .collect()
+}
+
+/// One Service's requests together stay within the per-object limits: distinct names, and distinct
+/// targets of each kind (addresses and names; SRV records).
+fn within_object_limits(found: &[source::Wanted], limits: &source::Limits) {
+    let requests: Vec<&source::Request> = found
+        .iter()
+        .filter_map(|w| w.request.as_ref())
+        .filter(|r| !r.keep_published)
+        .collect();
+    // The internal-hostname request is limited on its own.
+    for (internal, label) in [(true, "internal"), (false, "by type")] {
+        let mine: Vec<&&source::Request> = requests
+            .iter()
+            .filter(|r| r.names.iter().all(|n| n.field.contains("internal-hostname")) == internal)
+            .collect();
+        let names: std::collections::BTreeSet<&str> = mine
+            .iter()
+            .flat_map(|r| r.names.iter().map(|n| n.name.as_str()))
+            .collect();
+        assert!(names.len() <= limits.names_per_object, "{label}: {} names", names.len());
+        let hosts: std::collections::BTreeSet<&Target> = mine
+            .iter()
+            .flat_map(|r| r.targets.iter())
+            .filter(|t| matches!(t, Target::Host(_)))
+            .collect();
+        assert!(hosts.len() <= limits.targets_per_object, "{label}: {} targets", hosts.len());
+    }
+}

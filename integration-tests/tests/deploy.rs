@@ -953,6 +953,8 @@ const DNS_SYNC_MUST_NOT: &[Permission] = &[
         "groundwork-etcd-client-tls",
     ),
     ("list", "", "nodes", "", "", ""),
+    // Only with dnsSync.serviceTypeFilter naming NodePort or ClusterIP (headless Services).
+    ("list", "discovery.k8s.io", "endpointslices", "", "", ""),
     ("list", "groundwork.dev", "ippools", "", "", ""),
     (
         "patch",
@@ -1068,8 +1070,8 @@ async fn rbac_grants_each_daemon_its_contract_and_nothing_more() {
     }
 }
 
-#[tokio::test]
-async fn with_a_namespace_dns_sync_is_granted_that_namespace_only() {
+/// An apiserver with namespace `demo`, and a client of it.
+async fn cluster_with_demo_namespace() -> (KubeCluster, Client) {
     let cluster = KubeCluster::start().await.unwrap();
     let client = cluster.client();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -1078,6 +1080,12 @@ async fn with_a_namespace_dns_sync_is_granted_that_namespace_only() {
         .create(&PostParams::default(), &demo)
         .await
         .unwrap();
+    (cluster, client)
+}
+
+#[tokio::test]
+async fn with_a_namespace_dns_sync_is_granted_that_namespace_only() {
+    let (_cluster, client) = cluster_with_demo_namespace().await;
     install_rbac(&client, &["--set", "dnsSync.namespace=demo"]).await;
     let needs: &[Permission] = &[
         ("list", "", "services", "", "demo", ""),
@@ -1097,6 +1105,60 @@ async fn with_a_namespace_dns_sync_is_granted_that_namespace_only() {
         ("watch", "", "services", "", "other", ""),
         ("list", "networking.k8s.io", "ingresses", "", "", ""),
         ("create", "events.k8s.io", "events", "", "other", ""),
+    ];
+    assert_contract(&client, "groundwork-dns-sync", needs, must_not).await;
+}
+
+#[tokio::test]
+async fn node_port_and_headless_services_grant_dns_sync_nodes_and_endpointslices_to_read_only() {
+    let (_cluster, client) = cluster_with_demo_namespace().await;
+    install_rbac(
+        &client,
+        &[
+            "--set",
+            "dnsSync.namespace=demo",
+            "--set",
+            "dnsSync.serviceTypeFilter={ClusterIP,NodePort}",
+        ],
+    )
+    .await;
+    // Nodes are cluster-scoped: read everywhere; EndpointSlices only where the Services are read.
+    let needs: &[Permission] = &[
+        ("list", "", "nodes", "", "", ""),
+        ("watch", "", "nodes", "", "", ""),
+        ("list", "discovery.k8s.io", "endpointslices", "", "demo", ""),
+        (
+            "watch",
+            "discovery.k8s.io",
+            "endpointslices",
+            "",
+            "demo",
+            "",
+        ),
+        ("list", "", "services", "", "demo", ""),
+    ];
+    let must_not: &[Permission] = &[
+        ("patch", "", "nodes", "", "", "n1"),
+        ("get", "", "nodes", "", "", "n1"),
+        ("list", "discovery.k8s.io", "endpointslices", "", "", ""),
+        (
+            "list",
+            "discovery.k8s.io",
+            "endpointslices",
+            "",
+            "other",
+            "",
+        ),
+        (
+            "create",
+            "discovery.k8s.io",
+            "endpointslices",
+            "",
+            "demo",
+            "",
+        ),
+        ("list", "", "pods", "", "demo", ""),
+        ("list", "", "services", "", "", ""),
     ];
     assert_contract(&client, "groundwork-dns-sync", needs, must_not).await;
 }
@@ -1326,6 +1388,24 @@ async fn daemons_run_with_their_service_accounts_rights_and_fail_loudly_without_
         let sources = "service,ingress,gateway-httproute,gateway-grpcroute,gateway-tlsroute,\
                        gateway-tcproute,gateway-udproute";
         let mut daemon = single.clone().flag("--source", sources).start().unwrap();
+        daemon
+            .wait_ready(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));
+    }
+    // Publishing NodePort and headless Services, it also reads Nodes and EndpointSlices: the chart grants
+    // that with dnsSync.serviceTypeFilter, and it is ready with those rights alone.
+    install_rbac(
+        &client,
+        &["--set", "dnsSync.serviceTypeFilter={ClusterIP,NodePort}"],
+    )
+    .await;
+    {
+        let mut daemon = single
+            .clone()
+            .service_type("ClusterIP")
+            .service_type("NodePort")
+            .start()
+            .unwrap();
         daemon
             .wait_ready(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.process().log_tail(30)));

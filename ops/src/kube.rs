@@ -149,6 +149,8 @@ pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
     /// Set once the first list completed (or a direct list succeeded); never cleared.
     listed: Arc<AtomicBool>,
     api: Api<K>,
+    /// Applied to every object before it is kept or handed out (see [`watch_kind_trimmed`]).
+    trim: fn(&mut K),
 }
 
 /// How a watch retries after an error: from 100 ms, doubling, at most 2 s apart (with jitter), reset after
@@ -201,11 +203,28 @@ pub fn watch_kind<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    watch_kind_trimmed(api, config, |_| {}, on_change, shutdown)
+}
+
+/// [`watch_kind`] keeping only what `trim` leaves of each object: for kinds with large objects (Nodes with
+/// their image lists, EndpointSlices) of which a daemon reads a few fields, so the store holds only those.
+pub fn watch_kind_trimmed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+    on_change: impl Fn(Seen<'_, K>) + Send + 'static,
+    shutdown: CancellationToken,
+) -> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (store, writer) = reflector::store();
     let fresh = Arc::new(AtomicBool::new(false));
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(api.clone(), config).backoff(retry_backoff()),
+        watcher::watcher(api.clone(), config)
+            .backoff(retry_backoff())
+            .modify(trim),
     );
     let listed = Arc::new(AtomicBool::new(false));
     let (flag, ever) = (fresh.clone(), listed.clone());
@@ -260,6 +279,7 @@ where
         fresh,
         listed,
         api,
+        trim,
     }
 }
 
@@ -276,7 +296,11 @@ where
         match self.api.list(&ListParams::default()).await {
             Ok(list) => {
                 self.listed.store(true, Ordering::SeqCst);
-                (list.items.into_iter().map(Arc::new).collect(), true)
+                let trimmed = list.items.into_iter().map(|mut object| {
+                    (self.trim)(&mut object);
+                    Arc::new(object)
+                });
+                (trimmed.collect(), true)
             }
             Err(error) => {
                 tracing::warn!(kind = K::kind(&()).as_ref(), error = %error, "cannot list; using the last view");

@@ -22,6 +22,7 @@ pub struct DnsSyncFlags {
     sources: Vec<String>,
     create_ptr: bool,
     publish_internal_services: bool,
+    service_types: Vec<String>,
     kubeconfig: String,
     etcd: EtcdAccess,
     annotation_filters: Vec<String>,
@@ -54,6 +55,7 @@ impl Launcher<DnsSyncFlags> {
                 sources: Vec::new(),
                 create_ptr: false,
                 publish_internal_services: false,
+                service_types: Vec::new(),
                 kubeconfig: path_value(kubeconfig),
                 etcd: EtcdAccess::of(etcd),
                 annotation_filters: Vec::new(),
@@ -91,6 +93,12 @@ impl Launcher<DnsSyncFlags> {
     /// `--publish-internal-services`: ClusterIP Services' hostnames too, at their cluster IPs.
     pub fn publish_internal_services(mut self) -> Self {
         self.daemon.publish_internal_services = true;
+        self
+    }
+
+    /// `--service-type-filter TYPE` (one more): `ClusterIP`, `NodePort`, `LoadBalancer`, `ExternalName`.
+    pub fn service_type(mut self, service_type: &str) -> Self {
+        self.daemon.service_types.push(service_type.to_owned());
         self
     }
 
@@ -173,6 +181,7 @@ impl Flags for DnsSyncFlags {
             "--publish-internal-services",
             self.publish_internal_services,
         );
+        push_each(args, "--service-type-filter", &self.service_types);
         args.extend(["--kubeconfig".to_owned(), self.kubeconfig.clone()]);
         self.etcd.write(args);
         push_each(args, "--annotation-filter", &self.annotation_filters);
