@@ -118,27 +118,38 @@ pub async fn open(
         .session(request)
         .await
         .map_err(|status| {
-            let mut text = chain(&status);
-            // With TLS 1.3 the client's handshake completes before the server checks the client
-            // certificate, so a refusal arrives on the first request as a bare "connection closed" —
-            // or, depending on timing, a broken pipe or a reset.
-            let lower = text.to_lowercase();
-            let cut_short = ["connection closed", "broken pipe", "brokenpipe", "connection reset", "connectionreset"]
-                .iter()
-                .any(|s| lower.contains(s));
-            if settings.tls.is_some() && cut_short {
-                text.push_str(
-                    " (the controller closed the connection as the session started: with mutual TLS this \
-                     means it refused this speaker's client certificate; check that --tls-cert is signed by \
-                     the CA the controller trusts for clients)",
-                );
-            }
-            ControlError::Session(text)
+            ControlError::Session(explain_refusal(chain(&status), settings.tls.is_some()))
         })?;
     Ok(Session {
         outbound: Some(tx),
         inbound: response.into_inner(),
     })
+}
+
+/// Adds the likely cause to a session that failed as it started. With TLS 1.3 the client's handshake
+/// completes before the server checks the client certificate, so a refusal arrives on the first request
+/// as a bare "connection closed" — or, depending on timing, hyper's "connection was not ready" (closed
+/// before the request went out), a broken pipe or a reset.
+fn explain_refusal(mut text: String, mutual_tls: bool) -> String {
+    let lower = text.to_lowercase();
+    let cut_short = [
+        "connection closed",
+        "connection was not ready",
+        "broken pipe",
+        "brokenpipe",
+        "connection reset",
+        "connectionreset",
+    ]
+    .iter()
+    .any(|s| lower.contains(s));
+    if mutual_tls && cut_short {
+        text.push_str(
+            " (the controller closed the connection as the session started: with mutual TLS this \
+             means it refused this speaker's client certificate; check that --tls-cert is signed by \
+             the CA the controller trusts for clients)",
+        );
+    }
+    text
 }
 
 /// Exponential reconnect backoff (announce.proto rule 7): 50 ms doubling to 1 s, reset after a session
@@ -150,6 +161,21 @@ pub fn reconnect_backoff() -> Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_cut_short_under_mutual_tls_points_at_the_client_certificate() {
+        // Both seen from a speaker whose certificate the controller refused (CI, stop 25).
+        for seen in [
+            "hyper::Error(Canceled, \"connection was not ready\")",
+            "hyper::Error(Canceled, \"connection closed\")",
+        ] {
+            let explained = explain_refusal(seen.to_owned(), true);
+            assert!(explained.contains("--tls-cert"), "{explained}");
+            assert_eq!(explain_refusal(seen.to_owned(), false), seen);
+        }
+        let other = "dns error: failed to lookup address";
+        assert_eq!(explain_refusal(other.to_owned(), true), other);
+    }
 
     #[test]
     fn reconnects_back_off_from_50_ms_to_1_s() {
