@@ -149,6 +149,9 @@ pub struct Watched<K: Resource<DynamicType = ()> + Clone + 'static> {
     /// Set once the first list completed (or a direct list succeeded); never cleared.
     listed: Arc<AtomicBool>,
     api: Api<K>,
+    /// The watch's selectors, for a direct list when the watch is stale: without them that list would
+    /// hand out objects the watch never shows (Services outside `--label-filter`, say).
+    list: ListParams,
     /// Applied to every object before it is kept or handed out (see [`watch_kind_trimmed`]).
     trim: fn(&mut K),
 }
@@ -219,6 +222,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let list = direct_list(&config);
     let fresh = Arc::new(AtomicBool::new(false));
     let stream = reflector::reflector(
         writer,
@@ -279,8 +283,21 @@ where
         fresh,
         listed,
         api,
+        list,
         trim,
     }
+}
+
+/// The list a watch with `config` would start from, selectors included.
+fn direct_list(config: &watcher::Config) -> ListParams {
+    let mut list = ListParams::default();
+    if let Some(labels) = &config.label_selector {
+        list = list.labels(labels);
+    }
+    if let Some(fields) = &config.field_selector {
+        list = list.fields(fields);
+    }
+    list
 }
 
 impl<K> Watched<K>
@@ -288,12 +305,12 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// The objects and whether they are a complete, fresh view; when the reflector is not fresh, lists
-    /// directly, and falls back to the (stale) store if that fails too.
+    /// directly with the watch's selectors, and falls back to the (stale) store if that fails too.
     pub async fn objects(&self) -> (Vec<Arc<K>>, bool) {
         if self.is_fresh() {
             return (self.store.state(), true);
         }
-        match self.api.list(&ListParams::default()).await {
+        match self.api.list(&self.list).await {
             Ok(list) => {
                 self.listed.store(true, Ordering::SeqCst);
                 let trimmed = list.items.into_iter().map(|mut object| {
@@ -371,4 +388,28 @@ pub async fn leadership(
         .map_err(|e| e.to_string())?;
     let (receiver, task) = manager.watch().await;
     Ok((Box::new(task), receiver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_direct_list_keeps_the_watch_selectors() {
+        let config = watcher::Config::default()
+            .labels("dns=public,tier notin (internal)")
+            .fields("metadata.namespace=web");
+        let list = direct_list(&config);
+        assert_eq!(
+            list.label_selector.as_deref(),
+            Some("dns=public,tier notin (internal)")
+        );
+        assert_eq!(
+            list.field_selector.as_deref(),
+            Some("metadata.namespace=web")
+        );
+        let unfiltered = direct_list(&watcher::Config::default());
+        assert_eq!(unfiltered.label_selector, None);
+        assert_eq!(unfiltered.field_selector, None);
+    }
 }
