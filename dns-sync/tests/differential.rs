@@ -1,8 +1,10 @@
-//! dns-sync against external-dns, differentially: one set of objects (Services of each type published,
-//! Ingresses, DNSEndpoints, an HTTPRoute) is given to the real external-dns (its CoreDNS provider) and to dns-sync, each
-//! writing under its own etcd prefix. The two record sets, read back as (name, type, data, TTL), must be equal
-//! except for the differences `docs/dns-sync.md` lists; and dns-server and CoreDNS, each serving each prefix,
-//! must give the same answers to every question about those records.
+//! dns-sync against external-dns, differentially: one set of objects (Services of every type, Ingresses, a
+//! DNSEndpoint, a route of each Gateway API kind) is given to the real external-dns (its CoreDNS provider) and
+//! to dns-sync, each writing under its own etcd prefix. The two record sets, read back as (name, type, data,
+//! TTL), must be equal except for the differences `docs/dns-sync.md` lists; and dns-server and CoreDNS, each
+//! serving each prefix, must give the same answers to every question about those records (SRV aside: neither
+//! server can serve external-dns's SRV value, and CoreDNS cuts SRV targets short, both listed there).
+//! No kubelet or controller-manager runs: Nodes, Pods and EndpointSlices are made as they would make them.
 
 // Helpers of this test file panic like assertions do: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,6 +30,10 @@ use serde_json::json;
 
 mod support;
 
+use support::workloads::{
+    PodEndpoint, create_default_service_account, create_node, create_pod, create_with_spec, ready,
+    set_endpoints,
+};
 use support::{
     HOSTNAME, TARGET, cluster_with_dns_endpoints, create, dns_endpoint, keys_under, service_in,
     start_sync_with,
@@ -51,6 +57,14 @@ async fn records_under(etcd: &Etcd, prefix: &str) -> BTreeSet<Rr> {
         let labels: Vec<&str> = full.split('.').collect();
         let name = labels[record.target_strip as usize..].join(".");
         let (rtype, data) = match Target::of_record(&record).unwrap() {
+            // external-dns's CoreDNS provider keeps an SRV record's data whole in `host`.
+            Target::Host(host) if name.starts_with('_') && host.contains(' ') => ("SRV", host),
+            Target::Srv {
+                priority,
+                weight,
+                port,
+                host,
+            } => ("SRV", format!("{priority} {weight} {port} {host}")),
             Target::Host(host) => match host.parse::<IpAddr>() {
                 Ok(IpAddr::V4(_)) => ("A", host),
                 Ok(IpAddr::V6(_)) => ("AAAA", host),
@@ -133,7 +147,11 @@ async fn create_objects(cluster: &KubeCluster) {
     );
     let api: Api<DNSEndpoint> = Api::namespaced(cluster.client(), "default");
     let listeners = json!({"gatewayClassName": "lab", "listeners": [
-        {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "*.gw.test.org"}]});
+        {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "*.gw.test.org"},
+        {"name": "tls", "protocol": "TLS", "port": 8443, "hostname": "*.tls.gw.test.org",
+         "tls": {"mode": "Passthrough"}},
+        {"name": "tcp", "protocol": "TCP", "port": 5432},
+        {"name": "udp", "protocol": "UDP", "port": 5353}]});
     gateway_api::create(cluster, "Gateway", "default", "edge", json!({}), listeners)
         .await
         .unwrap();
@@ -149,9 +167,94 @@ async fn create_objects(cluster: &KubeCluster) {
     gateway_api::set_route_status(cluster, "HTTPRoute", "default", "shop", &[(parent, true)])
         .await
         .unwrap();
+    create_other_routes(cluster).await;
     api.create(&PostParams::default(), &endpoints)
         .await
         .unwrap();
+    create_node_port_and_headless(cluster).await;
+}
+
+/// A GRPCRoute for `rpc.gw.test.org`, a TLSRoute taking its listener's `*.tls.gw.test.org`, and TCP and UDP
+/// routes named by their hostname annotation, each accepted by its listener of Gateway `edge`.
+async fn create_other_routes(cluster: &KubeCluster) {
+    let backend = json!([{"backendRefs": [{"name": "backend", "port": 443}]}]);
+    let routes = [
+        (
+            "GRPCRoute",
+            "rpc",
+            "http",
+            json!({}),
+            json!({"hostnames": ["rpc.gw.test.org"]}),
+        ),
+        (
+            "TLSRoute",
+            "secure",
+            "tls",
+            json!({}),
+            json!({"rules": backend}),
+        ),
+        (
+            "TCPRoute",
+            "pg",
+            "tcp",
+            json!({HOSTNAME: "pg.test.org"}),
+            json!({"rules": backend}),
+        ),
+        (
+            "UDPRoute",
+            "logs",
+            "udp",
+            json!({HOSTNAME: "logs.test.org"}),
+            json!({"rules": backend}),
+        ),
+    ];
+    for (kind, name, section, annotations, mut spec) in routes {
+        let parent = json!({"name": "edge", "sectionName": section});
+        spec["parentRefs"] = json!([parent.clone()]);
+        gateway_api::create(cluster, kind, "default", name, annotations, spec)
+            .await
+            .unwrap();
+        gateway_api::set_route_status(cluster, kind, "default", name, &[(parent, true)])
+            .await
+            .unwrap();
+    }
+}
+
+/// NodePort Service `np.test.org` over nodes n1 and n2 (an ExternalIP each), and headless Service
+/// `db.test.org` with Pods db-0 and db-1 ready and db-2 not.
+async fn create_node_port_and_headless(cluster: &KubeCluster) {
+    for (node, internal, external) in [
+        ("n1", "10.0.0.1", "192.0.2.1"),
+        ("n2", "10.0.0.2", "192.0.2.2"),
+    ] {
+        create_node(
+            cluster,
+            node,
+            &[("InternalIP", internal), ("ExternalIP", external)],
+        )
+        .await;
+    }
+    let node_port = json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]});
+    create_with_spec(cluster, "np", node_port, json!({HOSTNAME: "np.test.org"})).await;
+
+    create_default_service_account(cluster).await;
+    let headless =
+        json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]});
+    create_with_spec(cluster, "db", headless, json!({HOSTNAME: "db.test.org"})).await;
+    let pods = [
+        ("db-0", "10.244.0.10", "n1", true),
+        ("db-1", "10.244.0.11", "n2", true),
+        ("db-2", "10.244.0.12", "n2", false),
+    ];
+    let mut endpoints = Vec::new();
+    for (pod, ip, node, is_ready) in pods {
+        create_pod(cluster, pod, "db", node, ip, is_ready).await;
+        endpoints.push(PodEndpoint {
+            ready: is_ready,
+            ..ready(pod, ip, node)
+        });
+    }
+    set_endpoints(cluster, "db", &endpoints).await;
 }
 
 /// The sorted answer records of `server` for one question.
@@ -163,7 +266,7 @@ fn answer(server: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
 async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answers_them_alike() {
     let cluster = cluster_with_dns_endpoints().await;
     cluster
-        .install_crds(&gateway_api_crds(GatewayApiChannel::Standard).unwrap())
+        .install_crds(&gateway_api_crds(GatewayApiChannel::Experimental).unwrap())
         .await
         .unwrap();
     let etcd = Etcd::start().await.unwrap();
@@ -177,6 +280,10 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             "--source=ingress",
             "--source=crd",
             "--source=gateway-httproute",
+            "--source=gateway-grpcroute",
+            "--source=gateway-tlsroute",
+            "--source=gateway-tcproute",
+            "--source=gateway-udproute",
             "--publish-internal-services",
             "--domain-filter=test.org",
             "--registry=noop",
@@ -186,6 +293,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             "--managed-record-types=AAAA",
             "--managed-record-types=CNAME",
             "--managed-record-types=TXT",
+            "--managed-record-types=SRV",
             &format!("--coredns-prefix={EXTERNAL}"),
         ],
     )
@@ -196,6 +304,15 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             .source("ingress")
             .source("crd")
             .source("gateway-httproute")
+            .source("gateway-grpcroute")
+            .source("gateway-tlsroute")
+            .source("gateway-tcproute")
+            .source("gateway-udproute")
+            // external-dns publishes every Service type unless filtered; dns-sync only those it is told.
+            .service_type("LoadBalancer")
+            .service_type("ClusterIP")
+            .service_type("NodePort")
+            .service_type("ExternalName")
             .publish_internal_services()
             .flag("--etcd-prefix", OURS)
             .once()
@@ -215,7 +332,14 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
     );
     for name in [
         "shop.gw.test.org",
+        "rpc.gw.test.org",
+        "*.tls.gw.test.org",
+        "pg.test.org",
+        "logs.test.org",
         "internal.test.org",
+        "np.test.org",
+        "_np._tcp.np.test.org",
+        "db-0.db.test.org",
         "txt.test.org",
         "*.apps.test.org",
     ] {
@@ -251,8 +375,22 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
     }
     let questions: BTreeSet<(String, &str)> = theirs
         .iter()
+        .filter(|(_, rtype, _, _)| *rtype != "SRV")
         .map(|(name, rtype, _, _)| (name.replace('*', "any"), *rtype))
         .collect();
+    // SRV from dns-server reading dns-sync's records: the record external-dns meant to publish, as the
+    // skydns format serves it (CoreDNS's rules: priority 0 means 10, a weight is its share of 100 at its
+    // priority; each name here has one SRV record).
+    let (_, our_server) = &servers[2];
+    for (name, _, data, _) in ours.iter().filter(|(_, rtype, ..)| *rtype == "SRV") {
+        let [priority, _weight, port, host] = data.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("SRV {name}: {data}");
+        };
+        let priority = if priority == "0" { "10" } else { priority };
+        let answered = dig::query(*our_server, name, "SRV", &[]).unwrap();
+        let want = format!("{priority} 100 {port} {host}.");
+        assert_eq!(answered.data_of("SRV"), [want], "SRV {name}");
+    }
     for (name, rtype) in &questions {
         // A CNAME question is asked as A: CoreDNS reads only a name's own key for a CNAME question.
         let asked = if *rtype == "CNAME" { "A" } else { rtype };

@@ -15,14 +15,17 @@ use integration_tests::kube::KubeCluster;
 use integration_tests::launch::DnsServer;
 use integration_tests::peers::external_dns_once;
 use integration_tests::{process, wait};
-use k8s_openapi::api::core::v1::{Node, Pod, Service, ServiceAccount};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Service;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::DeleteParams;
 use proto::skydns::{KeyLayout, SkydnsRecord};
 
 mod support;
 
+use support::workloads::{
+    PodEndpoint, create_default_service_account, create_node, create_pod, create_with_spec,
+    delete_node, ready, set_endpoints,
+};
 use support::{HOSTNAME, OWNER, start_sync_with, wait_answer, wait_event, wait_hosts};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -37,102 +40,6 @@ fn start(cluster: &KubeCluster, etcd: &Etcd, service_type: &str) -> (Daemon, Dae
         .serve()
         .unwrap();
     (sync, server, dns)
-}
-
-/// Registers a Node with these (type, address) pairs, as a kubelet does.
-async fn create_node(cluster: &KubeCluster, name: &str, addresses: &[(&str, &str)]) {
-    let api: Api<Node> = Api::all(cluster.client());
-    let node: Node =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &node).await.unwrap();
-    let addresses: Vec<serde_json::Value> = addresses
-        .iter()
-        .map(|(kind, address)| serde_json::json!({"type": kind, "address": address}))
-        .collect();
-    let status = serde_json::json!({"status": {"addresses": addresses}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
-async fn delete_node(cluster: &KubeCluster, name: &str) {
-    let api: Api<Node> = Api::all(cluster.client());
-    api.delete(name, &DeleteParams::default()).await.unwrap();
-}
-
-/// Creates a Service in `default` with `spec` and `annotations`.
-async fn create_with_spec(
-    cluster: &KubeCluster,
-    name: &str,
-    spec: serde_json::Value,
-    annotations: serde_json::Value,
-) {
-    let service: Service = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
-        "spec": spec,
-    }))
-    .unwrap();
-    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
-    api.create(&PostParams::default(), &service).await.unwrap();
-}
-
-/// One endpoint of a Pod: its address, node, readiness and (a StatefulSet's Pods have one) hostname.
-struct PodEndpoint<'a> {
-    pod: &'a str,
-    address: &'a str,
-    node: &'a str,
-    ready: bool,
-    hostname: Option<&'a str>,
-}
-
-/// Creates or replaces the IPv4 EndpointSlice of Service `default/service`, as the EndpointSlice controller
-/// keeps it for the Service's Pods.
-async fn set_endpoints(cluster: &KubeCluster, service: &str, pods: &[PodEndpoint<'_>]) {
-    let endpoints: Vec<serde_json::Value> = pods
-        .iter()
-        .map(|p| {
-            let mut endpoint = serde_json::json!({
-                "addresses": [p.address],
-                "conditions": {"ready": p.ready, "serving": p.ready, "terminating": false},
-                "nodeName": p.node,
-                "targetRef": {"kind": "Pod", "namespace": "default", "name": p.pod},
-            });
-            if let Some(hostname) = p.hostname {
-                endpoint["hostname"] = hostname.into();
-            }
-            endpoint
-        })
-        .collect();
-    let slice = serde_json::json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-ipv4"),
-            "namespace": "default",
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "tests.groundwork.dev",
-            },
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
-    });
-    let api: Api<EndpointSlice> = Api::namespaced(cluster.client(), "default");
-    let params = PatchParams::apply("groundwork-tests").force();
-    api.patch(&format!("{service}-ipv4"), &params, &Patch::Apply(&slice))
-        .await
-        .unwrap();
-}
-
-fn ready<'a>(pod: &'a str, address: &'a str, node: &'a str) -> PodEndpoint<'a> {
-    PodEndpoint {
-        pod,
-        address,
-        node,
-        ready: true,
-        hostname: Some(pod),
-    }
 }
 
 /// Nodes n1 (internal and external IPv4), n2 (internal IPv4 and IPv6) and n3 (internal IPv4), and two
@@ -340,36 +247,6 @@ async fn assert_event_type(cluster: &KubeCluster, name: &str, reason: &str, kind
     );
 }
 
-/// Creates Pod `default/name` (label `app`, on `node`, with `hostname` and subdomain `app`) and gives it the
-/// status a kubelet would: running, with `ip`, ready or not.
-async fn create_pod(
-    cluster: &KubeCluster,
-    name: &str,
-    app: &str,
-    node: &str,
-    ip: &str,
-    ready: bool,
-) {
-    let api: Api<Pod> = Api::namespaced(cluster.client(), "default");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
-        "spec": {
-            "hostname": name, "subdomain": app, "nodeName": node,
-            "automountServiceAccountToken": false,
-            "containers": [{"name": "main", "image": "registry.invalid/none"}],
-        },
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &pod).await.unwrap();
-    let status = serde_json::json!({"status": {
-        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
-        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
-    }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 /// Every (name, data) of the address and SRV records (not TXT: external-dns's registry) under `/skydns`
 /// in `etcd`, sorted.
 async fn records_in(etcd: &Etcd) -> Vec<(String, String)> {
@@ -403,13 +280,7 @@ async fn node_port_and_headless_services_get_the_records_external_dns_gives_them
     let cluster = KubeCluster::start().await.unwrap();
     let ours = Etcd::start().await.unwrap();
     let theirs = Etcd::start().await.unwrap();
-    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client(), "default");
-    let default: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &default)
-        .await
-        .unwrap();
+    create_default_service_account(&cluster).await;
     nodes_and_node_port_services(&cluster).await;
     let local = serde_json::json!({
         "type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "local"},

@@ -17,6 +17,8 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use proto::skydns::{KeyLayout, SkydnsRecord};
 
+pub mod workloads;
+
 /// The owner id the tests run dns-sync with.
 pub const OWNER: &str = "gw";
 /// The hostname annotation.
