@@ -231,15 +231,12 @@ fn external_name(service: &Service, filters: &Filters) -> Wanted {
     if hostnames.is_empty() {
         return Wanted::default();
     }
-    let spec = service.spec.as_ref();
-    let ips: Vec<&str> = spec
-        .and_then(|s| s.external_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
+    let ips = source::external_ips(service);
     let (targets, field) = if ips.is_empty() {
-        let name = spec.and_then(|s| s.external_name.as_deref());
+        let name = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.external_name.as_deref());
         (name.into_iter().collect(), "spec.externalName")
     } else {
         (ips, "spec.externalIPs")

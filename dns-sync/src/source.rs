@@ -298,8 +298,9 @@ pub struct Wanted {
     pub waiting: Option<&'static str>,
 }
 
-/// The records a Service asks for with its hostname annotation (or `--fqdn-template`): a LoadBalancer at the
-/// addresses in its status, and with `--publish-internal-services` a ClusterIP Service at its cluster IPs.
+/// The records a Service asks for with its hostname annotation (or `--fqdn-template`): a LoadBalancer at its
+/// `spec.externalIPs` if it has any, else at the addresses in its status; and with
+/// `--publish-internal-services` a ClusterIP Service at its cluster IPs.
 pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
     let meta = &service.metadata;
     let kind = service.spec.as_ref().and_then(|s| s.type_.as_deref());
@@ -312,8 +313,12 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
     if hostnames.is_empty() {
         return Wanted::default();
     }
+    let external_ips = external_ips(service);
     let (addresses, field) = if internal {
         (cluster_ips(service), CLUSTER_IPS_FIELD)
+    } else if !external_ips.is_empty() {
+        // As external-dns: addresses the cluster was told to route to this Service come before its status.
+        (external_ips, "spec.externalIPs")
     } else {
         let status = service
             .status
@@ -335,6 +340,17 @@ pub fn from_service(service: &Service, filters: &Filters) -> Wanted {
         Targets::Overridable(addresses, field),
         filters,
     )
+}
+
+/// A Service's `spec.externalIPs`: addresses the cluster routes to it, which external-dns publishes before
+/// a LoadBalancer's status and an ExternalName's name.
+pub(crate) fn external_ips(service: &Service) -> Vec<&str> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_ips.as_ref())
+        .map(|ips| ips.iter().map(String::as_str).collect())
+        .unwrap_or_default()
 }
 
 /// The names a Service asks for with its hostname annotation (or `--fqdn-template`), each with the field it

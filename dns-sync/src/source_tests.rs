@@ -443,3 +443,21 @@ fn the_internal_hostname_is_published_at_the_cluster_ips_of_any_service_but_a_he
     let plain = with_cluster_ips(&[], "ClusterIP", &["10.96.0.13"]);
     assert_eq!(internal_from_service(&plain, &filters()), Wanted::default());
 }
+
+#[test]
+fn a_load_balancer_service_with_external_ips_publishes_them_instead_of_its_status() {
+    let mut svc = service(
+        &[("external-dns.alpha.kubernetes.io/hostname", "a.test.org")],
+        &["10.10.39.200"],
+        "LoadBalancer",
+    );
+    svc.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.50".to_owned()]);
+    let wanted = from_service(&svc, &filters());
+    assert!(wanted.rejections.is_empty(), "{:?}", wanted.rejections);
+    assert_eq!(names(&wanted), ["a.test.org 192.0.2.50 None"]);
+
+    svc.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.50/32".to_owned()]);
+    let wanted = from_service(&svc, &filters());
+    let rejected = format!("{:?}", wanted.rejections);
+    assert!(rejected.contains("spec.externalIPs"), "{rejected}");
+}

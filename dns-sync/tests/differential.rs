@@ -120,6 +120,10 @@ async fn create_objects(cluster: &KubeCluster) {
         &[(HOSTNAME, "alias.test.org"), (TARGET, "lb.other.org")],
     );
     create(cluster, &aliased, Some("10.10.39.201")).await;
+    // Published at its spec.externalIPs, not its status.
+    let mut routed = service_in("default", "routed", &[(HOSTNAME, "routed.test.org")]);
+    routed.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.60".to_owned()]);
+    create(cluster, &routed, Some("10.10.39.203")).await;
     create_ingress(
         cluster,
         "nginx",
@@ -339,6 +343,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
         "internal.test.org",
         "np.test.org",
         "_np._tcp.np.test.org",
+        "routed.test.org",
         "db-0.db.test.org",
         "txt.test.org",
         "*.apps.test.org",
