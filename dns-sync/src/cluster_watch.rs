@@ -61,7 +61,7 @@ impl ClusterWatch {
             kube::Api::all(client.clone()),
             kube::runtime::watcher::Config::default(),
             trim_node,
-            on_node_change(trigger.clone()),
+            on_node_change(trigger.clone(), addresses_digest),
             shutdown.clone(),
         );
         let slices = watch_kind_trimmed(
@@ -130,8 +130,12 @@ fn reads_endpoints(service: &Service, filters: &Filters) -> bool {
     by_type && !source::service_hostnames(service, filters).is_empty()
 }
 
-/// Wakes the sync when a node comes, goes, or changes its addresses; status heartbeats do not.
-fn on_node_change(trigger: mpsc::UnboundedSender<Instant>) -> impl Fn(Seen<'_, Node>) + Send {
+/// Wakes the sync when a node comes, goes, or changes what `digest` covers (its addresses, for NodePort
+/// Services); status heartbeats do not.
+pub(crate) fn on_node_change(
+    trigger: mpsc::UnboundedSender<Instant>,
+    digest: fn(&Node) -> u64,
+) -> impl Fn(Seen<'_, Node>) + Send {
     // One digest per node name: as many entries as the cluster has nodes.
     let seen: Mutex<HashMap<String, u64>> = Mutex::default();
     move |change| {
@@ -143,7 +147,7 @@ fn on_node_change(trigger: mpsc::UnboundedSender<Instant>) -> impl Fn(Seen<'_, N
             }
             Seen::Applied(node) => {
                 let name = node.metadata.name.clone().unwrap_or_default();
-                let digest = addresses_digest(node);
+                let digest = digest(node);
                 seen.insert(name, digest) != Some(digest)
             }
             Seen::Deleted(node) => {
@@ -159,12 +163,17 @@ fn on_node_change(trigger: mpsc::UnboundedSender<Instant>) -> impl Fn(Seen<'_, N
 
 fn addresses_digest(node: &Node) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
+    hash_addresses(node, &mut hasher);
+    hasher.finish()
+}
+
+/// Feeds a node's (type, address) pairs to `hasher`.
+pub(crate) fn hash_addresses(node: &Node, hasher: &mut impl Hasher) {
     if let Some(addresses) = node.status.as_ref().and_then(|s| s.addresses.as_ref()) {
         for address in addresses {
-            (&address.type_, &address.address).hash(&mut hasher);
+            (&address.type_, &address.address).hash(hasher);
         }
     }
-    hasher.finish()
 }
 
 /// Wakes the sync when an EndpointSlice of a Service in `interest` changes, and after every (re)list.
@@ -306,7 +315,7 @@ mod tests {
     #[test]
     fn only_address_changes_and_slices_of_published_services_wake_the_sync() {
         let (trigger, mut woken) = mpsc::unbounded_channel();
-        let on_node = on_node_change(trigger.clone());
+        let on_node = on_node_change(trigger.clone(), addresses_digest);
         let node = |address: &str| -> Node {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "n1"},

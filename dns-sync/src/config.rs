@@ -96,9 +96,22 @@ pub struct Config {
     #[arg(long, env = "ALWAYS_PUBLISH_NOT_READY_ADDRESSES")]
     pub always_publish_not_ready_addresses: bool,
 
-    /// Publish NodePort Services at the nodes' internal IPv6 addresses too, beside their external addresses.
+    /// Publish NodePort Services (and, with `--source node`, Nodes) at the nodes' internal IPv6 addresses
+    /// too, beside their external addresses.
     #[arg(long, env = "EXPOSE_INTERNAL_IPV6")]
     pub expose_internal_ipv6: bool,
+
+    /// With `--source node`, leave out Nodes marked unschedulable (cordoned); `=false` publishes them too.
+    /// On by default, as in external-dns.
+    #[arg(
+        long,
+        env = "EXCLUDE_UNSCHEDULABLE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub exclude_unschedulable: bool,
 
     /// Also publish a PTR record for every A/AAAA record, at the address's reverse name, when that name is in
     /// a zone served from this etcd (`--zone 10.in-addr.arpa`, `--zone 8.b.d.0.1.0.0.2.ip6.arpa`).
@@ -110,10 +123,10 @@ pub struct Config {
     #[arg(long, env = "POLICY", value_enum, default_value = "sync")]
     pub policy: Policy,
 
-    /// Where names come from (repeatable): `service`, `ingress`, `crd` (external-dns's `DNSEndpoint`), and
-    /// the Gateway API routes `gateway-httproute`, `gateway-grpcroute`, `gateway-tlsroute`,
-    /// `gateway-tcproute`, `gateway-udproute` (external-dns's names; their CRDs must be served, or dns-sync
-    /// stops at start).
+    /// Where names come from (repeatable): `service`, `ingress`, `crd` (external-dns's `DNSEndpoint`), `node`
+    /// (each Node at its addresses), and the Gateway API routes `gateway-httproute`, `gateway-grpcroute`,
+    /// `gateway-tlsroute`, `gateway-tcproute`, `gateway-udproute` (external-dns's names; their CRDs must be
+    /// served, or dns-sync stops at start).
     /// Default: `service` and `ingress`.
     #[arg(long = "source", value_enum, value_delimiter = ',')]
     pub sources: Vec<SourceKind>,
@@ -225,13 +238,15 @@ pub enum SourceKind {
     GatewayTcproute,
     /// Gateway API `UDPRoute`s (experimental channel).
     GatewayUdproute,
+    /// Nodes, each at its own addresses (external-dns's `node` source).
+    Node,
 }
 
 impl SourceKind {
     /// The Gateway API route kind this source reads, if it is one.
     pub fn route(self) -> Option<RouteKind> {
         match self {
-            Self::Service | Self::Ingress | Self::Crd => None,
+            Self::Service | Self::Ingress | Self::Crd | Self::Node => None,
             Self::GatewayHttproute => Some(RouteKind::Http),
             Self::GatewayGrpcroute => Some(RouteKind::Grpc),
             Self::GatewayTlsroute => Some(RouteKind::Tls),
@@ -382,6 +397,8 @@ pub struct Settings {
     pub ingresses: bool,
     /// Watch `DNSEndpoint`s.
     pub dns_endpoints: bool,
+    /// Watch Nodes as a source (`--source node`).
+    pub nodes: bool,
     /// Which objects the watches see.
     pub scope: WatchScope,
     /// The Gateway API sources.
@@ -423,6 +440,7 @@ impl Config {
                     always_publish_not_ready: self.always_publish_not_ready_addresses,
                     expose_internal_ipv6: self.expose_internal_ipv6,
                 },
+                exclude_unschedulable: self.exclude_unschedulable,
                 limits: Limits {
                     names_per_object: self.max_names_per_object as usize,
                     targets_per_object: self.max_targets_per_object as usize,
@@ -438,6 +456,7 @@ impl Config {
             services: both || self.sources.contains(&SourceKind::Service),
             ingresses: both || self.sources.contains(&SourceKind::Ingress),
             dns_endpoints: self.sources.contains(&SourceKind::Crd),
+            nodes: self.sources.contains(&SourceKind::Node),
             scope: self.watch_scope()?,
             gateway: self.gateway_settings()?,
             config: self.clone(),
@@ -637,6 +656,23 @@ mod tests {
         let only = parse(&["--owner-id", "gw", "--source", "ingress"]).unwrap();
         assert!(!only.services && only.ingresses);
         assert!(only.gateway.routes.is_empty());
+    }
+
+    #[test]
+    fn the_node_source_leaves_cordoned_nodes_out_unless_told_like_external_dns() {
+        let nodes = parse(&["--owner-id", "gw", "--source", "node"]).unwrap();
+        assert!(nodes.nodes && !nodes.services && !nodes.ingresses);
+        assert!(nodes.filters.exclude_unschedulable);
+        for (flag, expected) in [
+            ("--exclude-unschedulable", true),
+            ("--exclude-unschedulable=true", true),
+            ("--exclude-unschedulable=false", false),
+        ] {
+            let settings = parse(&["--owner-id", "gw", "--source", "node", flag]).unwrap();
+            assert_eq!(settings.filters.exclude_unschedulable, expected, "{flag}");
+        }
+        let bad = parse(&["--owner-id", "gw", "--exclude-unschedulable=maybe"]).unwrap_err();
+        assert!(bad.contains("--exclude-unschedulable"), "{bad}");
     }
 
     #[test]

@@ -12,20 +12,21 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use ops::CancellationToken;
 use ops::endpoint::Health;
-use ops::kube::{Watched, watch_kind};
+use ops::kube::{Watched, watch_kind, watch_kind_trimmed};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::cluster_watch::ClusterWatch;
+use crate::cluster_watch::{ClusterWatch, on_node_change};
 use crate::config::Settings;
 use crate::dnsendpoint::{self, DNSEndpoint};
 use crate::metrics::Metrics;
+use crate::node_source;
 use crate::plan::{self, Change, Conflict, Rules};
 use crate::publish;
 use crate::schedule::Schedule;
@@ -98,6 +99,8 @@ struct Syncer {
     gateway: Option<crate::gateway::watch::Watches>,
     /// Nodes and EndpointSlices, for NodePort and headless Services (`--service-type-filter`).
     cluster: Option<ClusterWatch>,
+    /// Nodes as a source of their own (`--source node`), trimmed by [`node_source::trim`].
+    nodes: Option<Watched<Node>>,
 }
 
 /// What the objects ask for, gathered from the reflectors.
@@ -165,6 +168,11 @@ impl Syncer {
             for found in dnsendpoint::from_dns_endpoint(&object, filters) {
                 asked.add(found, id.clone(), &reference);
             }
+        }
+        for object in objects_of(self.nodes.as_ref(), "nodes", &mut fresh).await? {
+            let id = ObjectId::of(node_source::KIND, &object.metadata);
+            let reference = object.object_ref(&());
+            asked.add(node_source::from_node(&object, filters), id, &reference);
         }
         if let Some(gateway) = &self.gateway {
             let (found, is_fresh) = gateway
@@ -436,6 +444,16 @@ pub async fn run(
     .await?;
     let cluster = (settings.services && settings.filters.services.needs_endpoints())
         .then(|| ClusterWatch::start(&client, &settings.scope, &trigger, &shutdown));
+    // Cluster-scoped: `--namespace` does not apply, `--label-filter` does (as in external-dns).
+    let nodes = settings.nodes.then(|| {
+        watch_kind_trimmed(
+            kube::Api::all(client.clone()),
+            settings.scope.watch_config(),
+            node_source::trim,
+            on_node_change(trigger.clone(), node_source::digest),
+            shutdown.clone(),
+        )
+    });
     let reporter = Reporter {
         controller: "dns-sync".to_owned(),
         instance: Some(identity.clone()),
@@ -457,6 +475,7 @@ pub async fn run(
         dns_endpoints,
         gateway,
         cluster,
+        nodes,
     };
 
     if once {
@@ -496,6 +515,11 @@ async fn run_once(syncer: &mut Syncer) -> Result<(), Error> {
         && !dns_endpoints.wait_listed(limit).await
     {
         return Err(SyncError::NotReady("dnsendpoints").into());
+    }
+    if let Some(nodes) = &syncer.nodes
+        && !nodes.wait_listed(limit).await
+    {
+        return Err(SyncError::NotReady("nodes").into());
     }
     if let Some(gateway) = &syncer.gateway
         && let Err(resource) = gateway.wait_listed(limit).await

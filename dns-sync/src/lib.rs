@@ -1,9 +1,10 @@
-//! `dns-sync`: watches Services, Ingresses, `DNSEndpoint`s and Gateway API routes and keeps their DNS records
+//! `dns-sync`: watches Services, Ingresses, `DNSEndpoint`s, Gateway API routes and Nodes and keeps their DNS records
 //! in etcd, in the skydns format that CoreDNS and external-dns use (`proto::skydns`), changing only the
 //! records it owns.
 //!
 //! Layers: [`source`], [`dnsendpoint`] and [`gateway`] turn objects into wanted records (pure), with
-//! [`service_types`] for the Services whose addresses live in Nodes and EndpointSlices, each record's data a
+//! [`service_types`] for the Services whose addresses live in Nodes and EndpointSlices, [`node_source`] for
+//! the Nodes themselves, each record's data a
 //! [`target::Target`], [`publish`] decides which of them may be
 //! published and for which namespace (pure), [`plan`] diffs them against etcd under the ownership rules
 //! (pure), [`ptr`] adds the reverse records of what was allowed (`--create-ptr`), [`writer`] reads etcd and applies a plan in guarded transactions, and [`controller`] runs the
@@ -21,6 +22,7 @@ pub mod fqdn_template;
 pub mod gateway;
 pub mod label_filter;
 pub mod metrics;
+pub mod node_source;
 pub mod plan;
 pub mod ptr;
 pub mod publish;

@@ -137,13 +137,15 @@ impl PublishRules {
                 return Ok(());
             }
             return Err(format!(
-                "{name} is outside what --namespace-domains allows namespace {namespace}: {}",
+                "{name} is outside what --namespace-domains allows {}: {}",
+                scope_of(namespace),
                 join(list)
             ));
         }
         if self.require_namespace_domains {
             return Err(format!(
-                "namespace {namespace} has no --namespace-domains entry and --require-namespace-domains is set"
+                "{} has no --namespace-domains entry and --require-namespace-domains is set",
+                scope_of(namespace)
             ));
         }
         let assigned: Vec<&str> = self
@@ -343,6 +345,15 @@ fn holder_of(claims: &[Claim<'_>], incumbents: Option<&BTreeSet<String>>) -> Opt
         .map(|c| c.object.clone())
 }
 
+/// How the rules' messages name a claimant's namespace: Nodes, cluster-scoped, have none and claim together.
+fn scope_of(namespace: &str) -> String {
+    if namespace.is_empty() {
+        "the cluster-scoped Nodes".to_owned()
+    } else {
+        format!("namespace {namespace}")
+    }
+}
+
 /// Rules 3 and 4 for one name: claims from other namespaces than the `holder`'s are conflicts; the holder's
 /// are published in claim order, except one that would take the name over `--max-targets-per-name`.
 fn settle(
@@ -356,9 +367,9 @@ fn settle(
     for claim in claims {
         if claim.object.namespace != holder.namespace {
             let reason = format!(
-                "{name} is held by namespace {} ({holder}), which claimed it first; its records stay as they \
+                "{name} is held by {} ({holder}), which claimed it first; its records stay as they \
                  are (a cluster admin can assign names with --namespace-domains)",
-                holder.namespace
+                scope_of(&holder.namespace)
             );
             decision
                 .refusals

@@ -452,7 +452,7 @@ fn keep_published(
 
 /// The `access` annotation of a NodePort Service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     /// External IPs when any node has one, else internal IPs.
     Default,
     /// External IPs only.
@@ -463,8 +463,13 @@ enum Access {
 
 /// The addresses a NodePort Service is published at, by external-dns's rule: the nodes' ExternalIPs when
 /// there are any (and their internal IPv6 addresses with `expose_internal_ipv6`), else their InternalIPs;
-/// `public` and `private` pick one kind outright.
-fn node_port_targets<'a>(nodes: &[&'a Node], access: Access, internal_ipv6: bool) -> Vec<&'a str> {
+/// `public` and `private` pick one kind outright. For one node, the addresses its own name is published at
+/// (`--source node`, [`crate::node_source`]).
+pub(crate) fn node_port_targets<'a>(
+    nodes: &[&'a Node],
+    access: Access,
+    internal_ipv6: bool,
+) -> Vec<&'a str> {
     let mut external = Vec::new();
     let mut internal = Vec::new();
     let mut internal_v6 = Vec::new();

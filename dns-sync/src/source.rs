@@ -46,7 +46,7 @@ const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// Which object a record or a rejection comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectId {
-    /// `service`, `ingress`, `dnsendpoint`, or a Gateway API route kind (`httproute`, ...).
+    /// `service`, `ingress`, `dnsendpoint`, `node`, or a Gateway API route kind (`httproute`, ...).
     pub kind: &'static str,
     /// Namespace.
     pub namespace: String,
@@ -71,6 +71,7 @@ impl ObjectId {
             "service" => "service",
             "ingress" => "ingress",
             "dnsendpoint" => "dnsendpoint",
+            "node" => crate::node_source::KIND,
             other => crate::gateway::api::RouteKind::from_id(other)?.id(),
         };
         let namespace = parts.next()?.to_owned();
@@ -205,6 +206,8 @@ pub struct Filters {
     pub limits: Limits,
     /// Which Service types are published, and how (`--service-type-filter` and friends).
     pub services: crate::service_types::ServiceOptions,
+    /// Cordoned Nodes are not published (`--exclude-unschedulable`, `--source node`).
+    pub exclude_unschedulable: bool,
 }
 
 impl Filters {

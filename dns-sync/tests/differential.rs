@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use dns_sync::dnsendpoint::DNSEndpoint;
 use dns_sync::target::Target;
@@ -35,8 +34,8 @@ use support::workloads::{
     set_endpoints,
 };
 use support::{
-    HOSTNAME, TARGET, cluster_with_dns_endpoints, create, dns_endpoint, keys_under, service_in,
-    start_sync_with,
+    HOSTNAME, TARGET, cluster_with_dns_endpoints, create, dns_endpoint, keys_under, run_once,
+    service_in, sync_launcher,
 };
 
 const EXTERNAL: &str = "/external/";
@@ -303,8 +302,9 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
     )
     .await
     .unwrap();
-    let mut once = start_sync_with(&cluster, &etcd, |s| {
-        s.source("service")
+    run_once(
+        sync_launcher(&cluster, &etcd)
+            .source("service")
             .source("ingress")
             .source("crd")
             .source("gateway-httproute")
@@ -318,14 +318,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             .service_type("NodePort")
             .service_type("ExternalName")
             .publish_internal_services()
-            .flag("--etcd-prefix", OURS)
-            .once()
-    });
-    let status = once.process().wait_exit(Duration::from_secs(30));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "{}",
-        once.process().log_tail(20)
+            .flag("--etcd-prefix", OURS),
     );
 
     let theirs = records_under(&etcd, EXTERNAL).await;
@@ -405,11 +398,17 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             "{first_server} has no {asked} for {name}"
         );
         for (server, addr) in &servers[1..] {
-            assert_eq!(
-                answer(*addr, name, asked),
-                first,
-                "{server} and {first_server} differ on {name} {asked}"
-            );
+            let other = answer(*addr, name, asked);
+            if other != first {
+                // Both answers whole, header and rcode included, to tell a slow server from a wrong one.
+                let raw = |at: SocketAddr| dig::query(at, name, asked, &[]).map(|a| a.raw);
+                panic!(
+                    "{server} and {first_server} differ on {name} {asked}: {other:?} != {first:?}\n\
+                     {server} now says {:?}\n{first_server} now says {:?}",
+                    raw(*addr),
+                    raw(servers[0].1)
+                );
+            }
         }
     }
 }

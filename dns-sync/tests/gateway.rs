@@ -14,9 +14,7 @@ use integration_tests::gateway_api::{
     api, create, set_gateway_addresses, set_route_status, version_of,
 };
 use integration_tests::kube::{GatewayApiChannel, KubeCluster, gateway_api_crds};
-use integration_tests::launch::DnsServer;
 use integration_tests::peers::external_dns_once;
-use integration_tests::process;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use proto::skydns::{KeyLayout, SkydnsRecord};
 use serde_json::{Value, json};
@@ -24,8 +22,9 @@ use serde_json::{Value, json};
 mod support;
 
 use support::{
-    HOSTNAME, OWNER, TARGET, create_namespaces, events_with_type, failed_start_log, keys_under,
-    records_of, start_sync_with, sync_launcher, wait_answer, wait_event, wait_hosts,
+    HOSTNAME, OWNER, TARGET, create_namespaces, dns_server, events_with_type, failed_start_log,
+    keys_under, records_of, run_once, start_sync_with, sync_launcher, wait_answer, wait_event,
+    wait_hosts,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -258,8 +257,7 @@ async fn every_route_kind_answers_at_its_gateways_address_and_follows_it_until_d
     let (_, web, _) = records_of(&etcd, "web.test.org").await.remove(0);
     assert_eq!(web.ttl, 60, "the ttl annotation");
 
-    let binary = process::workspace_binary("dns-server").unwrap();
-    let (_dns, dns) = DnsServer::new(&binary, &etcd).serve().unwrap();
+    let (_dns, dns) = dns_server(&etcd);
     for name in [
         "web.test.org",
         "api.test.org",
@@ -629,15 +627,7 @@ async fn the_same_gateways_and_routes_publish_the_same_names_as_external_dns() {
         .await
         .unwrap();
     let ours = Etcd::start().await.unwrap();
-    let launcher = sync_launcher(&cluster, &ours)
-        .flag("--source", ALL_ROUTES)
-        .once();
-    let mut once = launcher.start().unwrap();
-    let status = once
-        .process()
-        .wait_exit(WAIT)
-        .expect("dns-sync --once to finish");
-    assert!(status.success(), "{}", once.process().log_tail(30));
+    run_once(sync_launcher(&cluster, &ours).flag("--source", ALL_ROUTES));
 
     let want = [
         "*.tls.test.org 10.10.39.240",

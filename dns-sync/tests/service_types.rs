@@ -12,9 +12,8 @@ use std::time::Duration;
 use integration_tests::daemon::Daemon;
 use integration_tests::etcd::Etcd;
 use integration_tests::kube::KubeCluster;
-use integration_tests::launch::DnsServer;
 use integration_tests::peers::external_dns_once;
-use integration_tests::{process, wait};
+use integration_tests::wait;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -26,7 +25,7 @@ use support::workloads::{
     PodEndpoint, create_default_service_account, create_node, create_pod, create_with_spec,
     delete_node, ready, set_endpoints,
 };
-use support::{HOSTNAME, OWNER, start_sync_with, wait_answer, wait_event, wait_hosts};
+use support::{HOSTNAME, OWNER, dns_server, start_sync_with, wait_answer, wait_event, wait_hosts};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -34,11 +33,7 @@ const WAIT: Duration = Duration::from_secs(20);
 fn start(cluster: &KubeCluster, etcd: &Etcd, service_type: &str) -> (Daemon, Daemon, SocketAddr) {
     let mut sync = start_sync_with(cluster, etcd, |s| s.service_type(service_type));
     sync.wait_ready(WAIT).unwrap();
-    let binary = process::workspace_binary("dns-server").unwrap();
-    let (server, dns) = DnsServer::new(&binary, etcd)
-        .zone("test.org")
-        .serve()
-        .unwrap();
+    let (server, dns) = dns_server(etcd);
     (sync, server, dns)
 }
 
@@ -377,11 +372,7 @@ async fn by_default_external_name_services_are_a_cname_and_node_ports_wait_for_t
     let etcd = Etcd::start().await.unwrap();
     let mut sync = start_sync_with(&cluster, &etcd, |s| s);
     sync.wait_ready(WAIT).unwrap();
-    let binary = process::workspace_binary("dns-server").unwrap();
-    let (_server, dns) = DnsServer::new(&binary, &etcd)
-        .zone("test.org")
-        .serve()
-        .unwrap();
+    let (_server, dns) = dns_server(&etcd);
     create_node(&cluster, "n1", &[("InternalIP", "10.0.0.1")]).await;
     let port = serde_json::json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]});
     create_with_spec(

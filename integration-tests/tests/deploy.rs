@@ -277,6 +277,55 @@ fn chart_renders_each_component_alone_and_all_together() {
     );
 }
 
+/// dns-sync is granted what its sources read, and nothing more: Nodes and `DNSEndpoint`s only when a source
+/// (or a Service type) needs them.
+#[test]
+fn dns_sync_rbac_follows_its_sources() {
+    let defaults = documents(&render_ok(&[]));
+    let names = kinds_and_names(&defaults);
+    assert!(
+        !names.contains("ClusterRole groundwork-dns-sync-nodes"),
+        "{names:?}"
+    );
+    let role = defaults
+        .iter()
+        .find(|d| d.kind == "ClusterRole" && d.name == "groundwork-dns-sync")
+        .unwrap();
+    assert!(!role.text.contains("dnsendpoints"), "{}", role.text);
+
+    let with_sources = documents(&render_ok(&[
+        "--set",
+        "dnsSync.sources={service,crd,node}",
+        "--set",
+        "dnsSync.excludeUnschedulable=false",
+    ]));
+    let names = kinds_and_names(&with_sources);
+    assert!(
+        names.contains("ClusterRole groundwork-dns-sync-nodes"),
+        "{names:?}"
+    );
+    let role = with_sources
+        .iter()
+        .find(|d| d.kind == "ClusterRole" && d.name == "groundwork-dns-sync")
+        .unwrap();
+    assert!(role.text.contains("dnsendpoints"), "{}", role.text);
+    let deployment = with_sources
+        .iter()
+        .find(|d| d.kind == "Deployment" && d.name == "groundwork-dns-sync")
+        .unwrap();
+    for flag in [
+        "--source=crd",
+        "--source=node",
+        "--exclude-unschedulable=false",
+    ] {
+        assert!(
+            deployment.text.contains(flag),
+            "{flag}: {}",
+            deployment.text
+        );
+    }
+}
+
 #[test]
 fn helm_lint_is_clean() {
     let output = Command::new(helm())

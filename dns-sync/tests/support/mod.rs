@@ -40,6 +40,25 @@ pub fn start_sync_with(
     extra(sync_launcher(cluster, etcd)).start().unwrap()
 }
 
+/// Runs `launcher` with `--once` and waits, at most 30 s, for it to exit successfully.
+pub fn run_once(launcher: DnsSync) {
+    let mut once = launcher.once().start().unwrap();
+    let status = once.process().wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "dns-sync --once failed:\n{}",
+        once.process().log_tail(30)
+    );
+}
+
+/// dns-server serving `test.org` from `etcd`, started, and the address it answers on.
+pub fn dns_server(etcd: &Etcd) -> (Daemon, std::net::SocketAddr) {
+    let binary = integration_tests::process::workspace_binary("dns-server").unwrap();
+    integration_tests::launch::DnsServer::new(&binary, etcd)
+        .serve()
+        .unwrap()
+}
+
 /// The dns-sync launcher for `test.org` against `cluster` and `etcd`, not started.
 pub fn sync_launcher(cluster: &KubeCluster, etcd: &Etcd) -> DnsSync {
     DnsSync::new(
