@@ -1,6 +1,7 @@
 //! Service and Ingress annotations, spec and status fields as users (and MetalLB or external-dns
 //! configurations) write them: dns-sync's `service_types::wanted` (every Service type, over fuzzed Nodes and
-//! EndpointSlices) / `source::from_ingress` (hostname, target and TTL annotations) and lb-controller's
+//! EndpointSlices) / `source::from_ingress` (hostname, target and TTL annotations) / `node_source::from_node`
+//! (the same Nodes as a source) and lb-controller's
 //! `request::read` (requested addresses, pool, sharing key, families).
 //!
 //! Asserts: nothing panics; every endpoint dns-sync wants has a valid lower-case name inside the domain
@@ -291,6 +292,7 @@ fuzz_target!(|input: Input| {
             always_publish_not_ready: input.flags & 4 != 0,
             expose_internal_ipv6: input.flags & 8 != 0,
         },
+        exclude_unschedulable: input.flags & 16 != 0,
     };
     let nodes = fuzz_nodes(&input.nodes);
     let slices = fuzz_slices(&input, nodes.len());
@@ -299,6 +301,14 @@ fuzz_target!(|input: Input| {
     within_object_limits(&of_service, &filters.limits);
     let mut all = of_service;
     all.push(source::from_ingress(&ingress, &filters));
+    // `--source node`: the same nodes, carrying the Service's labels and annotations, as the store keeps them.
+    for node in &nodes {
+        let mut node = node.clone();
+        node.metadata.labels = service.metadata.labels.clone();
+        node.metadata.annotations = service.metadata.annotations.clone();
+        dns_sync::node_source::trim(&mut node);
+        all.push(dns_sync::node_source::from_node(&node, &filters));
+    }
     for wanted in all {
         if let Some(request) = &wanted.request {
             assert!(request.names.len() <= filters.limits.names_per_object);
