@@ -168,6 +168,20 @@ pub struct Config {
     #[arg(long, env = "COMBINE_FQDN_ANNOTATION")]
     pub combine_fqdn_annotation: bool,
 
+    /// Do not read the hostname and internal-hostname annotations (external-dns's flag): names come from
+    /// Ingress hosts, route hostnames and `--fqdn-template` only.
+    #[arg(long, env = "IGNORE_HOSTNAME_ANNOTATION")]
+    pub ignore_hostname_annotation: bool,
+
+    /// Do not publish Ingresses' `spec.tls[].hosts` (external-dns's flag; by default they are names, as
+    /// the rules' hosts are).
+    #[arg(long, env = "IGNORE_INGRESS_TLS_SPEC")]
+    pub ignore_ingress_tls_spec: bool,
+
+    /// Do not publish Ingresses' `spec.rules[].host` (external-dns's flag).
+    #[arg(long, env = "IGNORE_INGRESS_RULES_SPEC")]
+    pub ignore_ingress_rules_spec: bool,
+
     /// Only objects carrying this annotation value, as KEY=VALUE (repeatable).
     #[arg(long = "annotation-filter", value_delimiter = ',')]
     pub annotation_filters: Vec<String>,
@@ -441,6 +455,9 @@ impl Config {
                     expose_internal_ipv6: self.expose_internal_ipv6,
                 },
                 exclude_unschedulable: self.exclude_unschedulable,
+                ignore_hostname_annotation: self.ignore_hostname_annotation,
+                ignore_ingress_tls_spec: self.ignore_ingress_tls_spec,
+                ignore_ingress_rules_spec: self.ignore_ingress_rules_spec,
                 limits: Limits {
                     names_per_object: self.max_names_per_object as usize,
                     targets_per_object: self.max_targets_per_object as usize,

@@ -38,6 +38,11 @@ pub const INTERNAL_HOSTNAME_ANNOTATIONS: [&str; 2] = [
     "external-dns.alpha.kubernetes.io/internal-hostname",
     "external-dns.kubernetes.io/internal-hostname",
 ];
+/// Which of an Ingress's names are published: `defined-hosts-only` (rules and TLS hosts) or `annotation-only`.
+pub const INGRESS_HOSTNAME_SOURCE_ANNOTATIONS: [&str; 2] = [
+    "external-dns.alpha.kubernetes.io/ingress-hostname-source",
+    "external-dns.kubernetes.io/ingress-hostname-source",
+];
 /// Where a Service's cluster IPs are read from, as Events name it.
 const CLUSTER_IPS_FIELD: &str = "spec.clusterIPs";
 /// The legacy Ingress class annotation.
@@ -208,6 +213,12 @@ pub struct Filters {
     pub services: crate::service_types::ServiceOptions,
     /// Cordoned Nodes are not published (`--exclude-unschedulable`, `--source node`).
     pub exclude_unschedulable: bool,
+    /// The hostname and internal-hostname annotations are not read (`--ignore-hostname-annotation`).
+    pub ignore_hostname_annotation: bool,
+    /// Ingress `spec.tls[].hosts` are not names (`--ignore-ingress-tls-spec`).
+    pub ignore_ingress_tls_spec: bool,
+    /// Ingress `spec.rules[].host` are not names (`--ignore-ingress-rules-spec`).
+    pub ignore_ingress_rules_spec: bool,
 }
 
 impl Filters {
@@ -228,6 +239,19 @@ impl Filters {
                         .strip_suffix(domain.as_str())
                         .is_some_and(|rest| rest.ends_with('.'))
             })
+    }
+
+    /// The first of the hostname annotations `keys` an object carries, and its value, unless
+    /// `--ignore-hostname-annotation` says they are not read.
+    pub(crate) fn hostname_annotation<'a>(
+        &self,
+        meta: &'a ObjectMeta,
+        keys: &[&'static str],
+    ) -> Option<(&'static str, &'a str)> {
+        if self.ignore_hostname_annotation {
+            return None;
+        }
+        annotation(meta.annotations.as_ref(), keys)
     }
 
     pub(crate) fn annotations_match(&self, annotations: Option<&BTreeMap<String, String>>) -> bool {
@@ -366,7 +390,7 @@ pub(crate) fn service_hostnames(
     if !filters.annotations_match(meta.annotations.as_ref()) {
         return Vec::new();
     }
-    let from_annotation = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS);
+    let from_annotation = filters.hostname_annotation(meta, &HOSTNAME_ANNOTATIONS);
     let templated = filters.templated(meta, from_annotation.is_some());
     let mut hostnames: Vec<(String, &'static str)> = from_annotation
         .map(|(key, names)| split_list(names).map(|h| (h.to_owned(), key)).collect())
@@ -383,7 +407,7 @@ pub(crate) fn service_hostnames(
 /// whatever its type (not for a headless Service, which has none). The target annotation does not apply.
 pub fn internal_from_service(service: &Service, filters: &Filters) -> Wanted {
     let meta = &service.metadata;
-    let Some((key, names)) = annotation(meta.annotations.as_ref(), &INTERNAL_HOSTNAME_ANNOTATIONS)
+    let Some((key, names)) = filters.hostname_annotation(meta, &INTERNAL_HOSTNAME_ANNOTATIONS)
     else {
         return Wanted::default();
     };
@@ -454,21 +478,15 @@ pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
             return Wanted::default();
         }
     }
-    let mut hostnames: Vec<(&str, &'static str)> = ingress
-        .spec
-        .as_ref()
-        .and_then(|s| s.rules.as_ref())
-        .map(|rules| {
-            rules
-                .iter()
-                .filter_map(|r| r.host.as_deref())
-                .map(|h| (h.trim(), "spec.rules[].host"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Some((key, extra)) = annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS) {
-        hostnames.extend(split_list(extra).map(|h| (h, key)));
-    }
+    let mut hostnames = match ingress_hostnames(ingress, filters) {
+        Ok(hostnames) => hostnames,
+        Err(rejection) => {
+            return Wanted {
+                rejections: vec![rejection],
+                ..Wanted::default()
+            };
+        }
+    };
     let templated = filters.templated(meta, !hostnames.is_empty());
     hostnames.extend(
         templated
@@ -492,6 +510,55 @@ pub fn from_ingress(ingress: &Ingress, filters: &Filters) -> Wanted {
         Targets::Overridable(status, "status.loadBalancer.ingress"),
         filters,
     )
+}
+
+/// An Ingress's own names, as external-dns reads them: its rules' hosts and its TLS hosts (each unless
+/// `--ignore-ingress-rules-spec` / `--ignore-ingress-tls-spec`), and the hostname annotation; the
+/// `ingress-hostname-source` annotation keeps only the first two (`defined-hosts-only`) or only the last
+/// (`annotation-only`). Any other value of it is refused, naming it.
+fn ingress_hostnames<'a>(
+    ingress: &'a Ingress,
+    filters: &Filters,
+) -> Result<Vec<(&'a str, &'static str)>, Rejection> {
+    let meta = &ingress.metadata;
+    let spec = ingress.spec.as_ref();
+    let mut defined: Vec<(&str, &'static str)> = Vec::new();
+    if !filters.ignore_ingress_rules_spec {
+        let rules = spec.and_then(|s| s.rules.as_deref()).unwrap_or_default();
+        defined.extend(
+            rules
+                .iter()
+                .filter_map(|r| r.host.as_deref())
+                .map(|h| (h.trim(), "spec.rules[].host")),
+        );
+    }
+    if !filters.ignore_ingress_tls_spec {
+        let tls = spec.and_then(|s| s.tls.as_deref()).unwrap_or_default();
+        defined.extend(
+            tls.iter()
+                .flat_map(|t| t.hosts.as_deref().unwrap_or_default())
+                .map(|h| (h.trim(), "spec.tls[].hosts")),
+        );
+    }
+    defined.retain(|(h, _)| !h.is_empty());
+    let annotated: Vec<(&str, &'static str)> = filters
+        .hostname_annotation(meta, &HOSTNAME_ANNOTATIONS)
+        .map(|(key, names)| split_list(names).map(|h| (h, key)).collect())
+        .unwrap_or_default();
+    match annotation(
+        meta.annotations.as_ref(),
+        &INGRESS_HOSTNAME_SOURCE_ANNOTATIONS,
+    ) {
+        None => Ok(defined.into_iter().chain(annotated).collect()),
+        Some((_, value)) if value.eq_ignore_ascii_case("defined-hosts-only") => Ok(defined),
+        Some((_, value)) if value.eq_ignore_ascii_case("annotation-only") => Ok(annotated),
+        Some((key, value)) => Err(rejection(
+            &ObjectId::of("ingress", meta),
+            key,
+            RejectionKind::Invalid,
+            format!("{value:?}: must be defined-hosts-only or annotation-only"),
+        )),
+    }
 }
 
 fn service_target(ingress: &LoadBalancerIngress) -> Option<&str> {

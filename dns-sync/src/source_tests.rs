@@ -461,3 +461,131 @@ fn a_load_balancer_service_with_external_ips_publishes_them_instead_of_its_statu
     let rejected = format!("{:?}", wanted.rejections);
     assert!(rejected.contains("spec.externalIPs"), "{rejected}");
 }
+
+/// An Ingress for `nginx.test.org` with a certificate for `*.test.org`, and `annotations`.
+fn ingress_with_tls(annotations: serde_json::Value) -> Ingress {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "nginx", "namespace": "default", "annotations": annotations},
+        "spec": {
+            "rules": [{"host": "nginx.test.org"}],
+            "tls": [{"hosts": ["*.test.org", "nginx.test.org"], "secretName": "wildcard"}],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "10.10.39.200"}]}},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_ingress_publishes_its_tls_hosts_too_unless_told_like_external_dns() {
+    let annotated =
+        serde_json::json!({"external-dns.alpha.kubernetes.io/hostname": "extra.test.org"});
+    let ing = ingress_with_tls(annotated);
+    assert_eq!(
+        names(&from_ingress(&ing, &filters())),
+        [
+            "*.test.org 10.10.39.200 None",
+            "extra.test.org 10.10.39.200 None",
+            "nginx.test.org 10.10.39.200 None"
+        ]
+    );
+    let no_tls = Filters {
+        ignore_ingress_tls_spec: true,
+        ..filters()
+    };
+    assert_eq!(
+        names(&from_ingress(&ing, &no_tls)),
+        [
+            "extra.test.org 10.10.39.200 None",
+            "nginx.test.org 10.10.39.200 None"
+        ]
+    );
+    let annotation_only = Filters {
+        ignore_ingress_tls_spec: true,
+        ignore_ingress_rules_spec: true,
+        ..filters()
+    };
+    assert_eq!(
+        names(&from_ingress(&ing, &annotation_only)),
+        ["extra.test.org 10.10.39.200 None"]
+    );
+    let no_annotation = Filters {
+        ignore_hostname_annotation: true,
+        ..filters()
+    };
+    assert_eq!(
+        names(&from_ingress(&ing, &no_annotation)),
+        [
+            "*.test.org 10.10.39.200 None",
+            "nginx.test.org 10.10.39.200 None"
+        ]
+    );
+}
+
+#[test]
+fn the_hostname_source_annotation_picks_an_ingress_names_and_a_bad_value_is_refused_by_name() {
+    let source = "external-dns.alpha.kubernetes.io/ingress-hostname-source";
+    let pick = |value: &str| {
+        let ing = ingress_with_tls(serde_json::json!({
+            "external-dns.alpha.kubernetes.io/hostname": "extra.test.org",
+            source: value,
+        }));
+        from_ingress(&ing, &filters())
+    };
+    assert_eq!(
+        names(&pick("defined-hosts-only")),
+        [
+            "*.test.org 10.10.39.200 None",
+            "nginx.test.org 10.10.39.200 None"
+        ]
+    );
+    assert_eq!(
+        names(&pick("Annotation-Only")),
+        ["extra.test.org 10.10.39.200 None"]
+    );
+    let bad = pick("both");
+    assert!(bad.request.is_none());
+    assert_eq!(bad.rejections.len(), 1);
+    assert_eq!(bad.rejections[0].field, source);
+    assert!(
+        bad.rejections[0].reason.contains("defined-hosts-only"),
+        "{:?}",
+        bad.rejections
+    );
+}
+
+#[test]
+fn ignoring_the_hostname_annotation_leaves_a_service_to_the_fqdn_template() {
+    let svc = service(
+        &[
+            ("external-dns.alpha.kubernetes.io/hostname", "a.test.org"),
+            (
+                "external-dns.alpha.kubernetes.io/internal-hostname",
+                "in.test.org",
+            ),
+        ],
+        &["10.10.39.200"],
+        "LoadBalancer",
+    );
+    let mut svc = svc;
+    let spec = svc.spec.as_mut().unwrap();
+    spec.cluster_ip = Some("10.96.0.10".to_owned());
+    spec.cluster_ips = Some(vec!["10.96.0.10".to_owned()]);
+    assert_eq!(
+        names(&internal_from_service(&svc, &filters())),
+        ["in.test.org 10.96.0.10 None"]
+    );
+    let ignoring = Filters {
+        ignore_hostname_annotation: true,
+        ..filters()
+    };
+    assert!(from_service(&svc, &ignoring).request.is_none());
+    assert!(internal_from_service(&svc, &ignoring).request.is_none());
+    let templated = Filters {
+        fqdn_templates: crate::fqdn_template::parse("{{.Name}}.{{.Namespace}}.test.org").unwrap(),
+        ..ignoring
+    };
+    assert_eq!(
+        names(&from_service(&svc, &templated)),
+        ["web.shop.test.org 10.10.39.200 None"]
+    );
+}

@@ -77,16 +77,17 @@ async fn records_under(etcd: &Etcd, prefix: &str) -> BTreeSet<Rr> {
     set
 }
 
+/// Ingress `default/name` with a rule per host of `hosts`, a certificate for `tls_hosts`, and `status`.
 async fn create_ingress(
     cluster: &KubeCluster,
     name: &str,
-    hosts: &[&str],
+    (hosts, tls_hosts): (&[&str], &[&str]),
     status: serde_json::Value,
 ) {
     let rules: Vec<serde_json::Value> = hosts.iter().map(|h| json!({"host": h})).collect();
     let ingress: Ingress = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default"},
-        "spec": {"rules": rules},
+        "spec": {"rules": rules, "tls": [{"hosts": tls_hosts, "secretName": "certificate"}]},
     }))
     .unwrap();
     let api: Api<Ingress> = Api::namespaced(cluster.client(), "default");
@@ -126,14 +127,18 @@ async fn create_objects(cluster: &KubeCluster) {
     create_ingress(
         cluster,
         "nginx",
-        &["nginx.test.org", "*.apps.test.org"],
+        // A certificate's hosts are names too, in both (external-dns's --ignore-ingress-tls-spec is off).
+        (
+            &["nginx.test.org", "*.apps.test.org"],
+            &["nginx.test.org", "cert.test.org"],
+        ),
         json!({"ip": "10.10.39.202"}),
     )
     .await;
     create_ingress(
         cluster,
         "cloud",
-        &["cloud.test.org"],
+        (&["cloud.test.org"], &[]),
         json!({"hostname": "lb.cloud.example"}),
     )
     .await;
@@ -337,6 +342,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
         "np.test.org",
         "_np._tcp.np.test.org",
         "routed.test.org",
+        "cert.test.org",
         "db-0.db.test.org",
         "txt.test.org",
         "*.apps.test.org",

@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::api::networking::v1::{
     Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressRule, IngressSpec,
-    IngressStatus,
+    IngressStatus, IngressTLS,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use lb_controller::ranges::Family;
@@ -244,6 +244,11 @@ fuzz_target!(|input: Input| {
                     })
                     .collect(),
             ),
+            // The same hosts again, as a certificate would list them: names too, and the same names.
+            tls: Some(vec![IngressTLS {
+                hosts: Some(input.rules.iter().filter_map(opt).collect()),
+                ..IngressTLS::default()
+            }]),
             ..IngressSpec::default()
         }),
         status: Some(IngressStatus {
@@ -293,6 +298,9 @@ fuzz_target!(|input: Input| {
             expose_internal_ipv6: input.flags & 8 != 0,
         },
         exclude_unschedulable: input.flags & 16 != 0,
+        ignore_hostname_annotation: input.flags & 32 != 0,
+        ignore_ingress_tls_spec: input.flags & 64 != 0,
+        ignore_ingress_rules_spec: input.flags & 128 != 0,
     };
     let nodes = fuzz_nodes(&input.nodes);
     let slices = fuzz_slices(&input, nodes.len());

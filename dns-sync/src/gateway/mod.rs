@@ -279,8 +279,7 @@ fn candidates(
         .iter()
         .map(|h| (h.clone(), HOSTNAMES_FIELD))
         .collect();
-    if let Some((key, names)) = source::annotation(meta.annotations.as_ref(), &HOSTNAME_ANNOTATIONS)
-    {
+    if let Some((key, names)) = filters.hostname_annotation(meta, &HOSTNAME_ANNOTATIONS) {
         raw.extend(source::split_list(names).map(|h| (h.to_owned(), key)));
     }
     let templated = filters.templated(meta, !raw.is_empty());
