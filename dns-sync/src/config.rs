@@ -33,6 +33,15 @@ pub struct Config {
     #[arg(long = "domain-filter", env = "DOMAIN_FILTER", value_delimiter = ',')]
     pub domain_filters: Vec<String>,
 
+    /// Names ending in this domain (label boundary) are not written, even inside --domain-filter
+    /// (repeatable; external-dns's `--exclude-domains`).
+    #[arg(
+        long = "exclude-domains",
+        env = "EXCLUDE_DOMAINS",
+        value_delimiter = ','
+    )]
+    pub exclude_domains: Vec<String>,
+
     /// A zone served from this etcd (repeatable; default: each --domain-filter, taken as a zone apex). Nobody
     /// may publish a zone's apex, `*.<zone>` or anything at or under `dns.<zone>` (dns-server's NS, glue and
     /// apex keys). Without --domain-filter, the zones are the domain filter too.
@@ -290,6 +299,14 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// An excluded domain is not a DNS name.
+    #[error("--exclude-domains {value:?}: {reason}")]
+    ExcludeDomains {
+        /// As given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// An annotation filter is not KEY=VALUE.
     #[error("--annotation-filter {0:?}: expected KEY=VALUE")]
     AnnotationFilter(String),
@@ -443,6 +460,9 @@ impl Config {
             policy: self.policy,
             filters: Filters {
                 domains,
+                excluded_domains: host_names(&self.exclude_domains, |value, reason| {
+                    ConfigError::ExcludeDomains { value, reason }
+                })?,
                 ingress_class: self.ingress_class.clone(),
                 annotations,
                 fqdn_templates: self.fqdn_templates()?,
@@ -828,6 +848,25 @@ mod tests {
         );
         let err = parse(&["--owner-id", "gw", "--service-type-filter", "Headless"]).unwrap_err();
         assert!(err.contains("--service-type-filter"), "{err}");
+    }
+
+    #[test]
+    fn excluded_domains_are_checked_and_named() {
+        let settings = parse(&[
+            "--owner-id",
+            "gw",
+            "--domain-filter",
+            "test.org",
+            "--exclude-domains",
+            "Internal.test.org,lab.test.org",
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.filters.excluded_domains,
+            ["internal.test.org", "lab.test.org"]
+        );
+        let bad = parse(&["--owner-id", "gw", "--exclude-domains", "a..b"]).unwrap_err();
+        assert!(bad.starts_with("--exclude-domains \"a..b\""), "{bad}");
     }
 
     #[test]

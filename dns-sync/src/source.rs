@@ -197,6 +197,8 @@ pub const FQDN_TEMPLATE_FIELD: &str = "--fqdn-template";
 pub struct Filters {
     /// Suffixes (`test.org`) a name must end with, on a label boundary; empty means any.
     pub domains: Vec<String>,
+    /// Suffixes a name must not end with, on a label boundary, even inside `domains` (`--exclude-domains`).
+    pub excluded_domains: Vec<String>,
     /// Only Ingresses of this class (spec.ingressClassName or the legacy annotation).
     pub ingress_class: Option<String>,
     /// Only objects with these annotation values.
@@ -232,13 +234,14 @@ impl Filters {
     }
 
     pub(crate) fn in_domain(&self, name: &str) -> bool {
-        self.domains.is_empty()
-            || self.domains.iter().any(|domain| {
-                name == domain
-                    || name
-                        .strip_suffix(domain.as_str())
-                        .is_some_and(|rest| rest.ends_with('.'))
-            })
+        let under = |domain: &String| {
+            name == domain
+                || name
+                    .strip_suffix(domain.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        };
+        (self.domains.is_empty() || self.domains.iter().any(under))
+            && !self.excluded_domains.iter().any(under)
     }
 
     /// The first of the hostname annotations `keys` an object carries, and its value, unless
@@ -774,7 +777,14 @@ pub(crate) fn valid_names(
                 object,
                 field,
                 RejectionKind::Invalid,
-                format!("{name:?} is outside --domain-filter {:?}", filters.domains),
+                if filters.excluded_domains.is_empty() {
+                    format!("{name:?} is outside --domain-filter {:?}", filters.domains)
+                } else {
+                    format!(
+                        "{name:?} is outside --domain-filter {:?} or inside --exclude-domains {:?}",
+                        filters.domains, filters.excluded_domains
+                    )
+                },
             )),
             Ok(name) => names.push(NameRequest { name, field }),
         }

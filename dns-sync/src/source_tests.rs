@@ -237,6 +237,21 @@ fn domain_filters_match_on_label_boundaries() {
 }
 
 #[test]
+fn excluded_domains_take_names_out_of_the_domain_filter_on_label_boundaries() {
+    let f = Filters {
+        excluded_domains: vec!["lab.test.org".to_owned()],
+        ..filters()
+    };
+    assert!(f.in_domain("a.test.org") && f.in_domain("mylab.test.org"));
+    assert!(!f.in_domain("lab.test.org") && !f.in_domain("x.lab.test.org"));
+    let ing = ingress(&["web.test.org", "web.lab.test.org"], None, &["10.0.0.1"]);
+    let wanted = from_ingress(&ing, &f);
+    assert_eq!(names(&wanted), ["web.test.org 10.0.0.1 None"]);
+    let refused = format!("{:?}", wanted.rejections);
+    assert!(refused.contains("--exclude-domains"), "{refused}");
+}
+
+#[test]
 fn targets_must_be_addresses_or_host_names() {
     assert!(validate_target("10.0.0.300").is_err());
     assert!(validate_target("*.example.com").is_err());

@@ -150,7 +150,9 @@ async fn create_objects(cluster: &KubeCluster) {
             {"dnsName": "crd.test.org", "recordType": "A", "targets": ["192.0.2.10", "192.0.2.11"], "recordTTL": 120},
             {"dnsName": "crd.test.org", "recordType": "AAAA", "targets": ["2001:db8::10"]},
             {"dnsName": "www.test.org", "recordType": "CNAME", "targets": ["crd.test.org"]},
-            {"dnsName": "txt.test.org", "recordType": "TXT", "targets": ["v=spf1 -all"]}
+            {"dnsName": "txt.test.org", "recordType": "TXT", "targets": ["v=spf1 -all"]},
+            // Under --exclude-domains: left out by both.
+            {"dnsName": "x.lab.test.org", "recordType": "A", "targets": ["192.0.2.12"]}
         ]),
     );
     let api: Api<DNSEndpoint> = Api::namespaced(cluster.client(), "default");
@@ -294,6 +296,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             "--source=gateway-udproute",
             "--publish-internal-services",
             "--domain-filter=test.org",
+            "--exclude-domains=lab.test.org",
             "--registry=noop",
             // external-dns manages A, AAAA and CNAME unless told otherwise; dns-sync publishes every type it
             // reads (docs/dns-sync.md).
@@ -323,6 +326,7 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             .service_type("NodePort")
             .service_type("ExternalName")
             .publish_internal_services()
+            .flag("--exclude-domains", "lab.test.org")
             .flag("--etcd-prefix", OURS),
     );
 
@@ -352,6 +356,10 @@ async fn external_dns_and_dns_sync_write_the_same_records_and_every_server_answe
             "every source is in the comparison; {name} is missing: {theirs:#?}"
         );
     }
+    assert!(
+        !ours.iter().any(|(name, ..)| name.ends_with("lab.test.org")),
+        "--exclude-domains: {ours:#?}"
+    );
     let only_theirs: Vec<&Rr> = theirs.difference(&ours).collect();
     let only_ours: Vec<&Rr> = ours.difference(&theirs).collect();
     assert!(

@@ -280,7 +280,7 @@ fn chart_renders_each_component_alone_and_all_together() {
 /// dns-sync is granted what its sources read, and nothing more: Nodes and `DNSEndpoint`s only when a source
 /// (or a Service type) needs them.
 #[test]
-fn dns_sync_rbac_follows_its_sources() {
+fn dns_sync_rbac_and_flags_follow_its_values() {
     let defaults = documents(&render_ok(&[]));
     let names = kinds_and_names(&defaults);
     assert!(
@@ -298,6 +298,8 @@ fn dns_sync_rbac_follows_its_sources() {
         "dnsSync.sources={service,crd,node}",
         "--set",
         "dnsSync.excludeUnschedulable=false",
+        "--set",
+        "dnsSync.excludeDomains={lab.test.org}",
     ]));
     let names = kinds_and_names(&with_sources);
     assert!(
@@ -317,6 +319,7 @@ fn dns_sync_rbac_follows_its_sources() {
         "--source=crd",
         "--source=node",
         "--exclude-unschedulable=false",
+        "--exclude-domains=lab.test.org",
     ] {
         assert!(
             deployment.text.contains(flag),
