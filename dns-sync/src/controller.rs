@@ -101,6 +101,8 @@ struct Syncer {
     cluster: Option<ClusterWatch>,
     /// Nodes as a source of their own (`--source node`), trimmed by [`node_source::trim`].
     nodes: Option<Watched<Node>>,
+    /// Writes `status.observedGeneration` on `DNSEndpoint`s (`--source crd`).
+    observer: Option<crate::observed::Observer>,
 }
 
 /// What the objects ask for, gathered from the reflectors.
@@ -111,6 +113,8 @@ struct Asked {
     /// Objects that ask for names but have no address yet, with the field they wait on.
     waiting: Vec<(ObjectId, &'static str)>,
     refs: HashMap<ObjectId, ObjectReference>,
+    /// `DNSEndpoint`s whose `status.observedGeneration` lags, to record once their records are written.
+    lagging: Vec<((String, String), i64)>,
 }
 
 impl Asked {
@@ -163,6 +167,7 @@ impl Syncer {
         }
         let dns_endpoints = self.dns_endpoints.as_ref();
         for object in objects_of(dns_endpoints, "dnsendpoints", &mut fresh).await? {
+            asked.lagging.extend(dnsendpoint::lagging(&object));
             let id = ObjectId::of("dnsendpoint", &object.metadata);
             let reference = object.object_ref(&());
             for found in dnsendpoint::from_dns_endpoint(&object, filters) {
@@ -226,6 +231,9 @@ impl Syncer {
                 Ok(written) => {
                     for change in &plan.changes {
                         log_change(change, false);
+                    }
+                    if let Some(observer) = &mut self.observer {
+                        observer.offer(std::mem::take(&mut asked.lagging));
                     }
                     break (decision, plan, written);
                 }
@@ -459,6 +467,7 @@ pub async fn run(
         instance: Some(identity.clone()),
     };
     let once = settings.config.once;
+    let (settings_dns_endpoints, dry_run) = (settings.dns_endpoints, settings.config.dry_run);
     let mut syncer = Syncer {
         events: ops::kube::EventPublisher::start(
             client.clone(),
@@ -476,6 +485,8 @@ pub async fn run(
         gateway,
         cluster,
         nodes,
+        observer: (settings_dns_endpoints && !dry_run)
+            .then(|| crate::observed::Observer::start(client.clone(), shutdown.clone())),
     };
 
     if once {

@@ -12,7 +12,8 @@
 //!
 //! As in external-dns, targets ending in a dot are refused (TXT excepted), and `labels` and
 //! `providerSpecific` (another provider's settings) are ignored. The CRD is external-dns's: dns-sync reads it
-//! but does not install it or write `status.observedGeneration`.
+//! but does not install it. `status.observedGeneration` is written as external-dns writes it, once the object's
+//! records are written ([`crate::observed`]).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -38,12 +39,37 @@ pub const MAX_TEXT_LEN: usize = 4096;
     kind = "DNSEndpoint",
     plural = "dnsendpoints",
     namespaced,
+    status = "DnsEndpointStatus",
     schema = "disabled"
 )]
 pub struct DnsEndpointSpec {
     /// The records.
     #[serde(default)]
     pub endpoints: Vec<EndpointEntry>,
+}
+
+/// The `DNSEndpoint` status: the generation whose records were last written (external-dns writes it too).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsEndpointStatus {
+    /// `metadata.generation` when the records were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A `DNSEndpoint` whose `status.observedGeneration` lags its `metadata.generation`: (namespace, name) and
+/// the generation to record once its records are written.
+pub fn lagging(object: &DNSEndpoint) -> Option<((String, String), i64)> {
+    let meta = &object.metadata;
+    let generation = meta.generation?;
+    let observed = object.status.as_ref().and_then(|s| s.observed_generation);
+    (observed != Some(generation)).then(|| {
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        (
+            (namespace, meta.name.clone().unwrap_or_default()),
+            generation,
+        )
+    })
 }
 
 /// One entry of `spec.endpoints`: a name, a type and its targets.

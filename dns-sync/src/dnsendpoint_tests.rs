@@ -21,6 +21,7 @@ fn object(entries: Vec<EndpointEntry>) -> DNSEndpoint {
             ..ObjectMeta::default()
         },
         spec: DnsEndpointSpec { endpoints: entries },
+        status: None,
     }
 }
 
@@ -170,4 +171,26 @@ fn names_outside_the_domain_filter_are_refused() {
     let (records, rejections) = read(&object, &filters);
     assert!(records.is_empty());
     assert!(rejections[0].contains("--domain-filter"), "{rejections:?}");
+}
+
+#[test]
+fn an_object_lags_until_its_status_records_its_generation() {
+    let mut object: DNSEndpoint = serde_json::from_value(serde_json::json!({
+        "apiVersion": "externaldns.k8s.io/v1alpha1",
+        "kind": "DNSEndpoint",
+        "metadata": {"name": "records", "namespace": "shop", "generation": 2},
+        "spec": {"endpoints": []},
+        "status": {"observedGeneration": 1},
+    }))
+    .unwrap();
+    assert_eq!(
+        lagging(&object),
+        Some((("shop".to_owned(), "records".to_owned()), 2))
+    );
+    object.status = Some(DnsEndpointStatus {
+        observed_generation: Some(2),
+    });
+    assert_eq!(lagging(&object), None);
+    object.metadata.generation = None;
+    assert_eq!(lagging(&object), None, "no generation, nothing to record");
 }

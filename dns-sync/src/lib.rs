@@ -23,6 +23,7 @@ pub mod gateway;
 pub mod label_filter;
 pub mod metrics;
 pub mod node_source;
+pub mod observed;
 pub mod plan;
 pub mod ptr;
 pub mod publish;

@@ -34,6 +34,28 @@ fn answers(server: SocketAddr, name: &str, rtype: &str) -> Result<Vec<String>, S
     Ok(answer.data_of(rtype))
 }
 
+/// Waits until `default/records` has generation `generation` and a status recording it.
+async fn wait_observed(api: &Api<DNSEndpoint>, generation: i64) {
+    wait::until(
+        &format!("status.observedGeneration {generation}"),
+        WAIT,
+        || async {
+            let object = api.get("records").await.map_err(|e| e.to_string())?;
+            let observed = object.status.as_ref().and_then(|s| s.observed_generation);
+            if object.metadata.generation == Some(generation) && observed == Some(generation) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "generation {:?}, observed {observed:?}",
+                    object.metadata.generation
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
 fn records() -> DNSEndpoint {
     dns_endpoint(
         "records",
@@ -126,6 +148,17 @@ async fn every_record_type_of_a_dns_endpoint_is_answered_alike_by_dns_server_and
         answers(dns, "sub.test.org", "NS").unwrap(),
         Vec::<String>::new()
     );
+
+    // status.observedGeneration follows each generation once its records are written, as external-dns
+    // keeps it: here after an edit that adds a name.
+    wait_observed(&api, 1).await;
+    let mut edited = api.get("records").await.unwrap();
+    edited.spec.endpoints[0].dns_name = "web2.test.org".to_owned();
+    api.replace("records", &PostParams::default(), &edited)
+        .await
+        .unwrap();
+    wait_answer(dns, "A", "web2.test.org", &["192.0.2.10", "192.0.2.11"]);
+    wait_observed(&api, 2).await;
 
     api.delete("records", &DeleteParams::default())
         .await

@@ -310,7 +310,7 @@ fn dns_sync_rbac_and_flags_follow_its_values() {
         .iter()
         .find(|d| d.kind == "ClusterRole" && d.name == "groundwork-dns-sync")
         .unwrap();
-    assert!(role.text.contains("dnsendpoints"), "{}", role.text);
+    assert!(role.text.contains("dnsendpoints/status"), "{}", role.text);
     let deployment = with_sources
         .iter()
         .find(|d| d.kind == "Deployment" && d.name == "groundwork-dns-sync")
