@@ -232,7 +232,9 @@ struct Touched {
     addresses: BTreeSet<IpAddr>,
     /// Nodes whose set changed.
     nodes: BTreeSet<String>,
-    /// Whether some address was freed (a Service waiting for one may now get it).
+    /// Whether some Service left an address, freeing it or leaving it to fewer holders: a Service waiting
+    /// for an address, or refused one because of who held it, may now get it, or be refused naming
+    /// another holder.
     freed: bool,
     /// Whether a Service sharing addresses changed (one waiting to share may now fit).
     sharing: bool,
@@ -669,7 +671,9 @@ impl Planner {
             return false;
         }
         touched.changed += 1;
-        touched.freed |= before.iter().any(|a| !self.allocator.is_held(*a));
+        // Not only an address nobody holds any more: one a holder left may now be shared, and a refusal
+        // that named the leaver must name who is left, as a full pass would.
+        touched.freed |= before.iter().any(|a| !after.contains(a));
         touched.addresses.extend(before.iter().copied());
         true
     }
