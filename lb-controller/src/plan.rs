@@ -15,8 +15,8 @@
 //!   pass`).
 //! - **An incremental pass** touches only what changed Services touch: their own allocation, the addresses
 //!   they held or now hold (and so the other Services sharing those), the nodes announcing those, and the
-//!   Services still waiting for an address when one was freed. Nothing in it is O(cluster) except the
-//!   comparison of which addresses speakers acknowledged.
+//!   Services still waiting for an address (or refused one) when a Service left one. Nothing in it is
+//!   O(cluster) except the comparison of which addresses speakers acknowledged.
 //!
 //! Both leave the planner in the same state: an incremental pass followed by a full one finds nothing to
 //! change (`plan_tests.rs` checks this over random sequences of changes).
