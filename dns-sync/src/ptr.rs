@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::source::Endpoint;
+use crate::source::{Endpoint, at_or_below};
 use crate::target::Target;
 
 /// The reverse name of `address`, lower case, without the trailing dot.
@@ -51,7 +51,7 @@ pub fn endpoints_for(endpoints: &[Endpoint], zones: &[String]) -> Vec<Endpoint> 
             continue;
         }
         let reverse = reverse_name(address);
-        if !zones.iter().any(|zone| in_zone(&reverse, zone)) {
+        if !zones.iter().any(|zone| at_or_below(&reverse, zone)) {
             continue;
         }
         if seen.insert((reverse.clone(), endpoint.name.as_str())) {
@@ -93,15 +93,7 @@ pub fn place_at_names(endpoints: &mut [Endpoint]) {
 
 /// Whether `name` is below `in-addr.arpa` or `ip6.arpa`.
 fn is_reverse(name: &str) -> bool {
-    in_zone(name, "in-addr.arpa") || in_zone(name, "ip6.arpa")
-}
-
-/// Whether `name` is `zone` or below it (at a label boundary).
-fn in_zone(name: &str, zone: &str) -> bool {
-    name == zone
-        || name
-            .strip_suffix(zone)
-            .is_some_and(|head| head.ends_with('.'))
+    at_or_below(name, "in-addr.arpa") || at_or_below(name, "ip6.arpa")
 }
 
 #[cfg(test)]
@@ -165,6 +157,9 @@ mod tests {
             [true, false, true, false],
             "the first name of a reverse name at its own key, every endpoint of it, no forward name"
         );
-        assert!(!in_zone("200.39.10.110.in-addr.arpa", "10.in-addr.arpa"));
+        assert!(!at_or_below(
+            "200.39.10.110.in-addr.arpa",
+            "10.in-addr.arpa"
+        ));
     }
 }

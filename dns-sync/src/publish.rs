@@ -70,8 +70,7 @@ impl fmt::Display for NamePattern {
 
 /// Whether `name` is strictly below `domain` on a label boundary.
 fn is_below(name: &str, domain: &str) -> bool {
-    name.strip_suffix(domain)
-        .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
+    name != domain && crate::source::at_or_below(name, domain)
 }
 
 /// The rules' parameters (from the flags).
@@ -117,7 +116,7 @@ impl PublishRules {
                 ));
             }
             let dns = format!("dns.{zone}");
-            if name == dns || is_below(name, &dns) {
+            if crate::source::at_or_below(name, &dns) {
                 return Some(format!(
                     "{name} is under {dns}, where dns-server keeps the zone's NS, glue and apex records; nobody may \
                      publish it"

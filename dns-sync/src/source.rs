@@ -234,12 +234,7 @@ impl Filters {
     }
 
     pub(crate) fn in_domain(&self, name: &str) -> bool {
-        let under = |domain: &String| {
-            name == domain
-                || name
-                    .strip_suffix(domain.as_str())
-                    .is_some_and(|rest| rest.ends_with('.'))
-        };
+        let under = |domain: &String| at_or_below(name, domain);
         (self.domains.is_empty() || self.domains.iter().any(under))
             && !self.excluded_domains.iter().any(under)
     }
@@ -805,6 +800,13 @@ pub(crate) fn annotation<'a>(
     let annotations = annotations?;
     keys.iter()
         .find_map(|key| annotations.get(*key).map(|v| (*key, v.as_str())))
+}
+
+/// Whether `name` is `domain` or below it, on a label boundary (`a.test.org` is below `test.org`,
+/// `atest.org` is not).
+pub(crate) fn at_or_below(name: &str, domain: &str) -> bool {
+    name.strip_suffix(domain)
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
 }
 
 pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
