@@ -467,7 +467,8 @@ pub async fn run(
         instance: Some(identity.clone()),
     };
     let once = settings.config.once;
-    let (settings_dns_endpoints, dry_run) = (settings.dns_endpoints, settings.config.dry_run);
+    let observer = (settings.dns_endpoints && !settings.config.dry_run)
+        .then(|| crate::observed::Observer::start(client.clone(), shutdown.clone()));
     let mut syncer = Syncer {
         events: ops::kube::EventPublisher::start(
             client.clone(),
@@ -485,8 +486,7 @@ pub async fn run(
         gateway,
         cluster,
         nodes,
-        observer: (settings_dns_endpoints && !dry_run)
-            .then(|| crate::observed::Observer::start(client.clone(), shutdown.clone())),
+        observer,
     };
 
     if once {

@@ -95,31 +95,24 @@ mod tests {
     use super::*;
     use crate::fqdn_template;
 
-    fn node(name: &str, addresses: &[(&str, &str)], extra: serde_json::Value) -> Node {
+    /// Node `name` with `addresses`, a label `zone: a`, and the images and conditions a kubelet reports.
+    fn node(name: &str, addresses: &[(&str, &str)]) -> Node {
         let addresses: Vec<serde_json::Value> = addresses
             .iter()
             .map(|(kind, address)| serde_json::json!({"type": kind, "address": address}))
             .collect();
-        let mut node = serde_json::json!({
+        serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"zone": "a"}},
             "spec": {},
-            "status": {"addresses": addresses, "images": [{"names": ["big"], "sizeBytes": 1}]},
-        });
-        json_patch(&mut node, extra);
-        serde_json::from_value(node).unwrap()
+            "status": {"addresses": addresses, "images": [{"names": ["big"], "sizeBytes": 1}],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap()
     }
 
-    fn json_patch(into: &mut serde_json::Value, extra: serde_json::Value) {
-        if let (Some(into), serde_json::Value::Object(extra)) = (into.as_object_mut(), extra) {
-            for (key, value) in extra {
-                match into.get_mut(&key) {
-                    Some(existing) if existing.is_object() => json_patch(existing, value),
-                    _ => {
-                        into.insert(key, value);
-                    }
-                }
-            }
-        }
+    fn cordon(mut node: Node) -> Node {
+        node.spec.get_or_insert_default().unschedulable = Some(true);
+        node
     }
 
     fn filters(template: Option<&str>) -> Filters {
@@ -153,16 +146,12 @@ mod tests {
     #[test]
     fn a_node_is_published_at_its_external_ips_else_its_internal_ones() {
         let f = filters(Some("{{.Name}}.nodes.test.org"));
-        let public = node("n1", &BOTH, serde_json::json!({}));
+        let public = node("n1", &BOTH);
         assert_eq!(
             published(&from_node(&public, &f)),
             ["n1.nodes.test.org 192.0.2.1"]
         );
-        let private = node(
-            "n2",
-            &[("InternalIP", "10.0.0.2"), ("Hostname", "n2")],
-            serde_json::json!({}),
-        );
+        let private = node("n2", &[("InternalIP", "10.0.0.2"), ("Hostname", "n2")]);
         assert_eq!(
             published(&from_node(&private, &f)),
             ["n2.nodes.test.org 10.0.0.2"]
@@ -183,7 +172,7 @@ mod tests {
 
     #[test]
     fn without_a_template_the_node_name_is_the_name_and_combining_gives_both() {
-        let named = node("n1.test.org", &BOTH, serde_json::json!({}));
+        let named = node("n1.test.org", &BOTH);
         assert_eq!(
             published(&from_node(&named, &filters(None))),
             ["n1.test.org 192.0.2.1"]
@@ -201,11 +190,7 @@ mod tests {
     #[test]
     fn cordoned_nodes_are_left_out_unless_told_and_annotations_apply() {
         let f = filters(Some("{{.Name}}.nodes.test.org"));
-        let cordoned = node(
-            "n1",
-            &BOTH,
-            serde_json::json!({"spec": {"unschedulable": true}}),
-        );
+        let cordoned = cordon(node("n1", &BOTH));
         assert_eq!(published(&from_node(&cordoned, &f)), Vec::<String>::new());
         let keep = Filters {
             exclude_unschedulable: false,
@@ -216,12 +201,15 @@ mod tests {
             ["n1.nodes.test.org 192.0.2.1"]
         );
 
-        let annotated = node(
-            "n1",
-            &BOTH,
-            serde_json::json!({"metadata": {"annotations": {
-                "external-dns.alpha.kubernetes.io/target": "198.51.100.1",
-                "external-dns.alpha.kubernetes.io/ttl": "30"}}}),
+        let mut annotated = node("n1", &BOTH);
+        annotated.metadata.annotations = Some(
+            [
+                ("external-dns.alpha.kubernetes.io/target", "198.51.100.1"),
+                ("external-dns.alpha.kubernetes.io/ttl", "30"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         );
         let wanted = from_node(&annotated, &f);
         assert_eq!(published(&wanted), ["n1.nodes.test.org 198.51.100.1"]);
@@ -231,23 +219,16 @@ mod tests {
     #[test]
     fn a_name_that_is_not_a_host_name_is_refused_naming_where_it_came_from() {
         let f = filters(Some("{{.Labels.missing}}.nodes.test.org"));
-        let wanted = from_node(&node("n1", &BOTH, serde_json::json!({})), &f);
+        let wanted = from_node(&node("n1", &BOTH), &f);
         let refused = format!("{:?}", wanted.rejections);
         assert!(refused.contains(FQDN_TEMPLATE_FIELD), "{refused}");
-        let outside = from_node(
-            &node("n1.example.net", &BOTH, serde_json::json!({})),
-            &filters(None),
-        );
+        let outside = from_node(&node("n1.example.net", &BOTH), &filters(None));
         assert!(outside.request.is_none(), "outside the domain filter");
     }
 
     #[test]
     fn the_store_keeps_what_is_read_and_heartbeats_do_not_change_the_digest() {
-        let mut trimmed = node(
-            "n1",
-            &BOTH,
-            serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
-        );
+        let mut trimmed = node("n1", &BOTH);
         let before = digest(&trimmed);
         trim(&mut trimmed);
         assert_eq!(digest(&trimmed), before);
@@ -259,11 +240,7 @@ mod tests {
             ["n1.test.org 192.0.2.1"]
         );
 
-        let cordoned = node(
-            "n1",
-            &BOTH,
-            serde_json::json!({"spec": {"unschedulable": true}}),
-        );
+        let cordoned = cordon(node("n1", &BOTH));
         assert_ne!(digest(&cordoned), before);
     }
 }

@@ -16,14 +16,13 @@ use integration_tests::gateway_api::{
 use integration_tests::kube::{GatewayApiChannel, KubeCluster, gateway_api_crds};
 use integration_tests::peers::external_dns_once;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use proto::skydns::{KeyLayout, SkydnsRecord};
 use serde_json::{Value, json};
 
 mod support;
 
 use support::{
     HOSTNAME, OWNER, TARGET, create_namespaces, dns_server, events_with_type, failed_start_log,
-    keys_under, records_of, run_once, start_sync_with, sync_launcher, wait_answer, wait_event,
+    records_of, run_once, served_pairs, start_sync_with, sync_launcher, wait_answer, wait_event,
     wait_hosts,
 };
 
@@ -527,27 +526,6 @@ async fn gateway_and_route_filters_and_the_fqdn_template_apply_as_to_other_sourc
     .unwrap();
     wait_hosts(&etcd, "web.apps.test.org", OWNER, &["10.10.39.230"]).await;
     assert!(records_of(&etcd, "outside.test.org").await.is_empty());
-}
-
-/// Every (name, address) pair served from `etcd`: the address records, not external-dns's TXT registry.
-async fn served_pairs(etcd: &Etcd) -> Vec<String> {
-    let layout = KeyLayout::default();
-    let mut pairs: Vec<String> = keys_under(etcd, "/skydns/")
-        .await
-        .into_iter()
-        .filter_map(|(key, value, _)| {
-            let record = SkydnsRecord::from_etcd(&key, value.as_bytes()).ok()?;
-            let name = layout.name_of(&key)?;
-            let name = if record.target_strip > 0 {
-                name.split_once('.')?.1.to_owned()
-            } else {
-                name
-            };
-            (record.text.is_empty()).then(|| format!("{name} {}", record.host))
-        })
-        .collect();
-    pairs.sort();
-    pairs
 }
 
 /// The real external-dns v0.20.0 and dns-sync, each once over the same objects into its own etcd, serve the

@@ -14,14 +14,13 @@ use integration_tests::peers::external_dns_once;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use proto::skydns::{KeyLayout, SkydnsRecord};
 use serde_json::json;
 
 mod support;
 
 use support::workloads::create_node;
 use support::{
-    dns_server, keys_under, run_once, start_sync_with, sync_launcher, wait_answer, wait_event,
+    dns_server, run_once, served_pairs, start_sync_with, sync_launcher, wait_answer, wait_event,
 };
 
 const TEMPLATE: &str = "{{.Name}}.nodes.test.org";
@@ -117,28 +116,6 @@ async fn each_node_answers_at_its_addresses_and_follows_them_cordoning_and_delet
     sync.process().check_running().unwrap();
 }
 
-/// Every (name, address) under `/skydns` in `etcd` that is not a TXT record (external-dns's registry),
-/// sorted.
-async fn published(etcd: &Etcd) -> Vec<String> {
-    let layout = KeyLayout::default();
-    let mut found: Vec<String> = keys_under(etcd, "/skydns/")
-        .await
-        .into_iter()
-        .filter_map(|(key, value, _)| {
-            let record = SkydnsRecord::from_etcd(&key, value.as_bytes()).ok()?;
-            let name = layout.name_of(&key)?;
-            let strip = usize::try_from(record.target_strip).ok()?;
-            let name = name.splitn(strip + 1, '.').last()?.to_owned();
-            record
-                .text
-                .is_empty()
-                .then(|| format!("{name} {}", record.host))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_nodes_give_the_records_external_dns_gives_them() {
     let cluster = KubeCluster::start().await.unwrap();
@@ -177,6 +154,6 @@ async fn the_same_nodes_give_the_records_external_dns_gives_them() {
         "n4.nodes.test.org 10.0.0.4",
         "n4.nodes.test.org fd00::4",
     ];
-    assert_eq!(published(&theirs).await, want, "external-dns");
-    assert_eq!(published(&ours).await, want, "dns-sync");
+    assert_eq!(served_pairs(&theirs).await, want, "external-dns");
+    assert_eq!(served_pairs(&ours).await, want, "dns-sync");
 }

@@ -252,6 +252,28 @@ pub async fn wait_hosts(etcd: &Etcd, name: &str, owner: &str, hosts: &[&str]) ->
     start.elapsed()
 }
 
+/// Every (name, host) pair under `/skydns` in `etcd`, as `"name host"`, sorted: the address and alias
+/// records, not TXT (external-dns's registry), each at the name it is served under (`targetstrip` applied).
+pub async fn served_pairs(etcd: &Etcd) -> Vec<String> {
+    let layout = KeyLayout::default();
+    let mut pairs: Vec<String> = keys_under(etcd, "/skydns/")
+        .await
+        .into_iter()
+        .filter_map(|(key, value, _)| {
+            let record = SkydnsRecord::from_etcd(&key, value.as_bytes()).ok()?;
+            let name = layout.name_of(&key)?;
+            let strip = usize::try_from(record.target_strip).ok()?;
+            let name = name.splitn(strip + 1, '.').last()?.to_owned();
+            record
+                .text
+                .is_empty()
+                .then(|| format!("{name} {}", record.host))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
 /// Waits until `server` answers `name` `rtype` with exactly the (sorted) data `want`.
 pub fn wait_answer(server: std::net::SocketAddr, rtype: &str, name: &str, want: &[&str]) {
     wait::until_blocking(
